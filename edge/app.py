@@ -1,0 +1,217 @@
+"""Builds a node from its configuration: shared state, the HTTP listener,
+policy reloading, and the lifecycle of one worker process."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from edge.cache.disk import DiskStore
+from edge.cache.memory import MemoryStore
+from edge.cache.tiered import TieredStore
+from edge.config import NodeConfig
+from edge.filters.chain import FilterChain, default_chain
+from edge.observe.access import AccessLog
+from edge.origin.pool import OriginClients
+from edge.pipeline import Pipeline
+from edge.policy.sources import PolicySource
+
+log = logging.getLogger("edge")
+
+
+@dataclass(slots=True)
+class NodeState:
+    """Everything a worker shares between requests. ``policies.current`` is
+    the one reference swapped on reload; a request reads it once."""
+
+    config: NodeConfig
+    policies: PolicySource
+    store: TieredStore
+    origins: OriginClients
+    filters: FilterChain
+    access_log: AccessLog | None
+
+
+class _Protocol(RequestHandler):
+    """aiohttp's connection handler with precise statuses for parse errors
+    (414 for the request line, 431 for header fields) and no echo of the
+    offending bytes or tracebacks."""
+
+    line_limit = 8190
+
+    def handle_error(self, request, status=500, exc=None, message=None):
+        if status == 400 and exc is not None:
+            if isinstance(exc, LineTooLong):
+                # The parser reports both limits with LineTooLong; they are
+                # told apart by the limit it names (see _line_limit below).
+                limit = exc.args[1] if len(exc.args) > 1 else None
+                status, text = (414, "request line too long") if limit == self.line_limit else (431, "header field too large")
+            elif isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc):
+                status, text = 431, "too many header fields"
+            else:
+                text = "malformed request"
+            log.debug("bad request from client: %s", exc)
+            resp = web.Response(
+                status=status,
+                text=f"{status} {text}\n",
+                headers={"Cache-Control": "no-store", "Server": "edge"},
+            )
+            resp.force_close()
+            return resp
+        return super().handle_error(request, status, exc, message)
+
+
+class _Server(web.Server):
+    def __init__(self, handler, line_limit: int, **kwargs) -> None:
+        super().__init__(handler, **kwargs)
+        self._line_limit = line_limit
+
+    def __call__(self) -> RequestHandler:
+        proto = _Protocol(self, loop=self._loop, **self._kwargs)
+        proto.line_limit = self._line_limit
+        return proto
+
+
+def _line_limit(config: NodeConfig) -> int:
+    # Keep the two limits distinct so a LineTooLong can say which one it hit.
+    line = config.limits.max_request_line
+    return line + 1 if line == config.limits.max_header_size else line
+
+
+def build_state(config: NodeConfig, policies: PolicySource, *, access_log: AccessLog | None = None) -> NodeState:
+    cache = config.cache
+    memory = MemoryStore(cache.memory_size, cache.memory_max_object)
+    disk = DiskStore(cache.disk_path, cache.disk_size) if cache.disk_path else None
+    return NodeState(
+        config=config,
+        policies=policies,
+        store=TieredStore(memory, disk),
+        origins=OriginClients(node_name=config.name),
+        filters=default_chain(),
+        access_log=access_log,
+    )
+
+
+def make_server(state: NodeState) -> web.Server:
+    pipeline = Pipeline(state)
+    limits = state.config.limits
+    line_limit = _line_limit(state.config)
+    return _Server(
+        pipeline.handle,
+        line_limit,
+        max_line_size=line_limit,
+        max_field_size=limits.max_header_size,
+        max_headers=limits.max_headers,
+        keepalive_timeout=state.config.timeouts.keepalive,
+        access_log=None,
+    )
+
+
+class Node:
+    """One worker: listener(s), shared state, policy watcher."""
+
+    def __init__(self, config: NodeConfig, policies: PolicySource, *, reuse_port: bool = False, sockets=None) -> None:
+        self.config = config
+        self.policies = policies
+        self.reuse_port = reuse_port
+        self.sockets = sockets
+        self.state: NodeState | None = None
+        self.runner: web.ServerRunner | None = None
+        self._watch: asyncio.Task | None = None
+        self.addresses: list[tuple[str, int]] = []
+
+    async def start(self) -> None:
+        access = AccessLog() if self.config.log.access else None
+        if access is not None:
+            access.start()
+        self.state = build_state(self.config, self.policies, access_log=access)
+        self.runner = web.ServerRunner(
+            make_server(self.state), handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
+        )
+        await self.runner.setup()
+        if self.sockets:
+            for sock in self.sockets:
+                site = web.SockSite(self.runner, sock)
+                await site.start()
+        else:
+            for listen in self.config.listen:
+                site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None, backlog=1024)
+                await site.start()
+        for site in self.runner.sites:
+            server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor
+            if server is not None:
+                for sock in server.sockets:
+                    self.addresses.append(sock.getsockname()[:2])
+        interval = self.config.policies.watch_interval
+        if interval > 0:
+            self._watch = asyncio.ensure_future(self._watcher(interval))
+
+    def reload(self) -> None:
+        report = self.policies.load()
+        for err in report.errors:
+            log.error("policy rejected: %s", err)
+        if report.loaded or report.removed:
+            log.info("policies reloaded: loaded %s, removed %s", report.loaded, report.removed)
+
+    async def _watcher(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self.policies.changed():
+                    self.reload()
+            except Exception:
+                log.exception("policy reload failed; previous policies kept")
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.state is not None:
+            await self.state.origins.close()
+            await self.state.store.close()
+            if self.state.access_log is not None:
+                await self.state.access_log.close()
+
+
+async def serve_forever(node: Node, *, ready=None, extra_cleanup=()) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads policies."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload)
+    await node.start()
+    if ready is not None:
+        ready(node)
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
+        for cleanup in extra_cleanup:
+            await cleanup()
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A listening socket opened by the parent so that workers inherit it
+    (used when SO_REUSEPORT is not wanted)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def default_policies_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "policies"

@@ -1,0 +1,114 @@
+"""Memory in front of disk, composed behind the one Store interface.
+
+Small objects live in both tiers (memory for speed, disk to survive a
+restart and to be shared by the node's workers); large ones only on disk,
+streamed. A disk hit for a small object is promoted to memory.
+A failing disk tier degrades to misses, never to errors for clients.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+from edge.cache.disk import DiskStore
+from edge.cache.memory import MemoryStore
+from edge.cache.store import Hit, Meta, Removal
+
+log = logging.getLogger("edge.cache")
+
+
+class _MemoryOnlyWriter:
+    """Used when there is no disk tier: a body too large for memory is
+    simply not stored."""
+
+    async def write(self, chunk: bytes) -> None:
+        pass
+
+    async def commit(self, meta: Meta) -> None:
+        pass
+
+    async def abort(self) -> None:
+        pass
+
+
+class TieredStore:
+    name = "tiered"
+
+    def __init__(self, memory: MemoryStore, disk: DiskStore | None) -> None:
+        self.memory = memory
+        self.disk = disk
+        self._background: set[asyncio.Task] = set()
+
+    @property
+    def max_memory_object(self) -> int:
+        return self.memory.max_object
+
+    @property
+    def can_stream(self) -> bool:
+        return self.disk is not None
+
+    def get_now(self, key: str) -> Hit | None:
+        return self.memory.get_now(key)
+
+    async def get(self, key: str) -> Hit | None:
+        hit = self.memory.get_now(key)
+        if hit is not None or self.disk is None:
+            return hit
+        try:
+            hit = await self.disk.get(key)
+        except Exception:
+            log.exception("disk tier read failed; treated as a miss")
+            return None
+        if hit is None:
+            return None
+        if hit.chunks is not None and hit.meta.size <= self.memory.max_object:
+            try:
+                hit.body = b"".join([c async for c in hit.chunks])
+            except Exception:
+                log.exception("disk tier read failed; treated as a miss")
+                return None
+            hit.chunks = None
+            self.memory.put_now(key, hit.meta, hit.body)
+        return hit
+
+    async def put(self, key: str, meta: Meta, body: bytes) -> None:
+        """Memory at once (the next request must hit), disk in the background."""
+        self.memory.put_now(key, meta, body)
+        if self.disk is not None:
+            task = asyncio.ensure_future(self._disk_put(key, meta, body))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _disk_put(self, key: str, meta: Meta, body: bytes) -> None:
+        try:
+            # A copy: the disk tier records its body id in ``extra``.
+            disk_meta = dataclasses.replace(meta, extra=dict(meta.extra))
+            await self.disk.put(key, disk_meta, body)
+        except Exception:
+            log.exception("disk tier write failed; entry kept in memory only")
+
+    def writer(self, key: str):
+        if self.disk is None:
+            return _MemoryOnlyWriter()
+        return self.disk.writer(key)
+
+    async def delete(self, key: str, reason: Removal) -> bool:
+        found = await self.memory.delete(key, reason)
+        if self.disk is not None:
+            try:
+                found = await self.disk.delete(key, reason) or found
+            except Exception:
+                log.exception("disk tier delete failed")
+        return found
+
+    async def drain(self) -> None:
+        """Wait for background disk writes (shutdown, tests)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.drain()
+        await self.memory.close()
+        if self.disk is not None:
+            await self.disk.close()

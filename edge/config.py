@@ -1,0 +1,489 @@
+"""Node configuration: one TOML file -> frozen dataclasses.
+
+Everything is validated at load time and all problems of a file are
+reported together, each naming file, field, what was expected and what was
+found. Unknown sections and keys are errors: a typo such as ``memroy_size``
+must not silently leave a default in force.
+"""
+from __future__ import annotations
+
+import datetime
+import difflib
+import ipaddress
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# ISO 3166-1 alpha-2, officially assigned codes (as in tzdata's iso3166.tab).
+# Exceptionally reserved codes such as "UK" or "EU" are refused on purpose:
+# data residency decisions compare these codes with the geo database's.
+ISO_COUNTRIES: frozenset[str] = frozenset(
+    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
+    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO
+    DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU
+    GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW
+    KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU
+    MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW
+    PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF
+    TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA
+    ZM ZW""".split()
+)
+
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
+
+
+# --- the configuration -------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str  # an IP literal (IPv6 without brackets) or a host name
+    port: int  # 0: the OS picks one (tests); only with workers = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    memory_size: int = 256 * 2**20
+    memory_max_object: int = 2**20  # larger objects live only on disk, streamed
+    disk_path: Path | None = None  # absolute; None: no disk tier
+    disk_size: int = 10 * 2**30
+
+
+@dataclass(frozen=True, slots=True)
+class PoliciesConfig:
+    directory: Path | None = None  # absolute; None only in quick mode
+    watch_interval: float = 2.0  # seconds; 0 disables watching
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_request_line: int = 8190
+    max_header_size: int = 8190  # one header field
+    max_headers: int = 100
+    max_body_size: int = 100 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    keepalive: float = 75.0  # idle client keep-alive, seconds
+    shutdown: float = 10.0  # graceful drain on SIGTERM, seconds
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    access: bool = True  # access log to stderr, client addresses anonymised
+    level: str = "info"  # one of LOG_LEVELS
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """The whole node configuration. Defaults are quick mode (no policy directory)."""
+
+    name: str = "edge"  # in Via and Cache-Status: a token starting with a letter
+    country: str | None = None  # ISO 3166-1 alpha-2, upper case
+    workers: int = 1
+    listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 8080),)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<defaults>"  # the file this came from, as given to load_config
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``errors`` lists every problem, one per line."""
+
+    def __init__(self, errors: str | list[str]) -> None:
+        self.errors: list[str] = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+def default_config() -> NodeConfig:
+    """Quick mode: every default, no policy directory."""
+    return NodeConfig()
+
+
+# --- sizes -------------------------------------------------------------------
+
+MAX_SIZE = 2**50  # 1 PiB: anything larger is a typo, not a cache
+_SIZE_UNITS: dict[str, int] = {
+    "": 1, "b": 1,
+    "kb": 10**3, "kib": 2**10,
+    "mb": 10**6, "mib": 2**20,
+    "gb": 10**9, "gib": 2**30,
+    "tb": 10**12, "tib": 2**40,
+}
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
+SIZE_EXPECTED = 'a size such as "256MiB" or a number of bytes'
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or a string with a unit (B, KB, KiB, ... TB, TiB).
+
+    Units are case-insensitive (there are no bit units to confuse them
+    with); decimal units are powers of 1000, binary ones of 1024. Raises
+    ValueError whose message reads "expected ..., found ...".
+    """
+    amount: Decimal
+    if isinstance(value, bool):  # bool is an int subclass; "true" is no size
+        raise ValueError(f"expected {SIZE_EXPECTED}, found {describe(value)}")
+    if isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, float) and math.isfinite(value):
+        amount = Decimal(value)
+    elif isinstance(value, str) and (m := _SIZE_RE.fullmatch(value)) and m[2].lower() in _SIZE_UNITS:
+        try:
+            amount = Decimal(m[1]) * _SIZE_UNITS[m[2].lower()]
+        except InvalidOperation:  # pragma: no cover - the regex admits only decimals
+            raise ValueError(f"expected {SIZE_EXPECTED}, found {describe(value)}") from None
+    else:
+        raise ValueError(f"expected {SIZE_EXPECTED}, found {describe(value)}")
+    if amount < 0:
+        raise ValueError(f"expected {SIZE_EXPECTED}, found {describe(value)}")
+    if amount != amount.to_integral_value():
+        raise ValueError(f"expected a whole number of bytes, found {describe(value)}")
+    if amount > MAX_SIZE:
+        raise ValueError(f"expected a size of at most 1024TiB, found {describe(value)}")
+    return int(amount)
+
+
+def describe(value: object) -> str:
+    """A found value as the user wrote it in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 80 else text[:76] + '..."'
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return f"a date/time ({value.isoformat()})"
+    return repr(value)
+
+
+# --- loading -----------------------------------------------------------------
+
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "node": ("name", "country", "workers"),
+    "listen": ("address",),
+    "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size"),
+    "policies": ("directory", "watch_interval"),
+    "proxy": ("trusted_proxies",),
+    "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
+    "timeouts": ("keepalive", "shutdown"),
+    "log": ("access", "level"),
+}
+
+# Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
+# which must start with a letter. This satisfies both without quoting.
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_ADDRESS_EXPECTED = 'an address such as "0.0.0.0:8080" or "[::]:8080" (port 0 to 65535)'
+
+_MISSING = object()
+
+
+class _Reader:
+    """Reads one parsed file, recording every problem instead of stopping at the first."""
+
+    def __init__(self, file: str, base: Path) -> None:
+        self.file = file
+        self.base = base
+        self.errors: list[str] = []
+
+    def error(self, where: str, expected: str, found: str) -> None:
+        self.errors.append(f"{self.file}: {where}: expected {expected}, found {found}")
+
+    def table(self, data: dict[str, Any], name: str) -> dict[str, Any]:
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            self.error(name, f"a table ([{name}])", describe(value))
+            return {}
+        self.unknown(value, name, _SECTIONS[name])
+        return value
+
+    def unknown(self, table: dict[str, Any], where: str, known: tuple[str, ...]) -> None:
+        for key in table:
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                tail = f' (did you mean "{hint[0]}"?)' if hint else ""
+                self.error(
+                    f"{where}.{key}" if where else key,
+                    f"one of the {'keys' if where else 'sections'} {', '.join(sorted(known))}",
+                    f"an unknown {'key' if where else 'section'}{tail}",
+                )
+
+    def get(self, table: dict[str, Any], where: str, key: str, default: T, convert: Callable[[Any], T]) -> T:
+        """``convert`` returns the value or raises ValueError("expected ..., found ...")."""
+        value = table.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        try:
+            return convert(value)
+        except ValueError as e:
+            self.errors.append(f"{self.file}: {where}.{key}: {e}")
+            return default
+
+    def path(self, value: object) -> Path:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected a path (relative to the config file), found {describe(value)}")
+        return self.base / value  # an absolute value replaces the base
+
+
+def _number(low: float, high: float, what: str = "a number of seconds") -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValueError(f"expected {what} from {low:g} to {high:g}, found {describe(value)}")
+        return float(value)
+
+    return convert
+
+
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"expected an integer from {low} to {high}, found {describe(value)}")
+        return value
+
+    return convert
+
+
+def _size(low: int, high: int = MAX_SIZE) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        n = parse_size(value)
+        if not low <= n <= high:
+            raise ValueError(f"expected a size from {low} to {high} bytes, found {describe(value)}")
+        return n
+
+    return convert
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, found {describe(value)}")
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise ValueError(
+            'expected a name of letters, digits, ".", "_" or "-" that starts with a letter '
+            f"(at most 63 characters), found {describe(value)}"
+        )
+    return value
+
+
+def _country(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in ISO_COUNTRIES:
+        raise ValueError(f'expected an ISO 3166-1 alpha-2 country code such as "DE", found {describe(value)}')
+    return value.upper()
+
+
+def _level(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        choices = ", ".join(f'"{lv}"' for lv in LOG_LEVELS)
+        raise ValueError(f"expected one of {choices}, found {describe(value)}")
+    return value.lower()
+
+
+def _network(value: Any) -> IPNetwork:
+    if isinstance(value, str):
+        try:
+            return ipaddress.ip_network(value.strip(), strict=True)
+        except ValueError as e:
+            # ip_network says "has host bits set" for "10.0.0.1/8": widening
+            # it silently would trust addresses nobody meant to trust.
+            detail = f" ({e.args[0].split(' ', 1)[1]})" if "host bits" in str(e) else ""
+            raise ValueError(
+                f'expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found {describe(value)}{detail}'
+            ) from None
+    raise ValueError(f'expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found {describe(value)}')
+
+
+def parse_listen_address(value: object) -> ListenAddress:
+    """"host:port" or "[ipv6]:port" -> ListenAddress (IPv6 host without brackets)."""
+    if isinstance(value, str):
+        if value.startswith("["):
+            host, close, port = value[1:].partition("]")
+            ok = bool(close) and port.startswith(":") and _is_ipv6(host)
+            port = port[1:]
+        else:
+            host, colon, port = value.rpartition(":")
+            # A bare IPv6 address ("::1:80") is ambiguous: brackets required.
+            ok = bool(colon) and (_is_ipv4(host) or bool(_HOSTNAME_RE.fullmatch(host)))
+        if ok and port.isascii() and port.isdigit() and int(port) <= 65535:
+            return ListenAddress(host, int(port))
+    raise ValueError(f"expected {_ADDRESS_EXPECTED}, found {describe(value)}")
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_config(path: str | Path, *, require_policies: bool = True) -> NodeConfig:
+    """Read and validate a node configuration file.
+
+    Relative paths inside it are resolved against the file's directory, so
+    a node behaves the same whatever its working directory. Raises
+    ConfigError listing every problem found. ``require_policies=False`` is
+    quick mode: ``[policies] directory`` may then be omitted.
+    """
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read the config file: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{file}: expected UTF-8 TOML, found an undecodable byte at offset {e.start}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: invalid TOML: {e}") from None  # the message carries line and column
+    r = _Reader(file, Path(path).resolve().parent)
+    cfg = _build(r, data, require_policies)
+    if r.errors:
+        raise ConfigError(r.errors)
+    return cfg
+
+
+def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConfig:
+    d = NodeConfig()
+    r.unknown(data, "", tuple(_SECTIONS))
+
+    node = r.table(data, "node")
+    name = r.get(node, "node", "name", d.name, _name)
+    country = r.get(node, "node", "country", d.country, _country)
+    workers = r.get(node, "node", "workers", d.workers, _integer(1, 64))
+
+    listen = _listen(r, data.get("listen", _MISSING), d.listen)
+    if workers > 1 and any(a.port == 0 for a in listen):
+        # Each worker would bind its own random port instead of sharing one.
+        r.error("listen", "fixed ports when node.workers > 1", "port 0")
+
+    t = r.table(data, "cache")
+    dc = d.cache
+    memory_size = r.get(t, "cache", "memory_size", dc.memory_size, _size(1))
+    memory_max_object = r.get(t, "cache", "memory_max_object", dc.memory_max_object, _size(1))
+    disk_path = r.get(t, "cache", "disk_path", dc.disk_path, r.path)
+    disk_size = r.get(t, "cache", "disk_size", dc.disk_size, _size(1))
+    if memory_max_object > memory_size:
+        r.error(
+            "cache.memory_max_object",
+            f"at most cache.memory_size ({memory_size} bytes)",
+            f"{memory_max_object} bytes",
+        )
+    if "disk_size" in t and "disk_path" not in t:
+        r.error("cache.disk_size", "cache.disk_path to be set as well (no path, no disk tier)", "no disk_path")
+    cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size)
+
+    t = r.table(data, "policies")
+    directory = r.get(t, "policies", "directory", None, r.path)
+    if directory is None and "directory" not in t and require_policies:
+        r.error("policies.directory", "a directory of tenant policies (relative to the config file)", "nothing")
+    elif directory is not None and not directory.is_dir():
+        r.error("policies.directory", "an existing directory", f"{describe(str(directory))} (no such directory)")
+    watch = r.get(t, "policies", "watch_interval", d.policies.watch_interval, _number(0, 3600))
+    policies = PoliciesConfig(directory, watch)
+
+    t = r.table(data, "proxy")
+    proxies = d.trusted_proxies
+    if "trusted_proxies" in t:
+        value = t["trusted_proxies"]
+        if not isinstance(value, list):
+            r.error("proxy.trusted_proxies", "an array of CIDR strings", describe(value))
+        else:
+            nets = []
+            for i, item in enumerate(value):
+                try:
+                    nets.append(_network(item))
+                except ValueError as e:
+                    r.errors.append(f"{r.file}: proxy.trusted_proxies[{i}]: {e}")
+            proxies = tuple(nets)
+
+    t = r.table(data, "limits")
+    dl = d.limits
+    limits = Limits(
+        r.get(t, "limits", "max_request_line", dl.max_request_line, _size(64, 2**20)),
+        r.get(t, "limits", "max_header_size", dl.max_header_size, _size(64, 2**20)),
+        r.get(t, "limits", "max_headers", dl.max_headers, _integer(1, 10_000)),
+        r.get(t, "limits", "max_body_size", dl.max_body_size, _size(0)),
+    )
+
+    t = r.table(data, "timeouts")
+    timeouts = Timeouts(
+        r.get(t, "timeouts", "keepalive", d.timeouts.keepalive, _number(0, 3600)),
+        r.get(t, "timeouts", "shutdown", d.timeouts.shutdown, _number(0, 3600)),
+    )
+
+    t = r.table(data, "log")
+    log = LogConfig(
+        r.get(t, "log", "access", d.log.access, _bool),
+        r.get(t, "log", "level", d.log.level, _level),
+    )
+
+    return NodeConfig(
+        name=name,
+        country=country,
+        workers=workers,
+        listen=listen,
+        cache=cache,
+        policies=policies,
+        trusted_proxies=proxies,
+        limits=limits,
+        timeouts=timeouts,
+        log=log,
+        source=r.file,
+    )
+
+
+def _listen(r: _Reader, value: object, default: tuple[ListenAddress, ...]) -> tuple[ListenAddress, ...]:
+    if value is _MISSING:
+        return default
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        r.error("listen", "an array of tables ([[listen]])", describe(value))
+        return default
+    if not value:
+        r.error("listen", "at least one [[listen]] address", "none")
+        return default
+    out: list[ListenAddress] = []
+    for i, table in enumerate(value):
+        where = f"listen[{i}]"
+        r.unknown(table, where, _SECTIONS["listen"])
+        if "address" not in table:
+            r.error(f"{where}.address", _ADDRESS_EXPECTED, "nothing")
+            continue
+        addr = r.get(table, where, "address", None, parse_listen_address)
+        if addr is None:
+            continue
+        if addr in out:
+            r.error(f"{where}.address", "each address once", f"{describe(table['address'])} again")
+            continue
+        out.append(addr)
+    return tuple(out) or default

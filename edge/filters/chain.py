@@ -1,0 +1,53 @@
+"""The shared filter chain: the same code for every tenant, configured per
+tenant in its policy. Every request passes it before cache or origin.
+
+A filter returns None (pass) or a Verdict (respond with it). Filters are
+plain objects with ``check(request, ctx, policy)``; the chain is built
+once at start and is immutable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: int
+    reason: str  # short text for the client
+    detail: str  # machine token for Cache-Status and logs
+    headers: dict | None = None
+
+
+class Filter(Protocol):
+    name: str
+
+    def check(self, request, ctx, policy) -> Verdict | None: ...
+
+
+class MethodFilter:
+    """Methods no origin of a CDN tenant should see through the edge."""
+
+    name = "method"
+    _DENIED = frozenset({"CONNECT", "TRACE", "TRACK"})
+
+    def check(self, request, ctx, policy) -> Verdict | None:
+        if request.method in self._DENIED:
+            return Verdict(405, "method not allowed", "method", {"Allow": "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"})
+        return None
+
+
+class FilterChain:
+    def __init__(self, filters: tuple[Filter, ...]) -> None:
+        self.filters = filters
+
+    def check(self, request, ctx, policy) -> Verdict | None:
+        for f in self.filters:
+            verdict = f.check(request, ctx, policy)
+            if verdict is not None:
+                return verdict
+        return None
+
+
+def default_chain() -> FilterChain:
+    return FilterChain((MethodFilter(),))

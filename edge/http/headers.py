@@ -1,0 +1,57 @@
+"""Header rules a proxy must apply in both directions (RFC 9110 §7.6.1)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Hop-by-hop fields: meaningful only for one connection, never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Request fields that can change what an origin answers without being part
+# of the cache key; forwarding them would let one client poison the entry
+# everyone else is served (unkeyed-input cache poisoning).
+UNKEYED_REQUEST_FIELDS = frozenset(
+    {
+        "x-forwarded-host",
+        "x-forwarded-server",
+        "x-forwarded-port",
+        "x-forwarded-scheme",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-host",
+        "x-host",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "forwarded",
+    }
+)
+
+
+def connection_tokens(values: Iterable[str]) -> frozenset[str]:
+    """Field names listed in Connection, which are hop-by-hop too (§7.6.1)."""
+    names: set[str] = set()
+    for value in values:
+        for token in value.split(","):
+            token = token.strip().lower()
+            if token:
+                names.add(token)
+    return frozenset(names)
+
+
+def is_token(value: str) -> bool:
+    return bool(value) and all(c in _TCHAR for c in value)
+
+
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")

@@ -1,0 +1,176 @@
+"""Origin requests: keep-alive pools, failover across a tenant's origins and
+passive health.
+
+An origin that fails ``failures_before_down`` times in a row (connect error,
+timeout, or a status the policy names) is skipped for ``cooldown`` seconds;
+after that it gets traffic again and one more failure marks it down at once.
+When every origin is down the one that comes back soonest is still tried:
+serving from a possibly-healthy origin beats refusing everyone.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+log = logging.getLogger("edge.origin")
+
+_SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+
+class Failure(enum.Enum):
+    CONNECT = "origin-connect"
+    TIMEOUT = "origin-timeout"
+    PROTOCOL = "origin-protocol"
+    STATUS = "origin-status"
+
+    @property
+    def status(self) -> int:
+        return 504 if self is Failure.TIMEOUT else 502
+
+
+class OriginError(Exception):
+    def __init__(self, failure: Failure, origin: str, detail: str = "") -> None:
+        super().__init__(f"{failure.value} {origin} {detail}".strip())
+        self.failure = failure
+        self.origin = origin
+
+
+@dataclass(slots=True)
+class _Health:
+    failures: int = 0
+    down_until: float = 0.0
+
+
+class OriginClients:
+    """All origin connection pools of a node process, shared by tenants whose
+    origins are identical, kept across policy reloads."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, node_name: str = "edge") -> None:
+        self._sessions: dict[tuple, aiohttp.ClientSession] = {}
+        self._health: dict[str, _Health] = {}
+        self._clock = clock
+
+    def _session(self, origin) -> aiohttp.ClientSession:
+        ident = (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections)
+        session = self._sessions.get(ident)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=origin.max_connections,
+                limit_per_host=origin.max_connections,
+                ttl_dns_cache=60,
+                keepalive_timeout=30,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=origin.connect_timeout, sock_read=origin.read_timeout
+                ),
+                # The edge forwards bytes as the origin encoded them; decoding
+                # would break Content-Length, ETags and stored variants.
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                max_line_size=16384,
+                max_field_size=16384,
+                read_bufsize=2**16,
+            )
+            self._sessions[ident] = session
+        return session
+
+    def health(self, url: str) -> _Health:
+        h = self._health.get(url)
+        if h is None:
+            h = self._health[url] = _Health()
+        return h
+
+    def is_down(self, url: str) -> bool:
+        h = self._health.get(url)
+        return h is not None and h.down_until > self._clock()
+
+    def _order(self, origins) -> list:
+        now = self._clock()
+        up = [o for o in origins if self.health(o.url).down_until <= now]
+        if up:
+            return up
+        return [min(origins, key=lambda o: self.health(o.url).down_until)]
+
+    def _failed(self, origin, failover) -> None:
+        h = self.health(origin.url)
+        h.failures += 1
+        if h.failures >= failover.failures_before_down:
+            if h.down_until <= self._clock():
+                log.warning("origin %s marked down for %.0fs after %d failures", origin.url, failover.cooldown, h.failures)
+            h.down_until = self._clock() + failover.cooldown
+
+    def _succeeded(self, origin) -> None:
+        h = self._health.get(origin.url)
+        if h is not None and (h.failures or h.down_until):
+            h.failures = 0
+            h.down_until = 0.0
+
+    async def send(
+        self,
+        origins,
+        failover,
+        method: str,
+        target: str,
+        headers: CIMultiDict,
+        client_host: str,
+        body: AsyncIterable[bytes] | None,
+        retry: bool,
+    ) -> tuple[aiohttp.ClientResponse, object]:
+        """Send one request, failing over when allowed. ``retry`` is true
+        only for idempotent requests without a body (a streamed body cannot
+        be replayed). Returns the response (headers read, body not) and the
+        origin that answered."""
+        order = self._order(origins)
+        last: OriginError | None = None
+        for i, origin in enumerate(order):
+            more = retry and i + 1 < len(order)
+            headers["Host"] = origin.host_header or client_host
+            url = URL(origin.url.rstrip("/") + target, encoded=True)
+            try:
+                resp = await self._session(origin).request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    skip_auto_headers=_SKIP_AUTO,
+                    compress=None,
+                )
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                last = OriginError(Failure.TIMEOUT, origin.url, type(exc).__name__)
+            except aiohttp.ClientConnectorError as exc:
+                last = OriginError(Failure.CONNECT, origin.url, str(exc.os_error))
+            except (aiohttp.ClientError, ValueError) as exc:
+                # Malformed status line or headers, or a connection closed
+                # before the response: the origin broke the protocol.
+                last = OriginError(Failure.PROTOCOL, origin.url, type(exc).__name__)
+            else:
+                if resp.status in failover.retry_on_status:
+                    self._failed(origin, failover)
+                    if more:
+                        resp.release()
+                        continue
+                    return resp, origin
+                self._succeeded(origin)
+                return resp, origin
+            self._failed(origin, failover)
+            log.warning("origin request failed: %s", last)
+            if not more:
+                break
+        assert last is not None
+        raise last
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()

@@ -1,0 +1,730 @@
+"""A request's life, in order. This module alone knows the order of the phases:
+
+    identify  tenant from Host, client address, request id
+    filter    the shared filter chain (every tenant, every request)
+    lookup    cache key, stored entry, Vary variant
+    decide    RFC 9111 freshness (pure functions in edge.cache.freshness)
+    fetch     origin request, collapsed per key, with failover
+    respond   response policy: browser TTL, Via, Cache-Status
+    store     memory and disk tiers, streaming
+    log       anonymised access log
+
+A hit walks identify -> filter -> lookup -> decide -> respond and touches
+neither the origin nor the disk when memory holds the object.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from edge.cache import freshness as fr
+from edge.cache.key import host_key, normalise_path, normalise_query, primary_key, vary_key, vary_names
+from edge.cache.store import Hit, Meta
+from edge.http.directives import parse_cache_control
+from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens
+from edge.origin.pool import OriginError
+
+log = logging.getLogger("edge.pipeline")
+
+CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+# Safe to send twice: failover may retry these when they carry no body.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# Response fields the edge computes itself, never copies from the origin.
+_RECOMPUTED = frozenset({"content-length", "age"})
+_VARIANT_SEP = "\x1f"
+# File extensions whose content is never HTML; an HTML/JSON answer for such a
+# path is the signature of web cache deception (``/account/x.css``).
+_STATIC_EXTENSIONS = frozenset(
+    "css js mjs png jpg jpeg gif webp avif svg ico woff woff2 ttf otf eot mp4 webm mp3 pdf zip gz txt xml map".split()
+)
+_DYNAMIC_TYPES = ("text/html", "application/json", "application/xhtml+xml", "text/plain")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What the phases learn about one request."""
+
+    rid: str
+    start: float
+    method: str
+    peer: str | None
+    tenant: str = "-"
+    host: str = "-"
+    path: str = "-"
+    cache: str = ""
+    status: int = 0
+    size: int = 0
+    body_too_large: bool = False
+
+
+class Pipeline:
+    def __init__(self, state) -> None:
+        self.state = state
+        cfg = state.config
+        self.node = cfg.name
+        self.via = f"1.1 {cfg.name}"
+        self.max_body = cfg.limits.max_body_size
+        self._trusted = tuple(cfg.trusted_proxies)
+        self._trusted_cache: dict[str, bool] = {}
+        self._inflight: dict[str, asyncio.Future] = {}
+        self._rid_prefix = f"{os.getpid() & 0xFFFF:04x}{int(time.time()) & 0xFFFFFF:06x}"
+        self._rid = itertools.count(1)
+        self.collapse_wait = 30.0
+
+    # ------------------------------------------------------------------ entry
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        ctx = Ctx(f"{self._rid_prefix}-{next(self._rid):x}", time.monotonic(), request.method, request.remote)
+        try:
+            resp = await self._handle(request, ctx)
+        except asyncio.CancelledError:
+            raise
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            # The client went away mid-response; nothing left to tell it.
+            ctx.status = ctx.status or 499
+            self._log(ctx)
+            raise
+        except Exception:
+            log.exception("internal error (request %s)", ctx.rid)
+            resp = self._error(ctx, 500, "internal error", "edge-error")
+        ctx.status = resp.status
+        self._log(ctx)
+        return resp
+
+    def _log(self, ctx: Ctx) -> None:
+        access = self.state.access_log
+        if access is not None:
+            access.write(
+                rid=ctx.rid,
+                tenant=ctx.tenant,
+                peer=ctx.peer,
+                method=ctx.method,
+                host=ctx.host,
+                path=ctx.path,
+                status=ctx.status,
+                size=ctx.size,
+                cache=ctx.cache,
+                duration=time.monotonic() - ctx.start,
+            )
+
+    def _error(self, ctx: Ctx, status: int, text: str, detail: str, extra: dict | None = None) -> web.Response:
+        ctx.cache = f"{self.node}; fwd=miss; detail={detail}" if status >= 500 else f"{self.node}; detail={detail}"
+        headers = {
+            "Cache-Status": ctx.cache,
+            "X-Request-Id": ctx.rid,
+            "Cache-Control": "no-store",
+            "Server": "edge",
+        }
+        if extra:
+            headers.update(extra)
+        body = f"{status} {text}\nrequest id: {ctx.rid}\n".encode()
+        ctx.size = len(body)
+        resp = web.Response(status=status, body=body, headers=headers, content_type="text/plain")
+        if status in (400, 413):
+            # The connection may hold an unread body or be out of sync.
+            resp.force_close()
+        return resp
+
+    # --------------------------------------------------------------- identify
+
+    async def _handle(self, request: web.BaseRequest, ctx: Ctx) -> web.StreamResponse:
+        raw = request.raw_path
+        hosts = request.headers.getall("Host", ())
+        if raw[:1] != "/":
+            # Absolute-form target: its authority replaces Host (RFC 9112 §3.2.2).
+            scheme, sep, rest = raw.partition("://")
+            if not sep or scheme.lower() not in ("http", "https"):
+                return self._error(ctx, 400, "bad request target", "bad-target")
+            authority, slash, tail = rest.partition("/")
+            raw = "/" + tail
+            hosts = (authority,)
+        if len(hosts) != 1:
+            return self._error(ctx, 400, "exactly one Host header is required", "bad-host")
+        host = host_key(hosts[0])
+        if host is None:
+            return self._error(ctx, 400, "malformed Host header", "bad-host")
+        ctx.host = host
+        policy = self.state.policies.current.resolve(host)
+        if policy is None:
+            return self._error(ctx, 421, "this node serves no site for that host", "unknown-host")
+        ctx.tenant = policy.tenant
+
+        raw_path, _, raw_query = raw.partition("?")
+        path = normalise_path(raw_path)
+        if path is None:
+            return self._error(ctx, 400, "malformed path", "bad-path")
+        ctx.path = path
+
+        # ----------------------------------------------------------- filter
+        verdict = self.state.filters.check(request, ctx, policy)
+        if verdict is not None:
+            return self._error(ctx, verdict.status, verdict.reason, verdict.detail, verdict.headers)
+
+        method = request.method
+        cl = request.content_length
+        if cl is not None and cl > self.max_body:
+            return self._error(ctx, 413, "request body too large", "body-too-large")
+
+        if method not in CACHEABLE_METHODS or not policy.cache.enabled:
+            return await self._pass(request, ctx, policy, path, raw_query, "method" if policy.cache.enabled else "bypass")
+        decision = policy.request_decision(path)
+        if decision.bypass:
+            return await self._pass(request, ctx, policy, path, raw_query, "bypass")
+
+        # ----------------------------------------------------------- lookup
+        opts = decision.key
+        query = normalise_query(raw_query, opts) if raw_query else ""
+        req_headers = request.headers
+        key_cookies = _cookies(req_headers, opts.cookies) if opts.cookies else _EMPTY
+        key = primary_key(policy.tenant, host, path, query, opts, req_headers, key_cookies)
+        target = path + "?" + query if query else path
+
+        req_cc_raw = req_headers.get("Cache-Control")
+        req_cc = parse_cache_control(req_cc_raw) if req_cc_raw else _NO_CC
+        # RFC 9111 §5.2.1.4, §5.4: the client asks us to validate first.
+        must_forward = req_cc.has("no-cache") or req_cc.max_age == 0 or (
+            req_cc_raw is None and "no-cache" in req_headers.get("Pragma", "")
+        )
+
+        if not must_forward:
+            hit, variant = await self._lookup(key, req_headers)
+            if hit is not None:
+                # --------------------------------------------------- decide
+                now = time.time()
+                age = fr.current_age(hit.meta.initial_age, hit.meta.response_time, now)
+                if age < hit.meta.lifetime:
+                    return await self._serve_hit(request, ctx, hit, age, "hit")
+                if hit.chunks is not None:
+                    await hit.chunks.aclose()
+                fwd = "stale"
+            else:
+                fwd = "vary-miss" if variant else "uri-miss"
+        else:
+            fwd = "request"
+
+        # ------------------------------------------------------------ fetch
+        if method == "GET" and fwd != "request":
+            waiter = self._inflight.get(key)
+            if waiter is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), self.collapse_wait)
+                except asyncio.TimeoutError:
+                    pass
+                hit, _ = await self._lookup(key, req_headers)
+                if hit is not None:
+                    now = time.time()
+                    age = fr.current_age(hit.meta.initial_age, hit.meta.response_time, now)
+                    if age < hit.meta.lifetime:
+                        return await self._serve_hit(request, ctx, hit, age, "hit", collapsed=True)
+                    if hit.chunks is not None:
+                        await hit.chunks.aclose()
+                return await self._miss(request, ctx, policy, key, target, fwd, None)
+            done = asyncio.get_running_loop().create_future()
+            self._inflight[key] = done
+            try:
+                return await self._miss(request, ctx, policy, key, target, fwd, done)
+            finally:
+                if self._inflight.get(key) is done:
+                    del self._inflight[key]
+                if not done.done():
+                    done.set_result(None)
+        return await self._miss(request, ctx, policy, key, target, fwd, None)
+
+    async def _lookup(self, key: str, req_headers) -> tuple[Hit | None, bool]:
+        """Returns the stored entry for this request, and whether the URL has
+        variants (so a miss is a vary-miss)."""
+        store = self.state.store
+        hit = store.get_now(key)
+        if hit is None:
+            hit = await store.get(key)
+            if hit is None:
+                return None, False
+        meta = hit.meta
+        if meta.status == 0:  # a Vary marker: RFC 9111 §4.1 secondary key
+            vkey = key + _VARIANT_SEP + vary_key(meta.vary, req_headers)
+            hit = store.get_now(vkey) or await store.get(vkey)
+            return hit, True
+        return hit, False
+
+    # ---------------------------------------------------------------- respond
+
+    async def _serve_hit(
+        self, request: web.BaseRequest, ctx: Ctx, hit: Hit, age: float, what: str, collapsed: bool = False
+    ) -> web.StreamResponse:
+        meta = hit.meta
+        headers = _template(meta).copy()
+        headers["Age"] = fr.age_header_value(age)
+        # Age + ttl = lifetime, in the whole seconds the Age header shows.
+        ttl = int(meta.lifetime) - int(age)
+        status_value = f"{self.node}; hit; ttl={ttl}"
+        if collapsed:
+            status_value += "; collapsed"
+        ctx.cache = status_value
+        headers.add("Cache-Status", status_value)
+        headers["X-Request-Id"] = ctx.rid
+        if hit.body is not None:
+            ctx.size = len(hit.body)
+            return web.Response(status=meta.status, body=hit.body, headers=headers)
+        resp = web.StreamResponse(status=meta.status, headers=headers)
+        resp.content_length = meta.size
+        await resp.prepare(request)
+        assert hit.chunks is not None
+        try:
+            async for chunk in hit.chunks:
+                await resp.write(chunk)
+                ctx.size += len(chunk)
+        finally:
+            await hit.chunks.aclose()
+        await resp.write_eof()
+        return resp
+
+    # ------------------------------------------------------------------ fetch
+
+    def _trusted_peer(self, peer: str | None) -> bool:
+        if not self._trusted or not peer:
+            return False
+        known = self._trusted_cache.get(peer)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(peer)
+                known = any(ip in net for net in self._trusted)
+            except ValueError:
+                known = False
+            if len(self._trusted_cache) > 4096:
+                self._trusted_cache.clear()
+            self._trusted_cache[peer] = known
+        return known
+
+    def _origin_headers(self, request: web.BaseRequest, policy, keyed: tuple[str, ...]) -> CIMultiDict:
+        src = request.headers
+        drop = HOP_BY_HOP
+        conn = src.getall("Connection", ())
+        if conn:
+            drop = drop | connection_tokens(conn)
+        out: CIMultiDict = CIMultiDict()
+        for name, value in src.items():
+            lname = name.lower()
+            if lname in drop or lname == "host" or lname == "expect" or lname == "x-forwarded-for":
+                continue
+            if lname in UNKEYED_REQUEST_FIELDS and lname not in keyed:
+                continue
+            if lname == "x-forwarded-proto" and not self._trusted_peer(request.remote):
+                continue
+            out.add(name, value)
+        peer = request.remote or ""
+        if self._trusted_peer(peer):
+            prior = ", ".join(src.getall("X-Forwarded-For", ()))
+            out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        else:
+            out["X-Forwarded-For"] = peer
+        out.setdefault("X-Forwarded-Proto", "https" if request.secure else "http")
+        out["X-Forwarded-Host"] = src.get("Host", "")
+        prior_via = ", ".join(src.getall("Via", ()))
+        out["Via"] = f"{prior_via}, {self.via}" if prior_via else self.via
+        return out
+
+    async def _request_body(self, request: web.BaseRequest, ctx: Ctx) -> AsyncIterator[bytes]:
+        # Counted while streaming: a chunked upload cannot announce its size.
+        seen = 0
+        async for chunk in request.content.iter_any():
+            seen += len(chunk)
+            if seen > self.max_body:
+                ctx.body_too_large = True
+                raise BodyTooLarge()
+            yield chunk
+
+    async def _send(self, request, ctx, policy, target, keyed=()):
+        headers = self._origin_headers(request, policy, keyed)
+        has_body = request.body_exists
+        body = self._request_body(request, ctx) if has_body else None
+        retry = request.method in IDEMPOTENT_METHODS and not has_body
+        return await self.state.origins.send(
+            policy.origins,
+            policy.failover,
+            request.method,
+            target,
+            headers,
+            request.headers.get("Host", ctx.host),
+            body,
+            retry,
+        )
+
+    def _response_headers(self, upstream: aiohttp.ClientResponse) -> CIMultiDict:
+        drop = HOP_BY_HOP | _RECOMPUTED
+        conn = upstream.headers.getall("Connection", ())
+        if conn:
+            drop = drop | connection_tokens(conn)
+        out: CIMultiDict = CIMultiDict()
+        for name, value in upstream.headers.items():
+            if name.lower() not in drop:
+                out.add(name, value)
+        prior_via = ", ".join(out.popall("Via", ()))
+        out["Via"] = f"{prior_via}, {self.via}" if prior_via else self.via
+        return out
+
+    async def _pass(self, request, ctx, policy, path, raw_query, why: str) -> web.StreamResponse:
+        """Forward without the cache (methods it does not store, bypass rules)."""
+        target = path + "?" + raw_query if raw_query else path
+        ctx.cache = f"{self.node}; fwd={why}"
+        try:
+            upstream, _ = await self._send(request, ctx, policy, target)
+        except (OriginError, BodyTooLarge) as exc:
+            # The client's oversized body aborts the upload; the origin
+            # is not to blame.
+            if ctx.body_too_large:
+                return self._error(ctx, 413, "request body too large", "body-too-large")
+            return self._origin_error(ctx, exc)
+        try:
+            headers = self._response_headers(upstream)
+            headers["Cache-Status"] = ctx.cache
+            headers["X-Request-Id"] = ctx.rid
+            return await self._stream(request, ctx, upstream, headers, None)
+        finally:
+            upstream.release()
+
+    def _origin_error(self, ctx: Ctx, exc: OriginError) -> web.Response:
+        status = exc.failure.status
+        text = "origin timed out" if status == 504 else "origin unreachable or broken"
+        return self._error(ctx, status, text, exc.failure.value)
+
+    async def _miss(self, request, ctx, policy, key, target, fwd, done) -> web.StreamResponse:
+        request_time = time.time()
+        try:
+            upstream, _ = await self._send(request, ctx, policy, target, policy.request_decision(ctx.path).key.headers)
+        except OriginError as exc:
+            return self._origin_error(ctx, exc)
+        try:
+            return await self._on_response(request, ctx, policy, key, fwd, done, upstream, request_time)
+        finally:
+            upstream.release()
+
+    async def _on_response(self, request, ctx, policy, key, fwd, done, upstream, request_time) -> web.StreamResponse:
+        response_time = time.time()
+        headers = self._response_headers(upstream)
+        status = upstream.status
+        cc = parse_cache_control(", ".join(headers.getall("Cache-Control", ())) or None)
+        content_type = headers.get("Content-Type")
+        decision = policy.response_decision(ctx.path, content_type)
+        settings = policy.cache
+        clen = upstream.content_length
+        req_cc_raw = request.headers.get("Cache-Control")
+
+        reason = fr.storable(
+            method=request.method,
+            status=status,
+            request_cc=parse_cache_control(req_cc_raw) if req_cc_raw else _NO_CC,
+            response_cc=cc,
+            has_authorization="Authorization" in request.headers,
+            has_set_cookie="Set-Cookie" in headers,
+            strip_set_cookie=settings.strip_set_cookie,
+            vary=", ".join(headers.getall("Vary", ())) or None,
+            has_expires="Expires" in headers,
+        )
+        if reason is None and decision.bypass:
+            reason = fr.NoStore.POLICY
+        if reason is None and _deceptive(ctx.path, content_type, cc):
+            reason = fr.NoStore.POLICY
+        if reason is None and clen is not None and clen > settings.max_object_size:
+            reason = fr.NoStore.TOO_LARGE
+
+        lifetime = fr.freshness_lifetime(
+            status=status,
+            cc=cc,
+            date=headers.get("Date"),
+            expires=headers.get("Expires"),
+            last_modified=headers.get("Last-Modified"),
+            response_time=response_time,
+            heuristic_fraction=settings.heuristic_fraction,
+            heuristic_max=settings.heuristic_max,
+        )
+        seconds, source = lifetime.seconds, lifetime.source
+        if fr.no_cache_response(cc):
+            seconds = 0.0  # RFC 9111 §5.2.2.4: validate before every reuse
+        ttl = decision.edge_ttl
+        if ttl is not None:
+            if ttl.mode == "override":
+                seconds, source = float(ttl.seconds), "policy-override"
+            elif source in ("none", "heuristic"):
+                seconds, source = float(ttl.seconds), "policy-default"
+        initial_age = fr.initial_age(
+            date=headers.get("Date"), age=upstream.headers.get("Age"), request_time=request_time, response_time=response_time
+        )
+        if reason is None and seconds <= initial_age:
+            # Stale on arrival: without revalidation of stored entries
+            # (RFC 9111 §4.3) there is nothing to reuse.
+            reason = fr.NoStore.NO_LIFETIME
+
+        # What the client is told about caching, for this and later hits.
+        browser_cc = _browser_cache_control(decision.browser_ttl, cc, headers)
+        if browser_cc is not None:
+            headers["Cache-Control"] = browser_cc
+
+        if reason is None and settings.strip_set_cookie:
+            # The policy trades the cookie for cacheability, for every client
+            # alike, so the first one sees what later hits will see.
+            headers.popall("Set-Cookie", None)
+
+        if reason is not None:
+            ctx.cache = f"{self.node}; fwd={fwd}; detail={reason.value}"
+            if done is not None and not done.done():
+                done.set_result(None)  # waiters go to the origin themselves
+            headers["Cache-Status"] = ctx.cache
+            headers["X-Request-Id"] = ctx.rid
+            return await self._stream(request, ctx, upstream, headers, None)
+
+        names = vary_names(", ".join(headers.getall("Vary", ())) or None)
+        stored = headers
+        private = fr.private_fields(cc) + fr.no_cache_fields(cc)
+        if private:
+            # RFC 9111 §5.2.2.4, §5.2.2.7: the named fields are this client's
+            # alone; it still gets them, the stored copy does not.
+            stored = headers.copy()
+            for name in private:
+                stored.popall(name, None)
+        meta = Meta(
+            status=status,
+            headers=tuple(stored.items()),
+            request_time=request_time,
+            response_time=response_time,
+            initial_age=initial_age,
+            lifetime=seconds,
+            vary=names or (),
+            browser_cc=browser_cc,
+            detail=source,
+        )
+        store_key = key
+        if names:
+            store_key = key + _VARIANT_SEP + vary_key(names, request.headers)
+        ctx.cache = f"{self.node}; fwd={fwd}; stored; ttl={int(seconds) - int(initial_age)}"
+        headers["Cache-Status"] = ctx.cache
+        headers["X-Request-Id"] = ctx.rid
+        if initial_age > 0:
+            headers["Age"] = fr.age_header_value(initial_age)
+        sink = _Sink(self.state.store, key, store_key, meta, names, settings.max_object_size, clen)
+        return await self._stream(request, ctx, upstream, headers, sink)
+
+    async def _stream(self, request, ctx, upstream, headers, sink: _Sink | None) -> web.StreamResponse:
+        """Send the origin's body to the client, teeing it into the store.
+
+        A body the origin cuts short is never stored and never looks
+        complete to the client: a known length stays unmet and a chunked
+        response lacks its last chunk, as the connection is closed.
+        """
+        clen = upstream.content_length
+        status = upstream.status
+        if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            if request.method == "HEAD" and clen is not None:
+                headers["Content-Length"] = str(clen)
+            resp = web.StreamResponse(status=status, headers=headers)
+            await resp.prepare(request)
+            await resp.write_eof()
+            if sink is not None:
+                await sink.abort()
+            return resp
+        if clen is not None and clen <= _BUFFER_LIMIT:
+            # Small bodies: read whole, then answer in one write. A short
+            # read raises here, before the client got anything: 502.
+            try:
+                body = await upstream.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if sink is not None:
+                    await sink.abort()
+                return self._origin_error(ctx, _body_error(exc, upstream))
+            ctx.size = len(body)
+            if sink is not None:
+                await sink.feed(body)
+                await sink.commit()
+            return web.Response(status=status, body=body, headers=headers)
+
+        resp = web.StreamResponse(status=status, headers=headers)
+        if clen is not None:
+            resp.content_length = clen
+        first = True
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                if first:
+                    await resp.prepare(request)
+                    first = False
+                await resp.write(chunk)
+                ctx.size += len(chunk)
+                if sink is not None:
+                    await sink.feed(chunk)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            if sink is not None:
+                await sink.abort()
+            if first:
+                return self._origin_error(ctx, _body_error(exc, upstream))
+            log.warning("origin body broke after %d bytes (request %s): %s", ctx.size, ctx.rid, exc)
+            _break(request)
+            ctx.status = 502
+            return resp
+        except BaseException:
+            if sink is not None:
+                await sink.abort()
+            raise
+        if clen is not None and ctx.size != clen:
+            if sink is not None:
+                await sink.abort()
+            _break(request)
+            return resp
+        if first:
+            await resp.prepare(request)
+        await resp.write_eof()
+        if sink is not None:
+            await sink.commit()
+        return resp
+
+
+def _break(request: web.BaseRequest) -> None:
+    """Close the client connection so a cut body is visibly incomplete."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _body_error(exc: BaseException, upstream) -> OriginError:
+    from edge.origin.pool import Failure
+
+    failure = Failure.TIMEOUT if isinstance(exc, asyncio.TimeoutError) else Failure.PROTOCOL
+    return OriginError(failure, str(upstream.url.origin()), type(exc).__name__)
+
+
+_CHUNK = 64 * 1024
+_BUFFER_LIMIT = 256 * 1024
+_EMPTY: dict = {}
+_NO_CC = parse_cache_control(None)
+
+
+class _Sink:
+    """Collects a body for the store: in memory while small, streamed to the
+    disk tier once it outgrows the memory tier's object limit."""
+
+    def __init__(self, store, key, store_key, meta: Meta, vary, max_size: int, clen: int | None) -> None:
+        self.store = store
+        self.key = key
+        self.store_key = store_key
+        self.meta = meta
+        self.vary = vary
+        self.max_size = max_size
+        self.parts: list[bytes] | None = []
+        self.size = 0
+        self.writer = None
+        self.dead = False
+        if clen is not None and clen > store.max_memory_object:
+            self._to_disk()
+
+    def _to_disk(self) -> None:
+        if not self.store.can_stream:
+            self.dead = True
+            self.parts = None
+            return
+        self.writer = self.store.writer(self.store_key)
+
+    async def feed(self, chunk: bytes) -> None:
+        if self.dead:
+            return
+        self.size += len(chunk)
+        if self.size > self.max_size:
+            await self.abort()
+            return
+        if self.writer is None:
+            assert self.parts is not None
+            self.parts.append(chunk)
+            if self.size > self.store.max_memory_object:
+                self._to_disk()
+                if self.writer is not None:
+                    parts, self.parts = self.parts, None
+                    for part in parts:
+                        await self.writer.write(part)
+            return
+        await self.writer.write(chunk)
+
+    async def commit(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        now = self.meta.response_time
+        if self.vary:
+            await self.store.put(self.key, Meta.marker(self.vary, now, self.meta.lifetime), b"")
+        if self.writer is not None:
+            try:
+                await self.writer.commit(self.meta)
+            except Exception:
+                log.exception("disk tier write failed")
+            return
+        body = b"".join(self.parts or ())
+        self.meta.size = len(body)
+        await self.store.put(self.store_key, self.meta, body)
+
+    async def abort(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        self.parts = None
+        if self.writer is not None:
+            await self.writer.abort()
+
+
+def _template(meta: Meta) -> CIMultiDict:
+    """Stored headers as a ready multidict, built once per memory entry."""
+    tpl = meta.extra.get("_tpl")
+    if tpl is None:
+        tpl = CIMultiDict(meta.headers)
+        if meta.browser_cc is not None:
+            tpl["Cache-Control"] = meta.browser_cc
+        meta.extra["_tpl"] = tpl
+    return tpl
+
+
+def _cookies(headers, names: tuple[str, ...]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for header in headers.getall("Cookie", ()):
+        for pair in header.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep and name in names and name not in found:
+                found[name] = value
+    return found
+
+
+def _deceptive(path: str, content_type: str | None, cc) -> bool:
+    """Web cache deception: ``/account/settings/x.css`` answered with a
+    page. Cacheability must come from the origin's answer, not from how the
+    URL ends, so a dynamic type on a static-looking path is not stored
+    unless the origin explicitly made it shareable."""
+    if cc.has("public") or cc.s_maxage is not None:
+        return False
+    dot = path.rfind(".")
+    if dot < 0 or "/" in path[dot:]:
+        return False
+    ext = path[dot + 1 :].lower()
+    if ext not in _STATIC_EXTENSIONS:
+        return False
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if ext in ("txt", "map") and media == "text/plain" or ext == "xml" and media.endswith("xml"):
+        return False
+    return media.startswith(_DYNAMIC_TYPES)
+
+
+def _browser_cache_control(ttl, cc, headers) -> str | None:
+    if ttl is None:
+        return None
+    # Never loosen what the origin said about privacy.
+    if cc.has("no-store") or cc.has("private"):
+        return None
+    if ttl.mode == "default" and ("Cache-Control" in headers or "Expires" in headers):
+        return None
+    return f"max-age={ttl.seconds}"

@@ -1,0 +1,203 @@
+"""The tenant policy as typed, immutable values, and the two per-request decisions.
+
+Build policies with :func:`edge.policy.parse_policy`; the constructors here do
+no validation of their own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from edge.cache.key import KeyOptions
+from edge.policy.match import Match, media_type
+
+
+@dataclass(frozen=True, slots=True)
+class OriginSpec:
+    url: str  # normalised "scheme://host[:port]", default port left out
+    scheme: Literal["http", "https"]
+    host: str  # what to connect to; an IPv6 address without brackets
+    port: int
+    host_header: str | None  # "hostname[:port]" sent instead of the client's Host
+    connect_timeout: float
+    read_timeout: float
+    max_connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    retry_on_status: frozenset[int]
+    failures_before_down: int
+    cooldown: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ttl:
+    """``override`` replaces the origin's lifetime; ``default`` applies only when the origin gives none."""
+
+    mode: Literal["override", "default"]
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    enabled: bool
+    max_object_size: int  # bytes
+    strip_set_cookie: bool
+    heuristic_fraction: float
+    heuristic_max: int  # seconds
+    key: KeyOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule; a setting left None is decided by a later rule or the tenant default."""
+
+    match: Match
+    edge_ttl: Ttl | None = None
+    browser_ttl: Ttl | None = None
+    bypass: bool | None = None
+    # The complete key for requests this rule decides: the tenant's cache.key
+    # with the fields the rule names replaced.
+    key: KeyOptions | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDecision:
+    """Decided from the request alone, before the cache lookup."""
+
+    key: KeyOptions
+    bypass: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDecision:
+    """Decided once the response (and so its media type) is known."""
+
+    edge_ttl: Ttl | None
+    browser_ttl: Ttl | None
+    bypass: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    tenant: str
+    hosts: tuple[str, ...]
+    origins: tuple[OriginSpec, ...]
+    failover: Failover
+    cache: CacheSettings
+    rules: tuple[Rule, ...]
+    version: str  # first 16 hex digits of the sha256 of the effective policy's canonical JSON
+    source: str  # file or other origin of the policy, for messages
+
+    # Precomputed at construction so that the decisions allocate nothing in
+    # the common case (no rule applies): see request_decision.
+    _req_rules: tuple[tuple[Match, int, bool | None], ...] = field(init=False, repr=False, compare=False)
+    _req_table: tuple[RequestDecision, ...] = field(init=False, repr=False, compare=False)
+    _resp_rules: tuple[tuple[Match, int, int, bool | None], ...] = field(init=False, repr=False, compare=False)
+    _resp_ttls: tuple[Ttl | None, ...] = field(init=False, repr=False, compare=False)
+    _resp_default: ResponseDecision = field(init=False, repr=False, compare=False)
+    _resp_memo: dict[int, ResponseDecision] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        disabled = not self.cache.enabled
+        # Request time: only rules without a content_type condition, and only
+        # the ones that set key or bypass. Slot 0 is the tenant's own key.
+        keys: list[KeyOptions] = [self.cache.key]
+        req: list[tuple[Match, int, bool | None]] = []
+        for rule in self.rules:
+            if rule.match.on_response or (rule.key is None and rule.bypass is None):
+                continue
+            slot = 0
+            if rule.key is not None:
+                keys.append(rule.key)
+                slot = len(keys) - 1
+            req.append((rule.match, slot, rule.bypass))
+        # A disabled cache bypasses everything, whatever the rules say, so
+        # the pipeline needs one check instead of two.
+        table = tuple(RequestDecision(k, b or disabled) for k in keys for b in (False, True))
+        set_(self, "_req_table", table)
+        set_(self, "_req_rules", () if disabled else tuple(req))
+
+        # Response time: every rule that sets a TTL or bypass, in file order.
+        ttls: list[Ttl | None] = [None]
+        resp: list[tuple[Match, int, int, bool | None]] = []
+        for rule in self.rules:
+            if rule.edge_ttl is None and rule.browser_ttl is None and rule.bypass is None:
+                continue
+            edge = browser = 0
+            if rule.edge_ttl is not None:
+                ttls.append(rule.edge_ttl)
+                edge = len(ttls) - 1
+            if rule.browser_ttl is not None:
+                ttls.append(rule.browser_ttl)
+                browser = len(ttls) - 1
+            resp.append((rule.match, edge, browser, rule.bypass))
+        set_(self, "_resp_rules", () if disabled else tuple(resp))
+        set_(self, "_resp_ttls", tuple(ttls))
+        set_(self, "_resp_default", ResponseDecision(None, None, disabled))
+        set_(self, "_resp_memo", {})
+
+    def request_decision(self, path: str) -> RequestDecision:
+        """The cache key options and request-time bypass for a request path.
+
+        Per setting, the first matching rule that sets it wins. Returns shared
+        objects: with no applicable rule, always the same one.
+        """
+        rules = self._req_rules
+        if not rules:
+            return self._req_table[0]
+        slot = 0
+        bypass: bool | None = None
+        for match, rule_slot, rule_bypass in rules:
+            wants_key = rule_slot and not slot
+            wants_bypass = rule_bypass is not None and bypass is None
+            if (wants_key or wants_bypass) and match.matches_path(path):
+                if wants_key:
+                    slot = rule_slot
+                if wants_bypass:
+                    bypass = rule_bypass
+        return self._req_table[slot * 2 + (bypass is True)]
+
+    def response_decision(self, path: str, content_type: str | None) -> ResponseDecision:
+        """TTLs and store-time bypass; ``content_type`` is the raw response header or None.
+
+        Per setting, the first matching rule that sets it wins, rules with and
+        without a content_type condition alike.
+        """
+        rules = self._resp_rules
+        if not rules:
+            return self._resp_default
+        edge = browser = 0
+        bypass: bool | None = None
+        mtype: str | None = None
+        parsed = False
+        for match, rule_edge, rule_browser, rule_bypass in rules:
+            wants_edge = rule_edge and not edge
+            wants_browser = rule_browser and not browser
+            wants_bypass = rule_bypass is not None and bypass is None
+            if not (wants_edge or wants_browser or wants_bypass) or not match.matches_path(path):
+                continue
+            if match.content_type is not None:
+                if not parsed:
+                    mtype, parsed = media_type(content_type), True
+                if not match.matches_type(mtype):
+                    continue
+            if wants_edge:
+                edge = rule_edge
+            if wants_browser:
+                browser = rule_browser
+            if wants_bypass:
+                bypass = rule_bypass
+        if not (edge or browser or bypass):
+            return self._resp_default
+        # Decisions are shared per combination: the number of combinations is
+        # bounded by the rules, not by the traffic.
+        code = (edge * len(self._resp_ttls) + browser) * 2 + (bypass is True)
+        decision = self._resp_memo.get(code)
+        if decision is None:
+            ttls = self._resp_ttls
+            decision = ResponseDecision(ttls[edge], ttls[browser], bypass is True)
+            self._resp_memo[code] = decision
+        return decision

@@ -1,0 +1,688 @@
+"""Validation: JSON data -> TenantPolicy, reporting every error of a file at once.
+
+The accepted keys of every object are in ``OBJECT_KEYS``; the validator
+rejects anything else, and a unit test walks these tables against
+``policies/schema.json`` so that the two cannot drift apart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge.cache.key import KeyOptions
+from edge.policy.errors import MISSING, FieldError, PolicyError, show
+from edge.policy.match import Match
+from edge.policy.model import (
+    CacheSettings,
+    Failover,
+    OriginSpec,
+    Rule,
+    TenantPolicy,
+    Ttl,
+)
+
+# --- bounds and defaults (one place) -----------------------------------------
+
+TENANT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+MAX_SECONDS = 31_536_000  # one year: RFC 9111 §1.2.2 suggests no more for "never expires"
+MAX_TIMEOUT = 3600.0
+MAX_CONNECTIONS = 10_000
+MAX_FAILURES_BEFORE_DOWN = 1000
+MAX_RULES = 1000
+MAX_OBJECT_SIZE = 1 << 40  # 1 TiB
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_RETRY_ON_STATUS = frozenset({502, 503, 504})
+DEFAULT_FAILURES_BEFORE_DOWN = 3
+DEFAULT_COOLDOWN = 10.0
+DEFAULT_MAX_OBJECT_SIZE = 1 << 30  # 1 GiB
+# RFC 9111 §4.2.2: a typical heuristic is 10% of the time since Last-Modified.
+DEFAULT_HEURISTIC_FRACTION = 0.1
+DEFAULT_HEURISTIC_MAX = 86_400
+
+# --- the accepted shape ----------------------------------------------------------
+
+COMMENT = "$comment"  # allowed in every object, ignored
+
+OBJECT_KEYS: dict[str, tuple[str, ...]] = {
+    # "$schema" lets editors find policies/schema.json; it is ignored.
+    "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules"),
+    "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections"),
+    "failover": ("retry_on_status", "failures_before_down", "cooldown"),
+    "cache": ("enabled", "max_object_size", "strip_set_cookie", "heuristic_fraction", "heuristic_max", "key"),
+    "key": ("tracking_params", "drop_params", "keep_params", "sort_params", "headers", "cookies"),
+    "rule": ("match", "edge_ttl", "browser_ttl", "bypass", "key"),
+    "match": ("path_prefix", "path_glob", "content_type"),
+    "ttl": ("override", "default"),
+}
+
+# (object kind, key) -> (kind of the value's objects, whether the value is a list of them)
+NESTED: dict[tuple[str, str], tuple[str, bool]] = {
+    ("policy", "origins"): ("origin", True),
+    ("policy", "origin_failover"): ("failover", False),
+    ("policy", "cache"): ("cache", False),
+    ("policy", "rules"): ("rule", True),
+    ("cache", "key"): ("key", False),
+    ("rule", "match"): ("match", False),
+    ("rule", "edge_ttl"): ("ttl", False),
+    ("rule", "browser_ttl"): ("ttl", False),
+    ("rule", "key"): ("key", False),
+}
+
+
+def accepted_paths() -> set[str]:
+    """Every key path the validator accepts, as ``origins[].url``; lists are marked ``[]``."""
+    paths: set[str] = set()
+
+    def walk(kind: str, prefix: str) -> None:
+        for key in (COMMENT, *OBJECT_KEYS[kind]):
+            path = f"{prefix}{key}"
+            paths.add(path)
+            nested = NESTED.get((kind, key))
+            if nested is not None:
+                walk(nested[0], f"{path}[]." if nested[1] else f"{path}.")
+
+    walk("policy", "")
+    return paths
+
+
+# --- messages --------------------------------------------------------------------
+
+SECONDS = f"an integer number of seconds 0..{MAX_SECONDS}"
+TIMEOUT = f"a number of seconds > 0 and <= {MAX_TIMEOUT:g}"
+BOOL = "true or false"
+HOST = 'a hostname, an IP address, "*.suffix" or "*"'
+HOSTS = "a non-empty list of hosts"
+ORIGINS = "a non-empty list of origins"
+URL = "an absolute http:// or https:// URL with a host and no path, query or fragment"
+HOST_HEADER = "a hostname or IP address with an optional :port"
+SIZE = 'a size: bytes as an integer, or a string with a unit B, KB, KiB, MB, MiB, GB or GiB like "1.5MiB"'
+STATUS = "an HTTP status code 400..599"
+STATUS_LIST = "a list of HTTP status codes"
+FRACTION = "a number 0..1"
+PARAM = 'a query parameter name, optionally ending in "*"'
+PARAMS = "a list of query parameter names"
+KEEP_PARAMS = "null or a list of query parameter names"
+HEADER = 'a header name (cookies go in "cookies")'
+HEADERS = "a list of header names"
+COOKIE = "a cookie name"
+COOKIES = "a list of cookie names"
+PATH = 'a path starting with "/" (printable ASCII; percent-encode the rest)'
+MEDIA_TYPE = 'a media type like "text/html" or "image/*"'
+MEDIA_TYPES = "a non-empty list of media types"
+TTL_ONE = 'exactly one of "override" or "default"'
+RULES = f"a list of at most {MAX_RULES} rules"
+RULE_EMPTY = 'at least one of "edge_ttl", "browser_ttl", "bypass" or "key"'
+RULE_KEY = '"key" only on rules without a "content_type" condition (the cache key is chosen before the response exists)'
+OBJECT = "an object"
+TENANT = f"a tenant id matching ^{TENANT_ID_RE.pattern}$"
+STRING = "a string"
+
+# --- scalar converters: value -> normalised value, or _BAD -------------------------
+
+_BAD: Any = object()
+
+
+def _int_in(lo: int, hi: int) -> Callable[[object], Any]:
+    def convert(v: object) -> Any:
+        ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+        return v if ok else _BAD
+
+    return convert
+
+
+def _seconds_number(lo_exclusive: float, hi: float) -> Callable[[object], Any]:
+    def convert(v: object) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return _BAD
+        return float(v) if lo_exclusive < v <= hi else _BAD
+
+    return convert
+
+
+def _fraction(v: object) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+        return _BAD
+    return float(v)
+
+
+def _boolean(v: object) -> Any:
+    return v if isinstance(v, bool) else _BAD
+
+
+def _string(v: object) -> Any:
+    return v if isinstance(v, str) else _BAD
+
+
+_SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(b|kb|kib|mb|mib|gb|gib)", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
+
+
+def parse_size(value: object) -> int:
+    """``1048576``, ``"1MiB"``, ``"1.5 gb"`` -> bytes (fractions of a byte are dropped).
+
+    Raises ValueError for anything else, including negative numbers.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("negative size")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.fullmatch(value.strip())
+        if m is not None:
+            try:
+                return int(Decimal(m.group(1)) * _UNITS[m.group(2).lower()])
+            except InvalidOperation:  # pragma: no cover - the regex admits only decimals
+                pass
+    raise ValueError(f"not a size: {value!r}")
+
+
+def _size(v: object) -> Any:
+    try:
+        n = parse_size(v)
+    except ValueError:
+        return _BAD
+    return n if 1 <= n <= MAX_OBJECT_SIZE else _BAD
+
+
+_LABEL_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def _hostname(name: str) -> str | None:
+    if name.endswith("."):  # fully qualified, as in zone files
+        name = name[:-1]
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    name = name.lower()
+    if not name or len(name) > 253:
+        return None
+    labels = name.split(".")
+    if not all(_LABEL_RE.fullmatch(label) for label in labels):
+        return None
+    # All digits at the end is a mistyped IP address, not a name.
+    return None if labels[-1].isdigit() else name
+
+
+def _ip(text: str) -> str | None:
+    """IP literal -> canonical text; IPv6 in brackets, as it appears in a Host header."""
+    bracketed = text.startswith("[") and text.endswith("]")
+    inner = text[1:-1] if bracketed else text
+    if "%" in inner:  # zone ids mean nothing beyond this machine
+        return None
+    try:
+        ip = ipaddress.ip_address(inner)
+    except ValueError:
+        return None
+    if ip.version == 6:
+        return f"[{ip.compressed}]"
+    return None if bracketed else str(ip)
+
+
+def normalize_host(text: str) -> str | None:
+    """A policy host entry -> its canonical form (lower-case, IDNA ASCII), or None if invalid."""
+    if text == "*":
+        return "*"
+    if text.startswith("*."):
+        suffix = _hostname(text[2:])
+        return None if suffix is None else f"*.{suffix}"
+    return _ip(text) or _hostname(text)
+
+
+def _host(v: object) -> Any:
+    if not isinstance(v, str):
+        return _BAD
+    return normalize_host(v) or _BAD
+
+
+def _origin_url(v: object) -> Any:
+    """-> (url, scheme, host, port)"""
+    if not isinstance(v, str) or any(ch.isspace() or ord(ch) < 32 for ch in v):
+        return _BAD
+    try:
+        parts = urlsplit(v)
+        port = parts.port
+    except ValueError:
+        return _BAD
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or "@" in parts.netloc or not parts.hostname:
+        return _BAD
+    if parts.path not in ("", "/") or "?" in v or "#" in v:
+        return _BAD
+    raw_host = parts.hostname
+    shown = _ip(f"[{raw_host}]") if ":" in raw_host else _ip(raw_host) or _hostname(raw_host)
+    if shown is None or port == 0:
+        return _BAD
+    default_port = 443 if scheme == "https" else 80
+    url = f"{scheme}://{shown}" if port in (None, default_port) else f"{scheme}://{shown}:{port}"
+    return (url, scheme, shown.strip("[]"), port or default_port)
+
+
+def _host_header(v: object) -> Any:
+    if not isinstance(v, str):
+        return _BAD
+    if v.startswith("["):
+        host, _, rest = v.partition("]")
+        host += "]"
+        if rest and not rest.startswith(":"):
+            return _BAD
+        port = rest[1:] if rest else None
+    else:
+        host, sep, port_text = v.partition(":")
+        port = port_text if sep else None
+    name = _ip(host) or _hostname(host)
+    if name is None:
+        return _BAD
+    if port is None:
+        return name
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        return _BAD
+    return f"{name}:{int(port)}"
+
+
+_status = _int_in(400, 599)
+
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2
+_PARAM_RE = re.compile(r"[^\s=&#*]+\*?|\*")
+
+
+def _param(v: object) -> Any:
+    return v if isinstance(v, str) and _PARAM_RE.fullmatch(v) else _BAD
+
+
+def _header(v: object) -> Any:
+    if not isinstance(v, str) or not _TOKEN_RE.fullmatch(v):
+        return _BAD
+    # A Cookie header in the key would give every visitor their own copy.
+    return _BAD if v.lower() == "cookie" else v.lower()
+
+
+def _cookie(v: object) -> Any:
+    return v if isinstance(v, str) and _TOKEN_RE.fullmatch(v) else _BAD
+
+
+_ESCAPE_RE = re.compile(r"%[0-9a-fA-F]{2}")
+
+
+def _path(v: object) -> Any:
+    if not isinstance(v, str) or not v.startswith("/") or not all(33 <= ord(ch) <= 126 for ch in v):
+        return _BAD
+    # Request paths are matched in normalised form, with escapes in upper
+    # case (RFC 3986 §6.2.2.1); "%c3%a9" in a policy must match them too.
+    return _ESCAPE_RE.sub(lambda m: m.group(0).upper(), v)
+
+
+_MEDIA_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"  # RFC 6838 §4.2
+_MEDIA_RE = re.compile(rf"{_MEDIA_NAME}/(?:{_MEDIA_NAME}|\*)")
+
+
+def _media_type(v: object) -> Any:
+    if not isinstance(v, str):
+        return _BAD
+    v = v.strip().lower()
+    return v if _MEDIA_RE.fullmatch(v) else _BAD
+
+
+# --- the checker -----------------------------------------------------------------
+
+_IDENT_RE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+
+
+def _join(path: str, key: str) -> str:
+    if not _IDENT_RE.fullmatch(key):
+        return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+    return f"{path}.{key}" if path else key
+
+
+class _Check:
+    """Collects errors instead of stopping at the first, so one run shows them all."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[FieldError] = []
+
+    def fail(self, path: str, expected: str, found: object, *, literal: bool = False) -> None:
+        text = found if literal and isinstance(found, str) else show(found)
+        self.errors.append(FieldError(self.source, path, expected, text))
+
+    def object(self, value: object, path: str, kind: str) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.fail(path, OBJECT, value)
+            return None
+        allowed = OBJECT_KEYS[kind]
+        for key in value:
+            if key == COMMENT or key in allowed:
+                continue
+            self.fail(_join(path, key), _known_key(key, allowed), "an unknown key", literal=True)
+        # Set by the loader's JSON reader: a repeated key would silently override the first.
+        for key in getattr(value, "duplicates", ()):
+            self.fail(_join(path, key), "each key once", "it more than once", literal=True)
+        return value
+
+    def get(self, obj: dict[str, Any], path: str, key: str, default: Any, expected: str,
+            convert: Callable[[object], Any]) -> Any:
+        value = obj.get(key, MISSING)
+        if value is MISSING:
+            return default
+        out = convert(value)
+        if out is _BAD:
+            self.fail(_join(path, key), expected, value)
+            return default
+        return out
+
+    def list(self, obj: dict[str, Any], path: str, key: str, default: Any, expected: str,
+             item_expected: str, convert: Callable[[object], Any], *, non_empty: bool = False) -> Any:
+        value = obj.get(key, MISSING)
+        if value is MISSING:
+            return default
+        where = _join(path, key)
+        if not isinstance(value, list) or (non_empty and not value):
+            self.fail(where, expected, value)
+            return default
+        out: dict[Any, None] = {}  # ordered and de-duplicated: a host may be listed twice
+        for i, item in enumerate(value):
+            converted = convert(item)
+            if converted is _BAD:
+                self.fail(f"{where}[{i}]", item_expected, item)
+            else:
+                out[converted] = None
+        return tuple(out)
+
+
+def _known_key(key: str, allowed: Iterable[str]) -> str:
+    names = list(allowed)
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return f'a known key (did you mean "{close[0]}"?)'
+    return "one of the keys " + ", ".join(names)
+
+
+# --- objects ---------------------------------------------------------------------
+
+
+def _origin(c: _Check, raw: object, path: str) -> OriginSpec | None:
+    o = c.object(raw, path, "origin")
+    if o is None:
+        return None
+    before = len(c.errors)
+    if "url" not in o:
+        c.fail(_join(path, "url"), URL, MISSING)
+    parsed = c.get(o, path, "url", None, URL, _origin_url)
+    host_header = None
+    if o.get("host_header") is not None:
+        host_header = c.get(o, path, "host_header", None, HOST_HEADER, _host_header)
+    timeout = _seconds_number(0.0, MAX_TIMEOUT)
+    connect = c.get(o, path, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, TIMEOUT, timeout)
+    read = c.get(o, path, "read_timeout", DEFAULT_READ_TIMEOUT, TIMEOUT, timeout)
+    conns = c.get(o, path, "max_connections", DEFAULT_MAX_CONNECTIONS,
+                  f"an integer 1..{MAX_CONNECTIONS}", _int_in(1, MAX_CONNECTIONS))
+    if len(c.errors) > before or parsed is None:
+        return None
+    url, scheme, host, port = parsed
+    return OriginSpec(url, scheme, host, port, host_header, connect, read, conns)
+
+
+def _failover(c: _Check, raw: object, path: str) -> Failover:
+    default = Failover(DEFAULT_RETRY_ON_STATUS, DEFAULT_FAILURES_BEFORE_DOWN, DEFAULT_COOLDOWN)
+    if raw is MISSING:
+        return default
+    o = c.object(raw, path, "failover")
+    if o is None:
+        return default
+    statuses = c.list(o, path, "retry_on_status", DEFAULT_RETRY_ON_STATUS, STATUS_LIST, STATUS, _status)
+    return Failover(
+        frozenset(statuses),
+        c.get(o, path, "failures_before_down", DEFAULT_FAILURES_BEFORE_DOWN,
+              f"an integer 1..{MAX_FAILURES_BEFORE_DOWN}", _int_in(1, MAX_FAILURES_BEFORE_DOWN)),
+        c.get(o, path, "cooldown", DEFAULT_COOLDOWN, TIMEOUT, _seconds_number(0.0, MAX_TIMEOUT)),
+    )
+
+
+def _key_fields(c: _Check, raw: object, path: str) -> dict[str, Any]:
+    """Only the fields present, so that a rule's key can replace just those."""
+    o = c.object(raw, path, "key")
+    if o is None:
+        return {}
+    out: dict[str, Any] = {}
+    for name in ("tracking_params", "drop_params"):
+        if name in o:
+            out[name] = c.list(o, path, name, (), PARAMS, PARAM, _param)
+    if "keep_params" in o:
+        out["keep_params"] = None
+        if o["keep_params"] is not None:
+            out["keep_params"] = c.list(o, path, "keep_params", None, KEEP_PARAMS, PARAM, _param)
+    if "sort_params" in o:
+        out["sort_params"] = c.get(o, path, "sort_params", True, BOOL, _boolean)
+    if "headers" in o:
+        out["headers"] = c.list(o, path, "headers", (), HEADERS, HEADER, _header)
+    if "cookies" in o:
+        out["cookies"] = c.list(o, path, "cookies", (), COOKIES, COOKIE, _cookie)
+    return out
+
+
+def _cache(c: _Check, raw: object, path: str) -> CacheSettings:
+    o = {} if raw is MISSING else c.object(raw, path, "cache") or {}
+    key = KeyOptions()
+    if "key" in o:
+        key = KeyOptions(**_key_fields(c, o["key"], _join(path, "key")))
+    return CacheSettings(
+        enabled=c.get(o, path, "enabled", True, BOOL, _boolean),
+        max_object_size=c.get(o, path, "max_object_size", DEFAULT_MAX_OBJECT_SIZE, SIZE, _size),
+        strip_set_cookie=c.get(o, path, "strip_set_cookie", False, BOOL, _boolean),
+        heuristic_fraction=c.get(o, path, "heuristic_fraction", DEFAULT_HEURISTIC_FRACTION, FRACTION, _fraction),
+        heuristic_max=c.get(o, path, "heuristic_max", DEFAULT_HEURISTIC_MAX, SECONDS, _int_in(0, MAX_SECONDS)),
+        key=key,
+    )
+
+
+def _ttl(c: _Check, o: dict[str, Any], path: str, key: str) -> Ttl | None:
+    if key not in o:
+        return None
+    where = _join(path, key)
+    t = c.object(o[key], where, "ttl")
+    if t is None:
+        return None
+    modes = [m for m in ("override", "default") if m in t]
+    if len(modes) != 1:
+        c.fail(where, TTL_ONE, "both" if modes else "neither", literal=True)
+        return None
+    seconds = c.get(t, where, modes[0], None, SECONDS, _int_in(0, MAX_SECONDS))
+    return None if seconds is None else Ttl(modes[0], seconds)  # type: ignore[arg-type]
+
+
+def _match(c: _Check, o: dict[str, Any], path: str) -> Match | None:
+    if "match" not in o:
+        return Match()
+    where = _join(path, "match")
+    m = c.object(o["match"], where, "match")
+    if m is None:
+        return None
+    return Match(
+        path_prefix=c.get(m, where, "path_prefix", None, PATH, _path),
+        path_glob=c.get(m, where, "path_glob", None, PATH, _path),
+        content_type=c.list(m, where, "content_type", None, MEDIA_TYPES, MEDIA_TYPE, _media_type, non_empty=True),
+    )
+
+
+def _rule(c: _Check, raw: object, path: str, tenant_key: KeyOptions) -> Rule | None:
+    o = c.object(raw, path, "rule")
+    if o is None:
+        return None
+    before = len(c.errors)
+    match = _match(c, o, path)
+    edge_ttl = _ttl(c, o, path, "edge_ttl")
+    browser_ttl = _ttl(c, o, path, "browser_ttl")
+    bypass = c.get(o, path, "bypass", None, BOOL, _boolean)
+    key = None
+    if "key" in o:
+        fields = _key_fields(c, o["key"], _join(path, "key"))
+        if match is not None and match.content_type is not None:
+            c.fail(_join(path, "key"), RULE_KEY, '"key" with "content_type"', literal=True)
+        else:
+            key = dataclasses.replace(tenant_key, **fields)
+    if not any(k in o for k in ("edge_ttl", "browser_ttl", "bypass", "key")):
+        c.fail(path, RULE_EMPTY, "none", literal=True)
+    if len(c.errors) > before or match is None:
+        return None
+    return Rule(match, edge_ttl, browser_ttl, bypass, key)
+
+
+def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | None = None) -> TenantPolicy:
+    """Validate decoded JSON into a TenantPolicy, or raise PolicyError listing every problem.
+
+    With ``quick_origin`` (``edge serve --origin URL [--policy FILE]``), hosts
+    default to ``["*"]`` and the origins are that one URL, whatever the data says.
+    """
+    c = _Check(source)
+    if not TENANT_ID_RE.fullmatch(tenant):
+        c.fail("", TENANT, tenant)
+    o = c.object(data, "", "policy")
+    if o is None:
+        raise PolicyError(c.errors)
+    c.get(o, "", "$schema", None, STRING, _string)
+
+    if quick_origin is None:
+        for key, expected in (("hosts", HOSTS), ("origins", ORIGINS)):
+            if key not in o:
+                c.fail(key, expected, MISSING)
+    hosts = c.list(o, "", "hosts", ("*",), HOSTS, HOST, _host, non_empty=True)
+
+    origins: list[OriginSpec] = []
+    raw_origins = o.get("origins", MISSING)
+    if raw_origins is not MISSING:
+        if not isinstance(raw_origins, list) or not raw_origins:
+            c.fail("origins", ORIGINS, raw_origins)
+        else:
+            for i, raw in enumerate(raw_origins):
+                spec = _origin(c, raw, f"origins[{i}]")
+                if spec is not None:
+                    origins.append(spec)
+    if quick_origin is not None:
+        # The flag names the origin for this run; the file's origins are
+        # still checked so that a typo there is not silently carried along.
+        parsed = _origin_url(quick_origin)
+        if parsed is _BAD:
+            c.errors.append(FieldError("--origin", "", URL, show(quick_origin)))
+            origins = []
+        else:
+            url, scheme, host, port = parsed
+            origins = [OriginSpec(url, scheme, host, port, None, DEFAULT_CONNECT_TIMEOUT,
+                                  DEFAULT_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS)]
+
+    failover = _failover(c, o.get("origin_failover", MISSING), "origin_failover")
+    cache = _cache(c, o.get("cache", MISSING), "cache")
+
+    rules: list[Rule] = []
+    raw_rules = o.get("rules", [])
+    if not isinstance(raw_rules, list) or len(raw_rules) > MAX_RULES:
+        c.fail("rules", RULES, raw_rules)
+    else:
+        for i, raw in enumerate(raw_rules):
+            rule = _rule(c, raw, f"rules[{i}]", cache.key)
+            if rule is not None:
+                rules.append(rule)
+
+    if c.errors:
+        raise PolicyError(c.errors)
+    data_out = _data(hosts, origins, failover, cache, rules)
+    canonical = json.dumps(data_out, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    version = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return TenantPolicy(tenant, tuple(hosts), tuple(origins), failover, cache, tuple(rules), version, source)
+
+
+def default_policy(origin_url: str, tenant: str = "default") -> TenantPolicy:
+    """Every host, one origin, all defaults: ``edge serve --origin URL`` without a policy file."""
+    return parse_policy({}, tenant=tenant, source="--origin", quick_origin=origin_url)
+
+
+# --- back to data ----------------------------------------------------------------
+
+
+def to_data(policy: TenantPolicy) -> dict[str, Any]:
+    """The effective policy in the file format, every default spelled out.
+
+    ``parse_policy(to_data(p), ...)`` gives an equal policy; the version is
+    the hash of this, so comments and spelled-out defaults do not change it.
+    """
+    return _data(policy.hosts, policy.origins, policy.failover, policy.cache, policy.rules)
+
+
+def _key_data(key: KeyOptions) -> dict[str, Any]:
+    return {
+        "tracking_params": list(key.tracking_params),
+        "drop_params": list(key.drop_params),
+        "keep_params": None if key.keep_params is None else list(key.keep_params),
+        "sort_params": key.sort_params,
+        "headers": list(key.headers),
+        "cookies": list(key.cookies),
+    }
+
+
+def _rule_data(rule: Rule) -> dict[str, Any]:
+    m = rule.match
+    match = {k: v for k, v in (("path_prefix", m.path_prefix), ("path_glob", m.path_glob)) if v is not None}
+    if m.content_type is not None:
+        match["content_type"] = list(m.content_type)
+    out: dict[str, Any] = {"match": match}
+    for name, ttl in (("edge_ttl", rule.edge_ttl), ("browser_ttl", rule.browser_ttl)):
+        if ttl is not None:
+            out[name] = {ttl.mode: ttl.seconds}
+    if rule.bypass is not None:
+        out["bypass"] = rule.bypass
+    if rule.key is not None:
+        out["key"] = _key_data(rule.key)
+    return out
+
+
+def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failover,
+          cache: CacheSettings, rules: Iterable[Rule]) -> dict[str, Any]:
+    return {
+        "hosts": list(hosts),
+        "origins": [
+            {
+                "url": o.url,
+                "host_header": o.host_header,
+                "connect_timeout": o.connect_timeout,
+                "read_timeout": o.read_timeout,
+                "max_connections": o.max_connections,
+            }
+            for o in origins
+        ],
+        "origin_failover": {
+            "retry_on_status": sorted(failover.retry_on_status),
+            "failures_before_down": failover.failures_before_down,
+            "cooldown": failover.cooldown,
+        },
+        "cache": {
+            "enabled": cache.enabled,
+            "max_object_size": cache.max_object_size,
+            "strip_set_cookie": cache.strip_set_cookie,
+            "heuristic_fraction": cache.heuristic_fraction,
+            "heuristic_max": cache.heuristic_max,
+            "key": _key_data(cache.key),
+        },
+        "rules": [_rule_data(r) for r in rules],
+    }
+
+
+__all__ = [
+    "accepted_paths",
+    "default_policy",
+    "normalize_host",
+    "parse_policy",
+    "parse_size",
+    "to_data",
+]

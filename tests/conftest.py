@@ -1,0 +1,175 @@
+"""Shared fixtures: a programmable real origin, and the edge node started
+the way production starts it (edge.app.Node), both on loopback."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from edge.app import Node
+from edge.config import ListenAddress, default_config
+from edge.policy.sources import DirectorySource, FileSource
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Origin:
+    """A real aiohttp origin whose routes tests set; it counts what it sees."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Handler] = {}
+        self.hits: collections.Counter[str] = collections.Counter()
+        self.requests: list[dict] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def route(self, path: str, handler: Handler) -> None:
+        self.routes[path] = handler
+
+    def respond(self, path: str, body: bytes | str = b"ok", status: int = 200, headers: dict | None = None) -> None:
+        data = body.encode() if isinstance(body, str) else body
+
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=data, status=status, headers=headers or {})
+
+        self.routes[path] = handler
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.hits[request.path] += 1
+        body = await request.read()
+        self.requests.append(
+            {
+                "method": request.method,
+                "path_qs": request.path_qs,
+                "raw_path": request.raw_path,
+                "headers": dict(request.headers),
+                "body": body,
+            }
+        )
+        handler = self.routes.get(request.path)
+        if handler is None:
+            return web.Response(status=404, text="not found")
+        return await handler(request)
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application(client_max_size=1 << 32)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def origin():
+    o = Origin()
+    await o.start()
+    yield o
+    await o.stop()
+
+
+class Edge:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        host, port = node.addresses[0]
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    @property
+    def store(self):
+        return self.node.state.store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def make_edge(tmp_path: Path):
+    """Start an edge: ``await make_edge(policies={"shop": {...}})`` writes a
+    policies directory, or ``await make_edge(quick_origin=url, policy=...)``
+    runs quick mode. Extra keyword arguments replace node config fields."""
+    nodes: list[Node] = []
+
+    async def start(
+        *,
+        policies: dict[str, dict] | None = None,
+        quick_origin: str | None = None,
+        policy: dict | None = None,
+        disk: bool = True,
+        cache: dict | None = None,
+        **config_changes,
+    ) -> Edge:
+        import dataclasses
+
+        config = default_config()
+        cache_cfg = config.cache
+        if disk:
+            cache_cfg = dataclasses.replace(cache_cfg, disk_path=tmp_path / "cache")
+        if cache:
+            cache_cfg = dataclasses.replace(cache_cfg, **cache)
+        config = dataclasses.replace(
+            config,
+            listen=(ListenAddress("127.0.0.1", 0),),
+            cache=cache_cfg,
+            log=dataclasses.replace(config.log, access=False),
+            **config_changes,
+        )
+        if policies is not None:
+            pdir = tmp_path / "policies"
+            pdir.mkdir(exist_ok=True)
+            for tenant, data in policies.items():
+                (pdir / f"{tenant}.json").write_text(json.dumps(data))
+            source = DirectorySource(pdir)
+        else:
+            path = None
+            if policy is not None:
+                path = tmp_path / "quick.json"
+                path.write_text(json.dumps(policy))
+            source = FileSource(path, tenant="default", quick_origin=quick_origin)
+        source.load()
+        node = Node(config, source)
+        await node.start()
+        nodes.append(node)
+        return Edge(node)
+
+    yield start
+    for node in nodes:
+        await node.stop()
+
+
+@pytest.fixture
+async def client():
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session
+
+
+async def raw_request(port: int, data: bytes, host: str = "127.0.0.1", read_until_close: bool = True) -> bytes:
+    """Send bytes exactly as given (for malformed requests) and read the answer."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        if read_until_close:
+            return await asyncio.wait_for(reader.read(), 10)
+        return await asyncio.wait_for(reader.read(65536), 10)
+    finally:
+        writer.close()

@@ -1,0 +1,197 @@
+"""Proxy hygiene, origin failures and failover, over real sockets."""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from tests.conftest import Origin, free_port, raw_request
+
+
+async def test_hop_by_hop_headers_are_removed_both_ways(origin, make_edge, client):
+    async def h(request: web.Request) -> web.Response:
+        return web.Response(text="x", headers={"Connection": "X-Secret-Hop", "X-Secret-Hop": "1", "Keep-Alive": "timeout=5"})
+
+    origin.route("/hop", h)
+    edge = await make_edge(quick_origin=origin.url)
+    async with client.get(edge.url + "/hop", headers={"Connection": "X-Client-Hop", "X-Client-Hop": "1", "TE": "trailers"}) as r:
+        assert "X-Secret-Hop" not in r.headers and "Keep-Alive" not in r.headers
+    seen = origin.requests[-1]["headers"]
+    assert "X-Client-Hop" not in seen and "TE" not in seen
+
+
+async def test_forwarding_headers_towards_origin(origin, make_edge, client):
+    origin.respond("/f", "x")
+    edge = await make_edge(quick_origin=origin.url)
+    await (await client.get(edge.url + "/f", headers={"Host": "shop.example", "X-Forwarded-For": "6.6.6.6"})).read()
+    seen = origin.requests[-1]["headers"]
+    # An untrusted peer cannot inject a client address.
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["X-Forwarded-Proto"] == "http"
+    assert seen["X-Forwarded-Host"] == "shop.example"
+    assert seen["Host"] == "shop.example"
+    assert seen["Via"] == "1.1 edge"
+
+
+async def test_trusted_proxy_appends_to_forwarded_for(origin, make_edge, client):
+    import ipaddress
+
+    origin.respond("/t", "x")
+    edge = await make_edge(quick_origin=origin.url, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    await (await client.get(edge.url + "/t", headers={"X-Forwarded-For": "203.0.113.7"})).read()
+    assert origin.requests[-1]["headers"]["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1"
+
+
+async def test_unkeyed_headers_are_not_forwarded(origin, make_edge, client):
+    origin.respond("/poison", "x", headers={"Cache-Control": "max-age=60"})
+    edge = await make_edge(quick_origin=origin.url)
+    await (await client.get(edge.url + "/poison", headers={"X-Original-URL": "/admin", "X-Forwarded-Host": "evil.example"})).read()
+    seen = origin.requests[-1]["headers"]
+    assert "X-Original-URL" not in seen
+    assert seen["X-Forwarded-Host"] != "evil.example"
+
+
+async def test_origin_host_header_override(origin, make_edge, client):
+    origin.respond("/o", "x")
+    edge = await make_edge(policies={"t": {"hosts": ["*"], "origins": [{"url": origin.url, "host_header": "backend.internal"}]}})
+    await (await client.get(edge.url + "/o")).read()
+    assert origin.requests[-1]["headers"]["Host"] == "backend.internal"
+
+
+async def test_request_body_is_streamed_to_origin(origin, make_edge, client):
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    origin.route("/upload", echo)
+    edge = await make_edge(quick_origin=origin.url)
+
+    async def gen():
+        for _ in range(64):
+            yield b"x" * 65536
+
+    async with client.post(edge.url + "/upload", data=gen()) as r:
+        assert r.status == 200 and await r.text() == str(64 * 65536)
+    assert origin.requests[-1]["body"] == b"x" * (64 * 65536)
+
+
+async def test_connect_failure_is_502_with_short_body(make_edge, client):
+    edge = await make_edge(quick_origin=f"http://127.0.0.1:{free_port()}")
+    async with client.get(edge.url + "/") as r:
+        assert r.status == 502
+        body = await r.text()
+        assert "origin unreachable" in body and "Traceback" not in body
+        assert "detail=origin-connect" in r.headers["Cache-Status"]
+
+
+async def test_origin_timeout_is_504(origin, make_edge, client):
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response(text="late")
+
+    origin.route("/hang", hang)
+    edge = await make_edge(policies={"t": {"hosts": ["*"], "origins": [{"url": origin.url, "read_timeout": 0.3}]}})
+    async with client.get(edge.url + "/hang") as r:
+        assert r.status == 504
+        assert "detail=origin-timeout" in r.headers["Cache-Status"]
+
+
+async def test_failover_to_next_origin_and_passive_health(make_edge, client):
+    bad, good = Origin(), Origin()
+    await bad.start()
+    await good.start()
+    try:
+        bad.respond("/x", "down", status=503)
+        good.respond("/x", "good")
+        policy = {
+            "origins": [{"url": bad.url}, {"url": good.url}],
+            "origin_failover": {"failures_before_down": 2, "cooldown": 60},
+        }
+        edge = await make_edge(policies={"t": {"hosts": ["*"], **policy}})
+        for _ in range(4):
+            async with client.get(edge.url + "/x") as r:
+                assert r.status == 200 and await r.text() == "good"
+        # Marked down after two failures: not asked again during cool-down.
+        assert bad.hits["/x"] == 2
+        assert good.hits["/x"] == 4
+    finally:
+        await bad.stop()
+        await good.stop()
+
+
+async def test_non_idempotent_requests_are_not_retried(make_edge, client):
+    bad, good = Origin(), Origin()
+    await bad.start()
+    await good.start()
+    try:
+        bad.respond("/pay", "down", status=503)
+        good.respond("/pay", "charged")
+        edge = await make_edge(policies={"t": {"hosts": ["*"], "origins": [{"url": bad.url}, {"url": good.url}]}})
+        async with client.post(edge.url + "/pay", data=b"amount=1") as r:
+            assert r.status == 503
+        assert good.hits["/pay"] == 0
+    finally:
+        await bad.stop()
+        await good.stop()
+
+
+async def test_origin_closing_mid_body_is_visibly_broken_and_not_stored(make_edge, client):
+    """A cut body must never look complete, and must never be stored."""
+    port = free_port()
+
+    async def liar(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nCache-Control: max-age=60\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(liar, "127.0.0.1", port)
+    try:
+        edge = await make_edge(quick_origin=f"http://127.0.0.1:{port}")
+        for _ in range(2):
+            async with client.get(edge.url + "/cut") as r:
+                assert r.status == 502
+    finally:
+        server.close()
+
+
+async def test_large_chunked_body_cut_mid_stream_breaks_the_client_connection(make_edge, client):
+    port = free_port()
+
+    async def liar(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nCache-Control: max-age=60\r\n\r\n")
+        for _ in range(40):
+            writer.write(b"10000\r\n" + b"y" * 0x10000 + b"\r\n")
+        await writer.drain()
+        writer.close()  # no terminating chunk
+
+    server = await asyncio.start_server(liar, "127.0.0.1", port)
+    try:
+        edge = await make_edge(quick_origin=f"http://127.0.0.1:{port}")
+        response = await raw_request(edge.port, b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 200")
+        assert not response.endswith(b"0\r\n\r\n")
+        # Nothing was stored: the next request goes to the origin again.
+        response = await raw_request(edge.port, b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert b"fwd=uri-miss" in response
+    finally:
+        server.close()
+
+
+async def test_malformed_origin_response_is_502(make_edge, client):
+    port = free_port()
+
+    async def garbage(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 ok then\r\nthis is not a header\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", port)
+    try:
+        edge = await make_edge(quick_origin=f"http://127.0.0.1:{port}")
+        async with client.get(edge.url + "/") as r:
+            assert r.status == 502
+            assert "detail=origin-protocol" in r.headers["Cache-Status"]
+    finally:
+        server.close()

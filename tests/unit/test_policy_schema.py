@@ -1,0 +1,176 @@
+"""policies/schema.json and the validator describe the same format, key for key."""
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.policy import PolicyError, parse_policy, parse_size, to_data
+from edge.policy.parse import accepted_paths
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((REPO / "policies" / "schema.json").read_text())
+
+# Every key the format has, each used once, in a policy the validator accepts.
+EVERYTHING: dict[str, Any] = {
+    "$schema": "./schema.json",
+    "$comment": "c",
+    "hosts": ["shop.example", "*.shop.example"],
+    "origins": [{
+        "$comment": "c", "url": "http://10.0.0.5:8080", "host_header": "shop.example",
+        "connect_timeout": 2, "read_timeout": 20, "max_connections": 50,
+    }],
+    "origin_failover": {"$comment": "c", "retry_on_status": [502], "failures_before_down": 2, "cooldown": 5},
+    "cache": {
+        "$comment": "c", "enabled": True, "max_object_size": "10MiB", "strip_set_cookie": True,
+        "heuristic_fraction": 0.2, "heuristic_max": 600,
+        "key": {
+            "$comment": "c", "tracking_params": ["utm_*"], "drop_params": ["ref"], "keep_params": None,
+            "sort_params": False, "headers": ["accept-language"], "cookies": ["lang"],
+        },
+    },
+    "rules": [
+        {
+            "$comment": "c",
+            "match": {"$comment": "c", "path_prefix": "/static/", "path_glob": "/static/*.css"},
+            "edge_ttl": {"$comment": "c", "override": 60},
+            "browser_ttl": {"$comment": "c", "default": 30},
+            "bypass": False,
+            "key": {
+                "$comment": "c", "tracking_params": [], "drop_params": ["v"], "keep_params": ["page"],
+                "sort_params": True, "headers": ["x-device"], "cookies": [],
+            },
+        },
+        {
+            "match": {"content_type": ["text/html"]},
+            "edge_ttl": {"default": 10},
+            "browser_ttl": {"override": 0},
+        },
+    ],
+}
+
+
+def resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target = SCHEMA
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def schema_properties(node: dict[str, Any] = SCHEMA, prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, resolved schema) for every property, lists marked "[]" as in accepted_paths()."""
+    for key, sub in resolve(node).get("properties", {}).items():
+        sub = resolve(sub)
+        path = prefix + key
+        yield path, sub
+        items = resolve(sub.get("items", {}))
+        if "properties" in items:
+            yield from schema_properties(items, path + "[].")
+        elif "properties" in sub:
+            yield from schema_properties(sub, path + ".")
+
+
+def document_paths(doc: Any, prefix: str = "") -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(path with [], path with indices as errors name it, the object) for every key of every object."""
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            yield prefix + key, prefix + key, doc
+            if isinstance(value, dict):
+                for a, b, o in document_paths(value, ""):
+                    yield f"{prefix}{key}.{a}", f"{prefix}{key}.{b}", o
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    for a, b, o in document_paths(item, ""):
+                        yield f"{prefix}{key}[].{a}", f"{prefix}{key}[{i}].{b}", o
+
+
+SCHEMA_PATHS = {path for path, _ in schema_properties()}
+
+
+def test_the_validator_and_the_schema_accept_the_same_keys():
+    assert accepted_paths() - SCHEMA_PATHS == set(), "accepted by the validator, missing from schema.json"
+    assert SCHEMA_PATHS - accepted_paths() == set(), "in schema.json, unknown to the validator"
+
+
+def test_the_validator_accepts_every_key_of_the_schema_where_the_schema_puts_it():
+    assert {a for a, _, _ in document_paths(EVERYTHING)} == SCHEMA_PATHS, "EVERYTHING must use every key once"
+    parse_policy(EVERYTHING, tenant="shop", source="shop.json")
+
+
+def test_the_validator_rejects_an_unknown_key_in_every_object_of_the_schema():
+    objects: dict[str, str] = {}
+    for _, indexed, _ in document_paths(EVERYTHING):
+        parent = indexed.rpartition(".")[0]
+        objects.setdefault(parent, parent)
+    for parent in objects:
+        doc = copy.deepcopy(EVERYTHING)
+        target: Any = doc
+        for part in filter(None, parent.replace("[", ".").replace("]", "").split(".")):
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        target["surplus"] = 1
+        with pytest.raises(PolicyError) as info:
+            parse_policy(doc, tenant="shop", source="shop.json")
+        field = f"{parent}.surplus" if parent else "surplus"
+        assert [e.field for e in info.value.errors] == [field]
+
+
+def test_every_property_is_described():
+    undescribed = [path for path, sub in schema_properties() if not sub.get("description")]
+    assert undescribed == []
+
+
+def test_schema_defaults_are_the_validators_defaults():
+    effective = to_data(parse_policy({}, tenant="shop", source="shop.json",
+                                     quick_origin="http://o.example"))
+    checked = 0
+    for path, sub in schema_properties():
+        if "default" not in sub or path.startswith("rules[]"):
+            continue
+        value: Any = effective
+        for part in path.split("."):
+            if part.endswith("[]"):
+                value = value[part[:-2]][0]
+            else:
+                value = value[part]
+        default = sub["default"]
+        if "max_object_size" in path:
+            default = parse_size(default)
+        assert value == default, path
+        checked += 1
+    assert checked >= 15
+
+
+def test_shipped_policies_are_valid_against_the_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    files = [REPO / "policies" / "demo.json", *sorted((REPO / "policies" / "examples").glob("*.json"))]
+    assert len(files) >= 3
+    for path in files:
+        errors = [e.message for e in validator.iter_errors(json.loads(path.read_text()))]
+        assert errors == [], path
+    assert list(validator.iter_errors(EVERYTHING)) == []
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"rules": [{"edge_ttl": {"override": 1, "default": 2}}]},
+        {"rules": [{"match": {"content_type": ["text/html"]}, "key": {"cookies": ["x"]}}]},
+        {"rules": [{"match": {"path_prefix": "/x"}}]},
+        {"cache": {"max_object_size": "1TB"}},
+        {"cache": {"ttl": 1}},
+        {"origins": [{"url": "http://o.example/path"}]},
+    ],
+)
+def test_the_schema_rejects_what_the_validator_rejects(doc):
+    jsonschema = pytest.importorskip("jsonschema")
+    assert list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc)) != []
+    with pytest.raises(PolicyError):
+        parse_policy(doc, tenant="shop", source="shop.json", quick_origin="http://o.example")
