@@ -162,15 +162,18 @@ class DiskStore:
         if handle is None:
             self.cache.delete(_meta_key(key))
             return None
-        if hasattr(handle, "fileno"):
-            size = os.fstat(handle.fileno()).st_size
-        else:  # small bodies are kept inside SQLite and come back as BytesIO
-            size = len(handle.getbuffer())
+        if isinstance(handle, bytes):  # small bodies live inside SQLite
+            body, size = handle, len(handle)
+        else:
+            body, size = None, os.fstat(handle.fileno()).st_size
         if size != meta.size:
-            handle.close()
+            if body is None:
+                handle.close()
             log.warning("disk entry with a body of %d bytes, expected %d; dropped", size, meta.size)
             self._delete_sync(key)
             return None
+        if body is not None:
+            return Hit(meta, body, None, "disk")
         return Hit(meta, None, self._chunks(handle), "disk")
 
     async def _chunks(self, handle) -> AsyncIterator[bytes]:
@@ -184,6 +187,8 @@ class DiskStore:
             handle.close()
 
     async def read_all(self, hit: Hit) -> bytes:
+        if hit.body is not None:
+            return hit.body
         assert hit.chunks is not None
         return b"".join([c async for c in hit.chunks])
 

@@ -69,6 +69,7 @@ class TieredStore:
                 log.exception("disk tier read failed; treated as a miss")
                 return None
             hit.chunks = None
+        if hit.body is not None:
             self.memory.put_now(key, hit.meta, hit.body)
         return hit
 
