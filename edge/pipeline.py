@@ -40,7 +40,7 @@ CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 # Safe to send twice: failover may retry these when they carry no body.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Response fields the edge computes itself, never copies from the origin.
-_RECOMPUTED = frozenset({"content-length", "age"})
+_RECOMPUTED = frozenset({"content-length"})
 _VARIANT_SEP = "\x1f"
 # File extensions whose content is never HTML; an HTML/JSON answer for such a
 # path is the signature of web cache deception (``/account/x.css``).
@@ -68,6 +68,7 @@ class Ctx:
     cache: str = ""
     status: int = 0
     size: int = 0
+    authority: str = ""
     body_too_large: bool = False
 
 
@@ -158,6 +159,7 @@ class Pipeline:
         if host is None:
             return self._error(ctx, 400, "malformed Host header", "bad-host")
         ctx.host = host
+        ctx.authority = hosts[0]
         policy = self.state.policies.current.resolve(host)
         if policy is None:
             return self._error(ctx, 421, "this node serves no site for that host", "unknown-host")
@@ -309,7 +311,7 @@ class Pipeline:
             self._trusted_cache[peer] = known
         return known
 
-    def _origin_headers(self, request: web.BaseRequest, policy, keyed: tuple[str, ...]) -> CIMultiDict:
+    def _origin_headers(self, request: web.BaseRequest, ctx: Ctx, keyed: tuple[str, ...]) -> CIMultiDict:
         src = request.headers
         drop = HOP_BY_HOP
         conn = src.getall("Connection", ())
@@ -332,7 +334,7 @@ class Pipeline:
         else:
             out["X-Forwarded-For"] = peer
         out.setdefault("X-Forwarded-Proto", "https" if request.secure else "http")
-        out["X-Forwarded-Host"] = src.get("Host", "")
+        out["X-Forwarded-Host"] = ctx.authority
         prior_via = ", ".join(src.getall("Via", ()))
         out["Via"] = f"{prior_via}, {self.via}" if prior_via else self.via
         return out
@@ -340,6 +342,9 @@ class Pipeline:
     async def _request_body(self, request: web.BaseRequest, ctx: Ctx) -> AsyncIterator[bytes]:
         # Counted while streaming: a chunked upload cannot announce its size.
         seen = 0
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            # The client waits for this before sending its body (RFC 9110 §10.1.1).
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         async for chunk in request.content.iter_any():
             seen += len(chunk)
             if seen > self.max_body:
@@ -348,7 +353,7 @@ class Pipeline:
             yield chunk
 
     async def _send(self, request, ctx, policy, target, keyed=()):
-        headers = self._origin_headers(request, policy, keyed)
+        headers = self._origin_headers(request, ctx, keyed)
         has_body = request.body_exists
         body = self._request_body(request, ctx) if has_body else None
         retry = request.method in IDEMPOTENT_METHODS and not has_body
@@ -358,7 +363,7 @@ class Pipeline:
             request.method,
             target,
             headers,
-            request.headers.get("Host", ctx.host),
+            ctx.authority,
             body,
             retry,
         )
@@ -374,6 +379,8 @@ class Pipeline:
                 out.add(name, value)
         prior_via = ", ".join(out.popall("Via", ()))
         out["Via"] = f"{prior_via}, {self.via}" if prior_via else self.via
+        if "Server" not in out:
+            out["Server"] = "edge"  # rather than the framework's version string
         return out
 
     async def _pass(self, request, ctx, policy, path, raw_query, why: str) -> web.StreamResponse:
@@ -512,8 +519,7 @@ class Pipeline:
         ctx.cache = f"{self.node}; fwd={fwd}; stored; ttl={int(seconds) - int(initial_age)}"
         headers["Cache-Status"] = ctx.cache
         headers["X-Request-Id"] = ctx.rid
-        if initial_age > 0:
-            headers["Age"] = fr.age_header_value(initial_age)
+        headers["Age"] = fr.age_header_value(initial_age)
         sink = _Sink(self.state.store, key, store_key, meta, names, settings.max_object_size, clen)
         return await self._stream(request, ctx, upstream, headers, sink)
 

@@ -195,3 +195,28 @@ async def test_malformed_origin_response_is_502(make_edge, client):
             assert "detail=origin-protocol" in r.headers["Cache-Status"]
     finally:
         server.close()
+
+
+async def test_expect_100_continue_upload(origin, make_edge):
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    origin.route("/up", echo)
+    edge = await make_edge(quick_origin=origin.url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100")
+    writer.write(b"hello")
+    await writer.drain()
+    rest = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"\r\n\r\n5")
+
+
+async def test_origin_age_passes_through_uncached_responses(origin, make_edge, client):
+    origin.respond("/aged", "x", headers={"Age": "42", "Cache-Control": "private"})
+    edge = await make_edge(quick_origin=origin.url)
+    async with client.get(edge.url + "/aged") as r:
+        assert r.headers["Age"] == "42"
