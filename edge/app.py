@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,7 @@ class _Protocol(RequestHandler):
     offending bytes or tracebacks."""
 
     line_limit = 8190
+    node = "edge"
 
     def handle_error(self, request, status=500, exc=None, message=None):
         if status == 400 and exc is not None:
@@ -62,7 +62,7 @@ class _Protocol(RequestHandler):
             resp = web.Response(
                 status=status,
                 text=f"{status} {text}\n",
-                headers={"Cache-Control": "no-store", "Server": "edge"},
+                headers={"Cache-Control": "no-store", "Server": "edge", "Cache-Status": f"{self.node}; detail=bad-request"},
             )
             resp.force_close()
             return resp
@@ -70,13 +70,15 @@ class _Protocol(RequestHandler):
 
 
 class _Server(web.Server):
-    def __init__(self, handler, line_limit: int, **kwargs) -> None:
+    def __init__(self, handler, line_limit: int, node: str, **kwargs) -> None:
         super().__init__(handler, **kwargs)
         self._line_limit = line_limit
+        self._node = node
 
     def __call__(self) -> RequestHandler:
         proto = _Protocol(self, loop=self._loop, **self._kwargs)
         proto.line_limit = self._line_limit
+        proto.node = self._node
         return proto
 
 
@@ -107,6 +109,7 @@ def make_server(state: NodeState) -> web.Server:
     return _Server(
         pipeline.handle,
         line_limit,
+        state.config.name,
         max_line_size=line_limit,
         max_field_size=limits.max_header_size,
         max_headers=limits.max_headers,
@@ -118,11 +121,10 @@ def make_server(state: NodeState) -> web.Server:
 class Node:
     """One worker: listener(s), shared state, policy watcher."""
 
-    def __init__(self, config: NodeConfig, policies: PolicySource, *, reuse_port: bool = False, sockets=None) -> None:
+    def __init__(self, config: NodeConfig, policies: PolicySource, *, reuse_port: bool = False) -> None:
         self.config = config
         self.policies = policies
         self.reuse_port = reuse_port
-        self.sockets = sockets
         self.state: NodeState | None = None
         self.runner: web.ServerRunner | None = None
         self._watch: asyncio.Task | None = None
@@ -137,14 +139,9 @@ class Node:
             make_server(self.state), handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
         )
         await self.runner.setup()
-        if self.sockets:
-            for sock in self.sockets:
-                site = web.SockSite(self.runner, sock)
-                await site.start()
-        else:
-            for listen in self.config.listen:
-                site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None, backlog=1024)
-                await site.start()
+        for listen in self.config.listen:
+            site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None, backlog=1024)
+            await site.start()
         for site in self.runner.sites:
             server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor
             if server is not None:
@@ -200,17 +197,6 @@ async def serve_forever(node: Node, *, ready=None, extra_cleanup=()) -> None:
         await node.stop()
         for cleanup in extra_cleanup:
             await cleanup()
-
-
-def bound_socket(host: str, port: int) -> socket.socket:
-    """A listening socket opened by the parent so that workers inherit it
-    (used when SO_REUSEPORT is not wanted)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    return sock
 
 
 def default_policies_dir() -> Path:

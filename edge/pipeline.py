@@ -28,6 +28,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from edge.cache import freshness as fr
+from edge.cache.response_policy import browser_cache_control, deceptive, edge_lifetime
 from edge.cache.key import host_key, normalise_path, normalise_query, primary_key, vary_key, vary_names
 from edge.cache.store import Hit, Meta
 from edge.http.directives import parse_cache_control
@@ -42,12 +43,6 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 # Response fields the edge computes itself, never copies from the origin.
 _RECOMPUTED = frozenset({"content-length"})
 _VARIANT_SEP = "\x1f"
-# File extensions whose content is never HTML; an HTML/JSON answer for such a
-# path is the signature of web cache deception (``/account/x.css``).
-_STATIC_EXTENSIONS = frozenset(
-    "css js mjs png jpg jpeg gif webp avif svg ico woff woff2 ttf otf eot mp4 webm mp3 pdf zip gz txt xml map".split()
-)
-_DYNAMIC_TYPES = ("text/html", "application/json", "application/xhtml+xml", "text/plain")
 
 
 class BodyTooLarge(Exception):
@@ -443,7 +438,7 @@ class Pipeline:
         )
         if reason is None and decision.bypass:
             reason = fr.NoStore.POLICY
-        if reason is None and _deceptive(ctx.path, content_type, cc):
+        if reason is None and deceptive(ctx.path, content_type, cc):
             reason = fr.NoStore.POLICY
         if reason is None and clen is not None and clen > settings.max_object_size:
             reason = fr.NoStore.TOO_LARGE
@@ -458,15 +453,7 @@ class Pipeline:
             heuristic_fraction=settings.heuristic_fraction,
             heuristic_max=settings.heuristic_max,
         )
-        seconds, source = lifetime.seconds, lifetime.source
-        if fr.no_cache_response(cc):
-            seconds = 0.0  # RFC 9111 §5.2.2.4: validate before every reuse
-        ttl = decision.edge_ttl
-        if ttl is not None:
-            if ttl.mode == "override":
-                seconds, source = float(ttl.seconds), "policy-override"
-            elif source in ("none", "heuristic"):
-                seconds, source = float(ttl.seconds), "policy-default"
+        seconds, source = edge_lifetime(lifetime, decision.edge_ttl, cc)
         initial_age = fr.initial_age(
             date=headers.get("Date"), age=upstream.headers.get("Age"), request_time=request_time, response_time=response_time
         )
@@ -476,7 +463,7 @@ class Pipeline:
             reason = fr.NoStore.NO_LIFETIME
 
         # What the client is told about caching, for this and later hits.
-        browser_cc = _browser_cache_control(decision.browser_ttl, cc, headers)
+        browser_cc = browser_cache_control(decision.browser_ttl, cc, "Cache-Control" in headers or "Expires" in headers)
         if browser_cc is not None:
             headers["Cache-Control"] = browser_cc
 
@@ -706,31 +693,3 @@ def _cookies(headers, names: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
-def _deceptive(path: str, content_type: str | None, cc) -> bool:
-    """Web cache deception: ``/account/settings/x.css`` answered with a
-    page. Cacheability must come from the origin's answer, not from how the
-    URL ends, so a dynamic type on a static-looking path is not stored
-    unless the origin explicitly made it shareable."""
-    if cc.has("public") or cc.s_maxage is not None:
-        return False
-    dot = path.rfind(".")
-    if dot < 0 or "/" in path[dot:]:
-        return False
-    ext = path[dot + 1 :].lower()
-    if ext not in _STATIC_EXTENSIONS:
-        return False
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if ext in ("txt", "map") and media == "text/plain" or ext == "xml" and media.endswith("xml"):
-        return False
-    return media.startswith(_DYNAMIC_TYPES)
-
-
-def _browser_cache_control(ttl, cc, headers) -> str | None:
-    if ttl is None:
-        return None
-    # Never loosen what the origin said about privacy.
-    if cc.has("no-store") or cc.has("private"):
-        return None
-    if ttl.mode == "default" and ("Cache-Control" in headers or "Expires" in headers):
-        return None
-    return f"max-age={ttl.seconds}"

@@ -78,7 +78,7 @@ async def test_dot_segments_cannot_escape_the_root(edge, origin):
 
 
 async def test_encoded_slash_stays_distinct(edge, origin):
-    response = await raw_request(edge.port, b"GET /a%2Fb HTTP/1.1\r\nHost: alpha.example\r\nConnection: close\r\n\r\n")
+    await raw_request(edge.port, b"GET /a%2Fb HTTP/1.1\r\nHost: alpha.example\r\nConnection: close\r\n\r\n")
     assert origin.requests[-1]["raw_path"] == "/a%2Fb"
     await raw_request(edge.port, b"GET /a/b HTTP/1.1\r\nHost: alpha.example\r\nConnection: close\r\n\r\n")
     # Two different resources for the cache: the origin was asked twice.

@@ -163,7 +163,7 @@ async def test_authorization_requests_are_not_stored_without_permission(origin, 
     for _ in range(2):
         await (await client.get(edge.url + "/me", headers=auth)).read()
     assert origin.hits["/me"] == 2
-    async with client.get(edge.url + "/me") as r:
+    async with client.get(edge.url + "/me"):
         assert origin.hits["/me"] == 3  # nothing of alice's was stored
     for _ in range(2):
         await (await client.get(edge.url + "/pub", headers=auth)).read()
