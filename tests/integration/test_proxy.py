@@ -84,8 +84,10 @@ async def test_connect_failure_is_502_with_short_body(make_edge, client):
 
 
 async def test_origin_timeout_is_504(origin, make_edge, client):
+    release = asyncio.Event()
+
     async def hang(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
+        await release.wait()
         return web.Response(text="late")
 
     origin.route("/hang", hang)
@@ -93,6 +95,7 @@ async def test_origin_timeout_is_504(origin, make_edge, client):
     async with client.get(edge.url + "/hang") as r:
         assert r.status == 504
         assert "detail=origin-timeout" in r.headers["Cache-Status"]
+    release.set()
 
 
 async def test_failover_to_next_origin_and_passive_health(make_edge, client):
@@ -220,3 +223,46 @@ async def test_origin_age_passes_through_uncached_responses(origin, make_edge, c
     edge = await make_edge(quick_origin=origin.url)
     async with client.get(edge.url + "/aged") as r:
         assert r.headers["Age"] == "42"
+
+
+async def test_down_origin_gets_traffic_again_after_cooldown(make_edge, client):
+    flaky, good = Origin(), Origin()
+    await flaky.start()
+    await good.start()
+    try:
+        flaky.respond("/x", "broken", status=502)
+        good.respond("/x", "good")
+        policy = {
+            "hosts": ["*"],
+            "origins": [{"url": flaky.url}, {"url": good.url}],
+            "origin_failover": {"failures_before_down": 1, "cooldown": 0.3},
+        }
+        edge = await make_edge(policies={"t": policy})
+        await (await client.get(edge.url + "/x")).read()
+        await (await client.get(edge.url + "/x")).read()
+        assert flaky.hits["/x"] == 1  # down after one failure
+        flaky.respond("/x", "recovered")
+        await asyncio.sleep(0.4)
+        async with client.get(edge.url + "/x") as r:
+            assert await r.text() == "recovered"
+        assert flaky.hits["/x"] == 2
+    finally:
+        await flaky.stop()
+        await good.stop()
+
+
+async def test_all_origins_down_still_tries_the_one_back_soonest(make_edge, client):
+    only = Origin()
+    await only.start()
+    try:
+        only.respond("/x", "busy", status=503)
+        policy = {"hosts": ["*"], "origins": [{"url": only.url}], "origin_failover": {"failures_before_down": 1, "cooldown": 60}}
+        edge = await make_edge(policies={"t": policy})
+        for _ in range(2):
+            async with client.get(edge.url + "/x") as r:
+                assert r.status == 503
+        only.respond("/x", "fine")
+        async with client.get(edge.url + "/x") as r:
+            assert r.status == 200  # a single origin is never shut out entirely
+    finally:
+        await only.stop()
