@@ -124,6 +124,9 @@ def serve(args) -> int:
         config = _apply_flags(config, args, demo)
     except (ValueError, ConfigError) as exc:
         return _fail(str(exc))
+    problem = _check_cache_dir(config)
+    if problem:
+        return _fail(problem)
     level = args.log_level or config.log.level
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -137,6 +140,9 @@ def serve(args) -> int:
         return _fail("no valid policy, not starting")
 
     if config.workers > 1:
+        problem = _check_listen(config)
+        if problem:
+            return _fail(problem)
         return _supervise(config, spec, demo)
     _use_uvloop()
     return asyncio.run(_run_single(config, spec, demo, source))
@@ -156,15 +162,50 @@ def _apply_flags(config, args, demo: bool):
         changes["log"] = dataclasses.replace(config.log, access=False)
     cache = config.cache
     if args.memory:
-        cache = dataclasses.replace(cache, memory_size=parse_size(args.memory))
+        cache = dataclasses.replace(cache, memory_size=_flag_size("--memory", args.memory))
     if args.cache_size:
-        cache = dataclasses.replace(cache, disk_size=parse_size(args.cache_size))
+        cache = dataclasses.replace(cache, disk_size=_flag_size("--cache-size", args.cache_size))
     if args.cache_dir:
         cache = dataclasses.replace(cache, disk_path=Path(args.cache_dir).resolve())
     elif demo and cache.disk_path is None:
         cache = dataclasses.replace(cache, disk_path=Path(tempfile.gettempdir()) / "edge-demo-cache")
     changes["cache"] = cache
     return dataclasses.replace(config, **changes)
+
+
+def _flag_size(flag: str, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+
+
+def _check_cache_dir(config) -> str | None:
+    path = config.cache.disk_path
+    if path is None:
+        return None
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot use the cache directory {path}: {(exc.strerror or str(exc)).lower()}"
+    return None
+
+
+def _check_listen(config) -> str | None:
+    """Workers bind with SO_REUSEPORT in their own processes; find a busy
+    address here, once, instead of in workers that die and are restarted."""
+    import socket
+
+    for listen in config.listen:
+        family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind((listen.host, listen.port))
+            except OSError as exc:
+                return f"cannot listen on {listen.host}:{listen.port}: {(exc.strerror or str(exc)).lower()}"
+    return None
 
 
 def _use_uvloop() -> None:
@@ -252,6 +293,7 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
         start(i)
     _banner(config, [(config.listen[0].host, config.listen[0].port)], demo, config.workers)
     restarts: list[float] = []
+    failed = False
     while not stopping:
         time.sleep(0.2)
         for i, proc in enumerate(workers):
@@ -261,6 +303,7 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
                 if len(restarts) > 5 * config.workers:
                     log.error("workers keep dying; giving up")
                     stopping = True
+                    failed = True
                     break
                 log.warning("worker %d exited with %s; restarting", i, proc.exitcode)
                 start(i)
@@ -275,7 +318,7 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
                 proc.kill()
     if demo_proc is not None:
         demo_proc.terminate()
-    return 0
+    return 1 if failed else 0
 
 
 def _demo_main() -> None:

@@ -204,7 +204,7 @@ class Pipeline:
                 now = time.time()
                 age = fr.current_age(hit.meta.initial_age, hit.meta.response_time, now)
                 if age < hit.meta.lifetime:
-                    return await self._serve_hit(request, ctx, hit, age, "hit")
+                    return await self._serve_hit(request, ctx, policy, hit, age)
                 if hit.chunks is not None:
                     await hit.chunks.aclose()
                 fwd = "stale"
@@ -226,7 +226,7 @@ class Pipeline:
                     now = time.time()
                     age = fr.current_age(hit.meta.initial_age, hit.meta.response_time, now)
                     if age < hit.meta.lifetime:
-                        return await self._serve_hit(request, ctx, hit, age, "hit", collapsed=True)
+                        return await self._serve_hit(request, ctx, policy, hit, age, collapsed=True)
                     if hit.chunks is not None:
                         await hit.chunks.aclose()
                 return await self._miss(request, ctx, policy, key, target, fwd, None)
@@ -260,10 +260,10 @@ class Pipeline:
     # ---------------------------------------------------------------- respond
 
     async def _serve_hit(
-        self, request: web.BaseRequest, ctx: Ctx, hit: Hit, age: float, what: str, collapsed: bool = False
+        self, request: web.BaseRequest, ctx: Ctx, policy, hit: Hit, age: float, collapsed: bool = False
     ) -> web.StreamResponse:
         meta = hit.meta
-        headers = _template(meta).copy()
+        headers = _template(meta, policy, ctx.path).copy()
         headers["Age"] = fr.age_header_value(age)
         # Age + ttl = lifetime, in the whole seconds the Age header shows.
         ttl = int(meta.lifetime) - int(age)
@@ -462,24 +462,24 @@ class Pipeline:
             # (RFC 9111 §4.3) there is nothing to reuse.
             reason = fr.NoStore.NO_LIFETIME
 
-        # What the client is told about caching, for this and later hits.
+        # What this client is told about caching; hits work it out again
+        # from the stored headers and the policy of their time.
         browser_cc = browser_cache_control(decision.browser_ttl, cc, "Cache-Control" in headers or "Expires" in headers)
-        if browser_cc is not None:
-            headers["Cache-Control"] = browser_cc
-
-        if reason is None and settings.strip_set_cookie:
-            # The policy trades the cookie for cacheability, for every client
-            # alike, so the first one sees what later hits will see.
-            headers.popall("Set-Cookie", None)
 
         if reason is not None:
             ctx.cache = f"{self.node}; fwd={fwd}; detail={reason.value}"
             if done is not None and not done.done():
                 done.set_result(None)  # waiters go to the origin themselves
+            if browser_cc is not None:
+                headers["Cache-Control"] = browser_cc
             headers["Cache-Status"] = ctx.cache
             headers["X-Request-Id"] = ctx.rid
             return await self._stream(request, ctx, upstream, headers, None)
 
+        if settings.strip_set_cookie:
+            # The policy trades the cookie for cacheability, for every client
+            # alike, so the first one sees what later hits will see.
+            headers.popall("Set-Cookie", None)
         names = vary_names(", ".join(headers.getall("Vary", ())) or None)
         stored = headers
         private = fr.private_fields(cc) + fr.no_cache_fields(cc)
@@ -497,9 +497,10 @@ class Pipeline:
             initial_age=initial_age,
             lifetime=seconds,
             vary=names or (),
-            browser_cc=browser_cc,
             detail=source,
         )
+        if browser_cc is not None:
+            headers["Cache-Control"] = browser_cc
         store_key = key
         if names:
             store_key = key + _VARIANT_SEP + vary_key(names, request.headers)
@@ -672,15 +673,21 @@ class _Sink:
             await self.writer.abort()
 
 
-def _template(meta: Meta) -> CIMultiDict:
-    """Stored headers as a ready multidict, built once per memory entry."""
-    tpl = meta.extra.get("_tpl")
-    if tpl is None:
+def _template(meta: Meta, policy, path: str) -> CIMultiDict:
+    """Stored headers as served, built once per memory entry and policy
+    version, so that a changed browser TTL reaches entries already cached."""
+    tpl = meta.template
+    if tpl is None or meta.template_version != policy.version:
         tpl = CIMultiDict(meta.headers)
-        if meta.browser_cc is not None:
-            tpl["Cache-Control"] = meta.browser_cc
-        meta.extra["_tpl"] = tpl
-    return tpl
+        decision = policy.response_decision(path, tpl.get("Content-Type"))
+        if decision.browser_ttl is not None:
+            cc = parse_cache_control(", ".join(tpl.getall("Cache-Control", ())) or None)
+            browser = browser_cache_control(decision.browser_ttl, cc, "Cache-Control" in tpl or "Expires" in tpl)
+            if browser is not None:
+                tpl["Cache-Control"] = browser
+        meta.template = tpl
+        meta.template_version = policy.version
+    return tpl  # type: ignore[return-value]
 
 
 def _cookies(headers, names: tuple[str, ...]) -> dict[str, str]:

@@ -38,13 +38,40 @@ class _Disk(diskcache.Disk):
         if not read:
             return super().store(value, read, key=key)
         filename, full_path = self.filename(key, value)
+        # Written aside, named by this process, and renamed into place when
+        # complete: what a killed process leaves is found and removed by the
+        # next DiskStore (remove_partial), never kept outside the accounting.
+        partial = os.path.join(self._directory, PARTIAL_DIR, f"{os.getpid()}-{os.path.basename(full_path)}")
         try:
-            size = self._write(full_path, iter(functools.partial(value.read, CHUNK), b""), "xb")
+            size = self._write(partial, iter(functools.partial(value.read, CHUNK), b""), "xb")
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            os.rename(partial, full_path)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.remove(full_path)
+                os.remove(partial)
             raise
         return size, diskcache.core.MODE_BINARY, filename, None
+
+
+PARTIAL_DIR = "partial"
+
+
+def remove_partial(directory: Path) -> None:
+    """Delete bodies left half-written by processes that no longer run."""
+    folder = directory / PARTIAL_DIR
+    folder.mkdir(exist_ok=True)
+    for entry in os.scandir(folder):
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # its writer still runs
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        with contextlib.suppress(OSError):
+            os.remove(entry.path)
 
 
 class _Aborted(Exception):
@@ -127,6 +154,7 @@ class DiskStore:
 
     def __init__(self, path: str | Path, max_bytes: int, threads: int = 4) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
+        remove_partial(Path(path))
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="edge-disk")
         self.cache = diskcache.Cache(
             str(path),

@@ -40,9 +40,12 @@ class Meta:
     lifetime: float  # freshness lifetime the edge applies (after policy)
     size: int = 0
     vary: tuple[str, ...] = ()
-    browser_cc: str | None = None  # Cache-Control the client sees; None: the origin's
     detail: str = ""  # how the lifetime was decided, for Cache-Status/debugging
     extra: dict = field(default_factory=dict)
+    # Not persisted: the response headers as served, built on the first hit
+    # and rebuilt when the tenant's policy changes (browser TTL rules).
+    template: object = field(default=None, compare=False, repr=False)
+    template_version: str = field(default="", compare=False, repr=False)
 
     def dumps(self) -> bytes:
         return orjson.dumps(
@@ -55,7 +58,6 @@ class Meta:
                 "lt": self.lifetime,
                 "n": self.size,
                 "v": self.vary,
-                "b": self.browser_cc,
                 "d": self.detail,
                 "x": self.extra,
             }
@@ -73,7 +75,6 @@ class Meta:
             lifetime=float(d["lt"]),
             size=int(d["n"]),
             vary=tuple(d["v"]),
-            browser_cc=d["b"],
             detail=str(d["d"]),
             extra=dict(d["x"]),
         )

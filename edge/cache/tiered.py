@@ -77,15 +77,16 @@ class TieredStore:
         """Memory at once (the next request must hit), disk in the background."""
         self.memory.put_now(key, meta, body)
         if self.disk is not None:
-            task = asyncio.ensure_future(self._disk_put(key, meta, body))
+            # Copied now: the memory entry's meta may change before the
+            # background write runs (the disk tier records its body id).
+            disk_meta = dataclasses.replace(meta, extra=dict(meta.extra), template=None)
+            task = asyncio.ensure_future(self._disk_put(key, disk_meta, body))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
     async def _disk_put(self, key: str, meta: Meta, body: bytes) -> None:
         try:
-            # A copy: the disk tier records its body id in ``extra``.
-            disk_meta = dataclasses.replace(meta, extra=dict(meta.extra))
-            await self.disk.put(key, disk_meta, body)
+            await self.disk.put(key, meta, body)
         except Exception:
             log.exception("disk tier write failed; entry kept in memory only")
 

@@ -313,3 +313,19 @@ async def test_uncacheable_responses_release_collapsed_waiters(origin, make_edge
     assert await asyncio.gather(*[get() for _ in range(10)]) == [200] * 10
     assert origin.hits["/priv"] == 10
     assert active["max"] >= 5
+
+
+async def test_changed_browser_ttl_reaches_entries_already_cached(origin, make_edge, client, tmp_path):
+    import json
+
+    origin.respond("/static/a.css", "x", headers={"Cache-Control": "max-age=600", "Content-Type": "text/css"})
+    edge = await make_edge(quick_origin=origin.url, policy={"rules": [{"match": {"path_prefix": "/static/"}, "browser_ttl": {"override": 60}}]})
+    async with client.get(edge.url + "/static/a.css") as r:
+        assert r.headers["Cache-Control"] == "max-age=60"
+    async with client.get(edge.url + "/static/a.css") as r:
+        assert r.headers["Cache-Control"] == "max-age=60" and "hit" in r.headers["Cache-Status"]
+    (tmp_path / "quick.json").write_text(json.dumps({"rules": [{"match": {"path_prefix": "/static/"}, "browser_ttl": {"override": 5}}]}))
+    edge.node.reload()
+    async with client.get(edge.url + "/static/a.css") as r:
+        assert r.headers["Cache-Control"] == "max-age=5" and "hit" in r.headers["Cache-Status"]
+    assert origin.hits["/static/a.css"] == 1

@@ -1,0 +1,377 @@
+"""Helpers for the end-to-end tests: the ``edge`` command as a subprocess,
+a real aiohttp origin in a background thread, and a plain HTTP client.
+
+Nothing here asserts on durations: deadlines only bound how long a test
+waits for something that must eventually happen, and are generous.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_PORT = 8081  # the built-in demo origin's fixed port; no other test may use it
+STARTUP_TIMEOUT = 20.0  # an upper bound for a loaded machine, never a measurement
+MiB = 1 << 20
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (never the demo origin's)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port != DEMO_PORT:
+            return port
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 10.0, interval: float = 0.05,
+               message: str | Callable[[], str] = "condition not met") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail with ``message`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message() if callable(message) else message)
+        time.sleep(interval)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    """How editors and deploy tools replace a file: a hidden temporary, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+# --- client ------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def cache_status(self) -> str:
+        return self.headers.get("Cache-Status", "")
+
+    @property
+    def request_id(self) -> str:
+        return self.headers.get("X-Request-Id", "")
+
+    @property
+    def worker(self) -> int:
+        """The answering process as encoded in X-Request-Id: the prefix
+        before '-' starts with the pid's low 16 bits in 4 hex digits."""
+        prefix = self.request_id.split("-", 1)[0]
+        assert len(prefix) >= 4, f"unexpected X-Request-Id {self.request_id!r}"
+        return int(prefix[:4], 16)
+
+    @property
+    def is_hit(self) -> bool:
+        return "; hit" in self.cache_status
+
+    def __repr__(self) -> str:  # readable assertion messages
+        return (f"<Response {self.status} Cache-Status={self.cache_status!r} "
+                f"Cache-Control={self.headers.get('Cache-Control')!r} id={self.request_id!r} "
+                f"body={self.body[:80]!r}{'...' if len(self.body) > 80 else ''} ({len(self.body)} bytes)>")
+
+
+def request(port: int, path: str = "/", *, method: str = "GET", host: str | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 15.0) -> Response:
+    """One request on a new connection (so that several workers get a share)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        h = {"Connection": "close"}
+        if host is not None:
+            h["Host"] = host
+        h.update(headers or {})
+        conn.request(method, path, headers=h)
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+# --- the edge command --------------------------------------------------------
+
+
+class EdgeProcess:
+    """``python -m edge serve ARGS`` in its own process group, stdout and
+    stderr in files (a pipe nobody reads could block the node)."""
+
+    def __init__(self, args: list[str], *, logdir: Path, name: str, port: int | None,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.args = [sys.executable, "-m", "edge", "serve", *args]
+        self.port = port
+        self.out_path = logdir / f"{name}.stdout"
+        self.err_path = logdir / f"{name}.stderr"
+        environ = dict(os.environ)
+        environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), environ.get("PYTHONPATH")) if p)
+        environ.update(env or {})
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                self.args, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                cwd=str(cwd or logdir), env=environ, start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        return (f"command: {' '.join(self.args)}\nexit status: {self.proc.poll()}\n"
+                f"--- stdout ---\n{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-5000:]}")
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> str:
+        """Wait for the banner on stdout and an accepting port; returns the banner line."""
+        assert self.port is not None
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"edge exited before it was ready\n{self.describe()}")
+            if "listening on" not in self.stdout:
+                return False
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        wait_until(ready, timeout=timeout, message=lambda: f"edge did not become ready\n{self.describe()}")
+        return next(line for line in self.stdout.splitlines() if "listening on" in line)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"edge did not exit\n{self.describe()}") from None
+
+    def send(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM to the main process only, as a service manager sends it."""
+        self.send(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill_group(self) -> None:
+        """SIGKILL to the whole process group (workers included); reaps the main process."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignorable
+            pass
+
+    def get(self, path: str = "/", **kwargs) -> Response:
+        assert self.port is not None
+        return request(self.port, path, **kwargs)
+
+
+# --- processes via /proc ------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) of a process, or None when it does not exist."""
+    return _stat_path(f"/proc/{pid}/stat")
+
+
+def _stat_path(path: str) -> tuple[str, int] | None:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    rest = data[data.rindex(")") + 2:].split()
+    return rest[0], int(rest[1])
+
+
+def alive(pid: int) -> bool:
+    """Whether any thread of the process still runs. A zombie has exited
+    (only its parent has not collected it yet), but a main thread that is a
+    zombie while other threads still exit holds the process's sockets open."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return False
+    for tid in tids:
+        stat = _stat_path(f"/proc/{pid}/task/{tid}/stat")
+        if stat is not None and stat[0] != "Z":
+            return True
+    return False
+
+
+def descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None:
+                parents[int(entry)] = stat[1]
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                found.append(pid)
+                frontier.append(pid)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def tree_size(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+# --- a real origin in a thread ---------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Origin:
+    """A real aiohttp origin on its own event loop in a background thread,
+    so tests can stay synchronous. Routes are exact paths, or prefixes
+    ending in ``*``; every request is recorded as (method, path)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="e2e-origin", daemon=True)
+        self.routes: dict[str, Handler] = {}
+        self.seen: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Awaitable, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call_soon(self, fn: Callable, *args) -> None:
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def start(self) -> Origin:
+        self.thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.seen.append((request.method, request.path))
+        handler = self.routes.get(request.path)
+        if handler is None:
+            prefixes = [p for p in self.routes if p.endswith("*") and request.path.startswith(p[:-1])]
+            if prefixes:
+                handler = self.routes[max(prefixes, key=len)]
+        if handler is None:
+            return web.Response(status=404, text="not found at the origin\n")
+        return await handler(request)
+
+    def route(self, path: str, handler: Handler) -> None:
+        self.routes[path] = handler
+
+    def respond(self, path: str, body: bytes | str = b"ok", *, status: int = 200,
+                headers: dict[str, str] | None = None) -> None:
+        data = body.encode() if isinstance(body, str) else body
+
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=data, status=status, headers=headers or {})
+
+        self.routes[path] = handler
+
+    def count(self, path: str, method: str = "GET") -> int:
+        with self._lock:
+            return sum(1 for m, p in self.seen if m == method and p == path)
+
+    def stop(self) -> None:
+        """Stop serving (the port then refuses connections)."""
+        if self.runner is not None:
+            self.call(self.runner.cleanup())
+            self.runner = None
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            if not self.thread.is_alive():
+                self.loop.close()

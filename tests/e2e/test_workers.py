@@ -1,0 +1,98 @@
+"""``--workers 2``: several processes on one port, sharing the disk tier."""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+
+from aiohttp import web
+
+from .support import alive, cmdline, descendants, request, wait_until
+
+
+def test_two_workers_share_the_port_and_the_disk_tier_and_stop_together(run_edge, upstream, port, tmp_path):
+    fetches = itertools.count(1)
+
+    async def shared(req: web.Request) -> web.Response:
+        # Each origin fetch has its own body: a hit shows whose fetch it was.
+        n = next(fetches) if req.method == "GET" else 0
+        return web.Response(text=f"fetch {n}\n", headers={"Cache-Control": "max-age=600"}, content_type="text/plain")
+
+    upstream.route("/shared", shared)
+    upstream.respond("/who", "who\n", headers={"Cache-Control": "no-store"})
+    cache_dir = tmp_path / "cache"
+
+    node = run_edge("--origin", upstream.url, "--workers", "2", "--cache-dir", str(cache_dir), port=port)
+    assert "(2 workers)" in node.stdout, node.describe()
+
+    # 1. Both workers answer on the one port: two distinct request id prefixes,
+    #    each the pid of a process the node started.
+    seen: set[int] = set()
+
+    def two_workers() -> bool:
+        seen.add(node.get("/who").worker)
+        return len(seen) == 2
+
+    wait_until(two_workers, timeout=20, interval=0.01,
+               message=lambda: f"only saw workers {seen} answer\n{node.describe()}")
+    tree = descendants(node.pid)
+    assert seen <= {pid & 0xFFFF for pid in tree}, (seen, {p: cmdline(p) for p in tree})
+
+    # 2. What one worker fetched, the other serves from the shared disk tier.
+    first = node.get("/shared")
+    assert first.status == 200 and "stored" in first.cache_status, first
+    assert first.body == b"fetch 1\n"
+    a = first.worker
+    (b,) = seen - {a}
+
+    def other_worker_hits() -> bool:
+        # HEAD is never stored, so probing the other worker before the
+        # background disk write is done cannot plant its own copy.
+        r = node.get("/shared", method="HEAD")
+        return r.worker == b and r.is_hit
+
+    wait_until(other_worker_hits, timeout=15, interval=0.02,
+               message=lambda: f"worker {b:04x} never served worker {a:04x}'s entry\n{node.describe()}")
+
+    def get_from_b():
+        r = node.get("/shared")
+        return r if r.worker == b else None
+
+    from_b = wait_until(get_from_b, timeout=15, interval=0.01, message="worker b never answered a GET")
+    assert from_b.status == 200 and from_b.is_hit, from_b
+    assert from_b.body == b"fetch 1\n", from_b
+    assert upstream.count("/shared") == 1
+
+    # 3. A worker that dies is replaced; the replacement starts with empty
+    #    memory and still serves the entry, from disk.
+    (victim,) = [pid for pid in descendants(node.pid) if pid & 0xFFFF == a]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: not alive(victim), timeout=10, message="the killed worker did not die")
+
+    def from_replacement():
+        r = node.get("/shared")
+        return r if r.worker not in (a, b) else None
+
+    replaced = wait_until(from_replacement, timeout=20, interval=0.01,
+                          message=lambda: f"no replacement for the killed worker answered\n{node.describe()}")
+    assert replaced.status == 200 and replaced.is_hit, replaced
+    assert replaced.body == b"fetch 1\n", replaced
+    assert upstream.count("/shared") == 1
+    seen = {b, replaced.worker}
+
+    # 4. SIGTERM to the main process stops the whole tree.
+    tree = descendants(node.pid)
+    workers = [pid for pid in tree if (pid & 0xFFFF) in seen]
+    assert len(workers) == 2, {p: cmdline(p) for p in tree}
+    status = node.terminate()
+    assert status == 0, node.describe()
+    wait_until(lambda: not any(alive(pid) for pid in tree), timeout=15,
+               message=lambda: "left running after SIGTERM: "
+               + str({pid: cmdline(pid) for pid in tree if alive(pid)}))
+    try:
+        request(port, "/who", timeout=2)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("something still answers on the port after SIGTERM")
+
