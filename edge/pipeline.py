@@ -89,11 +89,12 @@ class Pipeline:
             resp = await self._handle(request, ctx)
         except asyncio.CancelledError:
             raise
-        except (ConnectionError, aiohttp.ClientConnectionResetError):
+        except ConnectionError:
             # The client went away mid-response; nothing left to tell it.
-            ctx.status = ctx.status or 499
+            # aiohttp drops a response it cannot send without logging noise.
+            ctx.status = 499
             self._log(ctx)
-            raise
+            return web.Response(status=499)
         except Exception:
             log.exception("internal error (request %s)", ctx.rid)
             resp = self._error(ctx, 500, "internal error", "edge-error")
@@ -105,16 +106,16 @@ class Pipeline:
         access = self.state.access_log
         if access is not None:
             access.write(
-                rid=ctx.rid,
-                tenant=ctx.tenant,
-                peer=ctx.peer,
-                method=ctx.method,
-                host=ctx.host,
-                path=ctx.path,
-                status=ctx.status,
-                size=ctx.size,
-                cache=ctx.cache,
-                duration=time.monotonic() - ctx.start,
+                ctx.rid,
+                ctx.tenant,
+                ctx.peer,
+                ctx.method,
+                ctx.host,
+                ctx.path,
+                ctx.status,
+                ctx.size,
+                ctx.cache,
+                time.monotonic() - ctx.start,
             )
 
     def _error(self, ctx: Ctx, status: int, text: str, detail: str, extra: dict | None = None) -> web.Response:
@@ -190,12 +191,13 @@ class Pipeline:
         key = primary_key(policy.tenant, host, path, query, opts, req_headers, key_cookies)
         target = path + "?" + query if query else path
 
-        req_cc_raw = req_headers.get("Cache-Control")
-        req_cc = parse_cache_control(req_cc_raw) if req_cc_raw else _NO_CC
         # RFC 9111 §5.2.1.4, §5.4: the client asks us to validate first.
-        must_forward = req_cc.has("no-cache") or req_cc.max_age == 0 or (
-            req_cc_raw is None and "no-cache" in req_headers.get("Pragma", "")
-        )
+        req_cc_raw = req_headers.get("Cache-Control")
+        if req_cc_raw is None:
+            must_forward = "Pragma" in req_headers and "no-cache" in req_headers["Pragma"]
+        else:
+            req_cc = parse_cache_control(req_cc_raw)
+            must_forward = req_cc.has("no-cache") or req_cc.max_age == 0
 
         if not must_forward:
             hit, variant = await self._lookup(key, req_headers)
@@ -217,8 +219,9 @@ class Pipeline:
         if method == "GET" and fwd != "request":
             waiter = self._inflight.get(key)
             if waiter is not None:
+                outcome = None
                 try:
-                    await asyncio.wait_for(asyncio.shield(waiter), self.collapse_wait)
+                    outcome = await asyncio.wait_for(asyncio.shield(waiter), self.collapse_wait)
                 except asyncio.TimeoutError:
                     pass
                 hit, _ = await self._lookup(key, req_headers)
@@ -229,7 +232,7 @@ class Pipeline:
                         return await self._serve_hit(request, ctx, policy, hit, age, collapsed=True)
                     if hit.chunks is not None:
                         await hit.chunks.aclose()
-                return await self._miss(request, ctx, policy, key, target, fwd, None)
+                return await self._miss(request, ctx, policy, key, target, fwd, None, outcome is not _RELEASED)
             done = asyncio.get_running_loop().create_future()
             self._inflight[key] = done
             try:
@@ -263,27 +266,30 @@ class Pipeline:
         self, request: web.BaseRequest, ctx: Ctx, policy, hit: Hit, age: float, collapsed: bool = False
     ) -> web.StreamResponse:
         meta = hit.meta
-        headers = _template(meta, policy, ctx.path).copy()
-        headers["Age"] = fr.age_header_value(age)
         # Age + ttl = lifetime, in the whole seconds the Age header shows.
         ttl = int(meta.lifetime) - int(age)
-        status_value = f"{self.node}; hit; ttl={ttl}"
-        if collapsed:
-            status_value += "; collapsed"
+        status_value = f"{self.node}; hit; ttl={ttl}; collapsed" if collapsed else f"{self.node}; hit; ttl={ttl}"
         ctx.cache = status_value
+        if hit.body is not None:
+            ctx.size = len(hit.body)
+            # Response copies the template once; per-request fields go on the copy.
+            resp = web.Response(status=meta.status, body=hit.body, headers=_template(meta, policy, ctx.path))
+        else:
+            resp = web.StreamResponse(status=meta.status, headers=_template(meta, policy, ctx.path))
+            resp.content_length = meta.size
+        headers = resp.headers
+        headers["Age"] = fr.age_header_value(age)
         headers.add("Cache-Status", status_value)
         headers["X-Request-Id"] = ctx.rid
         if hit.body is not None:
-            ctx.size = len(hit.body)
-            return web.Response(status=meta.status, body=hit.body, headers=headers)
-        resp = web.StreamResponse(status=meta.status, headers=headers)
-        resp.content_length = meta.size
-        await resp.prepare(request)
+            return resp
         assert hit.chunks is not None
         try:
-            async for chunk in hit.chunks:
-                await resp.write(chunk)
-                ctx.size += len(chunk)
+            await resp.prepare(request)
+            if request.method != "HEAD":  # RFC 9110 §9.3.2: HEAD gets no body
+                async for chunk in hit.chunks:
+                    await resp.write(chunk)
+                    ctx.size += len(chunk)
         finally:
             await hit.chunks.aclose()
         await resp.write_eof()
@@ -403,18 +409,18 @@ class Pipeline:
         text = "origin timed out" if status == 504 else "origin unreachable or broken"
         return self._error(ctx, status, text, exc.failure.value)
 
-    async def _miss(self, request, ctx, policy, key, target, fwd, done) -> web.StreamResponse:
+    async def _miss(self, request, ctx, policy, key, target, fwd, done, may_store: bool = True) -> web.StreamResponse:
         request_time = time.time()
         try:
             upstream, _ = await self._send(request, ctx, policy, target, policy.request_decision(ctx.path).key.headers)
         except OriginError as exc:
             return self._origin_error(ctx, exc)
         try:
-            return await self._on_response(request, ctx, policy, key, fwd, done, upstream, request_time)
+            return await self._on_response(request, ctx, policy, key, fwd, done, upstream, request_time, may_store)
         finally:
             upstream.release()
 
-    async def _on_response(self, request, ctx, policy, key, fwd, done, upstream, request_time) -> web.StreamResponse:
+    async def _on_response(self, request, ctx, policy, key, fwd, done, upstream, request_time, may_store) -> web.StreamResponse:
         response_time = time.time()
         headers = self._response_headers(upstream)
         status = upstream.status
@@ -439,9 +445,13 @@ class Pipeline:
         if reason is None and decision.bypass:
             reason = fr.NoStore.POLICY
         if reason is None and deceptive(ctx.path, content_type, cc):
-            reason = fr.NoStore.POLICY
-        if reason is None and clen is not None and clen > settings.max_object_size:
-            reason = fr.NoStore.TOO_LARGE
+            reason = fr.NoStore.DECEPTION
+        if reason is None and clen is not None:
+            store = self.state.store
+            if clen > settings.max_object_size or clen > store.max_memory_object and not store.can_stream:
+                reason = fr.NoStore.TOO_LARGE
+        if reason is None and not may_store:
+            reason = fr.NoStore.FILLING
 
         lifetime = fr.freshness_lifetime(
             status=status,
@@ -509,6 +519,10 @@ class Pipeline:
         headers["X-Request-Id"] = ctx.rid
         headers["Age"] = fr.age_header_value(initial_age)
         sink = _Sink(self.state.store, key, store_key, meta, names, settings.max_object_size, clen)
+        if done is not None and (clen is None or clen > _BUFFER_LIMIT) and not done.done():
+            # A streamed fill goes at the pace of this one client; waiters
+            # must not hang on it. They fetch for themselves, without storing.
+            done.set_result(_RELEASED)
         return await self._stream(request, ctx, upstream, headers, sink)
 
     async def _stream(self, request, ctx, upstream, headers, sink: _Sink | None) -> web.StreamResponse:
@@ -598,6 +612,7 @@ def _body_error(exc: BaseException, upstream) -> OriginError:
 
 
 _CHUNK = 64 * 1024
+_RELEASED = "released"
 _BUFFER_LIMIT = 256 * 1024
 _EMPTY: dict = {}
 _NO_CC = parse_cache_control(None)

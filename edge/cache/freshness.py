@@ -42,6 +42,8 @@ class NoStore(enum.Enum):
     NO_LIFETIME = "no-lifetime"
     TOO_LARGE = "too-large"
     POLICY = "policy"
+    DECEPTION = "deception"  # dynamic content on a static-looking path
+    FILLING = "filling"  # another request is already storing this object
 
 
 # RFC 9110 §15.1: cacheable by default, so heuristic freshness may apply.

@@ -16,11 +16,10 @@ from edge.observe.anon import anonymise
 
 
 class AccessLog:
-    def __init__(self, stream: BinaryIO | None = None, flush_interval: float = 0.5, limit: int = 64 * 1024) -> None:
+    def __init__(self, stream: BinaryIO | None = None, flush_interval: float = 0.5, limit: int = 512) -> None:
         self._stream = stream if stream is not None else sys.stderr.buffer
-        self._buf: list[bytes] = []
-        self._size = 0
-        self._limit = limit
+        self._buf: list[tuple] = []
+        self._limit = limit  # rows
         self._interval = flush_interval
         self._task: asyncio.Task | None = None
 
@@ -35,7 +34,6 @@ class AccessLog:
 
     def write(
         self,
-        *,
         rid: str,
         tenant: str,
         peer: str | None,
@@ -47,33 +45,35 @@ class AccessLog:
         cache: str,
         duration: float,
     ) -> None:
-        line = orjson.dumps(
-            {
-                "t": round(time.time(), 3),
-                "id": rid,
-                "tenant": tenant,
-                "client": anonymise(peer),
-                "method": method,
-                "host": host,
-                "path": path,
-                "status": status,
-                "bytes": size,
-                "cache": cache,
-                "ms": round(duration * 1000, 2),
-            },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
-        self._buf.append(line)
-        self._size += len(line)
-        if self._size >= self._limit:
+        # Only a tuple per request: formatting happens in batches at flush.
+        self._buf.append((time.time(), rid, tenant, peer, method, host, path, status, size, cache, duration))
+        if len(self._buf) >= self._limit:
             self.flush()
 
     def flush(self) -> None:
         if not self._buf:
             return
-        data = b"".join(self._buf)
-        self._buf.clear()
-        self._size = 0
+        rows, self._buf = self._buf, []
+        dumps = orjson.dumps
+        data = b"".join(
+            dumps(
+                {
+                    "t": round(t, 3),
+                    "id": rid,
+                    "tenant": tenant,
+                    "client": anonymise(peer),
+                    "method": method,
+                    "host": host,
+                    "path": path,
+                    "status": status,
+                    "bytes": size,
+                    "cache": cache,
+                    "ms": round(duration * 1000, 2),
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+            for t, rid, tenant, peer, method, host, path, status, size, cache, duration in rows
+        )
         try:
             self._stream.write(data)
             self._stream.flush()

@@ -153,7 +153,7 @@ class OriginClients:
             except (aiohttp.ClientError, ValueError) as exc:
                 # Malformed status line or headers, or a connection closed
                 # before the response: the origin broke the protocol.
-                last = OriginError(Failure.PROTOCOL, origin.url, type(exc).__name__)
+                last = OriginError(Failure.PROTOCOL, origin.url, f"{type(exc).__name__}: {exc}")
             else:
                 if resp.status in failover.retry_on_status:
                     self._failed(origin, failover)

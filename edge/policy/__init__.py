@@ -4,6 +4,7 @@ Load a directory with :class:`PolicyDirectory`, resolve a request's tenant
 with ``directory.current.resolve(host)``, then ask the policy
 ``request_decision(path)`` before the lookup and
 ``response_decision(path, content_type)`` once the response is known.
+``policy.delivery`` (regional delivery) is applied by :func:`edge.geo.decide.decide`.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from edge.policy.load import (
 from edge.policy.match import Glob, Match, media_type
 from edge.policy.model import (
     CacheSettings,
+    CidrSet,
+    Delivery,
     Failover,
     OriginSpec,
     RequestDecision,
@@ -33,6 +36,8 @@ from edge.policy.sources import DirectorySource, FileSource, PolicySource
 __all__ = [
     "MAX_POLICY_FILE_BYTES",
     "CacheSettings",
+    "CidrSet",
+    "Delivery",
     "DirectorySource",
     "Failover",
     "FieldError",

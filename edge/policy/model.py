@@ -5,6 +5,9 @@ no validation of their own.
 """
 from __future__ import annotations
 
+import ipaddress
+import socket
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -62,6 +65,109 @@ class Rule:
     key: KeyOptions | None = None
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+@dataclass(frozen=True, slots=True)
+class CidrSet:
+    """A set of networks compiled for membership checks that do not scan the list.
+
+    The networks become sorted, merged address ranges, IPv4 and IPv6 apart; a
+    check is one binary search (bisect, in C): about 0.4 µs for 10,000
+    networks, whatever their prefix lengths. IPv4-mapped IPv6 networks and
+    addresses (``::ffff:192.0.2.1``) count as IPv4: that is how IPv4 clients
+    look on a dual-stack socket.
+    """
+
+    networks: tuple[IPNetwork, ...] = ()  # canonical order (see parse), for to_data and equality
+    # (range starts, range ends) as integers, sorted, not overlapping.
+    _v4: tuple[tuple[int, ...], tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    _v6: tuple[tuple[int, ...], tuple[int, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        v4: list[tuple[int, int]] = []
+        v6: list[tuple[int, int]] = []
+        for net in self.networks:
+            first = int(net.network_address)
+            last = first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1)
+            if net.version == 6 and net.prefixlen >= 96 and first >> 32 == 0xFFFF:
+                v4.append((first & 0xFFFFFFFF, last & 0xFFFFFFFF))
+            else:
+                (v4 if net.version == 4 else v6).append((first, last))
+        object.__setattr__(self, "_v4", _merge(v4))
+        object.__setattr__(self, "_v6", _merge(v6))
+
+    def __len__(self) -> int:
+        return len(self.networks)
+
+    def __contains__(self, address: object) -> bool:
+        """``"192.0.2.7" in cidrs``; anything that is not an IP address is in no network."""
+        if not isinstance(address, str):
+            return False
+        # inet_pton is about ten times faster than ipaddress.ip_address.
+        try:
+            if ":" in address:
+                n = int.from_bytes(socket.inet_pton(socket.AF_INET6, address.partition("%")[0]), "big")
+                if n >> 32 == 0xFFFF:
+                    n &= 0xFFFFFFFF
+                    starts, ends = self._v4
+                else:
+                    starts, ends = self._v6
+            else:
+                n = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+                starts, ends = self._v4
+        except (OSError, ValueError):
+            return False
+        i = bisect_right(starts, n)
+        return i > 0 and n <= ends[i - 1]
+
+
+def _merge(ranges: list[tuple[int, int]]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Sorted, overlapping or adjacent ranges joined: the range before a bisect point is the only candidate."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for first, last in sorted(ranges):
+        if ends and first <= ends[-1] + 1:
+            ends[-1] = max(ends[-1], last)
+        else:
+            starts.append(first)
+            ends.append(last)
+    return tuple(starts), tuple(ends)
+
+
+NO_CIDRS = CidrSet()
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where and to whom a tenant is delivered (the ``delivery`` section).
+
+    The default restricts nothing. :func:`edge.geo.decide.decide` applies it.
+    """
+
+    allow_countries: frozenset[str] = frozenset()  # ISO 3166-1 alpha-2, upper case; empty: all
+    deny_countries: frozenset[str] = frozenset()  # checked after allow: in both is denied
+    unknown: Literal["allow", "deny"] = "allow"  # clients the geo database has no country for
+    action: Literal["block", "redirect"] = "block"  # refused clients: 451, or 307 to redirect_url
+    redirect_url: str | None = None  # set exactly when action is "redirect"
+    exempt_cidrs: CidrSet = NO_CIDRS  # always delivered (on a node in edge_countries)
+    edge_countries: frozenset[str] = frozenset()  # nodes that may cache and serve; empty: any
+    in_region_url: str | None = None  # no trailing slash; None: nodes outside edge_countries answer 421
+
+    # Client-side restriction at all: False lets the hot path skip the client
+    # checks. It says nothing about edge_countries; see ``active``.
+    restricted: bool = field(init=False, compare=False)
+    # restricted, or a node restriction: False means decide() always delivers.
+    active: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        restricted = bool(self.allow_countries or self.deny_countries) or self.unknown == "deny"
+        object.__setattr__(self, "restricted", restricted)
+        object.__setattr__(self, "active", restricted or bool(self.edge_countries))
+
+
+NO_RESTRICTION = Delivery()
+
+
 @dataclass(frozen=True, slots=True)
 class RequestDecision:
     """Decided from the request alone, before the cache lookup."""
@@ -89,6 +195,7 @@ class TenantPolicy:
     rules: tuple[Rule, ...]
     version: str  # first 16 hex digits of the sha256 of the effective policy's canonical JSON
     source: str  # file or other origin of the policy, for messages
+    delivery: Delivery = NO_RESTRICTION
 
     # Precomputed at construction so that the decisions allocate nothing in
     # the common case (no rule applies): see request_decision.

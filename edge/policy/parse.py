@@ -18,11 +18,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.cache.key import KeyOptions
+from edge.config import ISO_COUNTRIES
 from edge.policy.errors import MISSING, FieldError, PolicyError, show
 from edge.policy.match import Match
 from edge.policy.model import (
+    NO_CIDRS,
     CacheSettings,
+    CidrSet,
+    Delivery,
     Failover,
+    IPNetwork,
     OriginSpec,
     Rule,
     TenantPolicy,
@@ -38,6 +43,7 @@ MAX_CONNECTIONS = 10_000
 MAX_FAILURES_BEFORE_DOWN = 1000
 MAX_RULES = 1000
 MAX_OBJECT_SIZE = 1 << 40  # 1 TiB
+MAX_EXEMPT_CIDRS = 10_000
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
@@ -56,7 +62,7 @@ COMMENT = "$comment"  # allowed in every object, ignored
 
 OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     # "$schema" lets editors find policies/schema.json; it is ignored.
-    "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules"),
+    "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules", "delivery"),
     "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections"),
     "failover": ("retry_on_status", "failures_before_down", "cooldown"),
     "cache": ("enabled", "max_object_size", "strip_set_cookie", "heuristic_fraction", "heuristic_max", "key"),
@@ -64,6 +70,8 @@ OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     "rule": ("match", "edge_ttl", "browser_ttl", "bypass", "key"),
     "match": ("path_prefix", "path_glob", "content_type"),
     "ttl": ("override", "default"),
+    "delivery": ("allow_countries", "deny_countries", "unknown", "action", "redirect_url",
+                 "exempt_cidrs", "edge_countries", "in_region_url"),
 }
 
 # (object kind, key) -> (kind of the value's objects, whether the value is a list of them)
@@ -72,6 +80,7 @@ NESTED: dict[tuple[str, str], tuple[str, bool]] = {
     ("policy", "origin_failover"): ("failover", False),
     ("policy", "cache"): ("cache", False),
     ("policy", "rules"): ("rule", True),
+    ("policy", "delivery"): ("delivery", False),
     ("cache", "key"): ("key", False),
     ("rule", "match"): ("match", False),
     ("rule", "edge_ttl"): ("ttl", False),
@@ -127,6 +136,17 @@ RULE_KEY = '"key" only on rules without a "content_type" condition (the cache ke
 OBJECT = "an object"
 TENANT = f"a tenant id matching ^{TENANT_ID_RE.pattern}$"
 STRING = "a string"
+COUNTRY = 'an ISO 3166-1 alpha-2 country code such as "DE"'
+COUNTRIES = "a list of ISO 3166-1 alpha-2 country codes"
+UNKNOWN = '"allow" or "deny"'
+ACTION = '"block" or "redirect"'
+CIDR = 'an IP network such as "192.0.2.0/24" or "2001:db8::/32"'
+CIDRS = f"a list of at most {MAX_EXEMPT_CIDRS} IP networks"
+REDIRECT_URL = 'an absolute https:// URL without user info, such as "https://example.de/unavailable"'
+REDIRECT_NEEDED = REDIRECT_URL + ' (required when "action" is "redirect")'
+REDIRECT_UNUSED = 'null unless "action" is "redirect"'
+IN_REGION_URL = 'an absolute https:// URL without user info, query or fragment, such as "https://de.cdn.example.de"'
+IN_REGION_UNUSED = 'null unless "edge_countries" lists countries'
 
 # --- scalar converters: value -> normalised value, or _BAD -------------------------
 
@@ -336,6 +356,75 @@ def _media_type(v: object) -> Any:
     return v if _MEDIA_RE.fullmatch(v) else _BAD
 
 
+def _country(v: object) -> Any:
+    if not isinstance(v, str) or v.upper() not in ISO_COUNTRIES:
+        return _BAD
+    return v.upper()
+
+
+def _one_of(*choices: str) -> Callable[[object], Any]:
+    def convert(v: object) -> Any:
+        return v if isinstance(v, str) and v in choices else _BAD
+
+    return convert
+
+
+_CIDR_RE = re.compile(r"[0-9A-Fa-f:.]+(?:/[0-9]{1,3})?")
+
+
+def _cidr(v: object) -> IPNetwork | str | None:
+    """"192.0.2.0/24" -> the network; a bare address is one host; host bits set -> the
+    network it would widen to, as text; anything else -> None."""
+    # Only address/length: ipaddress would also take netmasks, integers and tuples.
+    if not isinstance(v, str) or not _CIDR_RE.fullmatch(v):
+        return None
+    try:
+        return ipaddress.ip_network(v)
+    except ValueError:
+        pass
+    try:
+        return str(ipaddress.ip_network(v, strict=False))
+    except ValueError:
+        return None
+
+
+_URI_RE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")  # RFC 3986 characters only
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _https_url(v: object, *, path_only: bool) -> Any:
+    """An absolute https URL for a Location or Link header -> the URL, scheme in lower case.
+
+    RFC 3986 characters only: no whitespace, quotes, ``<``/``>`` or backslashes
+    that could break a header or be read differently by a browser.
+    """
+    if not isinstance(v, str) or not _URI_RE.fullmatch(v) or _BAD_ESCAPE_RE.search(v):
+        return _BAD
+    try:
+        parts = urlsplit(v)
+        port = parts.port
+    except ValueError:
+        return _BAD
+    if parts.scheme.lower() != "https" or "@" in parts.netloc or not parts.hostname or port == 0:
+        return _BAD
+    host = parts.hostname
+    if (_ip(f"[{host}]") if ":" in host else _ip(host) or _hostname(host)) is None:
+        return _BAD
+    if path_only and ("?" in v or "#" in v):
+        return _BAD
+    return "https" + v[len(parts.scheme):]
+
+
+def _redirect_url(v: object) -> Any:
+    return _https_url(v, path_only=False)
+
+
+def _in_region_url(v: object) -> Any:
+    url = _https_url(v, path_only=True)
+    # The request's path is appended, which starts with "/".
+    return url if url is _BAD else url.rstrip("/")
+
+
 # --- the checker -----------------------------------------------------------------
 
 _IDENT_RE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
@@ -540,6 +629,84 @@ def _rule(c: _Check, raw: object, path: str, tenant_key: KeyOptions) -> Rule | N
     return Rule(match, edge_ttl, browser_ttl, bypass, key)
 
 
+def _delivery(c: _Check, raw: object, path: str) -> Delivery:
+    default = Delivery()
+    if raw is MISSING:
+        return default
+    o = c.object(raw, path, "delivery")
+    if o is None:
+        return default
+    allow = c.list(o, path, "allow_countries", (), COUNTRIES, COUNTRY, _country)
+    deny = c.list(o, path, "deny_countries", (), COUNTRIES, COUNTRY, _country)
+    unknown = c.get(o, path, "unknown", "allow", UNKNOWN, _one_of("allow", "deny"))
+    action = c.get(o, path, "action", "block", ACTION, _one_of("block", "redirect"))
+
+    # null and absent are the same; an invalid "action" is reported on its
+    # own, and the URL is still checked so that one run shows every error.
+    redirect_url = None
+    raw_redirect = o.get("redirect_url")
+    action_valid = o.get("action", "block") in ("block", "redirect")
+    if raw_redirect is not None:
+        if action_valid and action == "block":
+            c.fail(_join(path, "redirect_url"), REDIRECT_UNUSED, raw_redirect)
+        else:
+            redirect_url = c.get(o, path, "redirect_url", None, REDIRECT_URL, _redirect_url)
+    elif action == "redirect":
+        c.fail(_join(path, "redirect_url"), REDIRECT_NEEDED, o.get("redirect_url", MISSING))
+
+    exempt = _exempt_cidrs(c, o, path)
+    edge = c.list(o, path, "edge_countries", (), COUNTRIES, COUNTRY, _country)
+
+    # Without edge_countries it would never be used: say so rather than ignore it.
+    in_region_url = None
+    raw_in_region = o.get("in_region_url")
+    if raw_in_region is not None:
+        raw_edge = o.get("edge_countries", [])
+        if isinstance(raw_edge, list) and not raw_edge:
+            c.fail(_join(path, "in_region_url"), IN_REGION_UNUSED, raw_in_region)
+        else:
+            in_region_url = c.get(o, path, "in_region_url", None, IN_REGION_URL, _in_region_url)
+    return Delivery(
+        allow_countries=frozenset(allow),
+        deny_countries=frozenset(deny),
+        unknown=unknown,
+        action=action,
+        redirect_url=redirect_url,
+        exempt_cidrs=exempt,
+        edge_countries=frozenset(edge),
+        in_region_url=in_region_url,
+    )
+
+
+def _exempt_cidrs(c: _Check, o: dict[str, Any], path: str) -> CidrSet:
+    value = o.get("exempt_cidrs", MISSING)
+    if value is MISSING:
+        return NO_CIDRS
+    where = _join(path, "exempt_cidrs")
+    if not isinstance(value, list):
+        c.fail(where, CIDRS, value)
+        return NO_CIDRS
+    if len(value) > MAX_EXEMPT_CIDRS:
+        c.fail(where, CIDRS, f"{len(value)} entries", literal=True)
+        return NO_CIDRS
+    networks: set[IPNetwork] = set()
+    for i, item in enumerate(value):
+        net = _cidr(item)
+        if net is None:
+            c.fail(f"{where}[{i}]", CIDR, item)
+        elif isinstance(net, str):
+            # "192.0.2.1/24" would silently exempt the whole /24: name the
+            # network so that the operator decides whether that is meant.
+            c.fail(f"{where}[{i}]", f'a network address without host bits, such as "{net}"', item)
+        else:
+            mapped = net.network_address.ipv4_mapped if net.version == 6 and net.prefixlen >= 96 else None
+            if mapped is not None:  # "::ffff:192.0.2.0/120" is 192.0.2.0/24: show it so
+                net = ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+            networks.add(net)
+    # Order does not change the meaning, so it does not change the version either.
+    return CidrSet(tuple(sorted(networks, key=lambda n: (n.version, int(n.network_address), n.prefixlen))))
+
+
 def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | None = None) -> TenantPolicy:
     """Validate decoded JSON into a TenantPolicy, or raise PolicyError listing every problem.
 
@@ -595,12 +762,15 @@ def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | 
             if rule is not None:
                 rules.append(rule)
 
+    delivery = _delivery(c, o.get("delivery", MISSING), "delivery")
+
     if c.errors:
         raise PolicyError(c.errors)
-    data_out = _data(hosts, origins, failover, cache, rules)
+    data_out = _data(hosts, origins, failover, cache, rules, delivery)
     canonical = json.dumps(data_out, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     version = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    return TenantPolicy(tenant, tuple(hosts), tuple(origins), failover, cache, tuple(rules), version, source)
+    return TenantPolicy(tenant, tuple(hosts), tuple(origins), failover, cache, tuple(rules), version, source,
+                        delivery)
 
 
 def default_policy(origin_url: str, tenant: str = "default") -> TenantPolicy:
@@ -617,7 +787,7 @@ def to_data(policy: TenantPolicy) -> dict[str, Any]:
     ``parse_policy(to_data(p), ...)`` gives an equal policy; the version is
     the hash of this, so comments and spelled-out defaults do not change it.
     """
-    return _data(policy.hosts, policy.origins, policy.failover, policy.cache, policy.rules)
+    return _data(policy.hosts, policy.origins, policy.failover, policy.cache, policy.rules, policy.delivery)
 
 
 def _key_data(key: KeyOptions) -> dict[str, Any]:
@@ -647,8 +817,21 @@ def _rule_data(rule: Rule) -> dict[str, Any]:
     return out
 
 
+def _delivery_data(d: Delivery) -> dict[str, Any]:
+    return {
+        "allow_countries": sorted(d.allow_countries),
+        "deny_countries": sorted(d.deny_countries),
+        "unknown": d.unknown,
+        "action": d.action,
+        "redirect_url": d.redirect_url,
+        "exempt_cidrs": [str(n) for n in d.exempt_cidrs.networks],
+        "edge_countries": sorted(d.edge_countries),
+        "in_region_url": d.in_region_url,
+    }
+
+
 def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failover,
-          cache: CacheSettings, rules: Iterable[Rule]) -> dict[str, Any]:
+          cache: CacheSettings, rules: Iterable[Rule], delivery: Delivery) -> dict[str, Any]:
     return {
         "hosts": list(hosts),
         "origins": [
@@ -675,6 +858,7 @@ def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failove
             "key": _key_data(cache.key),
         },
         "rules": [_rule_data(r) for r in rules],
+        "delivery": _delivery_data(delivery),
     }
 
 

@@ -23,10 +23,21 @@ async def _stream(request: web.Request, data: bytes, chunked: bool = False) -> w
     if not chunked:
         resp.content_length = len(data)
     await resp.prepare(request)
-    for i in range(0, len(data), 256 * 1024):
-        await resp.write(data[i : i + 256 * 1024])
+    if request.method != "HEAD":
+        for i in range(0, len(data), 256 * 1024):
+            await resp.write(data[i : i + 256 * 1024])
     await resp.write_eof()
     return resp
+
+
+async def _on_disk(edge, count: int = 1) -> None:
+    """Wait until the disk tier holds ``count`` entries: a streamed fill
+    commits just after the client got its last byte."""
+    for _ in range(200):
+        if sum(1 for k in edge.store.disk.cache.iterkeys() if k.startswith("m\0")) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("entry never reached the disk tier")
 
 
 async def test_large_objects_are_streamed_from_disk_not_kept_in_memory(origin, make_edge, client):
@@ -185,3 +196,55 @@ async def test_concurrent_writers_of_one_key_leave_one_complete_entry(tmp_path):
         assert body in (b"x" * 500_000, b"y" * 500_000)
     finally:
         await disk.close()
+
+
+async def test_head_on_a_disk_hit_sends_no_body(origin, make_edge, client):
+    """RFC 9110 §9.3.2; a body after a HEAD answer would desynchronise the connection."""
+    data = _blob(3 * MiB)
+    origin.route("/big", lambda r: _stream(r, data))
+    origin.respond("/next", "next", headers={"Cache-Control": "max-age=60"})
+    edge = await make_edge(quick_origin=origin.url)
+    await (await client.get(edge.url + "/big")).read()
+    await _on_disk(edge)
+    edge.store.memory._lru.clear()
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    host = f"Host: 127.0.0.1:{edge.port}\r\n".encode()
+    writer.write(b"HEAD /big HTTP/1.1\r\n" + host + b"\r\nGET /next HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % len(data) in head and b"hit" in head
+    assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"next")
+
+
+async def test_without_disk_tier_large_objects_say_too_large(origin, make_edge, client):
+    data = _blob(2 * MiB)
+    origin.route("/big", lambda r: _stream(r, data))
+    edge = await make_edge(quick_origin=origin.url, disk=False)
+    async with client.get(edge.url + "/big") as r:
+        await r.read()
+        assert "detail=too-large" in r.headers["Cache-Status"]
+
+
+async def test_a_stalled_client_filling_a_large_object_does_not_hold_others(origin, make_edge, client):
+    import socket
+
+    data = _blob(32 * MiB)
+    origin.route("/video", lambda r: _stream(r, data))
+    edge = await make_edge(quick_origin=origin.url)
+    # The first client asks and then stops reading: its fill goes at its pace.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", edge.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /video HTTP/1.1\r\nHost: 127.0.0.1:{edge.port}\r\n\r\n".encode())
+    await writer.drain()
+    await reader.readuntil(b"\r\n\r\n")
+    try:
+        async with client.get(edge.url + "/video") as r:
+            body = await asyncio.wait_for(r.read(), 20)
+            assert body == data
+            assert "detail=filling" in r.headers["Cache-Status"]
+    finally:
+        writer.close()

@@ -131,6 +131,8 @@ def test_no_store_values_are_cache_status_detail_tokens() -> None:
         "NO_LIFETIME": "no-lifetime",
         "TOO_LARGE": "too-large",
         "POLICY": "policy",
+        "DECEPTION": "deception",
+        "FILLING": "filling",
     }
 
 

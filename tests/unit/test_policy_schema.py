@@ -51,6 +51,12 @@ EVERYTHING: dict[str, Any] = {
             "browser_ttl": {"override": 0},
         },
     ],
+    "delivery": {
+        "$comment": "c", "allow_countries": ["DE", "at"], "deny_countries": ["AT"], "unknown": "deny",
+        "action": "redirect", "redirect_url": "https://example.de/unavailable",
+        "exempt_cidrs": ["192.0.2.0/24", "2001:db8::/32"], "edge_countries": ["DE"],
+        "in_region_url": "https://de.cdn.example.de",
+    },
 }
 
 
