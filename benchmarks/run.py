@@ -1,0 +1,1047 @@
+#!/usr/bin/env python3
+"""Benchmarks for the edge node; every subcommand prints a Markdown table.
+
+    python benchmarks/run.py all            # hit, miss, herd, bigfile (about 2 minutes)
+    python benchmarks/run.py hit            # cache-hit throughput/latency (wrk) + framework ceiling
+    python benchmarks/run.py miss           # every request a miss (wrk + Lua unique paths)
+    python benchmarks/run.py herd           # 200 concurrent requests for one cold URL
+    python benchmarks/run.py bigfile        # 1 GiB through the edge: RSS and MB/s
+    python benchmarks/run.py profile        # py-spy profile of the edge during the 2 KiB hit load
+    python benchmarks/run.py micro          # the edge's own µs per memory hit, in-process
+
+The edge is started as production starts it (``python -m edge serve --origin
+... --listen ... --workers 1``) in a subprocess; the origin is a separate
+plain aiohttp process (``run.py _origin``). See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+EDGE_CORE, LOAD_CORE = 0, 1  # edge on core 0; wrk/client/origin on core 1
+USABLE_CORES = sorted(os.sched_getaffinity(0))  # before the driver pins itself
+
+SMALL = (bytes(range(256)) * 8)[: 2 * KiB]
+ONE_MIB = (bytes(range(256)) * 4096)[:MiB]
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cores() -> int:
+    return len(USABLE_CORES)
+
+
+def can_pin() -> bool:
+    return shutil.which("taskset") is not None and {EDGE_CORE, LOAD_CORE} <= set(USABLE_CORES)
+
+
+def pinned(cmd: list[str], core: int | None) -> list[str]:
+    if core is None or not can_pin():
+        return cmd
+    return ["taskset", "-c", str(core), *cmd]
+
+
+def require_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise BenchError("wrk is not installed; install it with `apt-get install wrk` (Debian/Ubuntu) and run again")
+    return wrk
+
+
+def machine_info() -> str:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for mod in ("aiohttp", "uvloop", "multidict", "yarl"):
+        try:
+            versions.append(f"{mod} {__import__(mod).__version__}")
+        except Exception:
+            versions.append(f"{mod} missing")
+    wrk = "missing"
+    if shutil.which("wrk"):
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+        wrk = (out.stdout + out.stderr).split("[")[0].replace("wrk", "").strip() or "?"
+    commit = "?"
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "edge"], capture_output=True, text=True).stdout.strip()
+        if dirty:
+            commit += " (edge/ modified)"
+    pin = f"edge on core {EDGE_CORE}, load on core {LOAD_CORE} (taskset)" if can_pin() else "not pinned (taskset missing or < 2 cores)"
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} cores ({cores()} usable); Linux {platform.release()}; "
+        f"Python {platform.python_version()}; {', '.join(versions)}; wrk {wrk}; edge {commit}; {pin}"
+    )
+
+
+def table(title: str, headers: list[str], rows: list[list], notes: list[str] = ()) -> str:
+    out = [f"### {title}", "", machine_info(), ""]
+    out.append("| " + " | ".join(headers) + " |")
+    out.append("| " + " | ".join("---" for _ in headers) + " |")
+    for row in rows:
+        out.append("| " + " | ".join(str(c) for c in row) + " |")
+    if notes:
+        out.append("")
+        out.extend(f"- {n}" for n in notes)
+    out.append("")
+    return "\n".join(out)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Proc:
+    """A subprocess that is always killed; its output goes to files."""
+
+    def __init__(self, name: str, cmd: list[str], workdir: Path, env: dict | None = None) -> None:
+        self.name = name
+        self.cmd = cmd
+        self.out_path = workdir / f"{name}.out"
+        self.err_path = workdir / f"{name}.err"
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, cwd=str(REPO), env=full_env)
+        self.pid = self.proc.pid  # taskset execs the command: same pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self, n: int = 2000) -> str:
+        with contextlib.suppress(OSError):
+            data = self.err_path.read_bytes()
+            return data[-n:].decode(errors="replace")
+        return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._out.close()
+        self._err.close()
+
+
+def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def wait_ready(proc: Proc, url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"{proc.name} exited with {proc.proc.returncode} before it was ready:\n{proc.stderr_tail()}")
+        try:
+            http_get(url, timeout=1.0)
+            return
+        except (OSError, urllib.error.URLError) as exc:
+            last = exc
+            time.sleep(0.05)
+    raise BenchError(f"{proc.name} not ready at {url} after {timeout:.0f}s ({last}):\n{proc.stderr_tail()}")
+
+
+class Stack(contextlib.ExitStack):
+    """Processes of one benchmark plus a temp directory, always cleaned up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(self.enter_context(tempfile.TemporaryDirectory(prefix="edge-bench-")))
+
+    def start(self, name: str, cmd: list[str], ready_url: str, core: int | None, env: dict | None = None) -> Proc:
+        proc = Proc(name, pinned(cmd, core), self.dir, env)
+        self.callback(proc.stop)
+        wait_ready(proc, ready_url)
+        return proc
+
+    def origin(self) -> tuple[Proc, str]:
+        port = free_port()
+        proc = self.start("origin", [sys.executable, __file__, "_origin", "--port", str(port)], f"http://127.0.0.1:{port}/__stats", LOAD_CORE)
+        return proc, f"http://127.0.0.1:{port}"
+
+    def edge(self, origin_url: str, *, access_log: bool = False, cache_dir: Path | None = None, name: str = "edge") -> tuple[Proc, str]:
+        port = free_port()
+        cmd = [sys.executable, "-m", "edge", "serve", "--origin", origin_url, "--listen", f"127.0.0.1:{port}", "--workers", "1"]
+        if not access_log:
+            cmd.append("--no-access-log")
+        if cache_dir is not None:
+            cmd += ["--cache-dir", str(cache_dir)]
+        # Readiness: the origin's stats path through the edge (no-store there).
+        proc = self.start(name, cmd, f"http://127.0.0.1:{port}/__stats", EDGE_CORE)
+        return proc, f"http://127.0.0.1:{port}"
+
+
+def origin_stats(origin_url: str) -> dict:
+    return json.loads(http_get(origin_url + "/__stats")[2])
+
+
+# ------------------------------------------------------------------------ wrk
+
+LUA_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+LUA_UNIQUE = r"""
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", PREFIX .. counter)
+end
+"""
+
+
+def busy_ticks() -> dict[str, int]:
+    """Busy jiffies per CPU line of /proc/stat ("cpu", "cpu0", ...)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if not line.startswith("cpu"):
+            break
+        name, *vals = line.split()
+        v = [int(x) for x in vals]
+        # user nice system steal; irq and softirq time (loopback traffic) is not
+        # charged to any process and would look like foreign load.
+        out[name] = v[0] + v[1] + v[2] + v[7]
+    return out
+
+
+class CpuWatch:
+    """CPU use during a measurement: each watched process, and what the rest
+    of the machine (other users, other processes) took meanwhile."""
+
+    def __init__(self, watch: dict[str, int]) -> None:
+        self.watch = watch
+
+    def __enter__(self) -> "CpuWatch":
+        import resource
+
+        self._procs = {name: cpu_seconds(pid) for name, pid in self.watch.items()}
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        self._children = ru.ru_utime + ru.ru_stime
+        self._self = me.ru_utime + me.ru_stime
+        self._busy = busy_ticks()
+        self._t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import resource
+
+        self.wall = wall = time.monotonic() - self._t0
+        hz = os.sysconf("SC_CLK_TCK")
+        self.cpu = {name: (cpu_seconds(pid) - self._procs[name]) / wall for name, pid in self.watch.items()}
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        ours = sum(self.cpu.values()) + (ru.ru_utime + ru.ru_stime - self._children + me.ru_utime + me.ru_stime - self._self) / wall
+        busy = busy_ticks()
+        total = (busy["cpu"] - self._busy["cpu"]) / hz / wall
+        self.other = max(0.0, total - ours)
+
+
+def run_wrk(url: str, workdir: Path, *, duration: int, connections: int = 50, unique_prefix: str | None = None,
+            watch: dict[str, int] | None = None, repeat: int = 1) -> dict:
+    """Runs wrk pinned to the load core ``repeat`` times and returns the
+    run with the most requests/s (noise only ever slows a run down), with
+    the CPU use of each watched process and of everything else."""
+    runs = [_run_wrk_once(url, workdir, duration=duration, connections=connections, unique_prefix=unique_prefix,
+                          watch=watch or {}) for _ in range(max(1, repeat))]
+    best = max(runs, key=lambda r: r["rps"])
+    best["all_rps"] = [r["rps"] for r in runs]
+    best["all_requests"] = sum(r["requests"] for r in runs)
+    return best
+
+
+def _run_wrk_once(url, workdir, *, duration, connections, unique_prefix, watch) -> dict:
+    wrk = require_wrk()
+    script = LUA_DONE
+    if unique_prefix is not None:
+        script = f'PREFIX = "{unique_prefix}{uuid.uuid4().hex[:6]}-"\n' + LUA_UNIQUE + script
+    lua = workdir / f"wrk-{uuid.uuid4().hex[:8]}.lua"
+    lua.write_text(script)
+    cmd = pinned([wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua), url], LOAD_CORE)
+    with CpuWatch(watch) as cw:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("WRKJSON ")), None)
+    if out.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({out.returncode}): {out.stdout}\n{out.stderr}")
+    r = json.loads(line[len("WRKJSON "):])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r["mbps"] = r["bytes"] / (r["duration_us"] / 1e6) / 1e6
+    r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    r["cpu"] = cw.cpu
+    r["other"] = cw.other
+    return r
+
+
+def ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def fmt_errors(r: dict) -> str:
+    if not r["errors"]:
+        return "0"
+    parts = [f"{k} {r[k]}" for k in ("connect", "read", "write", "status", "timeout") if r[k]]
+    return ", ".join(parts)
+
+
+def fmt_cpu(r: dict) -> str:
+    return ", ".join(f"{k} {v * 100:.0f}%" for k, v in r["cpu"].items())
+
+
+def fmt_other(r: dict) -> str:
+    flag = " (!)" if r["other"] > 0.15 else ""
+    return f"{r['other'] * 100:.0f}%{flag}"
+
+
+def fmt_rps(r: dict) -> str:
+    return f"{r['rps']:,.0f}"
+
+
+# ------------------------------------------------------------------------ hit
+
+
+def wrk_row(label: list, r: dict) -> list:
+    return [*label, fmt_rps(r), ms(r["p50"]), ms(r["p90"]), ms(r["p99"]), ms(r["max"]), f"{r['mbps']:,.0f}", fmt_errors(r),
+            fmt_cpu(r), fmt_other(r)]
+
+
+WRK_HEADERS = ["req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "MB/s", "errors", "CPU", "other load"]
+
+
+def wrk_notes(args, rows_runs: list[tuple[str, list[float]]]) -> list[str]:
+    notes = [
+        "CPU: CPU time of each process / wall time of the run (100% = one core; a server well below 100% was not "
+        "the bottleneck of its row). other load: CPU the rest of the "
+        "machine used during the run (other processes, interrupts), in % of one core; (!) above 15%: the figures "
+        "of that row are disturbed, run again.",
+    ]
+    if args.repeat > 1:
+        notes.append(f"Each row is the best of {args.repeat} runs (req/s of all runs: "
+                     + "; ".join(f"{label}: {', '.join(f'{x:,.0f}' for x in runs)}" for label, runs in rows_runs) + ").")
+    return notes
+
+
+def bench_hit(args) -> str:
+    require_wrk()
+    rows, runs, notes = [], [], []
+    with Stack() as st:
+        origin, origin_url = st.origin()
+        for access_log in (False, True):
+            log(f"hit: starting edge (access log {'on' if access_log else 'off'})")
+            edge, edge_url = st.edge(origin_url, access_log=access_log, name=f"edge-log{int(access_log)}")
+            for label, path in (("2 KiB", "/2k/hit"), ("1 MiB", "/1m/hit")):
+                url = edge_url + path
+                for _ in range(2):
+                    status, headers, body = http_get(url)
+                cs = headers.get("Cache-Status", "")
+                if status != 200 or "hit" not in cs or "fwd=" in cs:
+                    raise BenchError(f"{url} is not a hit after warming: {status} {cs!r}")
+                before = origin_stats(origin_url)["total"]
+                log(f"hit: wrk {label}, access log {'on' if access_log else 'off'}, {args.duration}s x {args.repeat}")
+                r = run_wrk(url, st.dir, duration=args.duration, watch={"edge": edge.pid}, repeat=args.repeat)
+                origin_reqs = origin_stats(origin_url)["total"] - before
+                if origin_reqs:
+                    notes.append(f"**{label}, access log {access_log}: {origin_reqs} requests reached the origin during the run**")
+                rows.append(wrk_row([f"edge hit {label}", "on" if access_log else "off"], r))
+                if label == "2 KiB":
+                    ok_rps, ok_p99 = r["rps"] >= 20000, r["p99"] < 10000
+                    notes.append(f"Spec, 2 KiB, access log {'on' if access_log else 'off'}: >= 20,000 req/s "
+                                 f"{'**met**' if ok_rps else '**NOT met**'} ({r['rps']:,.0f}); p99 < 10 ms "
+                                 f"{'**met**' if ok_p99 else '**NOT met**'} ({ms(r['p99'])} ms)"
+                                 + (" (row disturbed by other load)" if r["other"] > 0.15 else "") + ".")
+                runs.append((f"{label}/log {'on' if access_log else 'off'}", r["all_rps"]))
+        refs = [("2k", "constant 2 KiB, 2 headers"), ("2k-edge", "constant 2 KiB, the 9 headers of an edge hit")]
+        if args.reference_1m:
+            refs.append(("1m", "constant 1 MiB, 2 headers"))
+        for size, label in refs:
+            port = free_port()
+            ref = st.start(f"reference-{size}", [sys.executable, __file__, "_reference", "--port", str(port), "--size", size],
+                           f"http://127.0.0.1:{port}/", EDGE_CORE)
+            log(f"hit: wrk reference server, {label}, {args.duration}s x {args.repeat}")
+            r = run_wrk(f"http://127.0.0.1:{port}/", st.dir, duration=args.duration, watch={"server": ref.pid},
+                        repeat=args.repeat)
+            rows.append(wrk_row([f"reference: aiohttp low-level server + uvloop, {label}", "-"], r))
+            runs.append((f"reference {size}", r["all_rps"]))
+    notes = [
+        f"wrk -t1 -c50 -d{args.duration}s --latency against `python -m edge serve --origin ... --workers 1` "
+        "(quick mode, memory tier); the object is warmed first and checked to be a hit, and the origin's request "
+        "counter is checked unchanged after each run.",
+        "Spec targets: >= 20,000 hits/s for 2 KiB on one worker and one core; p99 < 10 ms at 50 connections.",
+        "Access log on: JSON lines go to the edge's stderr, which is redirected to a file in a temp dir.",
+        "Reference rows: the framework ceiling on this machine; the second one sends the same 9 header fields an "
+        "edge hit sends (Cache-Control, Content-Type, Date, Server, Via, Age, Cache-Status, X-Request-Id, "
+        "Content-Length), built the way the edge builds them (copy of a CIMultiDict template).",
+        *wrk_notes(args, runs),
+        *notes,
+    ]
+    headers = ["case", "access log", *WRK_HEADERS]
+    return table("Cache hits (wrk, 50 connections, one edge worker on one core)", headers, rows, notes)
+
+
+# ----------------------------------------------------------------------- miss
+
+
+def bench_miss(args) -> str:
+    require_wrk()
+    rows, runs = [], []
+    with Stack() as st:
+        origin, origin_url = st.origin()
+        edge, edge_url = st.edge(origin_url)
+        run = uuid.uuid4().hex[:8]
+        cases = [
+            ("unique URLs, cacheable 2 KiB (each stored)", f"/2k/miss-{run}-", "stored", True),
+            ("unique URLs, origin answers no-store", f"/nostore/miss-{run}-", "no-store", True),
+            ("one URL, origin answers no-store (collapse, then release)", f"/nostore/same-{run}", "no-store", False),
+        ]
+        for label, prefix, expect, unique in cases:
+            status, headers, _ = http_get(edge_url + prefix + ("probe" if unique else ""))
+            cs = headers.get("Cache-Status", "")
+            if status != 200 or "fwd=uri-miss" not in cs or expect not in cs:
+                raise BenchError(f"{label}: unexpected probe answer {status} {cs!r}")
+            before = origin_stats(origin_url)["total"]
+            log(f"miss: wrk {label}, {args.duration}s x {args.repeat}")
+            r = run_wrk(edge_url + ("/" if unique else prefix), st.dir, duration=args.duration,
+                        unique_prefix=prefix if unique else None, watch={"edge": edge.pid, "origin": origin.pid},
+                        repeat=args.repeat)
+            origin_reqs = origin_stats(origin_url)["total"] - before
+            rows.append([*wrk_row([label], r)[:-2], f"{origin_reqs:,} / {r['all_requests']:,}", fmt_cpu(r), fmt_other(r)])
+            runs.append((label.split(",")[0] + ("" if unique else " (one URL)"), r["all_rps"]))
+    notes = [
+        f"wrk -t1 -c50 -d{args.duration}s --latency; for unique URLs a Lua request() numbers every path, so every "
+        "request is a new cache key (uri-miss).",
+        f"Cores: the edge has core {EDGE_CORE} to itself; the origin (aiohttp low-level server + uvloop) and wrk share "
+        f"core {LOAD_CORE} (a 2-core machine), see their CPU.",
+        "origin / client requests (all runs of the row): every request should reach the origin once; the origin "
+        "also counts the up to 50 requests wrk had in flight when it stopped, which wrk does not count.",
+        *wrk_notes(args, runs),
+    ]
+    headers = ["case", *WRK_HEADERS[:-2], "origin / client requests", "CPU", "other load"]
+    return table("Misses through the edge to the origin (wrk, 50 connections)", headers, rows, notes)
+
+
+# ----------------------------------------------------------------------- herd
+
+
+async def _herd(edge_url: str, path: str, n: int) -> tuple[list[float], collections.Counter, float]:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        start = asyncio.Event()
+
+        async def one() -> tuple[float, str]:
+            await start.wait()
+            t0 = time.perf_counter()
+            async with session.get(edge_url + path) as resp:
+                await resp.read()
+                cs = resp.headers.get("Cache-Status", "")
+                status = resp.status
+            dt = time.perf_counter() - t0
+            if status != 200:
+                kind = f"status {status}"
+            elif "collapsed" in cs:
+                kind = "hit; collapsed"
+            elif "stored" in cs:
+                kind = "fwd=uri-miss; stored"
+            elif "hit" in cs:
+                kind = "hit"
+            else:
+                kind = cs
+            return dt, kind
+
+        tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+        await asyncio.sleep(0)
+        t0 = time.perf_counter()
+        start.set()
+        results = await asyncio.gather(*tasks)
+        wall = time.perf_counter() - t0
+    return [r[0] for r in results], collections.Counter(r[1] for r in results), wall
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
+
+
+def _stalled_leader(edge_url: str, path: str) -> socket.socket:
+    """A client that asks for ``path`` and then stops reading (a slow mobile
+    client, say): it becomes the collapse leader and never finishes."""
+    host, port = edge_url.rsplit("/", 1)[1].rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    s.settimeout(10)
+    if not s.recv(1024).startswith(b"HTTP/1.1 200"):
+        raise BenchError("stalled leader: no 200 from the edge")
+    return s
+
+
+def bench_herd(args) -> str:
+    rows = []
+    with Stack() as st:
+        origin, origin_url = st.origin()
+        edge, edge_url = st.edge(origin_url, cache_dir=st.dir / "cache")
+        nodisk, nodisk_url = st.edge(origin_url, name="edge-nodisk")
+        cases = [
+            ("2 KiB, origin answers after 100 ms", "slow", edge, edge_url, args.herd, False),
+            ("4 MiB (streamed), origin answers after 100 ms", "slowbig", edge, edge_url, args.herd, False),
+            ("4 MiB, edge without a disk tier (quick mode default)", "slowbig", nodisk, nodisk_url, args.herd, False),
+        ]
+        if args.slow_leader:
+            cases.append(("32 MiB, first client stalls after the headers; then 20 requests", f"big/cache/{32 * MiB}",
+                          edge, edge_url, 20, True))
+        for label, kind, proc, url, n, stall in cases:
+            path = f"/{kind}/herd-{uuid.uuid4().hex[:8]}"
+            log(f"herd: {n} concurrent requests for {path}{' behind a stalled first client' if stall else ''}")
+            leader = None
+            try:
+                if stall:
+                    leader = _stalled_leader(url, path)
+                    time.sleep(0.5)
+                lat, kinds, wall = asyncio.run(_herd(url, path, n))
+            finally:
+                if leader is not None:
+                    leader.close()
+            origin_reqs = origin_stats(origin_url)["paths"].get(path, 0)
+            rows.append([label, n, origin_reqs, "; ".join(f"{k}: {v}" for k, v in sorted(kinds.items())),
+                         f"{min(lat) * 1000:.0f}", f"{statistics.median(lat) * 1000:.0f}", f"{pct(lat, 99) * 1000:.0f}",
+                         f"{max(lat) * 1000:.0f}", f"{wall * 1000:.0f}"])
+    notes = [
+        "aiohttp client, one connection per request (no pool limit), all requests released at once; the client "
+        f"runs on core {LOAD_CORE} with the origin, the edge on core {EDGE_CORE}.",
+        "Expected origin requests: 1 (request collapsing). Latency includes the 100 ms the origin takes.",
+        "The edge runs with a disk tier (--cache-dir in a temp dir) so that the 4 MiB object is storable, except in "
+        "the row that says otherwise (memory_max_object is 1 MiB, so a 4 MiB object needs the disk tier).",
+    ]
+    if args.slow_leader:
+        notes.append("Stalled-leader row: origin requests include the stalled client's own.")
+    headers = ["object", "concurrent requests", "origin requests", "answers (Cache-Status)", "min ms", "p50 ms", "p99 ms",
+               "max ms", "burst wall ms"]
+    return table("Herd: a burst for one cold URL", headers, rows, notes)
+
+
+# -------------------------------------------------------------------- bigfile
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[int] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            with contextlib.suppress(Exception):
+                self.samples.append(rss_kib(self.pid))
+            self._halt.wait(self.interval)
+
+    def stop(self) -> list[int]:
+        self._halt.set()
+        self.join()
+        with contextlib.suppress(Exception):
+            self.samples.append(rss_kib(self.pid))
+        return self.samples
+
+
+async def _download(url: str) -> tuple[int, float, int, str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=600)) as session:
+        t0 = time.perf_counter()
+        async with session.get(url) as resp:
+            n = 0
+            async for chunk in resp.content.iter_any():
+                n += len(chunk)
+            dt = time.perf_counter() - t0
+            return n, dt, resp.status, resp.headers.get("Cache-Status", "")
+
+
+def bench_bigfile(args) -> str:
+    size = args.big_size
+    rows = []
+    with Stack() as st:
+        origin, origin_url = st.origin()
+        cache_dir = st.dir / "cache"
+        edge, edge_url = st.edge(origin_url, cache_dir=cache_dir)
+        # One small request through every path first, so the start RSS
+        # includes what any running node has loaded (client session, etc.).
+        http_get(edge_url + "/2k/warm")
+        http_get(edge_url + "/nostore/warm")
+        run = uuid.uuid4().hex[:8]
+        cacheable = f"/big/cache/{size}/{run}"
+        cases = [
+            ("(a) uncacheable (no-store), pass-through", f"/big/nostore/{size}/{run}"),
+            ("(b) cacheable, streamed to the disk tier", cacheable),
+            ("(c) disk-tier hit of (b)", cacheable),
+        ]
+        for label, path in cases:
+            time.sleep(0.3)
+            sampler = RssSampler(edge.pid)
+            start_rss = rss_kib(edge.pid)
+            sampler.start()
+            log(f"bigfile: {label}: GET {path}")
+            with CpuWatch({"edge": edge.pid, "origin": origin.pid}) as cw:
+                n, dt, status, cs = asyncio.run(_download(edge_url + path))
+            samples = sampler.stop()
+            if n != size:
+                raise BenchError(f"{label}: got {n} bytes of {size} (status {status}, {cs})")
+            peak = max(samples + [start_rss])
+            end = samples[-1]
+            growth = (peak - start_rss) / 1024
+            rows.append([label, cs, f"{n / 1e6 / dt:,.0f}", f"{dt:.2f}", f"{start_rss / 1024:.1f}", f"{peak / 1024:.1f}",
+                         f"{end / 1024:.1f}", f"{growth:.1f}", "yes" if growth < 64 else "**NO**", len(samples),
+                         ", ".join(f"{k} {v * 100:.0f}%" for k, v in cw.cpu.items()), f"{cw.other * 100:.0f}%"])
+            if "(b)" in label:
+                # The entry is committed just after the client got its last
+                # byte; (c) would be a collapsed hit if it came first.
+                time.sleep(1.0)
+        du = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
+    notes = [
+        f"Object: {size / GiB:g} GiB generated by the origin in 1 MiB writes (Content-Length known). The client (aiohttp, "
+        "iter_any, bytes discarded) and the origin share core 1; the edge has core 0.",
+        "RSS: VmRSS of the edge process from /proc/PID/status every 100 ms; start = just before the request; "
+        "end = after the download. Target: growth < 64 MiB.",
+        f"The edge runs with --cache-dir in a temp dir; the disk tier held {du / 1e6:,.0f} MB after the run.",
+    ]
+    headers = ["case", "Cache-Status", "MB/s", "seconds", "start RSS MiB", "peak RSS MiB", "end RSS MiB", "growth MiB",
+               "< 64 MiB", "RSS samples", "CPU", "other load"]
+    return table(f"{size / GiB:g} GiB through the edge: memory and throughput", headers, rows, notes)
+
+
+# -------------------------------------------------------------------- profile
+
+
+def bench_profile(args) -> str:
+    require_wrk()
+    pyspy = shutil.which("py-spy")
+    if pyspy is None:
+        raise BenchError("py-spy is not installed; `pip install py-spy`")
+    with Stack() as st:
+        origin, origin_url = st.origin()
+        edge, edge_url = st.edge(origin_url)
+        url = edge_url + "/2k/hit"
+        http_get(url)
+        http_get(url)
+        raw = st.dir / "profile.txt"
+        prof_cmd = [pyspy, "record", "--pid", str(edge.pid), "--format", "raw", "--rate", str(args.rate),
+                    "--duration", str(args.duration), "--output", str(raw)]
+        if not args.blocking:
+            prof_cmd.append("--nonblocking")
+        if args.native:
+            prof_cmd.append("--native")
+        prof = subprocess.Popen(pinned(prof_cmd, LOAD_CORE), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            time.sleep(0.5)
+            log(f"profile: py-spy on the edge while wrk runs {args.duration}s of 2 KiB hits")
+            r = run_wrk(url, st.dir, duration=args.duration, watch={"edge": edge.pid})
+            _, err = prof.communicate(timeout=args.duration + 30)
+        finally:
+            if prof.poll() is None:
+                prof.kill()
+        if not raw.exists():
+            raise BenchError(f"py-spy wrote no profile: {err.decode(errors='replace')}")
+        if args.keep:
+            shutil.copy(raw, args.keep)
+        text = raw.read_text()
+    return profile_report(text, r, args)
+
+
+_LIFECYCLE = ("edge/__main__.py", "edge/cli.py", "edge/app.py")
+
+
+def _is_edge(frame_file: str) -> bool:
+    """Request-path code of the edge (not the frames that start the loop)."""
+    rel = frame_file.replace(f"{REPO}/", "")
+    return rel.startswith("edge/") and rel not in _LIFECYCLE
+
+
+def profile_report(text: str, r: dict, args) -> str:
+    """Self and inclusive time per function, and self time per line of edge/
+    code, from py-spy's raw (collapsed stack) output."""
+    selfc: collections.Counter = collections.Counter()
+    incl: collections.Counter = collections.Counter()
+    lines: collections.Counter = collections.Counter()
+    total = 0
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        c = int(count)
+        total += c
+        names = []
+        for f in stack.split(";"):
+            fn, _, loc = f.partition(" (")
+            file, _, lineno = loc.rstrip(")").rpartition(":")
+            names.append((f"{fn} ({file or loc.rstrip(')')})", file, lineno))
+        selfc[names[-1][0]] += c
+        for name in {n[0] for n in names}:
+            incl[name] += c
+        # Self time per edge line: the innermost edge frame of the stack is
+        # charged for everything below it that is not edge code.
+        for name, file, lineno in reversed(names):
+            if _is_edge(file):
+                lines[f"{file}:{lineno} {name.split(' (')[0]}"] += c
+                break
+    if not total:
+        raise BenchError("py-spy recorded no samples")
+
+    def short(name: str) -> str:
+        return name.replace(str(REPO) + "/", "").replace(sys.prefix + "/lib/python3.11/site-packages/", "").replace(sys.prefix, "<py>")
+
+    rows = [[i + 1, short(name), f"{c / total * 100:.1f}", f"{incl[name] / total * 100:.1f}"]
+            for i, (name, c) in enumerate(selfc.most_common(args.top))]
+    out = table(
+        f"py-spy: the edge during 2 KiB hits ({r['rps']:,.0f} req/s under the profiler, {total:,} samples)",
+        ["#", "function (file)", "self %", "inclusive %"], rows,
+        ["Self time: samples whose innermost Python frame is that function (idle samples excluded); without "
+         "--native, time in C code (uvloop, multidict, syscalls) is charged to the Python function that called it. "
+         "--nonblocking samples can be torn (a frame missing), so inclusive figures are approximate.",
+         f"py-spy record --rate {args.rate}{'' if args.blocking else ' --nonblocking'}{' --native' if args.native else ''} --format raw; "
+         "the profiler costs throughput itself, so req/s here is not the benchmark figure.",
+         f"other load during the run: {r['other'] * 100:.0f}% of a core; edge CPU {r['cpu']['edge'] * 100:.0f}%."])
+    edge_funcs = sorted(((n, c) for n, c in incl.items() if _is_edge(n.rpartition(" (")[2].rstrip(")"))),
+                        key=lambda x: -x[1])[: args.top]
+    out += "\n| edge function | inclusive % |\n| --- | --- |\n"
+    out += "".join(f"| {short(n)} | {c / total * 100:.1f} |\n" for n, c in edge_funcs)
+    out += "\n| edge line (innermost edge frame: its own work and the library/C calls it makes) | % |\n| --- | --- |\n"
+    out += "".join(f"| {short(n)} | {c / total * 100:.1f} |\n" for n, c in lines.most_common(args.top))
+    return out
+
+
+# ---------------------------------------------------------------------- micro
+
+
+def bench_micro(args) -> str:
+    """The edge's own work per 2 KiB memory hit, in-process: Pipeline.handle
+    on mocked requests (no sockets, no header serialisation, no syscalls)."""
+    import cProfile
+    import dataclasses
+    import pstats
+
+    sys.path.insert(0, str(REPO))
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from edge.app import build_state
+    from edge.config import default_config
+    from edge.pipeline import Pipeline
+    from edge.policy.sources import FileSource
+
+    n = args.iterations
+
+    async def main():
+        async def origin_handler(request):
+            return web.Response(body=SMALL, headers={"Cache-Control": "max-age=3600", "Content-Type": "application/octet-stream"})
+
+        runner = web.ServerRunner(web.Server(origin_handler, access_log=None), handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        cfg = default_config()
+        cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, access=False))
+        source = FileSource(None, tenant="default", quick_origin=f"http://127.0.0.1:{port}")
+        source.load()
+        state = build_state(cfg, source)
+        pipeline = Pipeline(state)
+        headers = {"Host": "127.0.0.1:8080", "User-Agent": "wrk", "Accept": "*/*"}
+        try:
+            first = await pipeline.handle(make_mocked_request("GET", "/2k/micro", headers=headers))
+            hit = await pipeline.handle(make_mocked_request("GET", "/2k/micro", headers=headers))
+            if "hit" not in hit.headers.get("Cache-Status", ""):
+                raise BenchError(f"micro: no hit ({first.headers.get('Cache-Status')!r}, {hit.headers.get('Cache-Status')!r})")
+            # Fresh request objects (their reified properties are computed once
+            # per request, as in production); clone() is much cheaper than
+            # make_mocked_request().
+            proto = make_mocked_request("GET", "/2k/micro", headers=headers)
+            reqs = [proto.clone() for _ in range(n)]
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for rq in reqs:
+                    await pipeline.handle(rq)
+                best = min(best, (time.perf_counter() - t0) / n)
+            resp_best = float("inf")
+            h = {"Cache-Control": "max-age=3600", "Content-Type": "application/octet-stream"}
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    web.Response(body=SMALL, headers=h)
+                resp_best = min(resp_best, (time.perf_counter() - t0) / n)
+            prof = cProfile.Profile()
+            prof.enable()
+            for rq in reqs:
+                await pipeline.handle(rq)
+            prof.disable()
+            return best, resp_best, prof
+        finally:
+            await state.origins.close()
+            await state.store.close()
+            await runner.cleanup()
+
+    _use_uvloop()
+    per_hit, per_response, prof = asyncio.run(main())
+    stats = pstats.Stats(prof)
+    total = stats.total_tt
+    rows = []
+    entries = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[: args.top]
+    for (file, line, fn), (cc, nc, tt, ct, callers) in entries:
+        where = file.replace(str(REPO) + "/", "").replace(sys.prefix + "/lib/python3.11/site-packages/", "")
+        rows.append([f"{fn} ({where}:{line})", f"{nc / n:g}", f"{tt / n * 1e6:.2f}", f"{ct / n * 1e6:.2f}",
+                     f"{tt / total * 100:.1f}"])
+    out = table(
+        "The edge's own work per 2 KiB memory hit (in-process, no sockets)",
+        ["function (cProfile, sorted by self time)", "calls per hit", "self µs/hit", "incl. µs/hit", "self %"], rows,
+        [f"Pipeline.handle per hit without a profiler: **{per_hit * 1e6:.2f} µs** (best of 3 x {n:,} mocked requests); "
+         f"constructing a plain web.Response with the same body: {per_response * 1e6:.2f} µs. "
+         f"At the measured hit rate, one request costs 1e6 / (req/s) µs of CPU in all (e.g. 40 µs at 25,000 req/s): "
+         "the remainder is aiohttp's parser, response serialisation, uvloop and the kernel.",
+         "The µs columns are under cProfile, which inflates every Python call; use them to rank, not as absolutes.",
+         "Requests are clones of one aiohttp.test_utils.make_mocked_request; the origin is an in-process aiohttp "
+         "server used once (for the miss that stores the object)."])
+    return out
+
+
+# ----------------------------------------------------------- origin/reference
+
+
+def _use_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def origin_main(args) -> None:
+    """A plain aiohttp origin (low-level server, uvloop). Paths:
+    /2k/*, /1m/* (max-age=3600), /nostore/* (2 KiB, no-store), /slow/* (2 KiB
+    after 100 ms), /slowbig/* (4 MiB after 100 ms), /big/<cache|nostore>/<bytes>/*
+    (streamed, generated), /__stats (counters, never stored)."""
+    from aiohttp import web
+
+    counts: collections.Counter = collections.Counter()
+    paths: collections.Counter = collections.Counter()
+    chunk = memoryview(ONE_MIB)
+    cacheable = {"Cache-Control": "max-age=3600", "Content-Type": "application/octet-stream"}
+    nostore = {"Cache-Control": "no-store", "Content-Type": "application/octet-stream"}
+
+    async def handler(request):
+        path = request.path
+        kind = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+        if kind == "__stats":
+            return web.Response(body=json.dumps({"total": counts["total"], "kinds": counts, "paths": paths}).encode(),
+                                headers={"Cache-Control": "no-store", "Content-Type": "application/json"})
+        counts["total"] += 1
+        counts[kind] += 1
+        if kind == "2k":
+            return web.Response(body=SMALL, headers=cacheable)
+        if kind == "1m":
+            return web.Response(body=ONE_MIB, headers=cacheable)
+        if kind == "nostore":
+            return web.Response(body=SMALL, headers=nostore)
+        if kind in ("slow", "slowbig"):
+            paths[path] += 1
+            await asyncio.sleep(0.1)
+            return web.Response(body=SMALL if kind == "slow" else ONE_MIB * 4, headers=cacheable)
+        if kind == "big":
+            paths[path] += 1
+            _, _, mode, size, *_ = path.split("/")
+            size = int(size)
+            resp = web.StreamResponse(headers=cacheable if mode == "cache" else nostore)
+            resp.content_length = size
+            await resp.prepare(request)
+            if request.method == "HEAD":  # aiohttp's StreamResponse would send the body
+                await resp.write_eof()
+                return resp
+            left = size
+            while left > 0:
+                n = min(left, len(chunk))
+                await resp.write(chunk[:n])
+                left -= n
+            await resp.write_eof()
+            return resp
+        return web.Response(status=404, body=b"not found\n", headers=nostore)
+
+    _serve(handler, args.port)
+
+
+def reference_main(args) -> None:
+    """The framework ceiling: aiohttp's low-level server with uvloop answering
+    a constant body, no routing, no cache logic."""
+    from aiohttp import web
+
+    from multidict import CIMultiDict
+
+    body = ONE_MIB if args.size == "1m" else SMALL
+    headers = {"Cache-Control": "max-age=3600", "Content-Type": "application/octet-stream"}
+    # What an edge hit sends: the origin's fields plus Via, Age, Cache-Status,
+    # X-Request-Id (and Content-Length), from a copied CIMultiDict template.
+    template = CIMultiDict([("Cache-Control", "max-age=3600"), ("Content-Type", "application/octet-stream"),
+                            ("Date", "Fri, 27 Nov 2026 01:46:17 GMT"), ("Server", "Python/3.11 aiohttp/3.14.5"),
+                            ("Via", "1.1 edge")])
+    counter = iter(range(1, 1 << 62))
+
+    async def handler(request):
+        if args.size != "2k-edge":
+            return web.Response(body=body, headers=headers)
+        h = template.copy()
+        h["Age"] = "12"
+        h.add("Cache-Status", "edge; hit; ttl=3588")
+        h["X-Request-Id"] = f"2f7a08e0e8-{next(counter):x}"
+        return web.Response(status=200, body=body, headers=h)
+
+    _serve(handler, args.port)
+
+
+def _serve(handler, port: int) -> None:
+    from aiohttp import web
+
+    _use_uvloop()
+
+    async def main() -> None:
+        runner = web.ServerRunner(web.Server(handler, access_log=None), handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+# ----------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("all", "hit", "miss", "herd", "bigfile", "profile", "micro"):
+        s = sub.add_parser(name)
+        s.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+        s.add_argument("--herd", type=int, default=200, help="concurrent requests in the herd (default 200)")
+        s.add_argument("--slow-leader", action="store_true",
+                       help="herd: add a row where the first client of a cold 32 MiB URL stalls (takes ~35 s)")
+        s.add_argument("--big-size", type=int, default=GiB, help="bytes of the big object (default 1 GiB)")
+        s.add_argument("--reference-1m", action="store_true", help="also measure the reference server with 1 MiB")
+        s.add_argument("--repeat", type=int, default=1, help="wrk runs per row; the best is shown (default 1)")
+        s.add_argument("--output", help="also append the tables to this file")
+        if name == "micro":
+            s.add_argument("--iterations", type=int, default=30000)
+            s.add_argument("--top", type=int, default=20)
+        if name == "profile":
+            s.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
+            s.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
+            s.add_argument("--blocking", action="store_true",
+                           help="py-spy without --nonblocking: whole stacks, but each sample stops the edge and "
+                                "inflates the time seen in syscalls")
+            s.add_argument("--top", type=int, default=25)
+            s.add_argument("--keep", help="copy the raw py-spy output here")
+    for name, fn in (("_origin", origin_main), ("_reference", reference_main)):
+        s = sub.add_parser(name)
+        s.add_argument("--port", type=int, required=True)
+        s.add_argument("--size", default="2k")
+        s.set_defaults(fn=fn)
+    args = p.parse_args(argv)
+    if args.cmd.startswith("_"):
+        args.fn(args)
+        return 0
+
+    # SIGTERM must run the finally blocks that stop the subprocesses.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if can_pin():
+        # The driver (herd client, big download client) stays off the edge's core.
+        os.sched_setaffinity(0, {LOAD_CORE})
+    benches = {"hit": bench_hit, "miss": bench_miss, "herd": bench_herd, "bigfile": bench_bigfile, "profile": bench_profile,
+               "micro": bench_micro}
+    names = ["hit", "miss", "herd", "bigfile"] if args.cmd == "all" else [args.cmd]
+    t0 = time.monotonic()
+    try:
+        for name in names:
+            out = benches[name](args)
+            print(out, flush=True)
+            if args.output:
+                with open(args.output, "a") as f:
+                    f.write(out + "\n")
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    log(f"done in {time.monotonic() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
