@@ -155,6 +155,8 @@ class Node:
         report = self.policies.load()
         for err in report.errors:
             log.error("policy rejected: %s", err)
+        for tenant in report.kept:
+            log.error("tenant %s keeps its previous policy: the new file is invalid", tenant)
         if report.loaded or report.removed:
             log.info("policies reloaded: loaded %s, removed %s", report.loaded, report.removed)
 

@@ -63,7 +63,6 @@ class Ctx:
     cache: str = ""
     status: int = 0
     size: int = 0
-    authority: str = ""
     body_too_large: bool = False
 
 
@@ -131,7 +130,7 @@ class Pipeline:
         body = f"{status} {text}\nrequest id: {ctx.rid}\n".encode()
         ctx.size = len(body)
         resp = web.Response(status=status, body=body, headers=headers, content_type="text/plain")
-        if status in (400, 413):
+        if status in (400, 413, 505):
             # The connection may hold an unread body or be out of sync.
             resp.force_close()
         return resp
@@ -139,7 +138,12 @@ class Pipeline:
     # --------------------------------------------------------------- identify
 
     async def _handle(self, request: web.BaseRequest, ctx: Ctx) -> web.StreamResponse:
+        if request.version.major != 1:
+            return self._error(ctx, 505, "HTTP version not supported", "bad-version")
         raw = request.raw_path
+        if "#" in raw:
+            # A fragment never belongs in a request target (RFC 9112 §3.2).
+            return self._error(ctx, 400, "fragment in request target", "bad-target")
         hosts = request.headers.getall("Host", ())
         if raw[:1] != "/":
             # Absolute-form target: its authority replaces Host (RFC 9112 §3.2.2).
@@ -155,7 +159,6 @@ class Pipeline:
         if host is None:
             return self._error(ctx, 400, "malformed Host header", "bad-host")
         ctx.host = host
-        ctx.authority = hosts[0]
         policy = self.state.policies.current.resolve(host)
         if policy is None:
             return self._error(ctx, 421, "this node serves no site for that host", "unknown-host")
@@ -182,6 +185,10 @@ class Pipeline:
         decision = policy.request_decision(path)
         if decision.bypass:
             return await self._pass(request, ctx, policy, path, raw_query, "bypass")
+        if request.body_exists:
+            # A GET with a body: what the origin makes of the body is not in
+            # the key, so the answer is neither looked up nor stored.
+            return await self._pass(request, ctx, policy, path, raw_query, "request")
 
         # ----------------------------------------------------------- lookup
         opts = decision.key
@@ -335,7 +342,7 @@ class Pipeline:
         else:
             out["X-Forwarded-For"] = peer
         out.setdefault("X-Forwarded-Proto", "https" if request.secure else "http")
-        out["X-Forwarded-Host"] = ctx.authority
+        out["X-Forwarded-Host"] = ctx.host
         prior_via = ", ".join(src.getall("Via", ()))
         out["Via"] = f"{prior_via}, {self.via}" if prior_via else self.via
         return out
@@ -364,7 +371,7 @@ class Pipeline:
             request.method,
             target,
             headers,
-            ctx.authority,
+            ctx.host,
             body,
             retry,
         )
@@ -452,6 +459,12 @@ class Pipeline:
                 reason = fr.NoStore.TOO_LARGE
         if reason is None and not may_store:
             reason = fr.NoStore.FILLING
+        if reason is None:
+            conn = request.headers.getall("Connection", ())
+            if conn and connection_tokens(conn) - HOP_BY_HOP:
+                # Fields the client had removed on the way to the origin may
+                # be in the key or select a variant: the answer is not shared.
+                reason = fr.NoStore.CONNECTION
 
         lifetime = fr.freshness_lifetime(
             status=status,
@@ -541,7 +554,8 @@ class Pipeline:
             await resp.prepare(request)
             await resp.write_eof()
             if sink is not None:
-                await sink.abort()
+                # Only a 204 to a GET gets here with a sink: stored, empty.
+                await sink.commit()
             return resp
         if clen is not None and clen <= _BUFFER_LIMIT:
             # Small bodies: read whole, then answer in one write. A short

@@ -188,7 +188,11 @@ class DiskStore:
             return Hit(meta, b"", None, "disk")
         handle = self.cache.get(body_key, read=True)
         if handle is None:
-            self.cache.delete(_meta_key(key))
+            # Evicted body: drop the entry, unless another process has just
+            # replaced it with a new one.
+            with self.cache.transact():
+                if self.cache.get(_meta_key(key)) == raw:
+                    self.cache.delete(_meta_key(key))
             return None
         if isinstance(handle, bytes):  # small bodies live inside SQLite
             body, size = handle, len(handle)

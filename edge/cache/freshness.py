@@ -44,6 +44,7 @@ class NoStore(enum.Enum):
     POLICY = "policy"
     DECEPTION = "deception"  # dynamic content on a static-looking path
     FILLING = "filling"  # another request is already storing this object
+    CONNECTION = "connection"  # the request's Connection removed end-to-end fields
 
 
 # RFC 9110 §15.1: cacheable by default, so heuristic freshness may apply.

@@ -34,7 +34,20 @@ UNKEYED_REQUEST_FIELDS = frozenset(
         "x-http-method-override",
         "x-http-method",
         "x-method-override",
+        "x-forwarded-prefix",
+        "x-forwarded-path",
+        "x-forwarded-uri",
+        "x-forwarded-ssl",
+        "x-original-uri",
         "forwarded",
+        # Client-address claims: the origin learns the client from
+        # X-Forwarded-For, which the edge writes itself.
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
     }
 )
 

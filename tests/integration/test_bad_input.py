@@ -119,3 +119,59 @@ async def test_body_over_limit_is_413(origin, make_edge, client):
 
     async with client.post(edge.url + "/up", data=gen()) as r:
         assert r.status == 413
+
+
+async def test_port_in_host_cannot_poison_the_shared_entry(origin, make_edge, client):
+    async def link(request: web.Request) -> web.Response:
+        return web.Response(text=f"http://{request.headers['Host']}/x", headers={"Cache-Control": "max-age=60"})
+
+    origin.route("/link", link)
+    edge = await make_edge(quick_origin=origin.url)
+    async with client.get(edge.url + "/link", headers={"Host": "victim.example:6666"}) as r:
+        assert await r.text() == "http://victim.example/x"
+    assert origin.requests[-1]["headers"]["X-Forwarded-Host"] == "victim.example"
+
+
+@pytest.mark.parametrize("named", ["Accept-Language", "Cookie"])
+async def test_connection_cannot_strip_keyed_or_varying_fields_into_the_cache(origin, make_edge, client, named):
+    async def lang(request: web.Request) -> web.Response:
+        value = request.headers.get("Accept-Language", "none") + "/" + request.cookies.get("lang", "none")
+        return web.Response(text=value, headers={"Vary": "Accept-Language", "Cache-Control": "max-age=60"})
+
+    origin.route("/lang", lang)
+    edge = await make_edge(quick_origin=origin.url, policy={"cache": {"key": {"cookies": ["lang"]}}})
+    headers = {"Accept-Language": "de", "Cookie": "lang=de"}
+    async with client.get(edge.url + "/lang", headers={**headers, "Connection": named}) as r:
+        assert "detail=connection" in r.headers["Cache-Status"]
+    async with client.get(edge.url + "/lang", headers=headers) as r:
+        assert await r.text() == "de/de"
+
+
+@pytest.mark.parametrize("name", ["X-Forwarded-Prefix", "X-Real-IP", "True-Client-IP", "X-Forwarded-Ssl"])
+async def test_more_unkeyed_fields_are_not_forwarded(origin, make_edge, client, name):
+    origin.respond("/r", "x", headers={"Cache-Control": "max-age=60"})
+    edge = await make_edge(quick_origin=origin.url)
+    await (await client.get(edge.url + "/r", headers={name: "6.6.6.6"})).read()
+    assert name not in origin.requests[-1]["headers"]
+
+
+async def test_get_with_a_body_is_neither_served_from_nor_stored_in_cache(origin, make_edge, client):
+    origin.respond("/fat", "x", headers={"Cache-Control": "max-age=60"})
+    edge = await make_edge(quick_origin=origin.url)
+    for _ in range(2):
+        async with client.get(edge.url + "/fat", data=b"hello") as r:
+            assert "fwd=request" in r.headers["Cache-Status"]
+    async with client.get(edge.url + "/fat") as r:
+        assert "uri-miss" in r.headers["Cache-Status"]
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        pytest.param(b"GET / HTTP/2.0\r\nHost: alpha.example\r\n\r\n", 505, id="http2-request-line"),
+        pytest.param(b"GET /a#frag HTTP/1.1\r\nHost: alpha.example\r\n\r\n", 400, id="fragment"),
+    ],
+)
+async def test_more_bad_request_lines(edge, request_bytes, status):
+    response = await raw_request(edge.port, request_bytes)
+    assert status_of(response) == status, response[:100]

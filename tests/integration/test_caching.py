@@ -329,3 +329,12 @@ async def test_changed_browser_ttl_reaches_entries_already_cached(origin, make_e
     async with client.get(edge.url + "/static/a.css") as r:
         assert r.headers["Cache-Control"] == "max-age=5" and "hit" in r.headers["Cache-Status"]
     assert origin.hits["/static/a.css"] == 1
+
+
+async def test_204_is_stored_when_fresh(origin, make_edge, client):
+    origin.respond("/empty", b"", status=204, headers={"Cache-Control": "max-age=60"})
+    edge = await make_edge(quick_origin=origin.url)
+    await (await client.get(edge.url + "/empty")).read()
+    async with client.get(edge.url + "/empty") as r:
+        assert r.status == 204 and "hit" in r.headers["Cache-Status"]
+    assert origin.hits["/empty"] == 1

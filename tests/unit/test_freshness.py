@@ -133,6 +133,7 @@ def test_no_store_values_are_cache_status_detail_tokens() -> None:
         "POLICY": "policy",
         "DECEPTION": "deception",
         "FILLING": "filling",
+        "CONNECTION": "connection",
     }
 
 
