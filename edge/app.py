@@ -17,7 +17,10 @@ from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore
 from edge.cache.tiered import TieredStore
 from edge.config import NodeConfig
-from edge.filters.chain import FilterChain, default_chain
+from edge.filters.chain import FilterChain, MethodFilter
+from edge.filters.delivery import DeliveryFilter
+from edge.geo.db import GeoDB
+from edge.geo.proxy_protocol import ProxyProtocolSite
 from edge.observe.access import AccessLog
 from edge.origin.pool import OriginClients
 from edge.pipeline import Pipeline
@@ -37,6 +40,7 @@ class NodeState:
     origins: OriginClients
     filters: FilterChain
     access_log: AccessLog | None
+    geo: GeoDB | None = None
 
 
 class _Protocol(RequestHandler):
@@ -89,17 +93,39 @@ def _line_limit(config: NodeConfig) -> int:
 
 
 def build_state(config: NodeConfig, policies: PolicySource, *, access_log: AccessLog | None = None) -> NodeState:
+    """Raises GeoDBError for a missing or broken GeoIP database: a node that
+    cannot tell countries apart must not start with a delivery policy."""
     cache = config.cache
+    geo = GeoDB(config.geoip.database, check_interval=config.geoip.check_interval or 5.0) if config.geoip.database else None
     memory = MemoryStore(cache.memory_size, cache.memory_max_object)
     disk = DiskStore(cache.disk_path, cache.disk_size) if cache.disk_path else None
+    # The shared filter chain, in the order every request meets it.
+    filters = FilterChain((MethodFilter(), DeliveryFilter(geo, config.country, config.name)))
     return NodeState(
         config=config,
         policies=policies,
         store=TieredStore(memory, disk),
         origins=OriginClients(node_name=config.name),
-        filters=default_chain(),
+        filters=filters,
         access_log=access_log,
+        geo=geo,
     )
+
+
+def delivery_warnings(state: NodeState) -> list[str]:
+    """Policies this node cannot honour as written (said at start and reload)."""
+    out = []
+    for tenant, policy in sorted(state.policies.current.tenants.items()):
+        delivery = policy.delivery
+        if delivery.restricted and state.geo is None:
+            out.append(f"tenant {tenant} restricts countries but no GeoIP database is configured: every client counts as unknown")
+        if delivery.edge_countries and state.config.country not in delivery.edge_countries:
+            where = state.config.country or "not configured"
+            out.append(
+                f"tenant {tenant} may only be served from {', '.join(sorted(delivery.edge_countries))}; "
+                f"this node's country is {where}, so its clients are sent away"
+            )
+    return out
 
 
 def make_server(state: NodeState) -> web.Server:
@@ -128,6 +154,7 @@ class Node:
         self.state: NodeState | None = None
         self.runner: web.ServerRunner | None = None
         self._watch: asyncio.Task | None = None
+        self._geo_watch: asyncio.Task | None = None
         self.addresses: list[tuple[str, int]] = []
 
     async def start(self) -> None:
@@ -135,12 +162,15 @@ class Node:
         if access is not None:
             access.start()
         self.state = build_state(self.config, self.policies, access_log=access)
+        for warning in delivery_warnings(self.state):
+            log.warning("%s", warning)
         self.runner = web.ServerRunner(
             make_server(self.state), handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
         )
         await self.runner.setup()
         for listen in self.config.listen:
-            site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None, backlog=1024)
+            site_class = ProxyProtocolSite if listen.proxy_protocol else web.TCPSite
+            site = site_class(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None, backlog=1024)
             await site.start()
         for site in self.runner.sites:
             server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor
@@ -150,6 +180,8 @@ class Node:
         interval = self.config.policies.watch_interval
         if interval > 0:
             self._watch = asyncio.ensure_future(self._watcher(interval))
+        if self.state.geo is not None and self.config.geoip.check_interval > 0:
+            self._geo_watch = asyncio.ensure_future(self.state.geo.watch(self.config.geoip.check_interval))
 
     def reload(self) -> None:
         report = self.policies.load()
@@ -159,6 +191,9 @@ class Node:
             log.error("tenant %s keeps its previous policy: the new file is invalid", tenant)
         if report.loaded or report.removed:
             log.info("policies reloaded: loaded %s, removed %s", report.loaded, report.removed)
+            if self.state is not None:
+                for warning in delivery_warnings(self.state):
+                    log.warning("%s", warning)
 
     async def _watcher(self, interval: float) -> None:
         while True:
@@ -170,10 +205,11 @@ class Node:
                 log.exception("policy reload failed; previous policies kept")
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._geo_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.runner is not None:
             await self.runner.cleanup()
         if self.state is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import ConfigError, ListenAddress, default_config, load_config, parse_size
+from edge.config import ISO_COUNTRIES, ConfigError, ListenAddress, default_config, load_config, parse_size
 
 log = logging.getLogger("edge")
 
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cache-size", help="disk tier size, e.g. 10GiB")
     serve.add_argument("--memory", help="memory tier size per worker, e.g. 256MiB")
     serve.add_argument("--name", help="node name used in Via and Cache-Status")
+    serve.add_argument("--geoip", help="GeoIP country database (MaxMind DB); default in quick mode: the bundled one")
+    serve.add_argument("--node-country", help="ISO 3166-1 alpha-2 country this node stands in, e.g. DE")
+    serve.add_argument("--trusted-proxy", action="append", help="CIDR whose X-Forwarded-For is believed (repeatable)")
     serve.add_argument("--no-access-log", action="store_true", help="do not write the access log")
     serve.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     return parser
@@ -124,7 +128,7 @@ def serve(args) -> int:
         config = _apply_flags(config, args, demo)
     except (ValueError, ConfigError) as exc:
         return _fail(str(exc))
-    problem = _check_cache_dir(config)
+    problem = _check_cache_dir(config) or _check_geoip(config)
     if problem:
         return _fail(problem)
     level = args.log_level or config.log.level
@@ -160,6 +164,28 @@ def _apply_flags(config, args, demo: bool):
         changes["name"] = args.name
     if args.no_access_log:
         changes["log"] = dataclasses.replace(config.log, access=False)
+    if args.node_country:
+        country = args.node_country.strip().upper()
+        if country not in ISO_COUNTRIES:
+            raise ValueError(f"--node-country: expected an ISO 3166-1 alpha-2 code such as DE, found {args.node_country!r}")
+        changes["country"] = country
+    if args.trusted_proxy:
+        nets = []
+        for value in args.trusted_proxy:
+            try:
+                nets.append(ipaddress.ip_network(value.strip(), strict=True))
+            except ValueError:
+                raise ValueError(f"--trusted-proxy: expected a CIDR such as 10.0.0.0/8 (no host bits), found {value!r}") from None
+        changes["trusted_proxies"] = tuple(config.trusted_proxies) + tuple(nets)
+    if args.geoip:
+        path = Path(args.geoip).resolve()
+        changes["geoip"] = dataclasses.replace(config.geoip, database=path)
+    elif not args.config and config.geoip.database is None:
+        from edge.geo.db import find_default_database
+
+        bundled = find_default_database()
+        if bundled is not None:
+            changes["geoip"] = dataclasses.replace(config.geoip, database=bundled)
     cache = config.cache
     if args.memory:
         cache = dataclasses.replace(cache, memory_size=_flag_size("--memory", args.memory))
@@ -188,6 +214,20 @@ def _check_cache_dir(config) -> str | None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"cannot use the cache directory {path}: {(exc.strerror or str(exc)).lower()}"
+    return None
+
+
+def _check_geoip(config) -> str | None:
+    """Open the GeoIP database once here: a missing or broken file stops the
+    start with its name, before any worker runs."""
+    if config.geoip.database is None:
+        return None
+    from edge.geo.db import GeoDB, GeoDBError
+
+    try:
+        GeoDB(config.geoip.database)
+    except GeoDBError as exc:
+        return str(exc)
     return None
 
 
@@ -220,6 +260,8 @@ def _banner(config, addresses, demo: bool, workers: int) -> None:
     host, port = addresses[0] if addresses else (config.listen[0].host, config.listen[0].port)
     shown = f"[{host}]" if ":" in host else host
     print(f"edge: node {config.name!r} listening on http://{shown}:{port} ({workers} worker{'s' if workers > 1 else ''})", flush=True)
+    geo = config.geoip.database
+    print(f"edge: GeoIP database {geo if geo else 'none (every client country unknown)'}; node country {config.country or 'not set'}", flush=True)
     if demo:
         print(
             f"edge: demo tenant in front of the built-in demo origin at http://{DEMO_ORIGIN[0]}:{DEMO_ORIGIN[1]}\n"

@@ -48,6 +48,9 @@ LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 class ListenAddress:
     host: str  # an IP literal (IPv6 without brackets) or a host name
     port: int  # 0: the OS picks one (tests); only with workers = 1
+    # Connections start with a PROXY protocol v1/v2 header (an L4 load
+    # balancer in front); a connection without a valid one is closed.
+    proxy_protocol: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,12 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GeoIPConfig:
+    database: Path | None = None  # a MaxMind DB (Country or City); None: every country unknown
+    check_interval: float = 5.0  # seconds between checks for a replaced file; 0 disables
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """The whole node configuration. Defaults are quick mode (no policy directory)."""
 
@@ -98,6 +107,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
     log: LogConfig = field(default_factory=LogConfig)
+    geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     source: str = "<defaults>"  # the file this came from, as given to load_config
 
 
@@ -180,13 +190,14 @@ def describe(value: object) -> str:
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("name", "country", "workers"),
-    "listen": ("address",),
+    "listen": ("address", "proxy_protocol"),
     "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size"),
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies",),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
     "timeouts": ("keepalive", "shutdown"),
     "log": ("access", "level"),
+    "geoip": ("database", "check_interval"),
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
@@ -448,6 +459,12 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         r.get(t, "log", "level", d.log.level, _level),
     )
 
+    t = r.table(data, "geoip")
+    database = r.get(t, "geoip", "database", None, r.path)
+    if database is not None and not database.is_file():
+        r.error("geoip.database", "an existing MaxMind DB file", f"{describe(str(database))} (no such file)")
+    geoip = GeoIPConfig(database, r.get(t, "geoip", "check_interval", d.geoip.check_interval, _number(0, 86400)))
+
     return NodeConfig(
         name=name,
         country=country,
@@ -459,6 +476,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         limits=limits,
         timeouts=timeouts,
         log=log,
+        geoip=geoip,
         source=r.file,
     )
 
@@ -482,8 +500,10 @@ def _listen(r: _Reader, value: object, default: tuple[ListenAddress, ...]) -> tu
         addr = r.get(table, where, "address", None, parse_listen_address)
         if addr is None:
             continue
-        if addr in out:
+        if any((a.host, a.port) == (addr.host, addr.port) for a in out):
             r.error(f"{where}.address", "each address once", f"{describe(table['address'])} again")
             continue
+        if r.get(table, where, "proxy_protocol", False, _bool):
+            addr = ListenAddress(addr.host, addr.port, True)
         out.append(addr)
     return tuple(out) or default

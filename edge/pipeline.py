@@ -15,7 +15,6 @@ neither the origin nor the disk when memory holds the object.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import logging
 import os
@@ -33,6 +32,7 @@ from edge.cache.key import host_key, normalise_path, normalise_query, primary_ke
 from edge.cache.store import Hit, Meta
 from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens
+from edge.geo.client import Trusted, client_address
 from edge.origin.pool import OriginError
 
 log = logging.getLogger("edge.pipeline")
@@ -73,8 +73,7 @@ class Pipeline:
         self.node = cfg.name
         self.via = f"1.1 {cfg.name}"
         self.max_body = cfg.limits.max_body_size
-        self._trusted = tuple(cfg.trusted_proxies)
-        self._trusted_cache: dict[str, bool] = {}
+        self._trusted = Trusted(cfg.trusted_proxies)
         self._inflight: dict[str, asyncio.Future] = {}
         self._rid_prefix = f"{os.getpid() & 0xFFFF:04x}{int(time.time()) & 0xFFFFFF:06x}"
         self._rid = itertools.count(1)
@@ -83,7 +82,12 @@ class Pipeline:
     # ------------------------------------------------------------------ entry
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        ctx = Ctx(f"{self._rid_prefix}-{next(self._rid):x}", time.monotonic(), request.method, request.remote)
+        peer = request.remote
+        if self._trusted and peer and self._trusted.contains(peer):
+            # Behind a trusted proxy the client is the right-most untrusted hop.
+            h = request.headers
+            peer = client_address(peer, h.getall("X-Forwarded-For", ()), h.getall("Forwarded", ()), self._trusted)
+        ctx = Ctx(f"{self._rid_prefix}-{next(self._rid):x}", time.monotonic(), request.method, peer)
         try:
             resp = await self._handle(request, ctx)
         except asyncio.CancelledError:
@@ -305,19 +309,7 @@ class Pipeline:
     # ------------------------------------------------------------------ fetch
 
     def _trusted_peer(self, peer: str | None) -> bool:
-        if not self._trusted or not peer:
-            return False
-        known = self._trusted_cache.get(peer)
-        if known is None:
-            try:
-                ip = ipaddress.ip_address(peer)
-                known = any(ip in net for net in self._trusted)
-            except ValueError:
-                known = False
-            if len(self._trusted_cache) > 4096:
-                self._trusted_cache.clear()
-            self._trusted_cache[peer] = known
-        return known
+        return bool(self._trusted) and bool(peer) and self._trusted.contains(peer)
 
     def _origin_headers(self, request: web.BaseRequest, ctx: Ctx, keyed: tuple[str, ...]) -> CIMultiDict:
         src = request.headers
@@ -461,7 +453,7 @@ class Pipeline:
             reason = fr.NoStore.FILLING
         if reason is None:
             conn = request.headers.getall("Connection", ())
-            if conn and connection_tokens(conn) - HOP_BY_HOP:
+            if conn and connection_tokens(conn) - _CONNECTION_OPTIONS:
                 # Fields the client had removed on the way to the origin may
                 # be in the key or select a variant: the answer is not shared.
                 reason = fr.NoStore.CONNECTION
@@ -626,6 +618,8 @@ def _body_error(exc: BaseException, upstream) -> OriginError:
 
 
 _CHUNK = 64 * 1024
+# Connection tokens that are options, not names of fields to remove.
+_CONNECTION_OPTIONS = HOP_BY_HOP | {"close"}
 _RELEASED = "released"
 _BUFFER_LIMIT = 256 * 1024
 _EMPTY: dict = {}

@@ -47,7 +47,3 @@ class FilterChain:
             if verdict is not None:
                 return verdict
         return None
-
-
-def default_chain() -> FilterChain:
-    return FilterChain((MethodFilter(),))

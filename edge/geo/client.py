@@ -91,22 +91,32 @@ def _parse_hop(text: str) -> str | None:
     return normalise_address(text)  # IPv4, or bare IPv6 (a port would be ambiguous)
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(net: Network) -> ipaddress.IPv4Network:
+    if net.version == 4:
+        return net  # type: ignore[return-value]
+    v4 = net.network_address.ipv4_mapped  # type: ignore[union-attr]
+    return ipaddress.IPv4Network(f"{v4}/{net.prefixlen - 96}")
+
+
 class Trusted:
     """A set of networks (the trusted proxies) with a cached membership test.
 
     ``contains`` accepts any text; what is not an address is not trusted.
     """
 
-    __slots__ = ("networks", "_v4", "_v6", "_cache", "_cache_size")
+    __slots__ = ("_cache", "_cache_size", "_v4", "_v6", "networks")
 
     def __init__(self, networks: Iterable[Network | str] = (), *, cache_size: int = 4096) -> None:
         nets = tuple(n if isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network) else ipaddress.ip_network(n, strict=False)
                      for n in networks)
         self.networks: tuple[Network, ...] = nets
-        self._v4 = tuple(n for n in nets if n.version == 4)
-        # An IPv4-mapped peer is normalised to IPv4 first, so IPv6 networks
-        # only need to match real IPv6 addresses.
-        self._v6 = tuple(n for n in nets if n.version == 6)
+        # Addresses are normalised before the test (IPv4-mapped IPv6 becomes
+        # IPv4), so an IPv4-mapped network is tested as the IPv4 one it maps.
+        self._v4 = tuple(_unmapped(n) for n in nets if n.version == 4 or n.subnet_of(_MAPPED))  # type: ignore[arg-type]
+        self._v6 = tuple(n for n in nets if n.version == 6 and not n.subnet_of(_MAPPED))  # type: ignore[arg-type]
         self._cache: dict[str, bool] = {}
         self._cache_size = cache_size
 

@@ -9,8 +9,13 @@ country). A bare string ``country`` (ipinfo's free MMDB) is accepted too.
 Anything that is not two ASCII letters (Geoacumen writes ``"None"``) is
 unknown: ``None``.
 
+Every file is verified before it is used, at start and on reload: readable
+metadata (IPv4 or IPv6 tree, a plausible build date) and some sixty probe
+lookups across the address space that must not raise.
+
 Reload and the reader's mode. The reader maps the file (``MODE_AUTO``: the
-C extension's mmap, about 1 µs a lookup, pages shared by all workers).
+C extension's mmap, about 1 µs a lookup, pages shared by all workers; the
+pure-Python mmap reader when the extension is missing).
 geoipupdate, and :func:`tests.geo_support.replace_atomically`, write a new
 file and ``rename()`` it over the old one: the old inode stays intact and
 mapped until its reader is gone, so a lookup in flight on the old reader
@@ -43,7 +48,15 @@ import maxminddb
 
 log = logging.getLogger("edge.geo")
 
+try:
+    from maxminddb import extension as _extension
+
+    _HAS_EXTENSION = hasattr(_extension, "Reader")
+except ImportError:  # pure-Python maxminddb
+    _HAS_EXTENSION = False
+
 _MISS = object()
+_EPOCH_2000 = 946684800
 # Longest plausible text form: full IPv6 plus a zone id; longer input is not an address.
 _MAX_ADDRESS_LEN = 64
 _ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -84,7 +97,7 @@ class _FileId:
 class _Active:
     """A reader and the results it produced; swapped as one reference."""
 
-    __slots__ = ("reader", "cache", "meta", "warned")
+    __slots__ = ("cache", "meta", "reader", "warned")
 
     def __init__(self, reader: Any, meta: GeoMetadata) -> None:
         self.reader = reader
@@ -93,8 +106,7 @@ class _Active:
         self.warned = False
 
 
-def _open_verified(path: Path, mode: int) -> tuple[Any, GeoMetadata]:
-    """Open ``path`` fully and prove it answers; GeoDBError otherwise."""
+def _open_checked(path: Path, mode: int) -> tuple[Any, GeoMetadata]:
     try:
         reader = maxminddb.open_database(str(path), mode)
     except FileNotFoundError:
@@ -110,10 +122,28 @@ def _open_verified(path: Path, mode: int) -> tuple[Any, GeoMetadata]:
         meta = GeoMetadata(str(path), str(m.database_type), int(m.build_epoch), int(m.ip_version), int(m.node_count))
         if meta.ip_version not in (4, 6):
             raise ValueError(f"ip_version {meta.ip_version}")
+        if meta.build_epoch < _EPOCH_2000:
+            # Metadata is the file's last bytes; a cut-off epoch decodes small.
+            raise ValueError(f"build_epoch {meta.build_epoch}")
         for probe in _PROBES_V4 + (_PROBES_V6 if meta.ip_version == 6 else ()):
             _country_of(reader.get(probe))
     except Exception as exc:  # noqa: BLE001
+        reader.close()
         raise GeoDBError(f"geo database {path}: damaged ({type(exc).__name__}: {exc})") from None
+    return reader, meta
+
+
+def _open_verified(path: Path, mode: int) -> tuple[Any, GeoMetadata]:
+    """Open ``path`` fully and prove it answers; GeoDBError otherwise."""
+    reader, meta = _open_checked(path, mode)
+    if mode != maxminddb.MODE_AUTO and _HAS_EXTENSION:
+        # The pure-Python reader (MODE_MEMORY) decodes a value cut short at
+        # the end of the file (a truncated copy); libmaxminddb refuses it.
+        # Let it check the same file too.
+        strict, strict_meta = _open_checked(path, maxminddb.MODE_MMAP_EXT)
+        strict.close()  # never published: nothing can be using it
+        if strict_meta != meta:
+            raise GeoDBError(f"geo database {path}: changed while it was being loaded")
     return reader, meta
 
 

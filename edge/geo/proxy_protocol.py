@@ -263,7 +263,7 @@ class _HeaderReader(asyncio.Protocol):
     """Owns a connection until its PROXY header is complete, then hands the
     transport to the real protocol. Nothing reaches that protocol before."""
 
-    __slots__ = ("_factory", "_timeout", "_transport", "_buffer", "_timer")
+    __slots__ = ("_buffer", "_factory", "_timeout", "_timer", "_transport")
 
     def __init__(self, factory: Callable[[], asyncio.BaseProtocol], timeout: float) -> None:
         self._factory = factory

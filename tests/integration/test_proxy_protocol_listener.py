@@ -174,7 +174,7 @@ async def test_silent_connection_is_closed_after_the_timeout(listener: Listener)
 
 
 async def test_listener_keeps_serving_after_rejections(listener: Listener) -> None:
-    for data, _ in zip([REQUEST, b"PROXY bogus\r\n"], range(2)):
+    for data in (REQUEST, b"PROXY bogus\r\n"):
         assert await exchange(listener.port, data) == b""
     assert body(await exchange(listener.port, v2_tcp4("192.0.2.5", 5) + REQUEST)) == "192.0.2.5|5|0"
 

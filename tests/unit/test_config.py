@@ -202,7 +202,7 @@ NAME = (
     'expected a name of letters, digits, ".", "_" or "-" that starts with a letter '
     "(at most 63 characters)"
 )
-SECTIONS = "cache, limits, listen, log, node, policies, proxy, timeouts"
+SECTIONS = "cache, geoip, limits, listen, log, node, policies, proxy, timeouts"
 
 BAD = [
     # (toml put before MINIMAL, expected message without the "edge.toml: " prefix, id)
@@ -229,7 +229,7 @@ BAD = [
     ("[[listen]]\naddress = \"a.com:http\"", f'listen[0].address: {ADDR}, found "a.com:http"', "address-named-port"),
     ("[[listen]]\naddress = \"a_b:80\"", f'listen[0].address: {ADDR}, found "a_b:80"', "address-bad-hostname"),
     ("[[listen]]\naddress = 8080", f"listen[0].address: {ADDR}, found 8080", "address-int"),
-    ("[[listen]]\nport = 8080", f"listen[0].port: expected one of the keys address, found an unknown key\nedge.toml: listen[0].address: {ADDR}, found nothing", "listen-missing-address"),
+    ("[[listen]]\nport = 8080", f"listen[0].port: expected one of the keys address, proxy_protocol, found an unknown key\nedge.toml: listen[0].address: {ADDR}, found nothing", "listen-missing-address"),
     ("[listen]\naddress = \"0.0.0.0:80\"", "listen: expected an array of tables ([[listen]]), found a table", "listen-single-table"),
     ("listen = []", "listen: expected at least one [[listen]] address, found none", "listen-empty"),
     ("[[listen]]\naddress = \"0.0.0.0:80\"\n[[listen]]\naddress = \"0.0.0.0:80\"", 'listen[1].address: expected each address once, found "0.0.0.0:80" again', "listen-duplicate"),
@@ -410,3 +410,28 @@ def test_parse_size_rejects(value: object, message: str) -> None:
 )
 def test_parse_listen_address(text: str, expected: ListenAddress) -> None:
     assert parse_listen_address(text) == expected
+
+
+def test_geoip_and_proxy_protocol(tmp_path):
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "GeoLite2-Country.mmdb").write_bytes(b"x")
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        '[policies]\ndirectory = "policies"\n'
+        '[geoip]\ndatabase = "GeoLite2-Country.mmdb"\ncheck_interval = 60\n'
+        '[[listen]]\naddress = "0.0.0.0:8080"\n'
+        '[[listen]]\naddress = "0.0.0.0:8081"\nproxy_protocol = true\n'
+    )
+    config = load_config(path)
+    assert config.geoip.database == tmp_path / "GeoLite2-Country.mmdb"
+    assert config.geoip.check_interval == 60
+    assert [a.proxy_protocol for a in config.listen] == [False, True]
+
+
+def test_missing_geoip_database_is_an_error(tmp_path):
+    (tmp_path / "policies").mkdir()
+    path = tmp_path / "edge.toml"
+    path.write_text('[policies]\ndirectory = "policies"\n[geoip]\ndatabase = "nope.mmdb"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "geoip.database: expected an existing MaxMind DB file" in str(exc.value)

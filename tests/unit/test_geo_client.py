@@ -5,7 +5,13 @@ import ipaddress
 
 import pytest
 
-from edge.geo.client import MAX_HOPS, Trusted, client_address, normalise_address, parse_hop
+from edge.geo.client import (
+    MAX_HOPS,
+    Trusted,
+    client_address,
+    normalise_address,
+    parse_hop,
+)
 
 T = Trusted(["10.0.0.0/8", "192.168.0.0/16", "2001:db8:ffff::/48", ipaddress.ip_network("127.0.0.1/32")])
 NONE = Trusted()
@@ -190,6 +196,13 @@ def test_trusted_cache_is_bounded_and_skips_junk() -> None:
         assert len(t._cache) <= 8
     assert all(len(k) < 100 for k in t._cache)
     assert t.contains("10.0.0.1") and not t.contains("11.0.0.1")
+
+
+def test_trusted_ipv4_mapped_network_matches_ipv4() -> None:
+    t = Trusted(["::ffff:10.0.0.0/104"])
+    assert t.contains("10.1.2.3") and t.contains("::ffff:10.1.2.3")
+    assert not t.contains("11.0.0.1") and not t.contains("::ffff:a00:1:0")
+    assert Trusted(["::ffff:0:0/96"]).contains("203.0.113.1")
 
 
 def test_trusted_accepts_host_bits_and_objects() -> None:
