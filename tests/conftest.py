@@ -126,9 +126,9 @@ async def make_edge(tmp_path: Path):
             cache_cfg = dataclasses.replace(cache_cfg, disk_path=tmp_path / "cache")
         if cache:
             cache_cfg = dataclasses.replace(cache_cfg, **cache)
+        config_changes.setdefault("listen", (ListenAddress("127.0.0.1", 0),))
         config = dataclasses.replace(
             config,
-            listen=(ListenAddress("127.0.0.1", 0),),
             cache=cache_cfg,
             log=dataclasses.replace(config.log, access=False),
             **config_changes,

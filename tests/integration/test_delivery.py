@@ -193,3 +193,30 @@ async def test_invalid_delivery_policy_keeps_the_previous_one(start, tmp_path):
     edge.node.reload()
     assert (await get(edge, DE))[0] == 200
     assert (await get(edge, US))[0] == 451
+
+
+async def test_proxy_protocol_listener_gives_the_client_address(origin, make_edge, geodb):
+    from edge.config import ListenAddress
+
+    origin.respond("/page", "hallo", headers={"Cache-Control": "max-age=60"})
+    policy = {"hosts": ["*"], "origins": [{"url": origin.url}], "delivery": GERMANY_ONLY}
+    edge = await make_edge(
+        policies={"shop": policy},
+        geoip=GeoIPConfig(geodb),
+        country="DE",
+        listen=(ListenAddress("127.0.0.1", 0, proxy_protocol=True),),
+    )
+
+    async def through_balancer(header: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+        writer.write(header + b"GET /page HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+
+    assert (await through_balancer(f"PROXY TCP4 {DE} 127.0.0.1 40000 443\r\n".encode())).startswith(b"HTTP/1.1 200")
+    assert (await through_balancer(f"PROXY TCP4 {US} 127.0.0.1 40000 443\r\n".encode())).startswith(b"HTTP/1.1 451")
+    # No header on a listener that requires one: closed without an answer.
+    assert await through_balancer(b"") == b""
