@@ -24,6 +24,7 @@ from edge.geo.proxy_protocol import ProxyProtocolSite
 from edge.observe.access import AccessLog
 from edge.origin.pool import OriginClients
 from edge.pipeline import Pipeline
+from edge.policy.load import LoadReport
 from edge.policy.sources import PolicySource
 
 log = logging.getLogger("edge")
@@ -156,6 +157,7 @@ class Node:
         self._watch: asyncio.Task | None = None
         self._geo_watch: asyncio.Task | None = None
         self.addresses: list[tuple[str, int]] = []
+        self.admin = None  # edge.admin.app.AdminServer when [admin] is enabled
 
     async def start(self) -> None:
         access = AccessLog() if self.config.log.access else None
@@ -177,13 +179,24 @@ class Node:
             if server is not None:
                 for sock in server.sockets:
                     self.addresses.append(sock.getsockname()[:2])
+        if self.config.admin.enabled:
+            from edge.admin.app import AdminServer
+
+            self.admin = AdminServer(self.config, self.state, self.reload, reuse_port=self.reuse_port)
+            await self.admin.start()
         interval = self.config.policies.watch_interval
         if interval > 0:
             self._watch = asyncio.ensure_future(self._watcher(interval))
         if self.state.geo is not None and self.config.geoip.check_interval > 0:
             self._geo_watch = asyncio.ensure_future(self.state.geo.watch(self.config.geoip.check_interval))
 
-    def reload(self) -> None:
+    def hangup(self) -> None:
+        """SIGHUP: policies, and the admin tokens file."""
+        self.reload()
+        if self.admin is not None:
+            self.admin.reload_tokens()
+
+    def reload(self) -> LoadReport:
         report = self.policies.load()
         for err in report.errors:
             log.error("policy rejected: %s", err)
@@ -194,6 +207,7 @@ class Node:
             if self.state is not None:
                 for warning in delivery_warnings(self.state):
                     log.warning("%s", warning)
+        return report
 
     async def _watcher(self, interval: float) -> None:
         while True:
@@ -205,6 +219,8 @@ class Node:
                 log.exception("policy reload failed; previous policies kept")
 
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         for task in (self._watch, self._geo_watch):
             if task is not None:
                 task.cancel()
@@ -225,7 +241,7 @@ async def serve_forever(node: Node, *, ready=None, extra_cleanup=()) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, node.reload)
+    loop.add_signal_handler(signal.SIGHUP, node.hangup)
     await node.start()
     if ready is not None:
         ready(node)

@@ -1,8 +1,11 @@
-"""Command line: ``edge serve`` in its three forms.
+"""Command line: ``edge serve`` in its three forms, and the admin commands.
 
     edge serve                              demo tenant + built-in demo origin
     edge serve --origin URL [--policy F]    quick mode: one tenant, any Host
     edge serve --config edge.toml           a node with a policies directory
+    edge purge --tenant T --url U ...       purge through the admin API
+    edge policy get|set|validate            tenant policies through the admin API (validate: offline)
+    edge token hash|new                     admin tokens for the configuration
 """
 from __future__ import annotations
 
@@ -82,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--trusted-proxy", action="append", help="CIDR whose X-Forwarded-For is believed (repeatable)")
     serve.add_argument("--no-access-log", action="store_true", help="do not write the access log")
     serve.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--admin", type=_parse_listen, metavar="HOST:PORT",
+                       help="run the admin API on this address (token: EDGE_ADMIN_TOKEN or [admin] tokens)")
+
+    from edge.admin.commands import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -89,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
-    return 2
+    from edge.admin.commands import run_command
+
+    return run_command(args)
 
 
 def _fail(message: str) -> int:
@@ -128,7 +139,7 @@ def serve(args) -> int:
         config = _apply_flags(config, args, demo)
     except (ValueError, ConfigError) as exc:
         return _fail(str(exc))
-    problem = _check_cache_dir(config) or _check_geoip(config)
+    problem = _check_cache_dir(config) or _check_geoip(config) or _check_admin(config)
     if problem:
         return _fail(problem)
     level = args.log_level or config.log.level
@@ -177,6 +188,19 @@ def _apply_flags(config, args, demo: bool):
             except ValueError:
                 raise ValueError(f"--trusted-proxy: expected a CIDR such as 10.0.0.0/8 (no host bits), found {value!r}") from None
         changes["trusted_proxies"] = tuple(config.trusted_proxies) + tuple(nets)
+    admin = config.admin
+    if args.admin:
+        admin = dataclasses.replace(admin, enabled=True, listen=args.admin)
+    env_token = os.environ.get("EDGE_ADMIN_TOKEN", "").strip()
+    if admin.enabled and env_token:
+        from edge.admin.auth import MAX_TOKEN_LENGTH, TOKEN_CHARS, token_from_env
+
+        if len(env_token) > MAX_TOKEN_LENGTH or not TOKEN_CHARS.issuperset(env_token):
+            raise ValueError(f"EDGE_ADMIN_TOKEN: expected at most {MAX_TOKEN_LENGTH} letters, digits and -._~+/= "
+                             "(what Authorization: Bearer carries), found other characters")
+        # Only its hash goes into the configuration the workers get.
+        admin = dataclasses.replace(admin, tokens=admin.tokens + (token_from_env(env_token),))
+    changes["admin"] = admin
     if args.geoip:
         path = Path(args.geoip).resolve()
         changes["geoip"] = dataclasses.replace(config.geoip, database=path)
@@ -217,6 +241,18 @@ def _check_cache_dir(config) -> str | None:
     return None
 
 
+def _check_admin(config) -> str | None:
+    admin = config.admin
+    if not admin.enabled:
+        return None
+    from edge.config import admin_listen_problem
+
+    problem = admin_listen_problem(admin.listen, config.listen, config.workers)
+    if problem:
+        return f"--admin / admin.listen {admin.listen.host}:{admin.listen.port}: expected {problem}"
+    return None
+
+
 def _check_geoip(config) -> str | None:
     """Open the GeoIP database once here: a missing or broken file stops the
     start with its name, before any worker runs."""
@@ -236,7 +272,10 @@ def _check_listen(config) -> str | None:
     address here, once, instead of in workers that die and are restarted."""
     import socket
 
-    for listen in config.listen:
+    addresses = list(config.listen)
+    if config.admin.enabled:
+        addresses.append(config.admin.listen)
+    for listen in addresses:
         family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -256,12 +295,16 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _banner(config, addresses, demo: bool, workers: int) -> None:
+def _banner(config, addresses, demo: bool, workers: int, admin_address=None) -> None:
     host, port = addresses[0] if addresses else (config.listen[0].host, config.listen[0].port)
     shown = f"[{host}]" if ":" in host else host
     print(f"edge: node {config.name!r} listening on http://{shown}:{port} ({workers} worker{'s' if workers > 1 else ''})", flush=True)
     geo = config.geoip.database
     print(f"edge: GeoIP database {geo if geo else 'none (every client country unknown)'}; node country {config.country or 'not set'}", flush=True)
+    if config.admin.enabled:
+        admin_host, admin_port = admin_address or (config.admin.listen.host, config.admin.listen.port)
+        admin_shown = f"[{admin_host}]" if ":" in admin_host else admin_host
+        print(f"edge: admin API on http://{admin_shown}:{admin_port}", flush=True)
     if demo:
         print(
             f"edge: demo tenant in front of the built-in demo origin at http://{DEMO_ORIGIN[0]}:{DEMO_ORIGIN[1]}\n"
@@ -285,7 +328,11 @@ async def _run_single(config, spec: SourceSpec, demo: bool, source) -> int:
         cleanups.append(runner.cleanup)
     node = Node(config, source)
     try:
-        await serve_forever(node, ready=lambda n: _banner(config, n.addresses, demo, 1), extra_cleanup=cleanups)
+        await serve_forever(
+            node,
+            ready=lambda n: _banner(config, n.addresses, demo, 1, n.admin.addresses[0] if n.admin else None),
+            extra_cleanup=cleanups,
+        )
     except OSError as exc:
         for cleanup in cleanups:
             await cleanup()
@@ -307,6 +354,21 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
     """Parent of N workers: starts them, restarts one that dies, forwards
     SIGHUP (reload) and SIGTERM/SIGINT (graceful stop)."""
     ctx = multiprocessing.get_context("spawn")
+    run_dir = None
+    if config.admin.enabled:
+        # The workers' control sockets (edge.admin.control): this run's only, mode 0700.
+        run_dir = Path(tempfile.mkdtemp(prefix=f"edge-{config.admin.listen.port}-"))
+        config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, run_dir=run_dir))
+    try:
+        return _supervise_workers(ctx, config, spec, demo)
+    finally:
+        if run_dir is not None:
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool) -> int:
     demo_proc = None
     if demo:
         demo_proc = ctx.Process(target=_demo_main, name="edge-demo-origin", daemon=True)

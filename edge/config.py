@@ -93,6 +93,38 @@ class GeoIPConfig:
     check_interval: float = 5.0  # seconds between checks for a replaced file; 0 disables
 
 
+ADMIN_DEFAULT_LISTEN = ListenAddress("127.0.0.1", 9090)
+TOKEN_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
+OPERATOR = "*"  # the tenant scope of operator tokens
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    """One admin token, as its SHA-256: the token itself is never stored."""
+
+    digest: bytes = field(repr=False)  # 32 bytes
+    tenant: str = OPERATOR  # a tenant id, or "*" (operator: every tenant, node-wide endpoints)
+
+    @property
+    def id(self) -> str:
+        """What logs and the audit trail call it: the first 8 hex digits of the hash."""
+        return self.digest.hex()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin HTTP API: its own listener, never a public one."""
+
+    enabled: bool = False  # on with an [admin] section (enabled = true) or --admin
+    listen: ListenAddress = ADMIN_DEFAULT_LISTEN
+    tokens: tuple[AdminToken, ...] = ()  # [admin] tokens, and EDGE_ADMIN_TOKEN (added by the CLI)
+    tokens_file: Path | None = None  # absolute; read at start and on SIGHUP
+    audit_log: Path | None = None  # absolute; None: the logger "edge.audit" (stderr)
+    # Not a file setting: the per-run directory where workers put their
+    # control sockets (set by the supervisor when node.workers > 1).
+    run_dir: Path | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """The whole node configuration. Defaults are quick mode (no policy directory)."""
@@ -108,6 +140,7 @@ class NodeConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     log: LogConfig = field(default_factory=LogConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     source: str = "<defaults>"  # the file this came from, as given to load_config
 
 
@@ -198,6 +231,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "timeouts": ("keepalive", "shutdown"),
     "log": ("access", "level"),
     "geoip": ("database", "check_interval"),
+    "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log"),
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
@@ -465,6 +499,8 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         r.error("geoip.database", "an existing MaxMind DB file", f"{describe(str(database))} (no such file)")
     geoip = GeoIPConfig(database, r.get(t, "geoip", "check_interval", d.geoip.check_interval, _number(0, 86400)))
 
+    admin = _admin(r, data, listen, workers)
+
     return NodeConfig(
         name=name,
         country=country,
@@ -477,8 +513,97 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         timeouts=timeouts,
         log=log,
         geoip=geoip,
+        admin=admin,
         source=r.file,
     )
+
+
+def _admin(r: _Reader, data: dict[str, Any], listen: tuple[ListenAddress, ...], workers: int) -> AdminConfig:
+    if "admin" not in data:
+        return AdminConfig()
+    t = r.table(data, "admin")
+    d = AdminConfig()
+    enabled = r.get(t, "admin", "enabled", True, _bool)
+    address = r.get(t, "admin", "listen", d.listen, parse_listen_address)
+    problem = admin_listen_problem(address, listen, workers)
+    if problem:
+        r.error("admin.listen", problem, describe(t.get("listen", f"{address.host}:{address.port}")))
+    tokens: list[AdminToken] = []
+    if "tokens" in t:
+        tokens += _tokens(r, t["tokens"], "admin.tokens", r.file)
+    tokens_file = r.get(t, "admin", "tokens_file", None, r.path)
+    if tokens_file is not None:
+        try:
+            read_tokens_file(tokens_file)  # checked now; read by the admin server at start and on SIGHUP
+        except ConfigError as e:
+            r.errors.extend(e.errors)
+    audit_log = r.get(t, "admin", "audit_log", None, r.path)
+    return AdminConfig(enabled, address, tuple(tokens), tokens_file, audit_log)
+
+
+def admin_listen_problem(admin: ListenAddress, listen: tuple[ListenAddress, ...], workers: int) -> str | None:
+    """Why ``admin`` cannot be the admin listener next to these public ones, or None."""
+    wild = ("0.0.0.0", "::", "")
+    for pub in listen:
+        if admin.port and admin.port == pub.port and (admin.host == pub.host or admin.host in wild or pub.host in wild):
+            return f"an address that is not a public listener (a [[listen]] address is {pub.host}:{pub.port})"
+    if workers > 1 and admin.port == 0:
+        return "a fixed port when node.workers > 1"
+    return None
+
+
+def _tokens(r: _Reader, value: object, where: str, file: str) -> list[AdminToken]:
+    """``[{ hash = "sha256:<hex>", tenant = "*" | "<tenant id>" }, ...]``"""
+    from edge.policy.parse import TENANT_ID_RE
+
+    out: list[AdminToken] = []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        r.errors.append(f"{file}: {where}: expected an array of tables {{ hash = \"sha256:<hex>\", tenant = \"*\" }}, "
+                        f"found {describe(value)}")
+        return out
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        for key in item:
+            if key not in ("hash", "tenant"):
+                r.errors.append(f"{file}: {at}.{key}: expected one of the keys hash, tenant, found an unknown key")
+        digest = item.get("hash", _MISSING)
+        tenant = item.get("tenant", _MISSING)
+        ok = True
+        if not isinstance(digest, str) or not TOKEN_HASH_RE.fullmatch(digest.lower()):
+            found = "nothing" if digest is _MISSING else describe(digest)
+            if isinstance(digest, str) and TOKEN_HASH_RE.fullmatch("sha256:" + digest.lower()):
+                found += ' (the "sha256:" prefix is missing)'
+            r.errors.append(f'{file}: {at}.hash: expected "sha256:" and 64 hex digits '
+                            f"(the output of `edge token hash`), found {found}")
+            ok = False
+        if not isinstance(tenant, str) or not (tenant == OPERATOR or TENANT_ID_RE.fullmatch(tenant)):
+            found = "nothing" if tenant is _MISSING else describe(tenant)
+            r.errors.append(f'{file}: {at}.tenant: expected "*" (operator) or a tenant id, found {found}')
+            ok = False
+        if ok:
+            out.append(AdminToken(bytes.fromhex(digest.lower()[7:]), tenant))
+    return out
+
+
+def read_tokens_file(path: Path) -> list[AdminToken]:
+    """A TOML file holding ``tokens = [...]`` as in ``[admin]``; ConfigError naming it otherwise."""
+    file = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read the tokens file: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{file}: expected UTF-8 TOML, found an undecodable byte at offset {e.start}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: invalid TOML: {e}") from None
+    r = _Reader(file, Path(path).resolve().parent)
+    for key in data:
+        if key != "tokens":
+            r.error(key, "only the key tokens", "an unknown key")
+    tokens = _tokens(r, data.get("tokens", []), "tokens", file)
+    if r.errors:
+        raise ConfigError(r.errors)
+    return tokens
 
 
 def _listen(r: _Reader, value: object, default: tuple[ListenAddress, ...]) -> tuple[ListenAddress, ...]:

@@ -29,10 +29,12 @@ from multidict import CIMultiDict
 from edge.cache import freshness as fr
 from edge.cache.response_policy import browser_cache_control, deceptive, edge_lifetime
 from edge.cache.key import host_key, normalise_path, normalise_query, primary_key, vary_key, vary_names
+from edge.cache.purge import tag_extra
 from edge.cache.store import Hit, Meta
 from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens
 from edge.geo.client import Trusted, client_address
+from edge.observe.metrics import record_request
 from edge.origin.pool import OriginError
 
 log = logging.getLogger("edge.pipeline")
@@ -40,8 +42,9 @@ log = logging.getLogger("edge.pipeline")
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 # Safe to send twice: failover may retry these when they carry no body.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-# Response fields the edge computes itself, never copies from the origin.
-_RECOMPUTED = frozenset({"content-length"})
+# Response fields the edge computes itself, never copies from the origin; and
+# the origin's purge tags (read into Meta.extra): for the edge, never clients.
+_RECOMPUTED = frozenset({"content-length", "surrogate-key", "cache-tag"})
 _VARIANT_SEP = "\x1f"
 
 
@@ -64,6 +67,7 @@ class Ctx:
     status: int = 0
     size: int = 0
     body_too_large: bool = False
+    origin_time: float = 0.0  # seconds until the origin's response headers (metrics)
 
 
 class Pipeline:
@@ -106,6 +110,7 @@ class Pipeline:
         return resp
 
     def _log(self, ctx: Ctx) -> None:
+        record_request(ctx)
         access = self.state.access_log
         if access is not None:
             access.write(
@@ -357,7 +362,8 @@ class Pipeline:
         has_body = request.body_exists
         body = self._request_body(request, ctx) if has_body else None
         retry = request.method in IDEMPOTENT_METHODS and not has_body
-        return await self.state.origins.send(
+        sent = time.monotonic()
+        answer = await self.state.origins.send(
             policy.origins,
             policy.failover,
             request.method,
@@ -367,6 +373,8 @@ class Pipeline:
             body,
             retry,
         )
+        ctx.origin_time = time.monotonic() - sent
+        return answer
 
     def _response_headers(self, upstream: aiohttp.ClientResponse) -> CIMultiDict:
         drop = HOP_BY_HOP | _RECOMPUTED
@@ -513,6 +521,7 @@ class Pipeline:
             lifetime=seconds,
             vary=names or (),
             detail=source,
+            extra=tag_extra(upstream.headers),
         )
         if browser_cc is not None:
             headers["Cache-Control"] = browser_cc

@@ -7,6 +7,18 @@ its final file, and the metadata (which names the body) only after the body
 is complete, so a process killed mid-write leaves at most an unreferenced
 body that LRU eviction reclaims, never an entry that is served truncated.
 Reads check the body's size against the metadata for the same reason.
+
+Purges (``edge/cache/purge.py``) never scan: a URL, a prefix or a tenant is
+a range over diskcache's unique index on ``key`` (metadata keys sort as
+``m\0tenant\nhost\npath\nquery...``), and tags live in ``tags.db`` next to
+``cache.db``: one row ``(tag, key, ver)`` per tag of a stored entry, where
+``ver`` names the entry's body, so a row always says which version of an
+entry it belongs to. Rows are written before their entry is committed (a tag
+purge never misses a stored entry) and deleted with it when it is purged,
+replaced or deleted. Eviction (diskcache's own SQL) leaves its rows behind:
+they are harmless (a purge checks the entry's version and tags before acting)
+and are removed when a tag purge meets them and by a sweep that tagged puts
+advance a few rows at a time (``prune_tags_sync``).
 """
 from __future__ import annotations
 
@@ -15,6 +27,9 @@ import contextlib
 import functools
 import logging
 import os
+import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +37,7 @@ from pathlib import Path
 
 import diskcache
 
-from edge.cache.store import Hit, Meta, Removal
+from edge.cache.store import Admit, Hit, Meta, Removal
 
 log = logging.getLogger("edge.cache.disk")
 
@@ -105,6 +120,31 @@ def _meta_key(key: str) -> str:
     return "m\0" + key
 
 
+TAGS_DB = "tags.db"
+SWEEP_EVERY = 100  # tagged puts between two steps of the stale-row sweep
+SWEEP_STEP = 200  # entry versions checked per step
+_TAGS_SCHEMA = (
+    (
+        "CREATE TABLE IF NOT EXISTS tags (tag TEXT NOT NULL, key TEXT NOT NULL, ver TEXT NOT NULL,"
+        " PRIMARY KEY (tag, key, ver)) WITHOUT ROWID"
+    ),
+    "CREATE INDEX IF NOT EXISTS tags_key ON tags (key, ver)",
+)
+# The character after the key separator "\n": "m\0tenant\nhost" + this is
+# above every key of that host (skip scans over hosts).
+_AFTER_SEP = "\x0b"
+
+
+def _version(body_key: str | None) -> str:
+    """The version of an entry: the unique id at the end of its body key."""
+    return body_key.rpartition("\0")[2] if body_key else ""
+
+
+def _chunks(items: list, size: int = 500) -> list[list]:
+    """SQLite takes a bounded number of parameters per statement."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 class DiskWriter:
     def __init__(self, store: DiskStore, key: str) -> None:
         self._store = store
@@ -166,6 +206,20 @@ class DiskStore:
             timeout=10,
             statistics=False,
         )
+        # Set by the TieredStore: decides, inside the transaction that
+        # commits an entry, whether a purge since its fetch forbids it.
+        self.admit = None
+        self._tags_path = str(Path(path) / TAGS_DB)
+        self._tags_local = threading.local()
+        self._tags_cons: list[sqlite3.Connection] = []
+        self._tags_lock = threading.Lock()
+        self._sweep_lock = threading.Lock()
+        self._sweep_after: tuple[str, str] | None = None
+        self._tagged_puts = 0
+        con = self._tags_con()
+        con.execute("PRAGMA journal_mode=WAL")
+        for statement in _TAGS_SCHEMA:
+            con.execute(statement)
 
     async def _run(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
@@ -242,16 +296,51 @@ class DiskStore:
 
     def _set_meta_sync(self, key: str, meta: Meta) -> None:
         mk = _meta_key(key)
-        old = self.cache.get(mk)
-        self.cache.set(mk, meta.dumps())
-        if old is not None:
-            self._drop_body(old)
-
-    def _drop_body(self, raw_meta: bytes) -> None:
-        with contextlib.suppress(Exception):
-            body_key = Meta.loads(raw_meta).extra.get("body")
+        body_key = meta.extra.get("body")
+        ver = _version(body_key)
+        tags = meta.extra.get("tags") if ver else None
+        if tags:
+            # Before the entry: a committed entry always has its rows.
+            self._tags_write("INSERT OR IGNORE INTO tags (tag, key, ver) VALUES (?, ?, ?)", [(t, key, ver) for t in tags])
+        verdict = Admit.KEEP
+        old = None
+        # One transaction for the decision and the write: a purge's deletes
+        # (also transactions) run wholly before it, and then its barrier is
+        # seen here, or wholly after it, and then they remove this entry.
+        with self.cache.transact():
+            if self.admit is not None:
+                verdict = self.admit(key, meta)
+            if verdict != Admit.DROP:
+                if verdict == Admit.STALE:
+                    meta.expire(time.time())
+                old = self.cache.get(mk)
+                self.cache.set(mk, meta.dumps())
+        if verdict == Admit.DROP:
+            # Fetched before a purge that covers it: never becomes visible.
             if body_key:
                 self.cache.delete(body_key)
+            if tags:
+                self._untag_sync([(key, ver)])
+            return
+        if old is not None:
+            self._forget(key, old, keep_body=body_key)
+        if tags:
+            # Eviction leaves rows behind: sweep SWEEP_STEP versions every
+            # SWEEP_EVERY tagged puts, faster than puts can leave stale ones.
+            self._tagged_puts += 1
+            if self._tagged_puts % SWEEP_EVERY == 0:
+                self._sweep_tags()
+
+    def _forget(self, key: str, raw_meta: bytes, keep_body: str | None = None) -> None:
+        """Remove what a replaced or deleted entry's metadata referred to:
+        its body and its tag rows."""
+        with contextlib.suppress(Exception):
+            meta = Meta.loads(raw_meta)
+            body_key = meta.extra.get("body")
+            if body_key and body_key != keep_body:
+                self.cache.delete(body_key)
+                if meta.extra.get("tags"):
+                    self._untag_sync([(key, _version(body_key))])
 
     def writer(self, key: str) -> DiskWriter:
         return DiskWriter(self, key)
@@ -263,7 +352,7 @@ class DiskStore:
         raw = self.cache.pop(_meta_key(key))
         if raw is None:
             return False
-        self._drop_body(raw)
+        self._forget(key, raw)
         return True
 
     @property
@@ -273,3 +362,227 @@ class DiskStore:
     async def close(self) -> None:
         self.cache.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._tags_lock:
+            cons, self._tags_cons = self._tags_cons, []
+        for con in cons:
+            with contextlib.suppress(Exception):
+                con.close()
+
+    async def run(self, fn, *args, **kwargs):
+        """Run ``fn`` in this tier's executor (purges: never on the event loop)."""
+        return await self._run(fn, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def bulk(self):
+        """Many writes of this thread as one transaction on each database
+        (bulk loads, benchmarks): ``with disk.bulk(): disk._put_sync(...)``.
+        Other workers' writes wait until it ends, so keep it short."""
+        con = self._tags_con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            with self.cache.transact():
+                yield
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    # ------------------------------------------------------------------- tags
+
+    def _tags_con(self) -> sqlite3.Connection:
+        """This thread's connection to tags.db (SQLite connections are per
+        thread; a forked process opens its own)."""
+        local = self._tags_local
+        con = getattr(local, "con", None)
+        if con is None or local.pid != os.getpid():
+            con = sqlite3.connect(self._tags_path, timeout=10, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA synchronous=NORMAL")
+            local.con, local.pid = con, os.getpid()
+            with self._tags_lock:
+                self._tags_cons.append(con)
+        return con
+
+    def _tags_write(self, statement: str, rows: list[tuple]) -> None:
+        con = self._tags_con()
+        if con.in_transaction:  # inside bulk()
+            con.executemany(statement, rows)
+            return
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(statement, rows)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def _untag_sync(self, versions: list[tuple[str, str]]) -> None:
+        """Delete the tag rows of these (key, ver) entry versions."""
+        if versions:
+            self._tags_write("DELETE FROM tags WHERE key = ? AND ver = ?", versions)
+
+    def tagged_sync(self, lo: str, hi: str, tag: str) -> list[tuple[str, str]]:
+        """(key, ver) of the rows for ``tag`` with a key in ``[lo, hi)`` (the
+        tenant's range): one seek on the primary key (tag, key, ver)."""
+        rows = self._tags_con().execute(
+            "SELECT key, ver FROM tags WHERE tag = ? AND key >= ? AND key < ?", (tag, lo, hi)
+        )
+        return [(k, v) for k, v in rows]
+
+    def prune_tags_sync(self, after: tuple[str, str] | None = None, limit: int = 1000) -> tuple[tuple[str, str] | None, int]:
+        """Remove the stale tag rows (left by eviction) among the next
+        ``limit`` entry versions of tags.db, walking its key index from
+        ``after``. Returns where to go on (None: the end was reached) and
+        how many versions were stale. Puts call it a little at a time
+        (``_sweep_tags``), so tags.db stays near the size of what is stored."""
+        con = self._tags_con()
+        if after is None:
+            rows = con.execute("SELECT DISTINCT key, ver FROM tags ORDER BY key, ver LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = con.execute(
+                "SELECT DISTINCT key, ver FROM tags WHERE (key, ver) > (?, ?) ORDER BY key, ver LIMIT ?", (*after, limit)
+            ).fetchall()
+        current = self._versions_sync([key for key, _ in rows])
+        stale = [(key, ver) for key, ver in rows if current.get(key) != ver]
+        self._untag_sync(stale)
+        return (tuple(rows[-1]) if len(rows) == limit else None), len(stale)
+
+    def _versions_sync(self, keys: list[str]) -> dict[str, str]:
+        """key -> version of the stored entries among ``keys``, read without
+        touching their LRU access time (a sweep must not keep them alive)."""
+        cache = self.cache
+        found: dict[str, str] = {}
+        for chunk in _chunks([_meta_key(k) for k in dict.fromkeys(keys)]):
+            marks = ",".join("?" * len(chunk))
+            for mk, mode, filename, value in cache._sql(
+                f"SELECT key, mode, filename, value FROM Cache WHERE key IN ({marks}) AND raw = 1", chunk
+            ):
+                with contextlib.suppress(Exception):
+                    found[mk[2:]] = _version(Meta.loads(cache._disk.fetch(mode, filename, value, False)).extra.get("body"))
+        return found
+
+    def _sweep_tags(self) -> None:
+        """One step of the background sweep of stale tag rows; at most one
+        thread of this process at a time, never failing a put."""
+        if not self._sweep_lock.acquire(blocking=False):
+            return
+        try:
+            self._sweep_after, _ = self.prune_tags_sync(self._sweep_after, SWEEP_STEP)
+        except Exception:
+            log.warning("tag index sweep failed; retried later", exc_info=True)
+        finally:
+            self._sweep_lock.release()
+
+    # -------------------------------------------------------------- purge index
+
+    def range_keys_sync(self, lo: str, hi: str, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Entry keys in ``[lo, hi)`` (or ``(after, hi)``), in order, at most
+        ``limit``: a range over diskcache's unique index on (key, raw)."""
+        sql = self.cache._sql
+        if after is None:
+            rows = sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY key LIMIT ?", (_meta_key(lo), _meta_key(hi), limit))
+        else:
+            rows = sql("SELECT key FROM Cache WHERE key > ? AND key < ? ORDER BY key LIMIT ?", (_meta_key(after), _meta_key(hi), limit))
+        return [k[2:] for (k,) in rows]
+
+    def hosts_sync(self, tenant: str) -> list[str]:
+        """The hosts ``tenant`` has entries for, from the index alone: a skip
+        scan, one index seek per host, whatever the number of entries."""
+        sql = self.cache._sql
+        prefix = _meta_key(tenant + "\n")
+        hi = prefix + "\U0010ffff"
+        lo = prefix
+        found: list[str] = []
+        while True:
+            row = sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY key LIMIT 1", (lo, hi)).fetchone()
+            if row is None or not isinstance(row[0], str):
+                return found
+            rest = row[0][len(prefix) :]
+            host = rest.split("\n", 1)[0]
+            found.append(host)
+            lo = prefix + host + _AFTER_SEP
+
+    def purge_sync(
+        self, items: list[tuple[str, str | None]], soft: bool, now: float, tags: frozenset[str] | None = None
+    ) -> list[str]:
+        """Purge entries in one transaction: ``items`` are (key, ver); with a
+        ver (tag purges) only that version of the entry, and only while it
+        carries one of ``tags``, else the row that named it is stale and goes.
+        Hard: the metadata and body are removed; soft: the metadata is
+        rewritten as expired, the body stays. Returns the keys of the stored
+        responses affected (Vary markers are removed but not returned).
+
+        A few statements per batch rather than diskcache's per-item calls
+        (several statements each): rows are read and deleted by key and rowid
+        on its schema, ``Cache(rowid, key, raw, ..., mode, filename, value)``;
+        its triggers keep the count and size, files go after the commit.
+        """
+        cache = self.cache
+        want: dict[str, set[str] | None] = {}
+        for key, ver in items:
+            if ver is None:
+                want[key] = None
+            else:
+                want.setdefault(key, set()).add(ver)  # type: ignore[union-attr]
+        affected: list[str] = []
+        untag: list[tuple[str, str]] = []
+        files: list[str] = []
+        with cache.transact():
+            sql = cache._sql
+            rows = {}
+            for chunk in _chunks([_meta_key(k) for k in want]):
+                marks = ",".join("?" * len(chunk))
+                for rowid, mk, mode, filename, value in sql(
+                    f"SELECT rowid, key, mode, filename, value FROM Cache WHERE key IN ({marks}) AND raw = 1", chunk
+                ):
+                    rows[mk[2:]] = (rowid, mode, filename, value)
+            drop: list[int] = []
+            bodies: list[str] = []
+            for key, vers in want.items():
+                row = rows.get(key)
+                if row is None:
+                    untag.extend((key, v) for v in vers or ())
+                    continue
+                rowid, mode, filename, value = row
+                try:
+                    meta = Meta.loads(cache._disk.fetch(mode, filename, value, False))
+                except Exception:  # corrupt: goes whatever the purge
+                    drop.append(rowid)
+                    files.append(filename)
+                    continue
+                body_key = meta.extra.get("body")
+                ver = _version(body_key)
+                if vers is not None:
+                    untag.extend((key, v) for v in vers if v != ver)
+                    if ver not in vers or not tags.intersection(meta.extra.get("tags") or ()):
+                        continue
+                if soft:
+                    if meta.status == 0:
+                        continue  # a marker's lifetime is never checked
+                    if meta.expire(now):
+                        data = meta.dumps()
+                        if filename is None and mode == diskcache.core.MODE_RAW:
+                            sql("UPDATE Cache SET value = ? WHERE rowid = ?", (sqlite3.Binary(data), rowid))
+                        else:
+                            cache.set(_meta_key(key), data)
+                    affected.append(key)
+                    continue
+                drop.append(rowid)
+                files.append(filename)
+                if body_key:
+                    bodies.append(body_key)
+                    if meta.extra.get("tags"):
+                        untag.append((key, ver))
+                if meta.status != 0:
+                    affected.append(key)
+            for chunk in _chunks(bodies):
+                marks = ",".join("?" * len(chunk))
+                for rowid, filename in sql(f"SELECT rowid, filename FROM Cache WHERE key IN ({marks}) AND raw = 1", chunk):
+                    drop.append(rowid)
+                    files.append(filename)
+            for chunk in _chunks(drop):
+                sql(f"DELETE FROM Cache WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+        for filename in files:
+            if filename is not None:
+                cache._disk.remove(filename)
+        self._untag_sync(untag)
+        return affected

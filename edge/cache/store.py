@@ -24,6 +24,16 @@ class Removal(enum.Enum):
     CORRUPT = "corrupt"
 
 
+class Admit(enum.IntEnum):
+    """What a purge decided about an entry that was fetched before it
+    (``edge/cache/purge.py``, ``Barriers``): store or serve it as it is,
+    only as stale (a soft purge), or not at all (a hard purge)."""
+
+    KEEP = 0
+    STALE = 1
+    DROP = 2
+
+
 @dataclass(slots=True)
 class Meta:
     """What is kept of a response besides its body.
@@ -82,6 +92,17 @@ class Meta:
     @classmethod
     def marker(cls, vary: tuple[str, ...], now: float, lifetime: float) -> Meta:
         return cls(0, (), now, now, 0.0, lifetime, 0, vary)
+
+    def expire(self, now: float) -> bool:
+        """Make the entry stale as of ``now`` (a soft purge) without touching
+        anything else, so that stale serving still finds it. Returns whether
+        it was fresh. The age is RFC 9111's current_age (freshness.py)."""
+        resident = now - self.response_time
+        age = self.initial_age + resident if resident > 0.0 else self.initial_age
+        if self.lifetime > age:
+            self.lifetime = age
+            return True
+        return False
 
 
 @dataclass(slots=True)

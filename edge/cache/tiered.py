@@ -4,18 +4,28 @@ Small objects live in both tiers (memory for speed, disk to survive a
 restart and to be shared by the node's workers); large ones only on disk,
 streamed. A disk hit for a small object is promoted to memory.
 A failing disk tier degrades to misses, never to errors for clients.
+
+Purges (``purge.py``) leave ``barriers`` here: an entry whose fetch began
+before a purge that covers it is neither put into memory nor served or
+promoted from disk (or only as stale, for a soft purge). The memory hit
+path (``get_now``) never checks them: the purge empties memory at once.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
+import time
 
 from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore
-from edge.cache.store import Hit, Meta, Removal
+from edge.cache.purge import Barriers
+from edge.cache.store import Admit, Hit, Meta, Removal
 
 log = logging.getLogger("edge.cache")
+
+_WRITER_MAX_AGE = 3600.0
 
 
 class _MemoryOnlyWriter:
@@ -32,6 +42,32 @@ class _MemoryOnlyWriter:
         pass
 
 
+class _TrackedWriter:
+    """A disk writer whose start is known to the barriers: a purge's barrier
+    outlives its ttl while a streamed write that began before it runs."""
+
+    def __init__(self, inner, writers: dict[int, float], wid: int) -> None:
+        self._inner = inner
+        self._writers = writers
+        self._id = wid
+        writers[wid] = time.time()
+
+    async def write(self, chunk: bytes) -> None:
+        await self._inner.write(chunk)
+
+    async def commit(self, meta: Meta) -> None:
+        try:
+            await self._inner.commit(meta)
+        finally:
+            self._writers.pop(self._id, None)
+
+    async def abort(self) -> None:
+        try:
+            await self._inner.abort()
+        finally:
+            self._writers.pop(self._id, None)
+
+
 class TieredStore:
     name = "tiered"
 
@@ -39,6 +75,23 @@ class TieredStore:
         self.memory = memory
         self.disk = disk
         self._background: set[asyncio.Task] = set()
+        self.barriers = Barriers()
+        self._writers: dict[int, float] = {}
+        self._writer_ids = itertools.count()
+        if disk is not None:
+            disk.admit = self.barriers.verdict
+
+    def oldest_writer(self) -> float | None:
+        """When the oldest running streamed disk write began (None: none runs).
+        A writer never committed nor aborted (a bug elsewhere) is forgotten
+        after an hour rather than keeping every barrier forever."""
+        writers = self._writers
+        if not writers:
+            return None
+        horizon = time.time() - _WRITER_MAX_AGE
+        for wid in [w for w, started in writers.items() if started < horizon]:
+            del writers[wid]
+        return min(writers.values(), default=None)
 
     @property
     def max_memory_object(self) -> int:
@@ -62,6 +115,16 @@ class TieredStore:
             return None
         if hit is None:
             return None
+        if self.barriers.active:
+            verdict = self.barriers.verdict(key, hit.meta)
+            if verdict == Admit.DROP:
+                # Purged, and its disk delete has not run yet (or runs in
+                # another worker): as good as gone.
+                if hit.chunks is not None:
+                    await hit.chunks.aclose()
+                return None
+            if verdict == Admit.STALE:
+                hit.meta.expire(time.time())
         if hit.chunks is not None and hit.meta.size <= self.memory.max_object:
             try:
                 hit.body = b"".join([c async for c in hit.chunks])
@@ -75,6 +138,16 @@ class TieredStore:
 
     async def put(self, key: str, meta: Meta, body: bytes) -> None:
         """Memory at once (the next request must hit), disk in the background."""
+        barriers = self.barriers
+        if barriers.active:
+            now = time.time()
+            if barriers.due(now):
+                barriers.prune(now, self.oldest_writer())
+            verdict = barriers.verdict(key, meta)
+            if verdict == Admit.DROP:
+                return  # fetched before a purge that covers it
+            if verdict == Admit.STALE:
+                meta.expire(now)
         self.memory.put_now(key, meta, body)
         if self.disk is not None:
             # Copied now: the memory entry's meta may change before the
@@ -93,7 +166,7 @@ class TieredStore:
     def writer(self, key: str):
         if self.disk is None:
             return _MemoryOnlyWriter()
-        return self.disk.writer(key)
+        return _TrackedWriter(self.disk.writer(key), self._writers, next(self._writer_ids))
 
     async def delete(self, key: str, reason: Removal) -> bool:
         found = await self.memory.delete(key, reason)

@@ -29,7 +29,8 @@ class _Object(dict[str, Any]):
     __slots__ = ("duplicates",)
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
+def object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    """``object_pairs_hook`` for json.loads that records repeated keys."""
     obj = _Object()
     obj.duplicates = []
     for key, value in pairs:
@@ -39,7 +40,8 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
     return obj
 
 
-def _no_constant(name: str) -> Any:
+def no_constant(name: str) -> Any:
+    """``parse_constant`` for json.loads: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -69,7 +71,7 @@ def read_policy_json(path: str | os.PathLike[str], source: str | None = None) ->
     except UnicodeDecodeError as exc:
         raise fail("", "UTF-8 text", f"byte 0x{raw[exc.start]:02x} at offset {exc.start}, which is not UTF-8") from None
     try:
-        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
+        return json.loads(text, object_pairs_hook=object_pairs, parse_constant=no_constant)
     except json.JSONDecodeError as exc:
         raise fail(f"line {exc.lineno} column {exc.colno}", "valid JSON", exc.msg) from None
     except ValueError as exc:  # NaN / Infinity

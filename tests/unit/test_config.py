@@ -202,7 +202,7 @@ NAME = (
     'expected a name of letters, digits, ".", "_" or "-" that starts with a letter '
     "(at most 63 characters)"
 )
-SECTIONS = "cache, geoip, limits, listen, log, node, policies, proxy, timeouts"
+SECTIONS = "admin, cache, geoip, limits, listen, log, node, policies, proxy, timeouts"
 
 BAD = [
     # (toml put before MINIMAL, expected message without the "edge.toml: " prefix, id)

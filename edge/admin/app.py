@@ -1,0 +1,639 @@
+"""The admin HTTP API: its routes, authentication, audit and the listener.
+
+Every route is described in ``openapi.py`` (served as ``/openapi.json``); a
+test checks that the two name the same routes. Handlers raise ``ApiError``
+for every refusal; one middleware turns those, aiohttp's own HTTP errors
+and anything unexpected into the JSON error shape, never a traceback.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edge.admin.audit import AuditLog
+from edge.admin.auth import AuthFailure, FailureLimiter, Principal, TokenSet
+from edge.admin.control import ControlSocket, FanOutResult
+from edge.admin.errors import ApiError, detail, error_response, field_details
+from edge.admin.store import PolicyFiles, Precondition
+from edge.cache.purge import PurgeError, Purger, PurgeSpec, parse_purge
+from edge.config import ConfigError, NodeConfig, read_tokens_file
+from edge.observe import metrics
+from edge.observe.anon import anonymise
+from edge.policy.errors import PolicyError
+from edge.policy.load import LoadReport, PolicyDirectory, no_constant, object_pairs
+from edge.policy.parse import TENANT, TENANT_ID_RE, parse_policy, to_data
+
+log = logging.getLogger("edge.admin")
+
+MAX_BODY = 1 << 20  # request bodies: policies are at most 1 MiB as files, too
+PROBE_TIMEOUT = 5.0
+# Methods that change state: audited, and answered only once every worker has it.
+_CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class AdminContext:
+    """What the handlers share; one per worker, behind the app key ``ADMIN``."""
+
+    config: NodeConfig
+    state: Any  # edge.app.NodeState
+    reload: Callable[[], LoadReport]  # this worker's policy reload
+    tokens: TokenSet
+    audit: AuditLog
+    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    files: PolicyFiles | None = None  # None in quick and demo mode: nothing to write to
+    control: ControlSocket | None = None  # None with one worker
+    started: float = field(default_factory=time.time)
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+ADMIN = web.AppKey("admin", AdminContext)
+PRINCIPAL = web.RequestKey("principal", Principal)
+SUMMARY = web.RequestKey("audit_summary", dict)
+AUDIT_TENANT = web.RequestKey("audit_tenant", str)
+
+
+# --- middleware ------------------------------------------------------------------
+
+
+def _public(handler: Callable) -> Callable:
+    handler.public = True  # type: ignore[attr-defined]
+    return handler
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler) -> web.StreamResponse:
+    ctx = request.app[ADMIN]
+    route = request.match_info.route
+    principal: Principal | None = None
+    try:
+        bad = _path_trick(request.raw_path)
+        if bad:
+            raise ApiError(400, "malformed path", [detail("path", bad)])
+        if request.match_info.http_exception is None and not getattr(route.handler, "public", False):
+            principal = _authenticate(request, ctx)
+            request[PRINCIPAL] = principal
+        resp = await handler(request)
+    except ApiError as exc:
+        resp = exc.response()
+    except web.HTTPException as exc:
+        resp = _http_error(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("admin API: internal error on %s %s", request.method, request.path)
+        resp = error_response(500, "internal error (see the node's log)")
+    if request.method in _CHANGES and request.match_info.http_exception is None:
+        ctx.audit.record(
+            token=principal.token_id if principal else "-",
+            scope=principal.tenant if principal else "-",
+            tenant=request.get(AUDIT_TENANT) or request.match_info.get("tenant"),
+            method=request.method,
+            path=request.path,
+            status=resp.status,
+            summary=request.get(SUMMARY),
+        )
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    messages = {
+        404: "no such endpoint",
+        405: "method not allowed on this endpoint",
+        413: f"request body too large (at most {MAX_BODY} bytes)",
+    }
+    headers = {}
+    if exc.status == 405 and "Allow" in exc.headers:
+        headers["Allow"] = exc.headers["Allow"]
+    return error_response(exc.status, messages.get(exc.status, exc.reason), headers=headers)
+
+
+def _path_trick(raw_path: str) -> str | None:
+    """Dot segments (also percent-encoded), encoded slashes and backslashes are
+    never part of a valid admin path; refuse them before any routing."""
+    path = raw_path.partition("?")[0]
+    for segment in path.split("/"):
+        decoded = unquote(segment)
+        if decoded in (".", "..") or "/" in decoded or "\\" in decoded or "\x00" in decoded:
+            return f"expected a path without dot segments or encoded separators, found {json.dumps(segment)}"
+    return None
+
+
+def _authenticate(request: web.Request, ctx: AdminContext) -> Principal:
+    key = anonymise(request.remote)
+    wait = ctx.limiter.retry_after(key)
+    if wait is not None:
+        raise ApiError(429, "too many failed authentication attempts from your network; try again later",
+                       headers={"Retry-After": str(wait)})
+    try:
+        return ctx.tokens.check(request.headers.get("Authorization"))
+    except AuthFailure as exc:
+        if exc.counts:
+            ctx.limiter.failed(key)
+        message = {
+            "missing": "authentication required: send Authorization: Bearer <token>",
+            "malformed": "malformed Authorization header: expected Bearer <token>",
+            "unknown": "unknown token",
+        }[exc.reason]
+        raise ApiError(401, message, headers={"WWW-Authenticate": exc.challenge}) from None
+
+
+def _operator(request: web.Request) -> Principal:
+    principal = request[PRINCIPAL]
+    if not principal.operator:
+        raise ApiError(403, "this endpoint needs an operator token")
+    return principal
+
+
+def _tenant(request: web.Request) -> str:
+    """The path's tenant id, checked; a tenant token learns nothing about others (403 for all of them)."""
+    tenant = request.match_info["tenant"]
+    if not TENANT_ID_RE.fullmatch(tenant):
+        raise ApiError(400, "invalid tenant id", [detail("tenant", f"expected {TENANT}, found {json.dumps(tenant)}")])
+    if not request[PRINCIPAL].may(tenant):
+        raise ApiError(403, "this token may not act on that tenant")
+    return tenant
+
+
+# --- bodies ----------------------------------------------------------------------
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON: 413 when over 1 MiB, 400 when it is not JSON, 422 for repeated keys."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, f"request body too large (at most {MAX_BODY} bytes)")
+    raw = await request.read()  # the app's client_max_size stops a chunked body at the limit
+    if not raw.strip():
+        raise ApiError(400, "a JSON body is required", [detail("body", "expected JSON, found nothing")])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "malformed JSON", [detail("body", f"expected UTF-8, found byte 0x{raw[exc.start]:02x} "
+                                                              f"at offset {exc.start}")]) from None
+    try:
+        data = json.loads(text, object_pairs_hook=object_pairs, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "malformed JSON",
+                       [detail(f"body: line {exc.lineno} column {exc.colno}", exc.msg)]) from None
+    except ValueError as exc:
+        raise ApiError(400, "malformed JSON", [detail("body", str(exc))]) from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON", [detail("body", "nesting too deep")]) from None
+    duplicates = list(_duplicates(data, ""))
+    if duplicates:
+        raise ApiError(422, "invalid request body",
+                       [detail(path, "expected each key once, found it more than once") for path in duplicates])
+    return data
+
+
+def _duplicates(value: Any, path: str):
+    if isinstance(value, dict):
+        for key in getattr(value, "duplicates", ()):
+            yield f"{path}.{key}" if path else key
+        for key, item in value.items():
+            yield from _duplicates(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _duplicates(item, f"{path}[{i}]")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON Merge Patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def _if_match(request: web.Request) -> list[str] | None:
+    """Entity tags of If-Match (RFC 9110 §13.1.1), unquoted; weak tags never match."""
+    values = request.headers.getall("If-Match", ())
+    if not values:
+        return None
+    tags = []
+    for part in ",".join(values).split(","):
+        part = part.strip()
+        if part == "*":
+            return ["*"]
+        if part.startswith('"') and part.endswith('"') and len(part) >= 2:
+            tags.append(part[1:-1])
+        elif part and not part.startswith("W/"):
+            tags.append(part)  # tolerated: an unquoted version
+    return tags
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers)
+
+
+# --- probes and documents --------------------------------------------------------
+
+
+@_public
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+@_public
+async def readyz(request: web.Request) -> web.Response:
+    ctx = request.app[ADMIN]
+    state = ctx.state
+    checks: dict[str, dict[str, Any]] = {}
+    n = len(state.policies.current.tenants)
+    checks["policies"] = {"ok": n > 0, "message": f"{n} tenant{'s' if n != 1 else ''} loaded" if n else
+                          "no tenant policy is loaded"}
+    if ctx.config.geoip.database is not None:
+        ok = state.geo is not None
+        checks["geoip"] = {"ok": ok, "message": "database loaded" if ok else "the GeoIP database is not loaded"}
+    disk = state.store.disk
+    if disk is not None:
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(disk.executor, _probe_disk, disk),
+                                   PROBE_TIMEOUT)
+            checks["disk"] = {"ok": True, "message": "writable"}
+        except TimeoutError:
+            checks["disk"] = {"ok": False, "message": f"a probe write took longer than {PROBE_TIMEOUT:g} s"}
+        except Exception as exc:
+            checks["disk"] = {"ok": False, "message": f"a probe write failed: {type(exc).__name__}: {exc}"}
+    failed = [name for name, check in checks.items() if not check["ok"]]
+    if failed:
+        return error_response(503, "not ready: " + ", ".join(failed),
+                              [detail(name, checks[name]["message"]) for name in failed],
+                              extra={"status": "not ready", "checks": checks})
+    return _json({"status": "ready", "checks": checks})
+
+
+def _probe_disk(disk) -> None:
+    key = f"readyz\0{os.getpid()}"
+    disk.cache.set(key, b"probe")
+    if disk.cache.get(key) != b"probe":
+        raise OSError("the probe read back differently")
+    disk.cache.delete(key)
+
+
+@_public
+async def openapi(request: web.Request) -> web.Response:
+    from edge.admin.openapi import document
+
+    return _json(document())
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    _operator(request)
+    body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, metrics.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def tier_sizes(store) -> dict[str, tuple[int | None, int | None]]:
+    out: dict[str, tuple[int | None, int | None]] = {"memory": (len(store.memory), store.memory.bytes_used)}
+    if store.disk is not None:
+        out["disk"] = (_disk_entries(store.disk), store.disk.bytes_used)
+    return out
+
+
+def _disk_entries(disk) -> int | None:
+    """Entries (not bodies) in the disk tier: its metadata items ``m\\0<key>``."""
+    try:
+        row = disk.cache._sql(
+            "SELECT COUNT(*) FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", ("m\0", "m\1")
+        ).fetchone()
+        return int(row[0])
+    except Exception:
+        return None
+
+
+async def stats(request: web.Request) -> web.Response:
+    _operator(request)
+    ctx = request.app[ADMIN]
+    sizes = await asyncio.get_running_loop().run_in_executor(None, tier_sizes, ctx.state.store)
+    policies = ctx.state.policies.current
+    return _json({
+        "worker": os.getpid(),
+        "uptime_seconds": round(time.time() - ctx.started, 3),
+        "tiers": {tier: {"entries": n, "bytes": b} for tier, (n, b) in sizes.items()},
+        "requests": metrics.requests_by_tenant(),
+        "policies": {p.tenant: p.version for p in policies},
+    })
+
+
+# --- tenants and policies ------------------------------------------------------------
+
+
+async def tenants(request: web.Request) -> web.Response:
+    principal = request[PRINCIPAL]
+    current = request.app[ADMIN].state.policies.current
+    return _json([
+        {"tenant": p.tenant, "hosts": list(p.hosts), "version": p.version}
+        for p in current if principal.may(p.tenant)
+    ])
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    tenant = _tenant(request)
+    policy = request.app[ADMIN].state.policies.current.get(tenant)
+    if policy is None:
+        raise ApiError(404, f"no tenant {tenant}")
+    return _json(to_data(policy), headers={"ETag": f'"{policy.version}"'})
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    tenant = _tenant(request)
+    data = await read_json(request)
+    return await _write(request, tenant, lambda current: data, create=True)
+
+
+async def patch_policy(request: web.Request) -> web.Response:
+    tenant = _tenant(request)
+    patch = await read_json(request)
+    return await _write(request, tenant, lambda current: merge_patch(current, patch), create=False)
+
+
+async def put_delivery(request: web.Request) -> web.Response:
+    tenant = _tenant(request)
+    delivery = await read_json(request)
+
+    def build(current: Any) -> Any:
+        if not isinstance(current, dict):
+            return current  # the validator says what is wrong with the file
+        out = dict(current)
+        out["delivery"] = delivery
+        return out
+
+    return await _write(request, tenant, build, create=False)
+
+
+async def delete_policy(request: web.Request) -> web.Response:
+    tenant = _tenant(request)
+    _operator(request)
+    ctx = _writable(request)
+    if_match = _if_match(request)
+    async with ctx.write_lock:
+        def remove() -> str:
+            with ctx.files.locked():
+                current = ctx.files.version(tenant)
+                if current is None:
+                    raise ApiError(404, f"no tenant {tenant}")
+                _check_precondition(if_match, current)
+                ctx.files.delete(tenant)
+                return current
+
+        version = await asyncio.get_running_loop().run_in_executor(None, remove)
+        request[SUMMARY] = {"deleted_version": version}
+        report = ctx.reload()
+        fan = await _fan_out(ctx, "reload", {})
+    _require_all(fan, "the tenant was removed, but not every worker has reloaded")
+    if tenant in ctx.state.policies.current.tenants:
+        raise ApiError(409, f"the file of tenant {tenant} was removed but the tenant is still served",
+                       [detail("", str(e)) for e in report.errors])
+    return _json({"tenant": tenant, "deleted": True, "version": version})
+
+
+def _writable(request: web.Request) -> AdminContext:
+    ctx = request.app[ADMIN]
+    if ctx.files is None:
+        raise ApiError(409, "this node has no policy directory (quick or demo mode): policies are read-only here; "
+                            "start it with --config and [policies] directory to change them through the API")
+    return ctx
+
+
+def _check_precondition(if_match: list[str] | None, current: str | None) -> None:
+    try:
+        PolicyFiles.check(if_match, current)
+    except Precondition:
+        shown = f'"{current}"' if current else "none (no such tenant)"
+        raise ApiError(412, "the policy has changed: If-Match does not name the current version",
+                       [detail("If-Match", f"expected the current ETag {shown}")],
+                       extra={"current": current}) from None
+
+
+async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any], *, create: bool) -> web.Response:
+    """Validate completely, write atomically, reload here and in every sibling, then answer."""
+    ctx = _writable(request)
+    principal = request[PRINCIPAL]
+    if_match = _if_match(request)
+    loop = asyncio.get_running_loop()
+
+    def write() -> tuple[Any, bool]:
+        with ctx.files.locked():
+            current = ctx.files.version(tenant)
+            _check_precondition(if_match, current)
+            if current is None and not create:
+                raise ApiError(404, f"no tenant {tenant}")
+            if current is None and not principal.operator:
+                raise ApiError(403, "only operator tokens create tenants")
+            existing = None
+            if not create:
+                try:
+                    existing = ctx.files.data(tenant)
+                except PolicyError as exc:
+                    raise ApiError(409, "the tenant's file on disk is unreadable; replace it with PUT",
+                                   field_details(exc.errors)) from None
+            data = build(existing)
+            source = f"{request.method} {request.path}"
+            try:
+                policy = parse_policy(data, tenant=tenant, source=source)
+            except PolicyError as exc:
+                raise ApiError(422, "invalid policy: nothing was changed", field_details(exc.errors)) from None
+            conflicts = _host_conflicts(ctx.state.policies.current, policy, principal)
+            if conflicts:
+                raise ApiError(422, "invalid policy: nothing was changed", conflicts)
+            ctx.files.write(tenant, data)
+            return policy, current is None
+
+    async with ctx.write_lock:
+        policy, created = await loop.run_in_executor(None, write)
+        request[SUMMARY] = {"version": policy.version, "hosts": list(policy.hosts), "created": created}
+        report = ctx.reload()
+        fan = await _fan_out(ctx, "reload", {})
+    _require_all(fan, "the policy was written, but not every worker has reloaded it")
+    served = ctx.state.policies.current.get(tenant)
+    if served is None or served.version != policy.version:
+        mine = [e for e in report.errors if Path(e.source).stem == tenant] or report.errors
+        raise ApiError(409, "the policy was written but the node did not take it (see details)",
+                       [detail(e.field, f"expected {e.expected}, found {e.found}") for e in mine])
+    body = {"tenant": tenant, "version": policy.version, "hosts": list(policy.hosts)}
+    return _json(body, status=201 if created else 200, headers={"ETag": f'"{policy.version}"'})
+
+
+def _host_conflicts(current, policy, principal: Principal) -> list[dict[str, str]]:
+    out = []
+    for i, host in enumerate(policy.hosts):
+        owner = current.owner(host)
+        if owner is not None and owner != policy.tenant:
+            # A tenant token is not told who the other tenant is.
+            who = f', which tenant "{owner}" serves' if principal.operator else ", which another tenant serves"
+            out.append(detail(f"hosts[{i}]", f'expected a host that no other tenant serves, found "{host}"{who}'))
+    return out
+
+
+async def _fan_out(ctx: AdminContext, name: str, payload: dict[str, Any]) -> FanOutResult | None:
+    if ctx.control is None:
+        return None
+    return await ctx.control.fan_out(name, payload)
+
+
+def _require_all(fan: FanOutResult | None, message: str) -> None:
+    if fan is not None and not fan.ok:
+        raise ApiError(503, message,
+                       [detail(f"worker {pid}", why) for pid, why in sorted(fan.failed.items())])
+
+
+# --- purge -------------------------------------------------------------------------
+
+
+async def purge(request: web.Request) -> web.Response:
+    tenant = _tenant(request)
+    ctx = request.app[ADMIN]
+    policy = ctx.state.policies.current.get(tenant)
+    if policy is None:
+        raise ApiError(404, f"no tenant {tenant}")
+    data = await read_json(request)
+    try:
+        spec = parse_purge(data, policy, ctx.state.policies.current.resolve)
+    except PurgeError as exc:
+        raise ApiError(422, "invalid purge request: nothing was purged", _purge_details(exc.errors)) from None
+    purge_id = str(uuid.uuid4())
+    wire = spec.to_json()
+    request[SUMMARY] = {"purge_id": purge_id, "spec": wire}
+    # The siblings' memory first, then this worker's memory and the shared
+    # disk: every worker has stopped admitting the purged entries before the
+    # disk copies go, so none can be written back by a sibling's fetch in
+    # between. When the answer is sent no worker can serve them any more.
+    fan = await _fan_out(ctx, "purge", {"spec": wire})
+    affected = await Purger(ctx.state.store).apply(spec, memory=True, disk=True)
+    request[SUMMARY]["affected"] = affected
+    metrics.record_purge(tenant, affected)
+    _require_all(fan, "the purge is not complete on every worker")
+    workers = 1 + (len(fan.acknowledged) if fan is not None else 0)
+    return _json({"purge_id": purge_id, "affected": affected, "workers": workers})
+
+
+def _purge_details(errors: Any) -> list[dict[str, str]]:
+    return [detail(str(e.get("field", "")), str(e.get("message", e))) for e in errors or ()]
+
+
+# --- the application -----------------------------------------------------------------
+
+# (method, path, handler): the one list of routes; openapi.py describes each.
+ROUTES: tuple[tuple[str, str, Callable], ...] = (
+    ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
+    ("GET", "/openapi.json", openapi),
+    ("GET", "/metrics", metrics_text),
+    ("GET", "/v1/stats", stats),
+    ("GET", "/v1/tenants", tenants),
+    ("GET", "/v1/tenants/{tenant}/policy", get_policy),
+    ("PUT", "/v1/tenants/{tenant}/policy", put_policy),
+    ("PATCH", "/v1/tenants/{tenant}/policy", patch_policy),
+    ("DELETE", "/v1/tenants/{tenant}/policy", delete_policy),
+    ("PUT", "/v1/tenants/{tenant}/policy/delivery", put_delivery),
+    ("POST", "/v1/tenants/{tenant}/purge", purge),
+)
+
+
+def make_app(ctx: AdminContext) -> web.Application:
+    app = web.Application(middlewares=[_middleware], client_max_size=MAX_BODY)
+    app[ADMIN] = ctx
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app
+
+
+class AdminServer:
+    """The admin listener of one worker, and its control socket when the
+    node has several workers. ``Node`` starts and stops it."""
+
+    def __init__(self, config: NodeConfig, state: Any, reload: Callable[[], LoadReport], *,
+                 reuse_port: bool = False) -> None:
+        self.config = config
+        self.state = state
+        self.reload_policies = reload
+        self.reuse_port = reuse_port
+        self.runner: web.AppRunner | None = None
+        self.control: ControlSocket | None = None
+        self.ctx: AdminContext | None = None
+        self.addresses: list[tuple[str, int]] = []
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    def _tokens(self) -> list:
+        tokens = list(self.config.admin.tokens)
+        if self.config.admin.tokens_file is not None:
+            tokens += read_tokens_file(self.config.admin.tokens_file)
+        return tokens
+
+    def reload_tokens(self) -> None:
+        """SIGHUP: re-read tokens_file; a broken file keeps the previous tokens."""
+        if self.ctx is None or self.config.admin.tokens_file is None:
+            return
+        try:
+            self.ctx.tokens.tokens = tuple(self._tokens())
+        except ConfigError as exc:
+            log.error("admin tokens not reloaded, the previous ones stay in force:\n%s", exc)
+
+    async def start(self) -> None:
+        admin = self.config.admin
+        source = self.state.policies
+        files = PolicyFiles(source.path) if isinstance(source, PolicyDirectory) else None
+        if files is not None:
+            for name in files.remove_leftovers():
+                log.warning("removed %s, left by a policy write that was interrupted", name)
+        tokens = TokenSet(self._tokens())
+        if not tokens:
+            log.warning("admin API without tokens: only /healthz, /readyz and /openapi.json answer; "
+                        "set EDGE_ADMIN_TOKEN or [admin] tokens")
+        self.ctx = AdminContext(self.config, self.state, self.reload_policies, tokens, AuditLog(admin.audit_log),
+                                files=files)
+        if self.config.workers > 1 and admin.run_dir is not None:
+            self.control = ControlSocket(admin.run_dir, {"reload": self._on_reload, "purge": self._on_purge})
+            await self.control.start()
+            self.ctx.control = self.control
+        metrics.CACHE_SIZE.read = lambda: tier_sizes(self.state.store)
+        self.runner = web.AppRunner(make_app(self.ctx), access_log=None, handle_signals=False,
+                                    shutdown_timeout=min(self.config.timeouts.shutdown, 5.0))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, admin.listen.host, admin.listen.port,
+                           reuse_port=self.reuse_port or None)
+        await site.start()
+        server = site._server
+        if server is not None:
+            self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
+
+    async def _on_reload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        report = self.reload_policies()
+        return {"loaded": report.loaded, "removed": report.removed}
+
+    async def _on_purge(self, payload: dict[str, Any]) -> dict[str, Any]:
+        spec = PurgeSpec.from_json(payload["spec"])
+        affected = await Purger(self.state.store).apply(spec, memory=True, disk=False)
+        return {"affected": affected}
+
+    async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self.ctx is not None:
+            self.ctx.audit.close()

@@ -1,0 +1,261 @@
+"""Pure parts of the admin API: tokens, the failure limiter, merge patch,
+If-Match, path checks, the [admin] config section, cache outcomes."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import pytest
+
+from edge.admin import auth
+from edge.admin.app import _path_trick, merge_patch
+from edge.admin.auth import AuthFailure, FailureLimiter, TokenSet, token_hash
+from edge.admin.store import PolicyFiles, Precondition
+from edge.config import (
+    AdminToken,
+    ConfigError,
+    ListenAddress,
+    admin_listen_problem,
+    load_config,
+)
+from edge.observe.metrics import cache_outcome
+
+
+def tok(value: str, tenant: str = "*") -> AdminToken:
+    return AdminToken(hashlib.sha256(value.encode()).digest(), tenant)
+
+
+# --- tokens ------------------------------------------------------------------------
+
+
+def test_token_hash_is_what_the_config_wants():
+    assert token_hash("abc") == "sha256:" + hashlib.sha256(b"abc").hexdigest()
+
+
+def test_check_finds_the_token_and_its_scope():
+    tokens = TokenSet([tok("op"), tok("shop-t", "shop")])
+    p = tokens.check("Bearer shop-t")
+    assert (p.tenant, p.operator, p.may("shop"), p.may("news")) == ("shop", False, True, False)
+    assert p.token_id == hashlib.sha256(b"shop-t").hexdigest()[:8]
+    assert tokens.check("bearer   op ").operator
+
+
+@pytest.mark.parametrize("header,reason", [
+    (None, "missing"),
+    ("", "malformed"),
+    ("Bearer", "malformed"),
+    ("Bearer ", "malformed"),
+    ("Basic b3A6", "malformed"),
+    ("Bearer a b", "malformed"),
+    ("Bearer tök", "malformed"),
+    ("Bearer " + "a" * 513, "malformed"),
+    ("Bearer nope", "unknown"),
+])
+def test_check_refuses(header, reason):
+    with pytest.raises(AuthFailure) as exc:
+        TokenSet([tok("op")]).check(header)
+    assert exc.value.reason == reason
+    assert exc.value.challenge.startswith("Bearer")
+    assert exc.value.counts == (reason != "missing")
+
+
+def test_every_configured_hash_is_compared_even_after_a_match(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+
+    def counting(a, b):
+        calls.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    tokens = TokenSet([tok("a"), tok("b"), tok("c")])
+    tokens.check("Bearer a")
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(AuthFailure):
+        tokens.check("Bearer zzz")
+    assert len(calls) == 3
+
+
+def test_token_repr_shows_no_hash():
+    assert "digest" not in repr(tok("x")) and tok("x").id == hashlib.sha256(b"x").hexdigest()[:8]
+
+
+# --- failure limiter ----------------------------------------------------------------
+
+
+def test_limiter_blocks_after_the_limit_until_the_window_ends():
+    now = [1000.0]
+    lim = FailureLimiter(limit=3, window=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert lim.retry_after("10.0.0.0/24") is None
+        lim.failed("10.0.0.0/24")
+    assert lim.retry_after("10.0.0.0/24") == 60
+    assert lim.retry_after("10.0.1.0/24") is None  # another network
+    now[0] += 59.5
+    assert lim.retry_after("10.0.0.0/24") == 1
+    now[0] += 1
+    assert lim.retry_after("10.0.0.0/24") is None
+    assert len(lim) == 0  # expired entries go
+
+
+def test_limiter_memory_is_bounded():
+    lim = FailureLimiter(limit=1, window=60, max_keys=100)
+    for i in range(10_000):
+        lim.failed(f"net{i}")
+    assert len(lim) == 100
+    assert lim.retry_after("net9999") is not None and lim.retry_after("net0") is None
+
+
+# --- merge patch (RFC 7396 appendix A) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("target,patch,result", [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    (["a", "b"], ["c", "d"], ["c", "d"]),
+    ({"a": "b"}, ["c"], ["c"]),
+    ({"a": "foo"}, None, None),
+    ({"a": "foo"}, "bar", "bar"),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+])
+def test_merge_patch(target, patch, result):
+    assert merge_patch(target, patch) == result
+
+
+# --- preconditions and paths ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("if_match,current,ok", [
+    (None, None, True),
+    (None, "v1", True),
+    (["*"], "v1", True),
+    (["*"], None, False),
+    (["v1"], "v1", True),
+    (["v0", "v1"], "v1", True),
+    (["v0"], "v1", False),
+    (["v1"], None, False),
+])
+def test_if_match(if_match, current, ok):
+    if ok:
+        PolicyFiles.check(if_match, current)
+    else:
+        with pytest.raises(Precondition):
+            PolicyFiles.check(if_match, current)
+
+
+@pytest.mark.parametrize("raw,bad", [
+    ("/v1/tenants/shop/policy", False),
+    ("/v1/tenants/shop/policy?x=..", False),
+    ("/v1/tenants/../policy", True),
+    ("/v1/tenants/./policy", True),
+    ("/v1/tenants/%2e%2e/policy", True),
+    ("/v1/tenants/%2E/policy", True),
+    ("/v1/tenants/a%2Fb/policy", True),
+    ("/v1/tenants/a%5cb/policy", True),
+    ("/v1/tenants/a%00/policy", True),
+])
+def test_path_tricks(raw, bad):
+    assert bool(_path_trick(raw)) is bad
+
+
+def test_policy_files_write_atomically_and_clean_up_leftovers(tmp_path: Path):
+    files = PolicyFiles(tmp_path)
+    files.write("shop", {"hosts": ["a"]})
+    assert (tmp_path / "shop.json").read_text().startswith("{")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.json"]
+    dead = tmp_path / ".shop.json.999999999.1.admin-tmp"  # no such pid
+    live = tmp_path / f".shop.json.{__import__('os').getpid()}.2.admin-tmp"
+    dead.write_text("{}")
+    live.write_text("{}")
+    assert files.remove_leftovers() == [dead.name]
+    assert live.exists()
+    assert files.delete("shop") and not files.delete("shop")
+
+
+# --- [admin] in edge.toml --------------------------------------------------------------------
+
+
+def _config(tmp_path: Path, admin: str, extra: str = "") -> Path:
+    (tmp_path / "p").mkdir(exist_ok=True)
+    path = tmp_path / "edge.toml"
+    path.write_text(f'[policies]\ndirectory = "p"\n{extra}\n[admin]\n{admin}\n')
+    return path
+
+
+H = "sha256:" + "ab" * 32
+
+
+def test_admin_section(tmp_path: Path):
+    (tmp_path / "tokens.toml").write_text(f'tokens = [{{ hash = "{H}", tenant = "shop" }}]\n')
+    cfg = load_config(_config(tmp_path, f'listen = "127.0.0.1:9191"\ntokens = [{{ hash = "{H.upper().replace("SHA256", "sha256")}", tenant = "*" }}]\n'
+                                        'tokens_file = "tokens.toml"\naudit_log = "log/audit.jsonl"'))
+    a = cfg.admin
+    assert a.enabled and a.listen == ListenAddress("127.0.0.1", 9191)
+    assert a.tokens == (AdminToken(bytes.fromhex("ab" * 32), "*"),)
+    assert a.tokens_file == tmp_path / "tokens.toml" and a.audit_log == tmp_path / "log" / "audit.jsonl"
+
+
+def test_no_admin_section_means_no_admin_listener(tmp_path: Path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "edge.toml").write_text('[policies]\ndirectory = "p"\n')
+    assert load_config(tmp_path / "edge.toml").admin.enabled is False
+    assert load_config(_config(tmp_path, "")).admin.listen == ListenAddress("127.0.0.1", 9090)
+    assert load_config(_config(tmp_path, "enabled = false")).admin.enabled is False
+
+
+@pytest.mark.parametrize("admin,extra,message", [
+    ('listen = "127.0.0.1:8080"', "", "admin.listen: expected an address that is not a public listener"),
+    ('listen = "0.0.0.0:8080"', "", "admin.listen: expected an address that is not a public listener"),
+    ('listen = "127.0.0.1:0"', "[node]\nworkers = 2", "admin.listen: expected a fixed port when node.workers > 1"),
+    ('listen = "nowhere"', "", "admin.listen: expected an address"),
+    ('tokens = [{ hash = "abc", tenant = "*" }]', "", 'admin.tokens[0].hash: expected "sha256:" and 64 hex digits'),
+    (f'tokens = [{{ hash = "{"ab" * 32}", tenant = "*" }}]', "", 'the "sha256:" prefix is missing'),
+    (f'tokens = [{{ hash = "{H}", tenant = "../x" }}]', "", 'admin.tokens[0].tenant: expected "*" (operator) or a tenant id'),
+    (f'tokens = [{{ hash = "{H}" }}]', "", "admin.tokens[0].tenant: expected"),
+    (f'tokens = [{{ hash = "{H}", tenant = "*", token = "x" }}]', "", "admin.tokens[0].token: expected one of the keys"),
+    ('tokens = "x"', "", "admin.tokens: expected an array of tables"),
+    ('tokens_file = "missing.toml"', "", "missing.toml: cannot read the tokens file"),
+    ("enabled = 1", "", "admin.enabled: expected true or false"),
+    ("colour = 1", "", "admin.colour: expected one of the keys"),
+])
+def test_bad_admin_section(tmp_path: Path, admin, extra, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config(_config(tmp_path, admin, extra))
+    assert message in str(exc.value)
+
+
+def test_admin_listen_problem():
+    public = (ListenAddress("0.0.0.0", 8080),)
+    assert admin_listen_problem(ListenAddress("127.0.0.1", 8080), public, 1)
+    assert admin_listen_problem(ListenAddress("127.0.0.1", 9090), public, 1) is None
+    assert admin_listen_problem(ListenAddress("127.0.0.1", 0), (ListenAddress("127.0.0.1", 0),), 1) is None
+
+
+# --- metrics ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status,outcome", [
+    ("edge; hit; ttl=5", "hit"),
+    ("edge; hit; ttl=5; collapsed", "hit"),
+    ("edge; fwd=uri-miss; stored; ttl=60", "miss"),
+    ("edge; fwd=vary-miss", "miss"),
+    ("edge; fwd=stale; stored", "stale"),
+    ("edge; fwd=bypass", "bypass"),
+    ("edge; fwd=method", "bypass"),
+    ("edge; fwd=request; detail=no-store", "bypass"),
+    ("edge; fwd=miss; detail=origin-connect", "miss"),
+    ("edge; detail=unknown-host", "none"),
+    ("", "none"),
+])
+def test_cache_outcome(status, outcome):
+    assert cache_outcome(status) == outcome
