@@ -8,6 +8,7 @@ and anything unexpected into the JSON error shape, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -58,6 +59,10 @@ class AdminContext:
     started: float = field(default_factory=time.time)
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @property
+    def via(self) -> str:
+        return f"1.1 {self.config.name}"
+
 
 ADMIN = web.AppKey("admin", AdminContext)
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -82,6 +87,9 @@ async def _middleware(request: web.Request, handler) -> web.StreamResponse:
         bad = _path_trick(request.raw_path)
         if bad:
             raise ApiError(400, "malformed path", [detail("path", bad)])
+        if ctx.via in request.headers.get("Via", ""):
+            # A tenant's origin pointed at this API must not make it public.
+            raise ApiError(403, "the admin API is not reachable through the node's public listener")
         if request.match_info.http_exception is None and not getattr(route.handler, "public", False):
             principal = _authenticate(request, ctx)
             request[PRINCIPAL] = principal
@@ -282,7 +290,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def _probe_disk(disk) -> None:
-    key = f"readyz\0{os.getpid()}"
+    key = f"readyz\0{uuid.uuid4().hex}"
     disk.cache.set(key, b"probe")
     if disk.cache.get(key) != b"probe":
         raise OSError("the probe read back differently")
@@ -397,9 +405,15 @@ async def delete_policy(request: web.Request) -> web.Response:
 
         version = await asyncio.get_running_loop().run_in_executor(None, remove)
         request[SUMMARY] = {"deleted_version": version}
-        report = ctx.reload()
+        report = await asyncio.get_running_loop().run_in_executor(None, ctx.reload)
         fan = await _fan_out(ctx, "reload", {})
+        # A tenant created later under the same id must not inherit this one's
+        # cached responses: everything it stored goes with it.
+        spec = PurgeSpec(tenant=tenant, urls=(), prefixes=(), tags=(), all=True, soft=False)
+        purge_fan = await _fan_out(ctx, "purge", {"spec": spec.to_json()})
+        request[SUMMARY]["purged"] = await Purger(ctx.state.store).apply(spec, memory=True, disk=True)
     _require_all(fan, "the tenant was removed, but not every worker has reloaded")
+    _require_all(purge_fan, "the tenant was removed, but not every worker has dropped its cached responses")
     if tenant in ctx.state.policies.current.tenants:
         raise ApiError(409, f"the file of tenant {tenant} was removed but the tenant is still served",
                        [detail("", str(e)) for e in report.errors])
@@ -452,7 +466,15 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
                 policy = parse_policy(data, tenant=tenant, source=source)
             except PolicyError as exc:
                 raise ApiError(422, "invalid policy: nothing was changed", field_details(exc.errors)) from None
-            conflicts = _host_conflicts(ctx.state.policies.current, policy, principal)
+            if not principal.operator:
+                refused = _tenant_token_limits(ctx.state.policies.current.get(tenant), policy)
+                if refused:
+                    raise ApiError(403, "this change needs an operator token", refused)
+            # Checked against the files as they are now, under the lock that
+            # every worker's writes take: not against this worker's view.
+            on_disk = PolicyDirectory(ctx.files.directory)
+            on_disk.load()
+            conflicts = _host_conflicts(on_disk.current, policy, principal)
             if conflicts:
                 raise ApiError(422, "invalid policy: nothing was changed", conflicts)
             ctx.files.write(tenant, data)
@@ -461,7 +483,7 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
     async with ctx.write_lock:
         policy, created = await loop.run_in_executor(None, write)
         request[SUMMARY] = {"version": policy.version, "hosts": list(policy.hosts), "created": created}
-        report = ctx.reload()
+        report = await loop.run_in_executor(None, ctx.reload)
         fan = await _fan_out(ctx, "reload", {})
     _require_all(fan, "the policy was written, but not every worker has reloaded it")
     served = ctx.state.policies.current.get(tenant)
@@ -471,6 +493,36 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
                        [detail(e.field, f"expected {e.expected}, found {e.found}") for e in mine])
     body = {"tenant": tenant, "version": policy.version, "hosts": list(policy.hosts)}
     return _json(body, status=201 if created else 200, headers={"ETag": f'"{policy.version}"'})
+
+
+def _tenant_token_limits(served, policy) -> list[dict[str, str]]:
+    """What a tenant token may not change on its own: which hosts the tenant
+    claims (a wildcard would take every unclaimed host), and origins on
+    addresses of the node's own network (loopback, private, link-local),
+    which would turn the edge into a proxy to internal services."""
+    out = []
+    if served is None or set(policy.hosts) != set(served.hosts):
+        out.append(detail("hosts", "expected the hosts the tenant has now (only operators change hosts)"))
+    kept = {o.url for o in served.origins} if served is not None else set()
+    for i, origin in enumerate(policy.origins):
+        if origin.url not in kept and _internal_host(origin.host):
+            out.append(detail(f"origins[{i}].url", f"expected a public origin, found {json.dumps(origin.url)}"))
+    return out
+
+
+def _internal_host(host: str) -> bool:
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    # The node itself, link-local (cloud metadata services) and the like.
+    # Private ranges stay allowed: origins behind private interconnects are common.
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved
 
 
 def _host_conflicts(current, policy, principal: Principal) -> list[dict[str, str]]:
@@ -620,7 +672,7 @@ class AdminServer:
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
 
     async def _on_reload(self, payload: dict[str, Any]) -> dict[str, Any]:
-        report = self.reload_policies()
+        report = await asyncio.get_running_loop().run_in_executor(None, self.reload_policies)
         return {"loaded": report.loaded, "removed": report.removed}
 
     async def _on_purge(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -69,7 +69,7 @@ class AdminClient:
         h.update(headers or {})
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=h)
         try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            with _OPENER.open(req, timeout=TIMEOUT) as resp:
                 return _answer(resp.status, resp.headers, resp.read())
         except urllib.error.HTTPError as exc:
             return _answer(exc.code, exc.headers, exc.read())
@@ -81,6 +81,18 @@ class AdminClient:
             raise ClientError(f"the admin API at {self.base} did not answer within {TIMEOUT:g} s") from None
         except (ConnectionError, OSError) as exc:
             raise ClientError(f"cannot reach the admin API at {self.base}: {exc.strerror or exc}") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as it is: following it would send the token
+    (and a purge turned into a GET) to wherever it points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+# No proxies from the environment either: the token goes to --admin only.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
 def _answer(status: int, headers, body: bytes) -> Answer:

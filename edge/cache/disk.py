@@ -176,7 +176,7 @@ class DiskWriter:
         await self._task
         meta.size = self._size
         meta.extra["body"] = self._body_key
-        await self._store._set_meta(self._key, meta)
+        await self._store._set_meta(self._key, meta, streamed=True)
 
     async def abort(self) -> None:
         if self._closed:
@@ -291,10 +291,10 @@ class DiskStore:
             meta.extra["body"] = body_key
         self._set_meta_sync(key, meta)
 
-    async def _set_meta(self, key: str, meta: Meta) -> None:
-        await self._run(self._set_meta_sync, key, meta)
+    async def _set_meta(self, key: str, meta: Meta, streamed: bool = False) -> None:
+        await self._run(self._set_meta_sync, key, meta, streamed)
 
-    def _set_meta_sync(self, key: str, meta: Meta) -> None:
+    def _set_meta_sync(self, key: str, meta: Meta, streamed: bool = False) -> None:
         mk = _meta_key(key)
         body_key = meta.extra.get("body")
         ver = _version(body_key)
@@ -309,7 +309,9 @@ class DiskStore:
         # seen here, or wholly after it, and then they remove this entry.
         with self.cache.transact():
             if self.admit is not None:
-                verdict = self.admit(key, meta)
+                # A streamed write may have outlived the barriers: it is
+                # also checked against what they left (``Barriers.verdict``).
+                verdict = self.admit(key, meta, streamed=True) if streamed else self.admit(key, meta)
             if verdict != Admit.DROP:
                 if verdict == Admit.STALE:
                     meta.expire(time.time())
@@ -484,9 +486,10 @@ class DiskStore:
             rows = sql("SELECT key FROM Cache WHERE key > ? AND key < ? ORDER BY key LIMIT ?", (_meta_key(after), _meta_key(hi), limit))
         return [k[2:] for (k,) in rows]
 
-    def hosts_sync(self, tenant: str) -> list[str]:
-        """The hosts ``tenant`` has entries for, from the index alone: a skip
-        scan, one index seek per host, whatever the number of entries."""
+    def hosts_sync(self, tenant: str, limit: int | None = None) -> list[str]:
+        """The hosts ``tenant`` has entries for (the first ``limit``), from the
+        index alone: a skip scan, one index seek per host, whatever the
+        number of entries."""
         sql = self.cache._sql
         prefix = _meta_key(tenant + "\n")
         hi = prefix + "\U0010ffff"
@@ -499,6 +502,8 @@ class DiskStore:
             rest = row[0][len(prefix) :]
             host = rest.split("\n", 1)[0]
             found.append(host)
+            if limit is not None and len(found) >= limit:
+                return found
             lo = prefix + host + _AFTER_SEP
 
     def purge_sync(

@@ -8,6 +8,9 @@ LRU itself (``_IndexedLRU``); the hit path (``get_now``) does not touch them.
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 from cachetools import Cache, LRUCache
 from sortedcontainers import SortedList
 
@@ -139,23 +142,28 @@ class MemoryStore:
         """The stored keys in ``[lo, hi)``, in order (O(log n + k))."""
         return list(self._lru.index.irange(lo, hi, inclusive=(True, False)))
 
-    def hosts(self, tenant: str) -> list[str]:
-        """The hosts ``tenant`` has entries for: a skip scan over the sorted
-        index, one O(log n) probe per host, whatever the number of entries."""
+    def hosts(self, tenant: str, limit: int | None = None) -> list[str]:
+        """The hosts ``tenant`` has entries for (the first ``limit``): a skip
+        scan over the sorted index, one O(log n) probe per host, whatever the
+        number of entries."""
+        return list(itertools.islice(self.iter_hosts(tenant), limit))
+
+    def iter_hosts(self, tenant: str) -> Iterator[str]:
+        """``hosts`` one at a time; each step probes the index afresh, so the
+        caller may return to the loop (and the index change) in between."""
         index = self._lru.index
         prefix = tenant + SEP
-        found: list[str] = []
         lo = prefix
         while True:
             i = index.bisect_left(lo)
             if i == len(index):
-                return found
+                return
             key = index[i]
             if not key.startswith(prefix):
-                return found
+                return
             end = key.find(SEP, len(prefix))
             host = key[len(prefix) : end]
-            found.append(host)
+            yield host
             lo = prefix + host + _AFTER_SEP  # above every key of this host
 
     def tag_keys(self, tenant: str, tag: str) -> list[str]:

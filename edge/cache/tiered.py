@@ -44,7 +44,9 @@ class _MemoryOnlyWriter:
 
 class _TrackedWriter:
     """A disk writer whose start is known to the barriers: a purge's barrier
-    outlives its ttl while a streamed write that began before it runs."""
+    outlives its ttl while a streamed write that began before it runs (up to
+    ``purge.MAX_BARRIER_LIFETIME``; after that the commit checks the tenant's
+    retired barrier time, see ``Barriers``)."""
 
     def __init__(self, inner, writers: dict[int, float], wid: int) -> None:
         self._inner = inner

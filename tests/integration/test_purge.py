@@ -350,3 +350,33 @@ async def test_rows_left_by_eviction_are_swept_and_never_purge_a_new_entry(tmp_p
         assert await Purger(store).apply(spec) == 1
     finally:
         await disk.close()
+
+
+async def test_a_path_only_purge_over_too_many_cached_hosts_is_refused_before_anything_is_done(tmp_path):
+    from edge.cache.purge import MAX_RANGES, PurgeError, Target
+
+    disk = DiskStore(tmp_path / "c", max_bytes=1 << 30)
+    store = TieredStore(MemoryStore(1 << 24, 1 << 16), disk)
+    try:
+        now = time.time()
+        hosts = MAX_RANGES // 1000 + 1
+        for i in range(hosts):
+            await store.put(f"t\nh{i}.example\n/p0\n", Meta(200, (), now - 1, now - 1, 0.0, 600.0), b"x")
+        await store.drain()
+        spec = PurgeSpec("t", urls=tuple(Target(None, f"/p{i}", "") for i in range(1000)))
+        for where in ({}, {"disk": False}, {"memory": False}):
+            with pytest.raises(PurgeError) as info:
+                await Purger(store).apply(spec, **where)
+            assert info.value.errors[0]["field"] == "urls"
+            assert "absolute URLs" in info.value.errors[0]["message"]
+        assert not store.barriers.active and len(store.memory) == hosts and len(disk_keys_of(disk)) == hosts
+        # One host fewer: within the limit, every host's entry goes, in both tiers.
+        await store.delete(f"t\nh{hosts - 1}.example\n/p0\n", None)
+        assert await Purger(store).apply(spec) == hosts - 1
+        assert len(store.memory) == 0 and disk_keys_of(disk) == []
+    finally:
+        await store.close()
+
+
+def disk_keys_of(disk) -> list[str]:
+    return sorted(k[2:] for k in disk.cache.iterkeys() if k.startswith("m\0"))

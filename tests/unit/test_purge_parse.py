@@ -430,3 +430,86 @@ def test_memory_purge_now_counts_responses_not_markers_and_soft_only_expires():
     assert not store.purge_now("t\nh\n/a\n", soft=False, now=now)  # removed, not counted
     assert store.purge_now("t\nh\n/a\n\x1f6:accept1:x", soft=False, now=now)
     assert len(store) == 0 and not store.purge_now("t\nh\n/a\n", soft=False, now=now)
+
+
+# --- bounds: path-only purges x hosts, and the barriers -----------------------------
+
+
+def test_path_only_purge_over_too_many_hosts_is_refused_with_the_field_and_advice():
+    from edge.cache.purge import MAX_RANGES
+
+    spec = PurgeSpec("t", urls=tuple(Target(None, f"/p{i}", "") for i in range(1000)))
+    asked = []
+
+    def hosts():  # counting stops just past the limit: never every host
+        for i in range(20_000):
+            asked.append(i)
+            yield f"h{i}.example"
+
+    with pytest.raises(PurgeError) as info:
+        spec.ranges(hosts)
+    (error,) = info.value.errors
+    assert error["field"] == "urls"
+    assert "absolute URLs" in error["message"] and str(MAX_RANGES) in error["message"]
+    assert len(asked) == MAX_RANGES // 1000 + 1
+    # Within the limit: every (URL, host) pair.
+    allowed = [f"h{i}.example" for i in range(MAX_RANGES // 1000)]
+    assert len(spec.ranges(lambda: allowed)) == MAX_RANGES
+    # Absolute URLs and a single path-only prefix over the same hosts are fine.
+    assert len(PurgeSpec("t", prefixes=(Target(None, "/", None),)).ranges(hosts)) == 20_000
+    with pytest.raises(PurgeError) as info:
+        PurgeSpec("t", prefixes=tuple(Target(None, f"/p{i}", None) for i in range(10))).ranges(hosts)
+    assert info.value.errors[0]["field"] == "prefixes"
+
+
+def test_very_long_path_only_urls_are_bounded_by_characters_too():
+    from edge.cache.purge import MAX_RANGE_CHARS
+
+    spec = PurgeSpec("t", urls=tuple(Target(None, f"/{i}" + "x" * 16000, "") for i in range(1000)))
+    assert spec.host_limit() * 1000 * 16000 <= MAX_RANGE_CHARS
+    with pytest.raises(PurgeError):
+        spec.ranges(lambda: [f"h{i}" for i in range(10)])
+
+
+def test_barriers_stay_bounded_over_thousands_of_purges_and_collapse_conservatively():
+    from edge.cache.purge import MAX_KEYED_BARRIERS, MAX_PREFIX_BARRIERS
+
+    barriers = Barriers()
+    barriers.add(PurgeSpec("other", urls=(Target("h", "/x", ""),)), now=999.0)
+    other = barriers.tenant("other")
+    for i in range(2000):
+        now = 1000.0 + i / 10
+        barriers.add(PurgeSpec("t", urls=(Target("h", f"/u{i}", ""),)), now=now)
+        barriers.add(PurgeSpec("t", prefixes=(Target(None, f"/p{i}/", None),)), now=now)
+        barriers.add(PurgeSpec("t", tags=(f"tag{i}",), soft=True), now=now)
+        entry = barriers.tenant("t")
+        assert len(entry.prefixes) <= MAX_PREFIX_BARRIERS
+        assert len(entry.urls) + len(entry.tags) <= MAX_KEYED_BARRIERS
+    assert barriers.tenant("other") is other  # another tenant's barriers are not copied
+    # Collapsed: whatever any purge covered is still refused if fetched before it ...
+    old = Meta(200, (), 1199.0, 1199.0, 0.0, 60.0)
+    assert barriers.verdict("t\nh\n/u1998\n", old) == Admit.DROP
+    assert barriers.verdict("t\nh\n/p1998/a\n", old) == Admit.DROP
+    # ... nothing fetched after the latest purge is, nor other tenants' entries.
+    new = Meta(200, (), 1200.0, 1200.0, 0.0, 60.0)
+    assert barriers.verdict("t\nh\n/u1999\n", new) == Admit.KEEP
+    assert barriers.verdict("u\nh\n/u1999\n", old) == Admit.KEEP
+    assert barriers.verdict("other\nh\n/x\n", Meta(200, (), 998.0, 998.0, 0.0, 60.0)) == Admit.DROP
+
+
+def test_a_barrier_never_outlives_its_cap_but_a_long_streamed_write_still_sees_it():
+    from edge.cache.purge import MAX_BARRIER_LIFETIME
+
+    barriers = Barriers(ttl=10)
+    barriers.add(PurgeSpec("t", urls=(Target("h", "/a", ""),)), now=100.0)
+    meta = Meta(200, (), 99.0, 99.0, 0.0, 60.0)
+    barriers.prune(100.0 + MAX_BARRIER_LIFETIME - 1, oldest_writer=50.0)
+    assert barriers.verdict("t\nh\n/a\n", meta) == Admit.DROP
+    barriers.prune(100.0 + MAX_BARRIER_LIFETIME + 1, oldest_writer=50.0)  # the write still runs
+    assert not barriers.active and barriers.verdict("t\nh\n/a\n", meta) == Admit.KEEP
+    # The write that predates the purge cannot commit purged content ...
+    assert barriers.verdict("t\nh\n/b\n", meta, streamed=True) == Admit.DROP
+    assert barriers.verdict("u\nh\n/a\n", meta, streamed=True) == Admit.KEEP
+    # ... and once no such write runs, nothing is left.
+    barriers.prune(100.0 + MAX_BARRIER_LIFETIME + 2, oldest_writer=None)
+    assert barriers.verdict("t\nh\n/a\n", meta, streamed=True) == Admit.KEEP
