@@ -98,6 +98,11 @@ class PolicyFiles:
             pause = os.environ.get(PAUSE_ENV)
             if pause:
                 time.sleep(float(pause))
+            with contextlib.suppress(OSError):
+                # Keep the mode and owner the operator gave the file.
+                st = os.stat(path)
+                os.chmod(tmp, st.st_mode & 0o7777)
+                os.chown(tmp, st.st_uid, st.st_gid)
             os.rename(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):

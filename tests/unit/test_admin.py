@@ -259,3 +259,15 @@ def test_admin_listen_problem():
 ])
 def test_cache_outcome(status, outcome):
     assert cache_outcome(status) == outcome
+
+
+def test_policy_write_keeps_the_files_mode(tmp_path):
+    import os
+
+    from edge.admin.store import PolicyFiles
+
+    files = PolicyFiles(tmp_path)
+    files.write("shop", {"hosts": ["a.test"]})
+    os.chmod(tmp_path / "shop.json", 0o640)
+    files.write("shop", {"hosts": ["b.test"]})
+    assert (tmp_path / "shop.json").stat().st_mode & 0o777 == 0o640
