@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from edge.cache import conditional as cond
 from edge.cache import freshness as fr
 from edge.cache.response_policy import browser_cache_control, deceptive, edge_lifetime
 from edge.cache.key import host_key, normalise_path, normalise_query, primary_key, vary_key, vary_names
@@ -68,6 +69,7 @@ class Ctx:
     size: int = 0
     body_too_large: bool = False
     origin_time: float = 0.0  # seconds until the origin's response headers (metrics)
+    allowlisted: bool = False  # set by the ip_lists filter: later filters (rate limits, WAF) let it pass
 
 
 class Pipeline:
@@ -209,27 +211,43 @@ class Pipeline:
 
         # RFC 9111 §5.2.1.4, §5.4: the client asks us to validate first.
         req_cc_raw = req_headers.get("Cache-Control")
+        req_cc = None
         if req_cc_raw is None:
             must_forward = "Pragma" in req_headers and "no-cache" in req_headers["Pragma"]
         else:
             req_cc = parse_cache_control(req_cc_raw)
             must_forward = req_cc.has("no-cache") or req_cc.max_age == 0
+            if not req_cc:
+                req_cc = None
 
         if not must_forward:
             hit, variant = await self._lookup(key, req_headers)
             if hit is not None:
                 # --------------------------------------------------- decide
                 now = time.time()
-                age = fr.current_age(hit.meta.initial_age, hit.meta.response_time, now)
-                if age < hit.meta.lifetime:
-                    return await self._serve_hit(request, ctx, policy, hit, age)
+                meta = hit.meta
+                age = fr.current_age(meta.initial_age, meta.response_time, now)
+                if req_cc is None:
+                    if age < meta.lifetime:
+                        return await self._serve_hit(request, ctx, policy, hit, age)
+                    fwd = "stale"
+                else:
+                    # RFC 9111 §5.2.1: max-age, min-fresh, max-stale.
+                    fwd = cond.reuse(req_cc, age, meta.lifetime, meta.headers)
+                    if fwd is None:
+                        return await self._serve_hit(request, ctx, policy, hit, age)
                 if hit.chunks is not None:
                     await hit.chunks.aclose()
-                fwd = "stale"
             else:
                 fwd = "vary-miss" if variant else "uri-miss"
         else:
             fwd = "request"
+
+        if req_cc is not None and "only-if-cached" in req_cc:
+            # RFC 9111 §5.2.1.7: nothing usable stored, and the origin is off limits.
+            resp = self._error(ctx, 504, "not in cache (only-if-cached)", "only-if-cached")
+            ctx.cache = resp.headers["Cache-Status"] = f"{self.node}; detail=only-if-cached"
+            return resp
 
         # ------------------------------------------------------------ fetch
         if method == "GET" and fwd != "request":
@@ -244,7 +262,11 @@ class Pipeline:
                 if hit is not None:
                     now = time.time()
                     age = fr.current_age(hit.meta.initial_age, hit.meta.response_time, now)
-                    if age < hit.meta.lifetime:
+                    if (
+                        age < hit.meta.lifetime
+                        if req_cc is None
+                        else cond.reuse(req_cc, age, hit.meta.lifetime, hit.meta.headers) is None
+                    ):
                         return await self._serve_hit(request, ctx, policy, hit, age, collapsed=True)
                     if hit.chunks is not None:
                         await hit.chunks.aclose()
@@ -286,6 +308,14 @@ class Pipeline:
         ttl = int(meta.lifetime) - int(age)
         status_value = f"{self.node}; hit; ttl={ttl}; collapsed" if collapsed else f"{self.node}; hit; ttl={ttl}"
         ctx.cache = status_value
+        rh = request.headers
+        if "If-None-Match" in rh or "If-Modified-Since" in rh or "If-Match" in rh or "If-Unmodified-Since" in rh:
+            # RFC 9110 §13.2.2, RFC 9111 §4.3.2: preconditions against the stored response.
+            outcome = cond.evaluate(request.method, rh, _template(meta, policy, ctx.path), status=meta.status, now=meta.response_time)
+            if outcome is not None:
+                if hit.chunks is not None:
+                    await hit.chunks.aclose()
+                return self._conditional(ctx, meta, policy, age, status_value, outcome)
         if hit.body is not None:
             ctx.size = len(hit.body)
             # Response copies the template once; per-request fields go on the copy.
@@ -310,6 +340,32 @@ class Pipeline:
             await hit.chunks.aclose()
         await resp.write_eof()
         return resp
+
+    def _conditional(self, ctx: Ctx, meta: Meta, policy, age: float, status_value: str, status: int) -> web.Response:
+        """304 or 412 for a conditional request answered from the cache."""
+        tpl = _template(meta, policy, ctx.path)
+        headers: CIMultiDict = CIMultiDict()
+        if status == 304:
+            # RFC 9110 §15.4.5: the fields a 200 would have carried; Last-Modified
+            # only without an ETag (to guide cache updates).
+            names = _NOT_MODIFIED_FIELDS if "ETag" in tpl else _NOT_MODIFIED_FIELDS + ("Last-Modified",)
+            for name in names:
+                for value in tpl.getall(name, ()):
+                    headers.add(name, value)
+            body = None
+        else:
+            status_value += "; detail=precondition-failed"
+            ctx.cache = status_value
+            headers["Content-Type"] = "text/plain"
+            body = f"412 precondition failed\nrequest id: {ctx.rid}\n".encode()
+            ctx.size = len(body)
+        for value in tpl.getall("Via", ()):
+            headers.add("Via", value)
+        headers["Server"] = tpl.get("Server", "edge")
+        headers["Age"] = fr.age_header_value(age)
+        headers["Cache-Status"] = status_value
+        headers["X-Request-Id"] = ctx.rid
+        return web.Response(status=status, body=body, headers=headers)
 
     # ------------------------------------------------------------------ fetch
 
@@ -633,6 +689,7 @@ _RELEASED = "released"
 _BUFFER_LIMIT = 256 * 1024
 _EMPTY: dict = {}
 _NO_CC = parse_cache_control(None)
+_NOT_MODIFIED_FIELDS = ("Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Vary")
 
 
 class _Sink:
