@@ -19,6 +19,8 @@ from edge.cache.tiered import TieredStore
 from edge.config import NodeConfig
 from edge.filters.chain import FilterChain, MethodFilter
 from edge.filters.delivery import DeliveryFilter
+from edge.filters.ip_lists import IpListFilter
+from edge.filters.rate_limits import RateLimitFilter
 from edge.geo.db import GeoDB
 from edge.geo.proxy_protocol import ProxyProtocolSite
 from edge.observe.access import AccessLog
@@ -101,7 +103,12 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
     memory = MemoryStore(cache.memory_size, cache.memory_max_object)
     disk = DiskStore(cache.disk_path, cache.disk_size) if cache.disk_path else None
     # The shared filter chain, in the order every request meets it.
-    filters = FilterChain((MethodFilter(), DeliveryFilter(geo, config.country, config.name)))
+    filters = FilterChain((
+        MethodFilter(),
+        IpListFilter(),
+        RateLimitFilter(),
+        DeliveryFilter(geo, config.country, config.name),
+    ))
     return NodeState(
         config=config,
         policies=policies,

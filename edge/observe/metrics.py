@@ -23,6 +23,14 @@ DELIVERY_DECISIONS = Counter(
     registry=REGISTRY,
 )
 
+FILTER_DECISIONS = Counter(
+    "edge_filter_decisions_total",
+    "Filter chain decisions other than a plain pass, by tenant, filter (ip_lists, rate_limits), rule "
+    "(deny, allow, or a rate limit rule id) and action (block; log: would have blocked; allow: allow-listed).",
+    ("tenant", "filter", "rule", "action"),
+    registry=REGISTRY,
+)
+
 ORIGIN_SECONDS = Histogram(
     "edge_origin_duration_seconds",
     "Time from sending a request to the origin until its response headers arrived, by tenant.",

@@ -4,7 +4,8 @@ Load a directory with :class:`PolicyDirectory`, resolve a request's tenant
 with ``directory.current.resolve(host)``, then ask the policy
 ``request_decision(path)`` before the lookup and
 ``response_decision(path, content_type)`` once the response is known.
-``policy.delivery`` (regional delivery) is applied by :func:`edge.geo.decide.decide`.
+``policy.delivery`` (regional delivery) is applied by :func:`edge.geo.decide.decide`,
+``policy.filters`` (address lists, rate limits) by the filters in :mod:`edge.filters`.
 """
 from __future__ import annotations
 
@@ -22,14 +23,24 @@ from edge.policy.model import (
     CidrSet,
     Delivery,
     Failover,
+    Filters,
+    IpLists,
     OriginSpec,
+    RateLimits,
+    RateRule,
     RequestDecision,
     ResponseDecision,
     Rule,
     TenantPolicy,
     Ttl,
 )
-from edge.policy.parse import default_policy, normalize_host, parse_policy, parse_size, to_data
+from edge.policy.parse import (
+    default_policy,
+    normalize_host,
+    parse_policy,
+    parse_size,
+    to_data,
+)
 from edge.policy.resolve import PolicySet
 from edge.policy.sources import DirectorySource, FileSource, PolicySource
 
@@ -42,7 +53,9 @@ __all__ = [
     "Failover",
     "FieldError",
     "FileSource",
+    "Filters",
     "Glob",
+    "IpLists",
     "LoadReport",
     "Match",
     "OriginSpec",
@@ -50,6 +63,8 @@ __all__ = [
     "PolicyError",
     "PolicySet",
     "PolicySource",
+    "RateLimits",
+    "RateRule",
     "RequestDecision",
     "ResponseDecision",
     "Rule",

@@ -168,6 +168,59 @@ class Delivery:
 NO_RESTRICTION = Delivery()
 
 
+FilterMode = Literal["block", "log", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class IpLists:
+    """The ``filters.ip_lists`` section: allow-listed clients skip the later
+    filters, denied ones are refused (allow wins over deny)."""
+
+    mode: FilterMode = "block"
+    allow: CidrSet = NO_CIDRS
+    deny: CidrSet = NO_CIDRS
+    active: bool = field(init=False, compare=False)  # False: the filter returns at once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "active", self.mode != "off" and bool(len(self.allow) or len(self.deny)))
+
+
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    """One token bucket: ``rate`` tokens a second, at most ``burst`` saved up."""
+
+    id: str
+    rate: float  # requests per second, > 0
+    burst: int  # >= 1
+    per: Literal["client", "tenant"] = "client"
+    path_prefix: str | None = None  # None: every path
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    mode: FilterMode = "off"
+    rules: tuple[RateRule, ...] = ()
+    active: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "active", self.mode != "off" and bool(self.rules))
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The ``filters`` section; the default does nothing."""
+
+    ip_lists: IpLists = IpLists()
+    rate_limits: RateLimits = RateLimits()
+    active: bool = field(init=False, compare=False)  # any filter to run at all
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "active", self.ip_lists.active or self.rate_limits.active)
+
+
+NO_FILTERS = Filters()
+
+
 @dataclass(frozen=True, slots=True)
 class RequestDecision:
     """Decided from the request alone, before the cache lookup."""
@@ -196,6 +249,7 @@ class TenantPolicy:
     version: str  # first 16 hex digits of the sha256 of the effective policy's canonical JSON
     source: str  # file or other origin of the policy, for messages
     delivery: Delivery = NO_RESTRICTION
+    filters: Filters = NO_FILTERS
 
     # Precomputed at construction so that the decisions allocate nothing in
     # the common case (no rule applies): see request_decision.

@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
@@ -27,8 +28,12 @@ from edge.policy.model import (
     CidrSet,
     Delivery,
     Failover,
+    Filters,
+    IpLists,
     IPNetwork,
     OriginSpec,
+    RateLimits,
+    RateRule,
     Rule,
     TenantPolicy,
     Ttl,
@@ -44,6 +49,10 @@ MAX_FAILURES_BEFORE_DOWN = 1000
 MAX_RULES = 1000
 MAX_OBJECT_SIZE = 1 << 40  # 1 TiB
 MAX_EXEMPT_CIDRS = 10_000
+MAX_FILTER_CIDRS = 100_000  # per list; the 1 MiB file limit allows some 50,000
+MAX_RATE_RULES = 100
+MAX_RATE = 1_000_000.0  # requests per second
+MAX_BURST = 1_000_000_000
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
@@ -62,7 +71,7 @@ COMMENT = "$comment"  # allowed in every object, ignored
 
 OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     # "$schema" lets editors find policies/schema.json; it is ignored.
-    "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules", "delivery"),
+    "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules", "delivery", "filters"),
     "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections"),
     "failover": ("retry_on_status", "failures_before_down", "cooldown"),
     "cache": ("enabled", "max_object_size", "strip_set_cookie", "heuristic_fraction", "heuristic_max", "key"),
@@ -72,6 +81,10 @@ OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     "ttl": ("override", "default"),
     "delivery": ("allow_countries", "deny_countries", "unknown", "action", "redirect_url",
                  "exempt_cidrs", "edge_countries", "in_region_url"),
+    "filters": ("ip_lists", "rate_limits"),
+    "ip_lists": ("mode", "allow", "deny"),
+    "rate_limits": ("mode", "rules"),
+    "rate_rule": ("id", "path_prefix", "per", "rate", "burst"),
 }
 
 # (object kind, key) -> (kind of the value's objects, whether the value is a list of them)
@@ -81,6 +94,10 @@ NESTED: dict[tuple[str, str], tuple[str, bool]] = {
     ("policy", "cache"): ("cache", False),
     ("policy", "rules"): ("rule", True),
     ("policy", "delivery"): ("delivery", False),
+    ("policy", "filters"): ("filters", False),
+    ("filters", "ip_lists"): ("ip_lists", False),
+    ("filters", "rate_limits"): ("rate_limits", False),
+    ("rate_limits", "rules"): ("rate_rule", True),
     ("cache", "key"): ("key", False),
     ("rule", "match"): ("match", False),
     ("rule", "edge_ttl"): ("ttl", False),
@@ -147,6 +164,14 @@ REDIRECT_NEEDED = REDIRECT_URL + ' (required when "action" is "redirect")'
 REDIRECT_UNUSED = 'null unless "action" is "redirect"'
 IN_REGION_URL = 'an absolute https:// URL without user info, query or fragment, such as "https://de.cdn.example.de"'
 IN_REGION_UNUSED = 'null unless "edge_countries" lists countries'
+FILTER_MODE = '"block", "log" or "off"'
+FILTER_CIDRS = f"a list of at most {MAX_FILTER_CIDRS} IP networks"
+RATE_RULES = f"a list of at most {MAX_RATE_RULES} rules"
+RULE_ID = 'an id of 1 to 64 letters, digits, "_" or "-"'
+RULE_ID_UNIQUE = "an id no other rule of the list has"
+PER = '"client" or "tenant"'
+RATE = f"a number of requests per second > 0 and <= {MAX_RATE:g}"
+BURST = f"an integer 1..{MAX_BURST}"
 
 # --- scalar converters: value -> normalised value, or _BAD -------------------------
 
@@ -679,15 +704,19 @@ def _delivery(c: _Check, raw: object, path: str) -> Delivery:
 
 
 def _exempt_cidrs(c: _Check, o: dict[str, Any], path: str) -> CidrSet:
-    value = o.get("exempt_cidrs", MISSING)
+    return _cidr_list(c, o, path, "exempt_cidrs", MAX_EXEMPT_CIDRS, CIDRS)
+
+
+def _cidr_list(c: _Check, o: dict[str, Any], path: str, key: str, limit: int, expected: str) -> CidrSet:
+    value = o.get(key, MISSING)
     if value is MISSING:
         return NO_CIDRS
-    where = _join(path, "exempt_cidrs")
+    where = _join(path, key)
     if not isinstance(value, list):
-        c.fail(where, CIDRS, value)
+        c.fail(where, expected, value)
         return NO_CIDRS
-    if len(value) > MAX_EXEMPT_CIDRS:
-        c.fail(where, CIDRS, f"{len(value)} entries", literal=True)
+    if len(value) > limit:
+        c.fail(where, expected, f"{len(value)} entries", literal=True)
         return NO_CIDRS
     networks: set[IPNetwork] = set()
     for i, item in enumerate(value):
@@ -705,6 +734,81 @@ def _exempt_cidrs(c: _Check, o: dict[str, Any], path: str) -> CidrSet:
             networks.add(net)
     # Order does not change the meaning, so it does not change the version either.
     return CidrSet(tuple(sorted(networks, key=lambda n: (n.version, int(n.network_address), n.prefixlen))))
+
+
+_RULE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _rule_id(v: object) -> Any:
+    return v if isinstance(v, str) and _RULE_ID_RE.fullmatch(v) else _BAD
+
+
+def _rate(v: object) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_RATE:
+        return _BAD
+    return float(v)
+
+
+_MODE = _one_of("block", "log", "off")
+
+
+def _filters(c: _Check, raw: object, path: str) -> Filters:
+    if raw is MISSING:
+        return Filters()
+    o = c.object(raw, path, "filters")
+    if o is None:
+        return Filters()
+    ip_lists = IpLists()
+    if "ip_lists" in o:
+        where = _join(path, "ip_lists")
+        i = c.object(o["ip_lists"], where, "ip_lists")
+        if i is not None:
+            ip_lists = IpLists(
+                mode=c.get(i, where, "mode", "block", FILTER_MODE, _MODE),
+                allow=_cidr_list(c, i, where, "allow", MAX_FILTER_CIDRS, FILTER_CIDRS),
+                deny=_cidr_list(c, i, where, "deny", MAX_FILTER_CIDRS, FILTER_CIDRS),
+            )
+    rate_limits = RateLimits()
+    if "rate_limits" in o:
+        where = _join(path, "rate_limits")
+        r = c.object(o["rate_limits"], where, "rate_limits")
+        if r is not None:
+            mode = c.get(r, where, "mode", "off", FILTER_MODE, _MODE)
+            rules: list[RateRule] = []
+            raw_rules = r.get("rules", [])
+            if not isinstance(raw_rules, list) or len(raw_rules) > MAX_RATE_RULES:
+                c.fail(_join(where, "rules"), RATE_RULES, raw_rules)
+            else:
+                seen: set[str] = set()
+                for n, raw_rule in enumerate(raw_rules):
+                    rule = _rate_rule(c, raw_rule, f"{where}.rules[{n}]", seen)
+                    if rule is not None:
+                        rules.append(rule)
+            rate_limits = RateLimits(mode=mode, rules=tuple(rules))
+    return Filters(ip_lists=ip_lists, rate_limits=rate_limits)
+
+
+def _rate_rule(c: _Check, raw: object, path: str, seen: set[str]) -> RateRule | None:
+    o = c.object(raw, path, "rate_rule")
+    if o is None:
+        return None
+    before = len(c.errors)
+    for key, expected in (("id", RULE_ID), ("rate", RATE)):
+        if key not in o:
+            c.fail(_join(path, key), expected, MISSING)
+    rule_id = c.get(o, path, "id", None, RULE_ID, _rule_id)
+    if rule_id is not None:
+        if rule_id in seen:
+            c.fail(_join(path, "id"), RULE_ID_UNIQUE, rule_id)
+        seen.add(rule_id)
+    rate = c.get(o, path, "rate", None, RATE, _rate)
+    default_burst = max(1, math.ceil(rate)) if rate is not None else 1
+    burst = c.get(o, path, "burst", default_burst, BURST, _int_in(1, MAX_BURST))
+    per = c.get(o, path, "per", "client", PER, _one_of("client", "tenant"))
+    prefix = c.get(o, path, "path_prefix", None, PATH, lambda v: None if v is None else _path(v))
+    if len(c.errors) > before or rule_id is None or rate is None:
+        return None
+    return RateRule(id=rule_id, rate=rate, burst=burst, per=per, path_prefix=prefix)
 
 
 def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | None = None) -> TenantPolicy:
@@ -763,14 +867,15 @@ def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | 
                 rules.append(rule)
 
     delivery = _delivery(c, o.get("delivery", MISSING), "delivery")
+    filters = _filters(c, o.get("filters", MISSING), "filters")
 
     if c.errors:
         raise PolicyError(c.errors)
-    data_out = _data(hosts, origins, failover, cache, rules, delivery)
+    data_out = _data(hosts, origins, failover, cache, rules, delivery, filters)
     canonical = json.dumps(data_out, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     version = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return TenantPolicy(tenant, tuple(hosts), tuple(origins), failover, cache, tuple(rules), version, source,
-                        delivery)
+                        delivery, filters)
 
 
 def default_policy(origin_url: str, tenant: str = "default") -> TenantPolicy:
@@ -787,7 +892,8 @@ def to_data(policy: TenantPolicy) -> dict[str, Any]:
     ``parse_policy(to_data(p), ...)`` gives an equal policy; the version is
     the hash of this, so comments and spelled-out defaults do not change it.
     """
-    return _data(policy.hosts, policy.origins, policy.failover, policy.cache, policy.rules, policy.delivery)
+    return _data(policy.hosts, policy.origins, policy.failover, policy.cache, policy.rules, policy.delivery,
+                 policy.filters)
 
 
 def _key_data(key: KeyOptions) -> dict[str, Any]:
@@ -831,7 +937,7 @@ def _delivery_data(d: Delivery) -> dict[str, Any]:
 
 
 def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failover,
-          cache: CacheSettings, rules: Iterable[Rule], delivery: Delivery) -> dict[str, Any]:
+          cache: CacheSettings, rules: Iterable[Rule], delivery: Delivery, filters: Filters) -> dict[str, Any]:
     return {
         "hosts": list(hosts),
         "origins": [
@@ -859,6 +965,25 @@ def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failove
         },
         "rules": [_rule_data(r) for r in rules],
         "delivery": _delivery_data(delivery),
+        "filters": _filters_data(filters),
+    }
+
+
+def _filters_data(f: Filters) -> dict[str, Any]:
+    ip, rl = f.ip_lists, f.rate_limits
+    return {
+        "ip_lists": {
+            "mode": ip.mode,
+            "allow": [str(n) for n in ip.allow.networks],
+            "deny": [str(n) for n in ip.deny.networks],
+        },
+        "rate_limits": {
+            "mode": rl.mode,
+            "rules": [
+                {"id": r.id, "path_prefix": r.path_prefix, "per": r.per, "rate": r.rate, "burst": r.burst}
+                for r in rl.rules
+            ],
+        },
     }
 
 

@@ -57,6 +57,13 @@ EVERYTHING: dict[str, Any] = {
         "exempt_cidrs": ["192.0.2.0/24", "2001:db8::/32"], "edge_countries": ["DE"],
         "in_region_url": "https://de.cdn.example.de",
     },
+    "filters": {
+        "$comment": "c",
+        "ip_lists": {"$comment": "c", "mode": "log", "allow": ["192.0.2.0/24"], "deny": ["198.51.100.0/24"]},
+        "rate_limits": {"$comment": "c", "mode": "block", "rules": [
+            {"$comment": "c", "id": "login", "path_prefix": "/login", "per": "client", "rate": 5, "burst": 10},
+        ]},
+    },
 }
 
 
