@@ -28,10 +28,11 @@ from multidict import CIMultiDict
 
 from edge.cache import conditional as cond
 from edge.cache import freshness as fr
+from edge.cache import validation as val
 from edge.cache.response_policy import browser_cache_control, deceptive, edge_lifetime
 from edge.cache.key import host_key, normalise_path, normalise_query, primary_key, vary_key, vary_names
 from edge.cache.purge import tag_extra
-from edge.cache.store import Hit, Meta
+from edge.cache.store import Hit, Meta, Removal
 from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens
 from edge.geo.client import Trusted, client_address
@@ -220,6 +221,7 @@ class Pipeline:
             if not req_cc:
                 req_cc = None
 
+        stale: Hit | None = None  # a stored entry to validate (RFC 9111 §4.3)
         if not must_forward:
             hit, variant = await self._lookup(key, req_headers)
             if hit is not None:
@@ -236,15 +238,21 @@ class Pipeline:
                     fwd = cond.reuse(req_cc, age, meta.lifetime, meta.headers)
                     if fwd is None:
                         return await self._serve_hit(request, ctx, policy, hit, age)
-                if hit.chunks is not None:
-                    await hit.chunks.aclose()
+                stale = await _validatable(hit)
             else:
                 fwd = "vary-miss" if variant else "uri-miss"
         else:
             fwd = "request"
+            if not (req_cc is not None and "only-if-cached" in req_cc):
+                # §5.2.1.4: validate what is stored rather than refetch it.
+                hit, _ = await self._lookup(key, req_headers)
+                if hit is not None:
+                    stale = await _validatable(hit)
 
         if req_cc is not None and "only-if-cached" in req_cc:
             # RFC 9111 §5.2.1.7: nothing usable stored, and the origin is off limits.
+            if stale is not None and stale.chunks is not None:
+                await stale.chunks.aclose()
             resp = self._error(ctx, 504, "not in cache (only-if-cached)", "only-if-cached")
             ctx.cache = resp.headers["Cache-Status"] = f"{self.node}; detail=only-if-cached"
             return resp
@@ -253,6 +261,9 @@ class Pipeline:
         if method == "GET" and fwd != "request":
             waiter = self._inflight.get(key)
             if waiter is not None:
+                if stale is not None and stale.chunks is not None:
+                    await stale.chunks.aclose()
+                stale = None
                 outcome = None
                 try:
                     outcome = await asyncio.wait_for(asyncio.shield(waiter), self.collapse_wait)
@@ -268,19 +279,18 @@ class Pipeline:
                         else cond.reuse(req_cc, age, hit.meta.lifetime, hit.meta.headers) is None
                     ):
                         return await self._serve_hit(request, ctx, policy, hit, age, collapsed=True)
-                    if hit.chunks is not None:
-                        await hit.chunks.aclose()
-                return await self._miss(request, ctx, policy, key, target, fwd, None, outcome is not _RELEASED)
+                    stale = await _validatable(hit)
+                return await self._miss(request, ctx, policy, key, target, fwd, None, outcome is not _RELEASED, stale)
             done = asyncio.get_running_loop().create_future()
             self._inflight[key] = done
             try:
-                return await self._miss(request, ctx, policy, key, target, fwd, done)
+                return await self._miss(request, ctx, policy, key, target, fwd, done, True, stale)
             finally:
                 if self._inflight.get(key) is done:
                     del self._inflight[key]
                 if not done.done():
                     done.set_result(None)
-        return await self._miss(request, ctx, policy, key, target, fwd, None)
+        return await self._miss(request, ctx, policy, key, target, fwd, None, True, stale)
 
     async def _lookup(self, key: str, req_headers) -> tuple[Hit | None, bool]:
         """Returns the stored entry for this request, and whether the URL has
@@ -301,12 +311,20 @@ class Pipeline:
     # ---------------------------------------------------------------- respond
 
     async def _serve_hit(
-        self, request: web.BaseRequest, ctx: Ctx, policy, hit: Hit, age: float, collapsed: bool = False
+        self,
+        request: web.BaseRequest,
+        ctx: Ctx,
+        policy,
+        hit: Hit,
+        age: float,
+        collapsed: bool = False,
+        status_value: str | None = None,
     ) -> web.StreamResponse:
         meta = hit.meta
-        # Age + ttl = lifetime, in the whole seconds the Age header shows.
-        ttl = int(meta.lifetime) - int(age)
-        status_value = f"{self.node}; hit; ttl={ttl}; collapsed" if collapsed else f"{self.node}; hit; ttl={ttl}"
+        if status_value is None:
+            # Age + ttl = lifetime, in the whole seconds the Age header shows.
+            ttl = int(meta.lifetime) - int(age)
+            status_value = f"{self.node}; hit; ttl={ttl}; collapsed" if collapsed else f"{self.node}; hit; ttl={ttl}"
         ctx.cache = status_value
         rh = request.headers
         if "If-None-Match" in rh or "If-Modified-Since" in rh or "If-Match" in rh or "If-Unmodified-Since" in rh:
@@ -372,9 +390,15 @@ class Pipeline:
     def _trusted_peer(self, peer: str | None) -> bool:
         return bool(self._trusted) and bool(peer) and self._trusted.contains(peer)
 
-    def _origin_headers(self, request: web.BaseRequest, ctx: Ctx, keyed: tuple[str, ...]) -> CIMultiDict:
+    def _origin_headers(
+        self, request: web.BaseRequest, ctx: Ctx, keyed: tuple[str, ...], conditional: dict[str, str] | None = None
+    ) -> CIMultiDict:
         src = request.headers
         drop = HOP_BY_HOP
+        if conditional:
+            # RFC 9111 §4.3.1: the edge's own validators replace the client's
+            # preconditions, which it evaluates itself against the result.
+            drop = drop | val.CLIENT_CONDITIONALS
         conn = src.getall("Connection", ())
         if conn:
             drop = drop | connection_tokens(conn)
@@ -398,6 +422,8 @@ class Pipeline:
         out["X-Forwarded-Host"] = ctx.host
         prior_via = ", ".join(src.getall("Via", ()))
         out["Via"] = f"{prior_via}, {self.via}" if prior_via else self.via
+        if conditional:
+            out.update(conditional)
         return out
 
     async def _request_body(self, request: web.BaseRequest, ctx: Ctx) -> AsyncIterator[bytes]:
@@ -413,8 +439,8 @@ class Pipeline:
                 raise BodyTooLarge()
             yield chunk
 
-    async def _send(self, request, ctx, policy, target, keyed=()):
-        headers = self._origin_headers(request, ctx, keyed)
+    async def _send(self, request, ctx, policy, target, keyed=(), conditional=None):
+        headers = self._origin_headers(request, ctx, keyed, conditional)
         has_body = request.body_exists
         body = self._request_body(request, ctx) if has_body else None
         retry = request.method in IDEMPOTENT_METHODS and not has_body
@@ -472,16 +498,79 @@ class Pipeline:
         text = "origin timed out" if status == 504 else "origin unreachable or broken"
         return self._error(ctx, status, text, exc.failure.value)
 
-    async def _miss(self, request, ctx, policy, key, target, fwd, done, may_store: bool = True) -> web.StreamResponse:
+    async def _miss(
+        self, request, ctx, policy, key, target, fwd, done, may_store: bool = True, stale: Hit | None = None
+    ) -> web.StreamResponse:
+        """Fetch from the origin; with ``stale`` (a stored entry that has a
+        validator) the fetch is a validation (RFC 9111 §4.3.1)."""
         request_time = time.time()
+        conditional = val.validator_headers(stale.meta.headers) if stale is not None else None
         try:
-            upstream, _ = await self._send(request, ctx, policy, target, policy.request_decision(ctx.path).key.headers)
-        except OriginError as exc:
-            return self._origin_error(ctx, exc)
-        try:
-            return await self._on_response(request, ctx, policy, key, fwd, done, upstream, request_time, may_store)
+            try:
+                upstream, _ = await self._send(
+                    request, ctx, policy, target, policy.request_decision(ctx.path).key.headers, conditional
+                )
+            except OriginError as exc:
+                return self._origin_error(ctx, exc)
+            try:
+                if stale is not None and upstream.status == 304:
+                    hit, stale = stale, None
+                    return await self._revalidated(request, ctx, policy, key, fwd, done, upstream, request_time, hit)
+                if stale is not None and stale.chunks is not None:
+                    chunks, stale = stale.chunks, None
+                    await chunks.aclose()
+                return await self._on_response(request, ctx, policy, key, fwd, done, upstream, request_time, may_store)
+            finally:
+                upstream.release()
         finally:
-            upstream.release()
+            if stale is not None and stale.chunks is not None:
+                await stale.chunks.aclose()
+
+    async def _revalidated(self, request, ctx, policy, key, fwd, done, upstream, request_time, hit: Hit) -> web.StreamResponse:
+        """The origin's 304 for a stored entry: freshen it (RFC 9111 §4.3.4,
+        §3.2) without touching its body, and serve it."""
+        response_time = time.time()
+        fresh = self._response_headers(upstream)
+        if "Server" not in upstream.headers:
+            fresh.popall("Server", None)  # the edge's stand-in, not the origin's word
+        old = hit.meta
+        headers = CIMultiDict(val.updated_headers(old.headers, fresh))
+        cc = parse_cache_control(", ".join(headers.getall("Cache-Control", ())) or None)
+        decision = policy.response_decision(ctx.path, headers.get("Content-Type"))
+        settings = policy.cache
+        seconds, source = _lifetime(old.status, headers, cc, decision, settings, response_time)
+        # §4.2.3 with the 304's Date and Age: the validation made it new.
+        initial_age = fr.initial_age(
+            date=fresh.get("Date"), age=upstream.headers.get("Age"), request_time=request_time, response_time=response_time
+        )
+        private = fr.private_fields(cc) + fr.no_cache_fields(cc)
+        for name in private:
+            headers.popall(name, None)
+        meta = Meta(
+            status=old.status,
+            headers=tuple(headers.items()),
+            request_time=request_time,
+            response_time=response_time,
+            initial_age=initial_age,
+            lifetime=seconds,
+            size=old.size,
+            vary=old.vary,
+            detail=source,
+            extra=dict(old.extra),
+        )
+        store_key = key + _VARIANT_SEP + vary_key(old.vary, request.headers) if old.vary else key
+        store = self.state.store
+        if "no-store" in cc or cc.field_names("private") == ():
+            # The origin withdrew consent to storing (§3): served once, dropped.
+            await store.delete(store_key, Removal.INVALIDATION)
+        else:
+            await store.update(store_key, meta)
+        if done is not None and not done.done():
+            done.set_result(None)  # waiters find the freshened entry
+        ttl = int(seconds) - int(initial_age)
+        status_value = f"{self.node}; fwd={fwd}; fwd-status=304; stored; ttl={ttl}"
+        hit.meta = meta
+        return await self._serve_hit(request, ctx, policy, hit, initial_age, status_value=status_value)
 
     async def _on_response(self, request, ctx, policy, key, fwd, done, upstream, request_time, may_store) -> web.StreamResponse:
         response_time = time.time()
@@ -522,24 +611,22 @@ class Pipeline:
                 # be in the key or select a variant: the answer is not shared.
                 reason = fr.NoStore.CONNECTION
 
-        lifetime = fr.freshness_lifetime(
-            status=status,
-            cc=cc,
-            date=headers.get("Date"),
-            expires=headers.get("Expires"),
-            last_modified=headers.get("Last-Modified"),
-            response_time=response_time,
-            heuristic_fraction=settings.heuristic_fraction,
-            heuristic_max=settings.heuristic_max,
-        )
-        seconds, source = edge_lifetime(lifetime, decision.edge_ttl, cc)
+        seconds, source = _lifetime(status, headers, cc, decision, settings, response_time)
         initial_age = fr.initial_age(
             date=headers.get("Date"), age=upstream.headers.get("Age"), request_time=request_time, response_time=response_time
         )
         if reason is None and seconds <= initial_age:
-            # Stale on arrival: without revalidation of stored entries
-            # (RFC 9111 §4.3) there is nothing to reuse.
-            reason = fr.NoStore.NO_LIFETIME
+            # Stale on arrival (or no-cache): worth storing only with a
+            # validator, for validation with the origin (RFC 9111 §4.3).
+            # Stale serving (RFC 5861) is not implemented: without a
+            # validator there is nothing to reuse.
+            has_validator = "ETag" in headers or "Last-Modified" in headers
+            if has_validator:
+                reason = fr.worth_storing(
+                    lifetime=fr.Lifetime(seconds, source), age=initial_age, response_cc=cc, has_validator=True
+                )
+            else:
+                reason = fr.NoStore.NO_LIFETIME
 
         # What this client is told about caching; hits work it out again
         # from the stored headers and the policy of their time.
@@ -760,6 +847,32 @@ class _Sink:
         self.parts = None
         if self.writer is not None:
             await self.writer.abort()
+
+
+async def _validatable(hit: Hit) -> Hit | None:
+    """``hit`` when it can be validated with the origin (it has an ETag or a
+    Last-Modified, RFC 9111 §4.3.1); else its body stream is closed."""
+    if hit.meta.status != 0 and val.has_validator(hit.meta.headers):
+        return hit
+    if hit.chunks is not None:
+        await hit.chunks.aclose()
+    return None
+
+
+def _lifetime(status: int, headers, cc, decision, settings, response_time: float) -> tuple[float, str]:
+    """The freshness lifetime the edge applies to a response (RFC 9111
+    §4.2.1 and the tenant's edge TTL rule), and where it came from."""
+    lifetime = fr.freshness_lifetime(
+        status=status,
+        cc=cc,
+        date=headers.get("Date"),
+        expires=headers.get("Expires"),
+        last_modified=headers.get("Last-Modified"),
+        response_time=response_time,
+        heuristic_fraction=settings.heuristic_fraction,
+        heuristic_max=settings.heuristic_max,
+    )
+    return edge_lifetime(lifetime, decision.edge_ttl, cc)
 
 
 def _template(meta: Meta, policy, path: str) -> CIMultiDict:

@@ -333,6 +333,45 @@ class DiskStore:
             if self._tagged_puts % SWEEP_EVERY == 0:
                 self._sweep_tags()
 
+    async def update(self, key: str, meta: Meta) -> bool:
+        return await self._run(self._update_sync, key, meta)
+
+    def _update_sync(self, key: str, meta: Meta) -> bool:
+        """Rewrite only the metadata item of a stored entry (RFC 9111 §4.3.4):
+        the body item and its key stay, so nothing is copied or deleted (unlike
+        ``_set_meta_sync``, which retires the replaced entry's body)."""
+        mk = _meta_key(key)
+        with self.cache.transact():
+            raw = self.cache.get(mk)
+            if raw is None:
+                return False
+            try:
+                old = Meta.loads(raw)
+            except Exception:
+                return False
+            body_key = old.extra.get("body")
+            if not body_key or old.status == 0:
+                return False  # a Vary marker has nothing to update
+            new = Meta(
+                status=meta.status,
+                headers=meta.headers,
+                request_time=meta.request_time,
+                response_time=meta.response_time,
+                initial_age=meta.initial_age,
+                lifetime=meta.lifetime,
+                size=old.size,
+                vary=meta.vary,
+                detail=meta.detail,
+                extra=dict(old.extra),  # the same body and tag rows
+            )
+            verdict = self.admit(key, new) if self.admit is not None else Admit.KEEP
+            if verdict == Admit.DROP:
+                return False  # purged since the validation began: the purge removes it
+            if verdict == Admit.STALE:
+                new.expire(time.time())
+            self.cache.set(mk, new.dumps())
+        return True
+
     def _forget(self, key: str, raw_meta: bytes, keep_body: str | None = None) -> None:
         """Remove what a replaced or deleted entry's metadata referred to:
         its body and its tag rows."""

@@ -127,6 +127,17 @@ class MemoryStore:
     async def put(self, key: str, meta: Meta, body: bytes) -> None:
         self.put_now(key, meta, body)
 
+    def update_now(self, key: str, meta: Meta) -> bool:
+        """New metadata for a stored entry, same body (RFC 9111 §4.3.4)."""
+        item = self._lru.get(key)
+        if item is None:
+            return False
+        self._lru[key] = (meta, item[1])
+        return True
+
+    async def update(self, key: str, meta: Meta) -> bool:
+        return self.update_now(key, meta)
+
     def writer(self, key: str):  # pragma: no cover - large bodies never go to memory
         raise NotImplementedError("the memory tier stores whole bodies only")
 

@@ -165,6 +165,32 @@ class TieredStore:
         except Exception:
             log.exception("disk tier write failed; entry kept in memory only")
 
+    async def update(self, key: str, meta: Meta) -> bool:
+        """New metadata for a stored entry, its body kept (RFC 9111 §4.3.4):
+        memory at once, disk in the background, never copying the body."""
+        barriers = self.barriers
+        if barriers.active:
+            now = time.time()
+            verdict = barriers.verdict(key, meta)
+            if verdict == Admit.DROP:
+                return False
+            if verdict == Admit.STALE:
+                meta.expire(now)
+        found = self.memory.update_now(key, meta)
+        if self.disk is not None:
+            disk_meta = dataclasses.replace(meta, extra=dict(meta.extra), template=None)
+            task = asyncio.ensure_future(self._disk_update(key, disk_meta))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            found = True
+        return found
+
+    async def _disk_update(self, key: str, meta: Meta) -> None:
+        try:
+            await self.disk.update(key, meta)
+        except Exception:
+            log.exception("disk tier update failed")
+
     def writer(self, key: str):
         if self.disk is None:
             return _MemoryOnlyWriter()
