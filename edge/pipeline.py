@@ -319,6 +319,7 @@ class Pipeline:
         age: float,
         collapsed: bool = False,
         status_value: str | None = None,
+        cookies: list[str] | None = None,
     ) -> web.StreamResponse:
         meta = hit.meta
         if status_value is None:
@@ -341,6 +342,8 @@ class Pipeline:
         else:
             resp = web.StreamResponse(status=meta.status, headers=_template(meta, policy, ctx.path))
             resp.content_length = meta.size
+        for cookie in cookies or ():
+            resp.headers.add("Set-Cookie", cookie)
         headers = resp.headers
         headers["Age"] = fr.age_header_value(age)
         headers.add("Cache-Status", status_value)
@@ -534,6 +537,8 @@ class Pipeline:
         if "Server" not in upstream.headers:
             fresh.popall("Server", None)  # the edge's stand-in, not the origin's word
         old = hit.meta
+        # Cookies on a 304 belong to this client: never into the shared entry.
+        cookies = fresh.popall("Set-Cookie", [])
         headers = CIMultiDict(val.updated_headers(old.headers, fresh))
         cc = parse_cache_control(", ".join(headers.getall("Cache-Control", ())) or None)
         decision = policy.response_decision(ctx.path, headers.get("Content-Type"))
@@ -564,13 +569,17 @@ class Pipeline:
             # The origin withdrew consent to storing (§3): served once, dropped.
             await store.delete(store_key, Removal.INVALIDATION)
         else:
-            await store.update(store_key, meta)
+            # Only if it is still the entry that was validated (another
+            # request may have replaced it with a new body meanwhile).
+            await store.update(store_key, meta, expected=old.response_time)
         if done is not None and not done.done():
             done.set_result(None)  # waiters find the freshened entry
         ttl = int(seconds) - int(initial_age)
         status_value = f"{self.node}; fwd={fwd}; fwd-status=304; stored; ttl={ttl}"
         hit.meta = meta
-        return await self._serve_hit(request, ctx, policy, hit, initial_age, status_value=status_value)
+        if settings.strip_set_cookie:
+            cookies = []
+        return await self._serve_hit(request, ctx, policy, hit, initial_age, status_value=status_value, cookies=cookies)
 
     async def _on_response(self, request, ctx, policy, key, fwd, done, upstream, request_time, may_store) -> web.StreamResponse:
         response_time = time.time()

@@ -333,10 +333,10 @@ class DiskStore:
             if self._tagged_puts % SWEEP_EVERY == 0:
                 self._sweep_tags()
 
-    async def update(self, key: str, meta: Meta) -> bool:
-        return await self._run(self._update_sync, key, meta)
+    async def update(self, key: str, meta: Meta, expected: float | None = None) -> bool:
+        return await self._run(self._update_sync, key, meta, expected)
 
-    def _update_sync(self, key: str, meta: Meta) -> bool:
+    def _update_sync(self, key: str, meta: Meta, expected: float | None = None) -> bool:
         """Rewrite only the metadata item of a stored entry (RFC 9111 §4.3.4):
         the body item and its key stay, so nothing is copied or deleted (unlike
         ``_set_meta_sync``, which retires the replaced entry's body)."""
@@ -352,6 +352,8 @@ class DiskStore:
             body_key = old.extra.get("body")
             if not body_key or old.status == 0:
                 return False  # a Vary marker has nothing to update
+            if expected is not None and old.response_time != expected:
+                return False  # replaced since it was validated: another body
             new = Meta(
                 status=meta.status,
                 headers=meta.headers,

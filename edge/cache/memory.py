@@ -127,16 +127,18 @@ class MemoryStore:
     async def put(self, key: str, meta: Meta, body: bytes) -> None:
         self.put_now(key, meta, body)
 
-    def update_now(self, key: str, meta: Meta) -> bool:
-        """New metadata for a stored entry, same body (RFC 9111 §4.3.4)."""
+    def update_now(self, key: str, meta: Meta, expected: float | None = None) -> bool:
+        """New metadata for a stored entry, same body (RFC 9111 §4.3.4).
+        ``expected``: the response time of the entry that was validated; an
+        entry replaced meanwhile (another body) is left alone."""
         item = self._lru.get(key)
-        if item is None:
+        if item is None or expected is not None and item[0].response_time != expected:
             return False
         self._lru[key] = (meta, item[1])
         return True
 
-    async def update(self, key: str, meta: Meta) -> bool:
-        return self.update_now(key, meta)
+    async def update(self, key: str, meta: Meta, expected: float | None = None) -> bool:
+        return self.update_now(key, meta, expected)
 
     def writer(self, key: str):  # pragma: no cover - large bodies never go to memory
         raise NotImplementedError("the memory tier stores whole bodies only")

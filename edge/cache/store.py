@@ -136,7 +136,7 @@ class Store(Protocol):
 
     def writer(self, key: str) -> BodyWriter: ...
 
-    async def update(self, key: str, meta: Meta) -> bool:
+    async def update(self, key: str, meta: Meta, expected: float | None = None) -> bool:
         """Replace the metadata of the entry under ``key``, keeping its body
         (a validated response, RFC 9111 §4.3.4); False when none is stored."""
         ...

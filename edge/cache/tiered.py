@@ -165,7 +165,7 @@ class TieredStore:
         except Exception:
             log.exception("disk tier write failed; entry kept in memory only")
 
-    async def update(self, key: str, meta: Meta) -> bool:
+    async def update(self, key: str, meta: Meta, expected: float | None = None) -> bool:
         """New metadata for a stored entry, its body kept (RFC 9111 §4.3.4):
         memory at once, disk in the background, never copying the body."""
         barriers = self.barriers
@@ -176,18 +176,18 @@ class TieredStore:
                 return False
             if verdict == Admit.STALE:
                 meta.expire(now)
-        found = self.memory.update_now(key, meta)
+        found = self.memory.update_now(key, meta, expected)
         if self.disk is not None:
             disk_meta = dataclasses.replace(meta, extra=dict(meta.extra), template=None)
-            task = asyncio.ensure_future(self._disk_update(key, disk_meta))
+            task = asyncio.ensure_future(self._disk_update(key, disk_meta, expected))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             found = True
         return found
 
-    async def _disk_update(self, key: str, meta: Meta) -> None:
+    async def _disk_update(self, key: str, meta: Meta, expected: float | None) -> None:
         try:
-            await self.disk.update(key, meta)
+            await self.disk.update(key, meta, expected)
         except Exception:
             log.exception("disk tier update failed")
 

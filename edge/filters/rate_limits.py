@@ -18,6 +18,9 @@ number of workers when it must hold exactly.
 """
 from __future__ import annotations
 
+import functools
+import ipaddress
+
 import math
 import time
 from collections.abc import Callable
@@ -97,7 +100,7 @@ class RateLimitFilter:
                 lru = self._clients.get(key)
                 if lru is None:
                     lru = self._clients[key] = LRUCache(maxsize=self.max_buckets)
-                client = ctx.peer or "-"
+                client = _client_key(ctx.peer)
                 bucket = lru.get(client)
                 if bucket is None:
                     bucket = lru[client] = TokenBucket(float(rule.burst), now)
@@ -110,3 +113,18 @@ class RateLimitFilter:
             return Verdict(429, "too many requests", f"filter.rate_limits.{rule.id}",
                            {"Retry-After": retry_after(wait)})
         return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _client_key(peer: str | None) -> str:
+    """IPv4 clients by address, IPv6 clients by their /64: one subscriber
+    holds a whole /64 and could take a fresh address (and a full bucket)
+    for every request."""
+    if not peer:
+        return "-"
+    if ":" not in peer:
+        return peer
+    try:
+        return str(ipaddress.ip_network(f"{peer.split('%', 1)[0]}/64", strict=False))
+    except ValueError:
+        return peer

@@ -166,3 +166,24 @@ async def test_9111_4_3_4_large_disk_entry_keeps_its_body_after_304(origin, make
         assert await r.read() == body and "hit" in r.headers["Cache-Status"]
         assert r.headers["X-Version"] == "2"
     assert origin.hits["/big"] == 2
+
+
+async def test_set_cookie_on_a_304_reaches_only_that_client(origin, make_edge, client):
+    """A cookie the origin sets while validating belongs to the one client
+    that asked; the shared entry must never carry it."""
+    from aiohttp import web
+
+    async def page(request: web.Request) -> web.Response:
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"', "Cache-Control": "max-age=60", "Set-Cookie": "session=VICTIM"})
+        return web.Response(text="body", headers={"ETag": '"v1"', "Cache-Control": "max-age=0"})
+
+    origin.route("/cookie", page)
+    edge = await make_edge(quick_origin=origin.url)
+    async with client.get(edge.url + "/cookie") as r:
+        await r.read()
+    async with client.get(edge.url + "/cookie") as r:
+        assert await r.text() == "body" and "fwd-status=304" in r.headers["Cache-Status"]
+        assert r.headers.get("Set-Cookie") == "session=VICTIM"
+    async with client.get(edge.url + "/cookie") as r:
+        assert "hit" in r.headers["Cache-Status"] and "Set-Cookie" not in r.headers

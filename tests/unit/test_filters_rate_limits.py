@@ -128,3 +128,18 @@ def test_large_deny_list():
     f = IpListFilter()
     assert f.check(None, ctx(peer="10.78.31.200"), p).status == 403
     assert f.check(None, ctx(peer="11.0.0.1"), p) is None
+
+
+@pytest.mark.parametrize(
+    "peer, key",
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+        (None, "-"),
+    ],
+)
+def test_ipv6_clients_share_a_bucket_per_64(peer, key):
+    from edge.filters.rate_limits import _client_key
+
+    assert _client_key(peer) == key

@@ -61,3 +61,19 @@ def test_9111_4_3_1_if_modified_since_only_without_an_etag():
 def test_has_validator():
     assert has_validator(STORED) and has_validator(CIMultiDict({"last-modified": "x"}))
     assert not has_validator([("Date", "x")])
+
+
+def test_late_304_does_not_update_an_entry_replaced_meanwhile():
+    """§4.3.4 selects the stored response that was validated: a newer one
+    with another body must keep its own headers."""
+    from edge.cache.memory import MemoryStore
+    from edge.cache.store import Meta
+
+    store = MemoryStore(1 << 20, 1 << 16)
+    validated = Meta(200, (("ETag", '"v1"'),), 1.0, 1.0, 0.0, 0.0)
+    replacement = Meta(200, (("ETag", '"v2"'),), 2.0, 2.0, 0.0, 60.0)
+    store.put_now("k", replacement, b"new body")
+    freshened = Meta(200, (("ETag", '"v1"'),), 3.0, 3.0, 0.0, 60.0)
+    assert not store.update_now("k", freshened, expected=validated.response_time)
+    assert store.get_now("k").meta.headers == (("ETag", '"v2"'),)
+    assert store.update_now("k", freshened, expected=replacement.response_time)
