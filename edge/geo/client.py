@@ -155,7 +155,8 @@ class Trusted:
 
 
 def _xff_hops(lines: Sequence[str]) -> Iterable[str]:
-    """X-Forwarded-For elements from the right, at most MAX_HOPS of them."""
+    """Comma-separated elements from the right (X-Forwarded-For, Forwarded),
+    at most MAX_HOPS of them."""
     budget = MAX_HOPS
     for line in reversed(lines):
         # rsplit bounds the work on a huge field: only the right end is split.
@@ -207,18 +208,13 @@ def _forwarded_hops(lines: Sequence[str]) -> Iterable[str | None]:
     element that cannot be used. A comma inside a quoted string leaves an odd
     number of quotes in both halves: both become unusable, which stops the
     walk; such commas do not occur in the addresses this walk is after."""
-    budget = MAX_HOPS
-    for line in reversed(lines):
-        for element in reversed(line.rsplit(",", budget)):
-            if budget == 0:
-                return
-            budget -= 1
-            if not element.strip(_OWS):
-                yield ""
-            elif element.count('"') % 2:
-                yield None
-            else:
-                yield _forwarded_for(element)
+    for element in _xff_hops(lines):  # the same comma-separated walk
+        if not element.strip(_OWS):
+            yield ""
+        elif element.count('"') % 2:
+            yield None
+        else:
+            yield _forwarded_for(element)
 
 
 def client_address(peer: str | None, xff: Sequence[str], forwarded: Sequence[str], trusted: Trusted) -> str | None:
