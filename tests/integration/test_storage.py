@@ -117,6 +117,11 @@ async def test_memory_tier_stays_within_its_bound(origin, make_edge, client):
 # ------------------------------------------------------------ the disk tier
 
 
+def _body_files(directory) -> list[str]:
+    """The body files diskcache keeps outside its SQLite index."""
+    return [os.path.join(d, f) for d, _, fs in os.walk(directory) for f in fs if f.endswith(".val")]
+
+
 def _meta(n: int = 0) -> Meta:
     return Meta(200, (("Content-Type", "text/plain"),), 1.0, 1.0, 0.0, 60.0, n)
 
@@ -128,7 +133,7 @@ async def test_disk_writer_abort_leaves_no_entry_and_no_file(tmp_path):
         await w.write(b"a" * 100_000)
         await w.abort()
         assert await disk.get("k") is None
-        files = [f for _, _, fs in os.walk(tmp_path / "d") for f in fs if f.endswith(".val")]
+        files = _body_files(tmp_path / "d")
         assert files == []
     finally:
         await disk.close()
@@ -144,7 +149,7 @@ async def test_disk_entry_with_truncated_body_is_dropped(tmp_path):
         hit = await disk.get("k")
         assert hit is not None and hit.meta.size == 200_000
         await hit.chunks.aclose()
-        body_files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "d") for f in fs if f.endswith(".val")]
+        body_files = _body_files(tmp_path / "d")
         assert len(body_files) == 1
         with open(body_files[0], "r+b") as f:
             f.truncate(1000)
@@ -161,11 +166,11 @@ async def test_disk_replace_and_delete_remove_old_bodies(tmp_path):
         await disk.put("k", _meta(), b"2" * 100_000)
         hit = await disk.get("k")
         assert await disk.read_all(hit) == b"2" * 100_000
-        files = [f for _, _, fs in os.walk(tmp_path / "d") for f in fs if f.endswith(".val")]
+        files = _body_files(tmp_path / "d")
         assert len(files) == 1
         assert await disk.delete("k", Removal.INVALIDATION)
         assert await disk.get("k") is None
-        files = [f for _, _, fs in os.walk(tmp_path / "d") for f in fs if f.endswith(".val")]
+        files = _body_files(tmp_path / "d")
         assert files == []
     finally:
         await disk.close()
