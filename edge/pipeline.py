@@ -29,9 +29,16 @@ from multidict import CIMultiDict
 from edge.cache import conditional as cond
 from edge.cache import freshness as fr
 from edge.cache import validation as val
-from edge.cache.response_policy import browser_cache_control, deceptive, edge_lifetime
+from edge.cache.response_policy import (
+    browser_cache_control,
+    deceptive,
+    edge_cache_control,
+    edge_lifetime,
+    stale_window,
+    stale_windows,
+)
 from edge.cache.key import host_key, normalise_path, normalise_query, primary_key, vary_key, vary_names
-from edge.cache.purge import tag_extra
+from edge.cache.purge import PurgeSpec, Purger, Target, tag_extra
 from edge.cache.store import Hit, Meta, Removal
 from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens
@@ -85,6 +92,7 @@ class Pipeline:
         self._rid_prefix = f"{os.getpid() & 0xFFFF:04x}{int(time.time()) & 0xFFFFFF:06x}"
         self._rid = itertools.count(1)
         self.collapse_wait = 30.0
+        self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
 
     # ------------------------------------------------------------------ entry
 
@@ -220,6 +228,11 @@ class Pipeline:
             must_forward = req_cc.has("no-cache") or req_cc.max_age == 0
             if not req_cc:
                 req_cc = None
+        if must_forward and policy.cache.client_no_cache == "ignore":
+            # The tenant shields its origin from forced reloads: the client's
+            # freshness demands are not obeyed (only-if-cached still is).
+            must_forward = False
+            req_cc = _ONLY_IF_CACHED if req_cc is not None and "only-if-cached" in req_cc else None
 
         stale: Hit | None = None  # a stored entry to validate (RFC 9111 §4.3)
         if not must_forward:
@@ -238,7 +251,14 @@ class Pipeline:
                     fwd = cond.reuse(req_cc, age, meta.lifetime, meta.headers)
                     if fwd is None:
                         return await self._serve_hit(request, ctx, policy, hit, age)
-                stale = await _validatable(hit)
+                if fwd == "stale" and (req_cc is None or not ("max-age" in req_cc or "min-fresh" in req_cc)):
+                    # RFC 5861 §3: serve it stale, refresh once in the background.
+                    window = stale_window(meta.extra, "swr", policy.cache.stale_while_revalidate)
+                    if window and age - meta.lifetime < window:
+                        self._refresh_later(request, ctx, policy, key, target, meta)
+                        status_value = f"{self.node}; hit; ttl={int(meta.lifetime) - int(age)}; detail=stale-while-revalidate"
+                        return await self._serve_hit(request, ctx, policy, hit, age, status_value=status_value)
+                stale = await self._keep_stale(hit, policy)
             else:
                 fwd = "vary-miss" if variant else "uri-miss"
         else:
@@ -247,7 +267,7 @@ class Pipeline:
                 # §5.2.1.4: validate what is stored rather than refetch it.
                 hit, _ = await self._lookup(key, req_headers)
                 if hit is not None:
-                    stale = await _validatable(hit)
+                    stale = await self._keep_stale(hit, policy)
 
         if req_cc is not None and "only-if-cached" in req_cc:
             # RFC 9111 §5.2.1.7: nothing usable stored, and the origin is off limits.
@@ -279,7 +299,7 @@ class Pipeline:
                         else cond.reuse(req_cc, age, hit.meta.lifetime, hit.meta.headers) is None
                     ):
                         return await self._serve_hit(request, ctx, policy, hit, age, collapsed=True)
-                    stale = await _validatable(hit)
+                    stale = await self._keep_stale(hit, policy)
                 return await self._miss(request, ctx, policy, key, target, fwd, None, outcome is not _RELEASED, stale)
             done = asyncio.get_running_loop().create_future()
             self._inflight[key] = done
@@ -490,11 +510,33 @@ class Pipeline:
             return self._origin_error(ctx, exc)
         try:
             headers = self._response_headers(upstream)
+            if request.method in _UNSAFE and 200 <= upstream.status < 400 and policy.cache.enabled:
+                await self._invalidate(ctx, policy, path, raw_query, headers)
             headers["Cache-Status"] = ctx.cache
             headers["X-Request-Id"] = ctx.rid
             return await self._stream(request, ctx, upstream, headers, None)
         finally:
             upstream.release()
+
+    async def _invalidate(self, ctx: Ctx, policy, path: str, raw_query: str, headers) -> None:
+        """RFC 9111 §4.4: a successful unsafe request invalidates what is
+        stored for its URL and for same-origin Location / Content-Location
+        (all Vary variants; this worker's memory tier and the disk tier)."""
+        targets = {(path, raw_query)}
+        for name in ("Location", "Content-Location"):
+            ref = headers.get(name)
+            found = _same_origin(ref, ctx.host, path) if ref else None
+            if found is not None:
+                targets.add(found)
+        urls = []
+        for target_path, target_query in targets:
+            opts = policy.request_decision(target_path).key
+            query = normalise_query(target_query, opts) if target_query else ""
+            urls.append(Target(ctx.host, target_path, query))
+        try:
+            await Purger(self.state.store).apply(PurgeSpec(policy.tenant, urls=tuple(urls)))
+        except Exception:
+            log.exception("invalidation after %s failed (request %s)", ctx.method, ctx.rid)
 
     def _origin_error(self, ctx: Ctx, exc: OriginError) -> web.Response:
         status = exc.failure.status
@@ -505,52 +547,170 @@ class Pipeline:
         self, request, ctx, policy, key, target, fwd, done, may_store: bool = True, stale: Hit | None = None
     ) -> web.StreamResponse:
         """Fetch from the origin; with ``stale`` (a stored entry that has a
-        validator) the fetch is a validation (RFC 9111 §4.3.1)."""
+        validator) the fetch is a validation (RFC 9111 §4.3.1), and a failed
+        fetch may be answered with it (RFC 5861 stale-if-error)."""
         request_time = time.time()
-        conditional = val.validator_headers(stale.meta.headers) if stale is not None else None
+        keyed = policy.request_decision(ctx.path).key.headers
+        conditional = None
+        if stale is not None and val.has_validator(stale.meta.headers):
+            conditional = val.validator_headers(stale.meta.headers)
         try:
             try:
-                upstream, _ = await self._send(
-                    request, ctx, policy, target, policy.request_decision(ctx.path).key.headers, conditional
-                )
+                upstream, _ = await self._send(request, ctx, policy, target, keyed, conditional)
             except OriginError as exc:
+                if stale is not None and self._may_serve_on_error(stale, policy):
+                    hit, stale = stale, None
+                    return await self._serve_on_error(request, ctx, policy, hit, fwd, None)
                 return self._origin_error(ctx, exc)
+            if conditional is not None and upstream.status == 304 and not _selects(stale.meta, upstream.headers):
+                # RFC 9111 §4.3.4: the 304 names another representation than
+                # the one stored, so it updates nothing: fetch it whole.
+                upstream.release()
+                await self._close_stale(stale)
+                stale = conditional = None
+                request_time = time.time()
+                try:
+                    upstream, _ = await self._send(request, ctx, policy, target, keyed)
+                except OriginError as exc:
+                    return self._origin_error(ctx, exc)
             try:
-                if stale is not None and upstream.status == 304:
+                status = upstream.status
+                if stale is not None and status in _ERROR_STATUSES and self._may_serve_on_error(stale, policy):
+                    hit, stale = stale, None
+                    return await self._serve_on_error(request, ctx, policy, hit, fwd, status)
+                if conditional is not None and status == 304:
                     hit, stale = stale, None
                     return await self._revalidated(request, ctx, policy, key, fwd, done, upstream, request_time, hit)
-                if stale is not None and stale.chunks is not None:
-                    chunks, stale = stale.chunks, None
-                    await chunks.aclose()
+                if stale is not None and request.method == "HEAD" and status == 200:
+                    # RFC 9111 §4.3.5: a HEAD answer freshens (or invalidates)
+                    # the stored GET response it describes.
+                    hit, stale = stale, None
+                    await self._close_stale(hit)
+                    await self._head_update(request, ctx, policy, key, upstream, request_time, hit)
+                    return await self._on_response(request, ctx, policy, key, fwd, done, upstream, request_time, False)
+                await self._close_stale(stale)
+                stale = None
                 return await self._on_response(request, ctx, policy, key, fwd, done, upstream, request_time, may_store)
             finally:
                 upstream.release()
         finally:
-            if stale is not None and stale.chunks is not None:
-                await stale.chunks.aclose()
+            await self._close_stale(stale)
+
+    async def _close_stale(self, hit: Hit | None) -> None:
+        if hit is not None and hit.chunks is not None:
+            chunks, hit.chunks = hit.chunks, None
+            await chunks.aclose()
+
+    async def _keep_stale(self, hit: Hit, policy) -> Hit | None:
+        """``hit`` when it may still help: it can be validated (an ETag or a
+        Last-Modified, RFC 9111 §4.3.1) or served if the origin fails
+        (stale-if-error); else its body stream is closed."""
+        meta = hit.meta
+        if meta.status != 0 and (
+            val.has_validator(meta.headers) or stale_window(meta.extra, "sie", policy.cache.stale_if_error)
+        ):
+            return hit
+        await self._close_stale(hit)
+        return None
+
+    def _may_serve_on_error(self, hit: Hit, policy) -> bool:
+        meta = hit.meta
+        window = stale_window(meta.extra, "sie", policy.cache.stale_if_error)
+        if not window:
+            return False
+        age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+        return age - meta.lifetime < window
+
+    async def _serve_on_error(self, request, ctx, policy, hit: Hit, fwd: str, status: int | None) -> web.StreamResponse:
+        """RFC 5861 §4: the origin failed; the stale entry answers instead."""
+        meta = hit.meta
+        age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+        got = f"; fwd-status={status}" if status is not None else ""
+        status_value = f"{self.node}; fwd={fwd}{got}; ttl={int(meta.lifetime) - int(age)}; detail=stale-if-error"
+        return await self._serve_hit(request, ctx, policy, hit, age, status_value=status_value)
+
+    def _refresh_later(self, request, ctx: Ctx, policy, key: str, target: str, meta: Meta) -> None:
+        """One background request refreshes a stale entry (RFC 5861 §3);
+        requests meanwhile keep getting the stale one."""
+        if key in self._inflight:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._inflight[key] = done
+        keyed = policy.request_decision(ctx.path).key.headers
+        conditional = val.validator_headers(meta.headers) if val.has_validator(meta.headers) else None
+        # Everything taken from the request now: it is gone once its answer is sent.
+        headers = self._origin_headers(request, ctx, keyed, conditional)
+        snapshot = _Snapshot(request)
+        task = asyncio.ensure_future(self._refresh(snapshot, ctx, policy, key, target, meta, headers, done))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _refresh(self, request, ctx: Ctx, policy, key, target, meta: Meta, headers, done) -> None:
+        bg = Ctx(ctx.rid + "-r", time.monotonic(), "GET", ctx.peer, ctx.tenant, ctx.host, ctx.path)
+        try:
+            request_time = time.time()
+            try:
+                upstream, _ = await self.state.origins.send(
+                    policy.origins, policy.failover, "GET", target, headers, ctx.host, None, True
+                )
+            except OriginError as exc:
+                log.info("background refresh of %s%s failed: %s", ctx.host, ctx.path, exc)
+                return
+            try:
+                if upstream.status == 304:
+                    if ("If-None-Match" in headers or "If-Modified-Since" in headers) and _selects(meta, upstream.headers):
+                        await self._freshen(request, policy, key, upstream, request_time, meta, ctx.path)
+                    return
+                if upstream.status in _ERROR_STATUSES:
+                    return
+                await self._store_only(request, bg, policy, key, upstream, request_time)
+            finally:
+                upstream.release()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background refresh failed (request %s)", ctx.rid)
+        finally:
+            if self._inflight.get(key) is done:
+                del self._inflight[key]
+            if not done.done():
+                done.set_result(None)
 
     async def _revalidated(self, request, ctx, policy, key, fwd, done, upstream, request_time, hit: Hit) -> web.StreamResponse:
         """The origin's 304 for a stored entry: freshen it (RFC 9111 §4.3.4,
         §3.2) without touching its body, and serve it."""
+        meta, cookies = await self._freshen(request, policy, key, upstream, request_time, hit.meta, ctx.path)
+        if done is not None and not done.done():
+            done.set_result(None)  # waiters find the freshened entry
+        ttl = int(meta.lifetime) - int(meta.initial_age)
+        status_value = f"{self.node}; fwd={fwd}; fwd-status=304; stored; ttl={ttl}"
+        hit.meta = meta
+        if policy.cache.strip_set_cookie:
+            cookies = []
+        return await self._serve_hit(request, ctx, policy, hit, meta.initial_age, status_value=status_value, cookies=cookies)
+
+    async def _freshen(self, request, policy, key, upstream, request_time, old: Meta, path: str) -> tuple[Meta, list[str]]:
+        """The stored entry ``old`` updated by a 304 (or a HEAD's 200) and
+        written back; the 304's Set-Cookie lines, which belong to this client
+        alone, are returned apart."""
         response_time = time.time()
         fresh = self._response_headers(upstream)
         if "Server" not in upstream.headers:
             fresh.popall("Server", None)  # the edge's stand-in, not the origin's word
-        old = hit.meta
-        # Cookies on a 304 belong to this client: never into the shared entry.
         cookies = fresh.popall("Set-Cookie", [])
         headers = CIMultiDict(val.updated_headers(old.headers, fresh))
-        cc = parse_cache_control(", ".join(headers.getall("Cache-Control", ())) or None)
-        decision = policy.response_decision(ctx.path, headers.get("Content-Type"))
         settings = policy.cache
-        seconds, source = _lifetime(old.status, headers, cc, decision, settings, response_time)
+        cc, targeted = edge_cache_control(headers, settings.targeted_fields)
+        decision = policy.response_decision(path, headers.get("Content-Type"))
+        seconds, source = _lifetime(old.status, headers, cc, decision, settings, response_time, targeted)
         # §4.2.3 with the 304's Date and Age: the validation made it new.
         initial_age = fr.initial_age(
             date=fresh.get("Date"), age=upstream.headers.get("Age"), request_time=request_time, response_time=response_time
         )
-        private = fr.private_fields(cc) + fr.no_cache_fields(cc)
-        for name in private:
+        for name in fr.private_fields(cc) + fr.no_cache_fields(cc):
             headers.popall(name, None)
+        extra = {k: v for k, v in old.extra.items() if k not in _STALE_KEYS}
+        extra.update(stale_windows(cc))
         meta = Meta(
             status=old.status,
             headers=tuple(headers.items()),
@@ -561,34 +721,58 @@ class Pipeline:
             size=old.size,
             vary=old.vary,
             detail=source,
-            extra=dict(old.extra),
+            extra=extra,
         )
         store_key = key + _VARIANT_SEP + vary_key(old.vary, request.headers) if old.vary else key
         store = self.state.store
-        if "no-store" in cc or cc.field_names("private") == ():
-            # The origin withdrew consent to storing (§3): served once, dropped.
+        new_vary = vary_names(", ".join(headers.getall("Vary", ())) or None) or ()
+        new_tags = tag_extra(upstream.headers).get("tags")
+        if (
+            "no-store" in cc
+            or cc.field_names("private") == ()
+            or tuple(new_vary) != tuple(old.vary)
+            or (new_tags is not None and new_tags != old.extra.get("tags"))
+        ):
+            # The origin withdrew consent to storing (§3), or changed how
+            # the entry is keyed or tagged: served once, then fetched anew.
             await store.delete(store_key, Removal.INVALIDATION)
         else:
             # Only if it is still the entry that was validated (another
             # request may have replaced it with a new body meanwhile).
             await store.update(store_key, meta, expected=old.response_time)
-        if done is not None and not done.done():
-            done.set_result(None)  # waiters find the freshened entry
-        ttl = int(seconds) - int(initial_age)
-        status_value = f"{self.node}; fwd={fwd}; fwd-status=304; stored; ttl={ttl}"
-        hit.meta = meta
-        if settings.strip_set_cookie:
-            cookies = []
-        return await self._serve_hit(request, ctx, policy, hit, initial_age, status_value=status_value, cookies=cookies)
+        return meta, cookies
 
-    async def _on_response(self, request, ctx, policy, key, fwd, done, upstream, request_time, may_store) -> web.StreamResponse:
+    async def _head_update(self, request, ctx, policy, key, upstream, request_time, hit: Hit) -> None:
+        """RFC 9111 §4.3.5: a 200 to HEAD updates the stored GET response
+        when it describes the same representation, else invalidates it."""
+        old = hit.meta
+        stored = CIMultiDict(old.headers)
+        got = upstream.headers
+        same = True
+        for name in ("ETag", "Last-Modified"):
+            if name in got and name in stored and got[name] != stored[name]:
+                same = False
+        if upstream.content_length is not None and old.status == 200 and upstream.content_length != old.size:
+            same = False
+        if same:
+            await self._freshen(request, policy, key, upstream, request_time, old, ctx.path)
+        else:
+            store_key = key + _VARIANT_SEP + vary_key(old.vary, request.headers) if old.vary else key
+            await self.state.store.delete(store_key, Removal.INVALIDATION)
+
+    def _store_decision(self, request, ctx, policy, upstream, request_time, may_store: bool) -> _Decision:
+        """Whether and how a response is stored (RFC 9111 §3 and the
+        tenant's rules), and the headers the client gets."""
         response_time = time.time()
         headers = self._response_headers(upstream)
         status = upstream.status
-        cc = parse_cache_control(", ".join(headers.getall("Cache-Control", ())) or None)
+        settings = policy.cache
+        cc, targeted = edge_cache_control(headers, settings.targeted_fields)
+        client_cc = cc
+        if targeted:
+            client_cc = parse_cache_control(", ".join(headers.getall("Cache-Control", ())) or None)
         content_type = headers.get("Content-Type")
         decision = policy.response_decision(ctx.path, content_type)
-        settings = policy.cache
         clen = upstream.content_length
         req_cc_raw = request.headers.get("Cache-Control")
 
@@ -601,7 +785,7 @@ class Pipeline:
             has_set_cookie="Set-Cookie" in headers,
             strip_set_cookie=settings.strip_set_cookie,
             vary=", ".join(headers.getall("Vary", ())) or None,
-            has_expires="Expires" in headers,
+            has_expires="Expires" in headers and not targeted,
         )
         if reason is None and decision.bypass:
             reason = fr.NoStore.POLICY
@@ -620,36 +804,32 @@ class Pipeline:
                 # be in the key or select a variant: the answer is not shared.
                 reason = fr.NoStore.CONNECTION
 
-        seconds, source = _lifetime(status, headers, cc, decision, settings, response_time)
+        seconds, source = _lifetime(status, headers, cc, decision, settings, response_time, targeted)
         initial_age = fr.initial_age(
             date=headers.get("Date"), age=upstream.headers.get("Age"), request_time=request_time, response_time=response_time
         )
+        extra = stale_windows(cc)
         if reason is None and seconds <= initial_age:
-            # Stale on arrival (or no-cache): worth storing only with a
-            # validator, for validation with the origin (RFC 9111 §4.3).
-            # Stale serving (RFC 5861) is not implemented: without a
-            # validator there is nothing to reuse.
-            has_validator = "ETag" in headers or "Last-Modified" in headers
-            if has_validator:
+            # Stale on arrival (or no-cache): worth storing with a validator
+            # (validation, RFC 9111 §4.3) or a stale-if-error window.
+            if "ETag" in headers or "Last-Modified" in headers:
                 reason = fr.worth_storing(
                     lifetime=fr.Lifetime(seconds, source), age=initial_age, response_cc=cc, has_validator=True
                 )
-            else:
+            elif not (
+                stale_window(extra, "sie", settings.stale_if_error)
+                or stale_window(extra, "swr", settings.stale_while_revalidate) > initial_age - seconds
+            ):
                 reason = fr.NoStore.NO_LIFETIME
 
         # What this client is told about caching; hits work it out again
         # from the stored headers and the policy of their time.
-        browser_cc = browser_cache_control(decision.browser_ttl, cc, "Cache-Control" in headers or "Expires" in headers)
-
+        browser_cc = browser_cache_control(decision.browser_ttl, client_cc, "Cache-Control" in headers or "Expires" in headers)
         if reason is not None:
-            ctx.cache = f"{self.node}; fwd={fwd}; detail={reason.value}"
-            if done is not None and not done.done():
-                done.set_result(None)  # waiters go to the origin themselves
+            _strip_targeted(headers, settings.targeted_fields)
             if browser_cc is not None:
                 headers["Cache-Control"] = browser_cc
-            headers["Cache-Status"] = ctx.cache
-            headers["X-Request-Id"] = ctx.rid
-            return await self._stream(request, ctx, upstream, headers, None)
+            return _Decision(reason, headers, None, (), seconds, initial_age)
 
         if settings.strip_set_cookie:
             # The policy trades the cookie for cacheability, for every client
@@ -664,6 +844,7 @@ class Pipeline:
             stored = headers.copy()
             for name in private:
                 stored.popall(name, None)
+        extra.update(tag_extra(upstream.headers))
         meta = Meta(
             status=status,
             headers=tuple(stored.items()),
@@ -673,23 +854,61 @@ class Pipeline:
             lifetime=seconds,
             vary=names or (),
             detail=source,
-            extra=tag_extra(upstream.headers),
+            extra=extra,
         )
+        # Stored with the targeted fields (a later 304 is read against them),
+        # shown without them.
+        _strip_targeted(headers, settings.targeted_fields)
         if browser_cc is not None:
             headers["Cache-Control"] = browser_cc
-        store_key = key
-        if names:
-            store_key = key + _VARIANT_SEP + vary_key(names, request.headers)
-        ctx.cache = f"{self.node}; fwd={fwd}; stored; ttl={int(seconds) - int(initial_age)}"
+        return _Decision(None, headers, meta, names or (), seconds, initial_age)
+
+    async def _on_response(self, request, ctx, policy, key, fwd, done, upstream, request_time, may_store) -> web.StreamResponse:
+        d = self._store_decision(request, ctx, policy, upstream, request_time, may_store)
+        headers = d.headers
+        if d.reason is not None:
+            ctx.cache = f"{self.node}; fwd={fwd}; detail={d.reason.value}"
+            if done is not None and not done.done():
+                done.set_result(None)  # waiters go to the origin themselves
+            headers["Cache-Status"] = ctx.cache
+            headers["X-Request-Id"] = ctx.rid
+            return await self._stream(request, ctx, upstream, headers, None)
+        names = d.names
+        store_key = key + _VARIANT_SEP + vary_key(names, request.headers) if names else key
+        ctx.cache = f"{self.node}; fwd={fwd}; stored; ttl={int(d.seconds) - int(d.initial_age)}"
         headers["Cache-Status"] = ctx.cache
         headers["X-Request-Id"] = ctx.rid
-        headers["Age"] = fr.age_header_value(initial_age)
-        sink = _Sink(self.state.store, key, store_key, meta, names, settings.max_object_size, clen)
+        headers["Age"] = fr.age_header_value(d.initial_age)
+        clen = upstream.content_length
+        sink = _Sink(self.state.store, key, store_key, d.meta, names, policy.cache.max_object_size, clen)
         if done is not None and (clen is None or clen > _BUFFER_LIMIT) and not done.done():
             # A streamed fill goes at the pace of this one client; waiters
             # must not hang on it. They fetch for themselves, without storing.
             done.set_result(_RELEASED)
         return await self._stream(request, ctx, upstream, headers, sink)
+
+    async def _store_only(self, request, ctx, policy, key, upstream, request_time) -> None:
+        """A background refresh's 200: stored if it may be, sent to nobody."""
+        d = self._store_decision(request, ctx, policy, upstream, request_time, True)
+        if d.reason is not None:
+            if d.reason is not fr.NoStore.FILLING:
+                # What the origin now says about storing wins over the old entry.
+                await self.state.store.delete(key, Removal.INVALIDATION)
+            return
+        names = d.names
+        store_key = key + _VARIANT_SEP + vary_key(names, request.headers) if names else key
+        clen = upstream.content_length
+        sink = _Sink(self.state.store, key, store_key, d.meta, names, policy.cache.max_object_size, clen)
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await sink.feed(chunk)
+        except BaseException:
+            await sink.abort()
+            raise
+        if clen is not None and sink.size != clen:
+            await sink.abort()
+            return
+        await sink.commit()
 
     async def _stream(self, request, ctx, upstream, headers, sink: _Sink | None) -> web.StreamResponse:
         """Send the origin's body to the client, teeing it into the store.
@@ -786,6 +1005,12 @@ _BUFFER_LIMIT = 256 * 1024
 _EMPTY: dict = {}
 _NO_CC = parse_cache_control(None)
 _NOT_MODIFIED_FIELDS = ("Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Vary")
+# RFC 5861 §4: the origin failures stale-if-error answers for.
+_ERROR_STATUSES = frozenset({500, 502, 503, 504})
+_STALE_KEYS = ("swr", "sie", "nostale", "origin_only")
+_ONLY_IF_CACHED = parse_cache_control("only-if-cached")
+# RFC 9111 §4.4: methods whose success invalidates what is stored for the URL.
+_UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 
 class _Sink:
@@ -858,24 +1083,71 @@ class _Sink:
             await self.writer.abort()
 
 
-async def _validatable(hit: Hit) -> Hit | None:
-    """``hit`` when it can be validated with the origin (it has an ETag or a
-    Last-Modified, RFC 9111 §4.3.1); else its body stream is closed."""
-    if hit.meta.status != 0 and val.has_validator(hit.meta.headers):
-        return hit
-    if hit.chunks is not None:
-        await hit.chunks.aclose()
-    return None
+def _same_origin(ref: str, host: str, base: str) -> tuple[str, str] | None:
+    """(path, raw query) of a Location / Content-Location value on the
+    request's own host (RFC 9111 §4.4: other origins are not invalidated,
+    against denial of service), else None."""
+    from urllib.parse import urljoin, urlsplit
+
+    try:
+        parts = urlsplit(urljoin("http://" + host + base, ref.strip()))
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or host_key(parts.netloc) != host:
+        return None
+    path = normalise_path(parts.path or "/")
+    return (path, parts.query) if path is not None else None
 
 
-def _lifetime(status: int, headers, cc, decision, settings, response_time: float) -> tuple[float, str]:
+def _selects(stored: Meta, fresh) -> bool:
+    """Does a 304 identify this stored response for update (RFC 9111
+    §4.3.4)? A strong ETag must be the stored one; a 304 with only weak or
+    no validators answers the validation it was asked, so it selects it."""
+    etag = fresh.get("ETag")
+    if etag is None or etag.startswith("W/"):
+        return True
+    for name, value in stored.headers:
+        if name.lower() == "etag":
+            return value == etag
+    return False
+
+
+def _strip_targeted(headers: CIMultiDict, targets: tuple[str, ...]) -> None:
+    """RFC 9213 fields are for this edge, not for clients or browsers."""
+    for name in targets:
+        if name in headers:
+            headers.popall(name, None)
+
+
+@dataclass(slots=True)
+class _Decision:
+    reason: fr.NoStore | None
+    headers: CIMultiDict  # for the client
+    meta: Meta | None  # to store, when reason is None
+    names: tuple[str, ...]  # Vary
+    seconds: float
+    initial_age: float
+
+
+class _Snapshot:
+    """What a background refresh needs of the request that started it."""
+
+    __slots__ = ("headers", "method")
+
+    def __init__(self, request) -> None:
+        self.headers = request.headers  # an immutable proxy; stays valid
+        self.method = "GET"
+
+
+def _lifetime(status: int, headers, cc, decision, settings, response_time: float, targeted: bool = False) -> tuple[float, str]:
     """The freshness lifetime the edge applies to a response (RFC 9111
-    §4.2.1 and the tenant's edge TTL rule), and where it came from."""
+    §4.2.1 and the tenant's edge TTL rule), and where it came from. With
+    ``targeted`` (RFC 9213) the targeted field replaced Expires too."""
     lifetime = fr.freshness_lifetime(
         status=status,
         cc=cc,
         date=headers.get("Date"),
-        expires=headers.get("Expires"),
+        expires=None if targeted else headers.get("Expires"),
         last_modified=headers.get("Last-Modified"),
         response_time=response_time,
         heuristic_fraction=settings.heuristic_fraction,
@@ -890,6 +1162,7 @@ def _template(meta: Meta, policy, path: str) -> CIMultiDict:
     tpl = meta.template
     if tpl is None or meta.template_version != policy.version:
         tpl = CIMultiDict(meta.headers)
+        _strip_targeted(tpl, policy.cache.targeted_fields)
         decision = policy.response_decision(path, tpl.get("Content-Type"))
         if decision.browser_ttl is not None:
             cc = parse_cache_control(", ".join(tpl.getall("Cache-Control", ())) or None)

@@ -50,7 +50,9 @@ def _policy_schemas() -> dict[str, Any]:
 
 
 _ERRORS = {
-    400: "Malformed request: bad JSON, an invalid tenant id, a path with dot segments or encoded slashes.",
+    400: ("Malformed request: bad JSON, an invalid tenant id, a path with dot segments or encoded slashes. "
+          "A request the HTTP parser rejects (broken framing such as Content-Length with Transfer-Encoding) "
+          "gets a text/plain 400 and the connection is closed."),
     401: "No token, a malformed Authorization header or an unknown token (WWW-Authenticate: Bearer).",
     403: "The token may not do this: a tenant token on another tenant or on an operator endpoint.",
     404: "No such tenant (or endpoint).",
@@ -67,6 +69,8 @@ _ERRORS = {
 
 def _error(status: int) -> dict[str, Any]:
     response: dict[str, Any] = {"description": _ERRORS[status], "content": {"application/json": {"schema": _ref("Error")}}}
+    if status == 400:
+        response["content"]["text/plain"] = {"schema": {"type": "string"}}
     if status == 401:
         response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}
     if status == 429:

@@ -364,8 +364,12 @@ class DiskStore:
                 size=old.size,
                 vary=meta.vary,
                 detail=meta.detail,
-                extra=dict(old.extra),  # the same body and tag rows
+                # The same body and tag rows; the rest (stale-serving windows)
+                # as the validation said.
+                extra={**meta.extra, "body": body_key, **({"tags": old.extra["tags"]} if "tags" in old.extra else {})},
             )
+            if "tags" not in old.extra:
+                new.extra.pop("tags", None)
             verdict = self.admit(key, new) if self.admit is not None else Admit.KEEP
             if verdict == Admit.DROP:
                 return False  # purged since the validation began: the purge removes it

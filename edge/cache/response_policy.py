@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from edge.cache import freshness as fr
-from edge.http.directives import CacheControl
+from edge.http.directives import CacheControl, parse_cache_control
 
 # File extensions whose content is never a page; an HTML or JSON answer for
 # such a path is the signature of web cache deception (``/account/x.css``).
@@ -66,3 +66,49 @@ def browser_cache_control(browser_ttl, cc: CacheControl, origin_spoke: bool) -> 
     if browser_ttl.mode == "default" and origin_spoke:
         return None
     return f"max-age={browser_ttl.seconds}"
+
+
+def edge_cache_control(headers, targets: tuple[str, ...]) -> tuple[CacheControl, bool]:
+    """The directives this edge obeys, and whether a targeted field supplied them.
+
+    RFC 9213 §2.1: the first field of the target list with a valid, non-empty
+    value replaces Cache-Control *and* Expires for this cache; when none has
+    one, Cache-Control applies as usual. ``headers`` is a CIMultiDict.
+    """
+    for name in targets:
+        values = headers.getall(name, ())
+        if values:
+            cc = parse_cache_control(", ".join(values))
+            if len(cc):
+                return cc, True
+    return parse_cache_control(", ".join(headers.getall("Cache-Control", ())) or None), False
+
+
+def stale_windows(cc: CacheControl) -> dict:
+    """What ``Meta.extra`` keeps of the origin's RFC 5861 directives and of
+    the directives that forbid serving stale (RFC 9111 §4.2.4): ``swr`` and
+    ``sie`` in seconds when the origin named them, ``nostale`` when stale
+    may never be served without validation."""
+    out: dict = {}
+    for name, key in (("stale-while-revalidate", "swr"), ("stale-if-error", "sie")):
+        seconds = cc.seconds(name)
+        if isinstance(seconds, int):
+            out[key] = seconds
+    if "must-revalidate" in cc or "proxy-revalidate" in cc or fr.no_cache_response(cc):
+        out["nostale"] = True
+    elif "s-maxage" in cc:
+        # §5.2.2.10: s-maxage carries proxy-revalidate; only the origin's own
+        # RFC 5861 directives beside it allow stale serving, not the tenant's.
+        out["origin_only"] = True
+    return out
+
+
+def stale_window(extra: dict, kind: str, tenant_default: int) -> int:
+    """Seconds past expiry that a stored response may be served for
+    ``kind`` ("swr" or "sie"): the origin's value, else the tenant's."""
+    if extra.get("nostale"):
+        return 0
+    seconds = extra.get(kind)
+    if seconds is None:
+        return 0 if extra.get("origin_only") else tenant_default
+    return seconds

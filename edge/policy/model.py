@@ -50,6 +50,16 @@ class CacheSettings:
     heuristic_fraction: float
     heuristic_max: int  # seconds
     key: KeyOptions
+    # RFC 5861 windows (seconds) used when the origin's Cache-Control names none.
+    stale_while_revalidate: int = 0
+    stale_if_error: int = 0
+    # "revalidate" (RFC 9111 §5.2.1.4): a client's no-cache / max-age=0 makes the
+    # edge validate with the origin. "ignore": such requests are served from
+    # cache like any other, which shields the origin from forced reloads.
+    client_no_cache: Literal["revalidate", "ignore"] = "revalidate"
+    # RFC 9213 targeted fields, in order of precedence; the first present with
+    # a valid value replaces Cache-Control (and Expires) for the edge.
+    targeted_fields: tuple[str, ...] = ("cdn-cache-control", "surrogate-control")
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,8 @@ OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules", "delivery", "filters"),
     "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections"),
     "failover": ("retry_on_status", "failures_before_down", "cooldown"),
-    "cache": ("enabled", "max_object_size", "strip_set_cookie", "heuristic_fraction", "heuristic_max", "key"),
+    "cache": ("enabled", "max_object_size", "strip_set_cookie", "heuristic_fraction", "heuristic_max",
+              "stale_while_revalidate", "stale_if_error", "client_no_cache", "targeted_field", "key"),
     "key": ("tracking_params", "drop_params", "keep_params", "sort_params", "headers", "cookies"),
     "rule": ("match", "edge_ttl", "browser_ttl", "bypass", "key"),
     "match": ("path_prefix", "path_glob", "content_type"),
@@ -172,6 +173,9 @@ RULE_ID_UNIQUE = "an id no other rule of the list has"
 PER = '"client" or "tenant"'
 RATE = f"a number of requests per second > 0 and <= {MAX_RATE:g}"
 BURST = f"an integer 1..{MAX_BURST}"
+CLIENT_NO_CACHE = '"revalidate" or "ignore"'
+TARGETED_FIELD = 'a header field name such as "Edge-Cache-Control" (not Cache-Control, Expires or Pragma), or null'
+
 
 # --- scalar converters: value -> normalised value, or _BAD -------------------------
 
@@ -599,7 +603,29 @@ def _cache(c: _Check, raw: object, path: str) -> CacheSettings:
         heuristic_fraction=c.get(o, path, "heuristic_fraction", DEFAULT_HEURISTIC_FRACTION, FRACTION, _fraction),
         heuristic_max=c.get(o, path, "heuristic_max", DEFAULT_HEURISTIC_MAX, SECONDS, _int_in(0, MAX_SECONDS)),
         key=key,
+        stale_while_revalidate=c.get(o, path, "stale_while_revalidate", 0, SECONDS, _int_in(0, MAX_SECONDS)),
+        stale_if_error=c.get(o, path, "stale_if_error", 0, SECONDS, _int_in(0, MAX_SECONDS)),
+        client_no_cache=c.get(o, path, "client_no_cache", "revalidate", CLIENT_NO_CACHE, _one_of("revalidate", "ignore")),
+        targeted_fields=_targeted_fields(c.get(o, path, "targeted_field", None, TARGETED_FIELD, _targeted_field)),
     )
+
+
+_STANDARD_TARGETS = ("cdn-cache-control", "surrogate-control")
+
+
+def _targeted_field(v: object) -> Any:
+    if v is None:
+        return None
+    if not isinstance(v, str) or not _TOKEN_RE.fullmatch(v) or v.lower() in ("cache-control", "expires", "pragma"):
+        return _BAD
+    return v.lower()
+
+
+def _targeted_fields(name: str | None) -> tuple[str, ...]:
+    # RFC 9213 §2.1: a more specific field first, then the CDN-wide ones.
+    if name is None or name in _STANDARD_TARGETS:
+        return _STANDARD_TARGETS
+    return (name, *_STANDARD_TARGETS)
 
 
 def _ttl(c: _Check, o: dict[str, Any], path: str, key: str) -> Ttl | None:
@@ -961,6 +987,10 @@ def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failove
             "strip_set_cookie": cache.strip_set_cookie,
             "heuristic_fraction": cache.heuristic_fraction,
             "heuristic_max": cache.heuristic_max,
+            "stale_while_revalidate": cache.stale_while_revalidate,
+            "stale_if_error": cache.stale_if_error,
+            "client_no_cache": cache.client_no_cache,
+            "targeted_field": cache.targeted_fields[0] if len(cache.targeted_fields) > 2 else None,
             "key": _key_data(cache.key),
         },
         "rules": [_rule_data(r) for r in rules],

@@ -61,6 +61,14 @@ HOST = 'a hostname, an IP address, "*.suffix" or "*"'
 
 # (the mistake, the document, field, expected, found)
 BAD_FIELDS = [
+    ("swr negative", with_("cache", {"stale_while_revalidate": -1}), "cache.stale_while_revalidate", SECONDS, "-1"),
+    ("sie text", with_("cache", {"stale_if_error": "1h"}), "cache.stale_if_error", SECONDS, '"1h"'),
+    ("client no-cache unknown", with_("cache", {"client_no_cache": "obey"}), "cache.client_no_cache",
+     '"revalidate" or "ignore"', '"obey"'),
+    ("targeted field is Cache-Control", with_("cache", {"targeted_field": "Cache-Control"}), "cache.targeted_field",
+     'a header field name such as "Edge-Cache-Control" (not Cache-Control, Expires or Pragma), or null', '"Cache-Control"'),
+    ("targeted field with space", with_("cache", {"targeted_field": "Edge Cache"}), "cache.targeted_field",
+     'a header field name such as "Edge-Cache-Control" (not Cache-Control, Expires or Pragma), or null', '"Edge Cache"'),
     ("ttl as text", with_("rules", [{"edge_ttl": {"override": "1h"}}]), "rules[0].edge_ttl.override", SECONDS, '"1h"'),
     ("ttl negative", with_("rules", [{"browser_ttl": {"default": -1}}]), "rules[0].browser_ttl.default", SECONDS, "-1"),
     ("ttl over a year", with_("rules", [{"edge_ttl": {"default": 31536001}}]), "rules[0].edge_ttl.default", SECONDS, "31536001"),
@@ -133,7 +141,7 @@ BAD_FIELDS = [
     ("host label too long", with_("hosts", ["a" * 64 + ".example"]), "hosts[0]", HOST, '"' + "a" * 58 + "…"),
     ("unknown top-level key, close", with_("rule", []), "rule", 'a known key (did you mean "rules"?)', "an unknown key"),
     ("unknown nested key", with_("cache", {"ttl": 5}), "cache.ttl",
-     "one of the keys enabled, max_object_size, strip_set_cookie, heuristic_fraction, heuristic_max, key", "an unknown key"),
+     "one of the keys enabled, max_object_size, strip_set_cookie, heuristic_fraction, heuristic_max, stale_while_revalidate, stale_if_error, client_no_cache, targeted_field, key", "an unknown key"),
     ("unknown key in rule match", with_("rules", [{"match": {"path": "/a"}, "bypass": True}]), "rules[0].match.path",
      'a known key (did you mean "path_glob"?)', "an unknown key"),
     ("unknown key with odd name", with_("cache", {"max size": 5}), 'cache["max size"]',

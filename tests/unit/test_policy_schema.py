@@ -28,6 +28,8 @@ EVERYTHING: dict[str, Any] = {
     "cache": {
         "$comment": "c", "enabled": True, "max_object_size": "10MiB", "strip_set_cookie": True,
         "heuristic_fraction": 0.2, "heuristic_max": 600,
+        "stale_while_revalidate": 30, "stale_if_error": 600, "client_no_cache": "ignore",
+        "targeted_field": "Edge-Cache-Control",
         "key": {
             "$comment": "c", "tracking_params": ["utm_*"], "drop_params": ["ref"], "keep_params": None,
             "sort_params": False, "headers": ["accept-language"], "cookies": ["lang"],

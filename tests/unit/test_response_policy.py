@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import pytest
+from multidict import CIMultiDict
 
 from edge.cache.freshness import Lifetime
-from edge.cache.response_policy import browser_cache_control, deceptive, edge_lifetime
+from edge.cache.response_policy import (
+    browser_cache_control,
+    deceptive,
+    edge_cache_control,
+    edge_lifetime,
+    stale_window,
+    stale_windows,
+)
 from edge.http.directives import parse_cache_control as cc
 from edge.policy.model import Ttl
 
@@ -61,3 +69,45 @@ def test_web_cache_deception(path, content_type, directives, expected):
 )
 def test_browser_cache_control(ttl, directives, spoke, expected):
     assert browser_cache_control(ttl, cc(directives), spoke) == expected
+
+
+# --- RFC 9213 targeted fields and RFC 5861 windows ------------------------------------
+
+_TARGETS = ("edge-cache-control", "cdn-cache-control", "surrogate-control")
+
+
+@pytest.mark.parametrize(
+    ("rule", "headers", "directive", "targeted"),
+    [
+        ("RFC 9213 §2.1 CDN-Cache-Control replaces Cache-Control", {"Cache-Control": "no-store", "CDN-Cache-Control": "max-age=5"}, "max-age", True),
+        ("RFC 9213 §2.1 first target in list order wins", {"Edge-Cache-Control": "no-store", "CDN-Cache-Control": "max-age=5"}, "no-store", True),
+        ("RFC 9213 §2.1 an empty targeted value is skipped", {"CDN-Cache-Control": "", "Surrogate-Control": "max-age=9"}, "max-age", True),
+        ("RFC 9213 §2.1 an invalid value falls back", {"CDN-Cache-Control": ",,", "Cache-Control": "private"}, "private", False),
+        ("RFC 9213 §2.1 no target: Cache-Control", {"Cache-Control": "max-age=3"}, "max-age", False),
+    ],
+)
+def test_edge_cache_control(rule, headers, directive, targeted):
+    cc, was_targeted = edge_cache_control(CIMultiDict(headers), _TARGETS)
+    assert directive in cc, rule
+    assert was_targeted is targeted, rule
+
+
+@pytest.mark.parametrize(
+    ("rule", "directives", "tenant", "swr", "sie"),
+    [
+        ("RFC 5861 §3 origin's window", "max-age=1, stale-while-revalidate=30", (0, 0), 30, 0),
+        ("RFC 5861 §4 origin's window", "max-age=1, stale-if-error=90", (0, 0), 0, 90),
+        ("tenant default when the origin names none", "max-age=1", (10, 20), 10, 20),
+        ("origin's value beats the tenant's", "max-age=1, stale-while-revalidate=5", (10, 20), 5, 20),
+        ("RFC 9111 §5.2.2.2 must-revalidate forbids stale", "max-age=1, must-revalidate, stale-if-error=90", (10, 20), 0, 0),
+        ("RFC 9111 §5.2.2.8 proxy-revalidate forbids stale", "max-age=1, proxy-revalidate", (10, 20), 0, 0),
+        ("RFC 9111 §5.2.2.4 no-cache forbids stale", "no-cache", (10, 20), 0, 0),
+        ("RFC 9111 §5.2.2.10 s-maxage: no tenant default", "s-maxage=1", (10, 20), 0, 0),
+        ("s-maxage with the origin's own window", "s-maxage=1, stale-if-error=60", (10, 20), 0, 60),
+        ("a malformed window is no window", "max-age=1, stale-while-revalidate=soon", (0, 0), 0, 0),
+    ],
+)
+def test_stale_windows(rule, directives, tenant, swr, sie):
+    extra = stale_windows(cc(directives))
+    assert stale_window(extra, "swr", tenant[0]) == swr, rule
+    assert stale_window(extra, "sie", tenant[1]) == sie, rule
