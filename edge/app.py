@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +18,26 @@ from aiohttp.web_protocol import RequestHandler
 from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore
 from edge.cache.tiered import TieredStore
-from edge.config import NodeConfig
+from edge.config import ConfigError, NodeConfig, read_cidr_file
 from edge.filters.chain import FilterChain, MethodFilter
 from edge.filters.delivery import DeliveryFilter
 from edge.filters.ip_lists import IpListFilter
 from edge.filters.rate_limits import RateLimitFilter
+from edge.filters.request_limits import RequestLimitFilter
+from edge.filters.under_attack import UnderAttackFilter
+from edge.filters.waf import WafFilter
 from edge.geo.db import GeoDB
 from edge.geo.proxy_protocol import ProxyProtocolSite
+from edge.http.slow import HeadTimeoutHandler
 from edge.observe.access import AccessLog
+from edge.observe.events import SecurityEvents
 from edge.origin.pool import OriginClients
 from edge.pipeline import Pipeline
+from edge.waf import WafRuleError, default_rules_dir
+from edge.waf import compiled as compiled_waf
 from edge.policy.load import LoadReport
+from edge.policy.model import CidrSet
+from edge.policy.parse import set_waf_rule_ids
 from edge.policy.sources import PolicySource
 
 log = logging.getLogger("edge")
@@ -44,15 +55,21 @@ class NodeState:
     filters: FilterChain
     access_log: AccessLog | None
     geo: GeoDB | None = None
+    events: SecurityEvents | None = None
+    under_attack: UnderAttackFilter | None = None
+    waf: WafFilter | None = None
+    ip_lists: IpListFilter | None = None
 
 
-class _Protocol(RequestHandler):
+class _Protocol(HeadTimeoutHandler):
     """aiohttp's connection handler with precise statuses for parse errors
-    (414 for the request line, 431 for header fields) and no echo of the
-    offending bytes or tracebacks."""
+    (414 for the request line, 431 for header fields), no echo of the
+    offending bytes or tracebacks, and a deadline for every request head
+    (edge.http.slow)."""
 
-    line_limit = 8190
-    node = "edge"
+    def __init__(self, manager, *, line_limit: int = 8190, **kwargs) -> None:
+        super().__init__(manager, **kwargs)
+        self.line_limit = line_limit
 
     def handle_error(self, request, status=500, exc=None, message=None):
         if status == 400 and exc is not None:
@@ -77,16 +94,21 @@ class _Protocol(RequestHandler):
 
 
 class _Server(web.Server):
-    def __init__(self, handler, line_limit: int, node: str, **kwargs) -> None:
+    def __init__(self, handler, line_limit: int, node: str, header_read: float = 10.0, **kwargs) -> None:
         super().__init__(handler, **kwargs)
         self._line_limit = line_limit
         self._node = node
+        self._header_read = header_read
 
     def __call__(self) -> RequestHandler:
-        proto = _Protocol(self, loop=self._loop, **self._kwargs)
-        proto.line_limit = self._line_limit
-        proto.node = self._node
-        return proto
+        return _Protocol(
+            self,
+            loop=self._loop,
+            line_limit=self._line_limit,
+            node=self._node,
+            header_read=self._header_read,
+            **self._kwargs,
+        )
 
 
 def _line_limit(config: NodeConfig) -> int:
@@ -102,12 +124,22 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
     geo = GeoDB(config.geoip.database, check_interval=config.geoip.check_interval or 5.0) if config.geoip.database else None
     memory = MemoryStore(cache.memory_size, cache.memory_max_object)
     disk = DiskStore(cache.disk_path, cache.disk_size) if cache.disk_path else None
-    # The shared filter chain, in the order every request meets it.
+    ip_lists = IpListFilter(*node_lists(config))  # ConfigError for a broken list file
+    under_attack = UnderAttackFilter(node_secret())
+    rules, engine = compiled_waf(default_rules_dir())  # WafRuleError refuses the start
+    set_waf_rule_ids(rules.ids)
+    waf = WafFilter(engine)
+    # The shared filter chain, in the order every request meets it. The
+    # challenge comes last: allow-listed clients are marked by then, and a
+    # client from a refused country gets its 451, not a puzzle.
     filters = FilterChain((
         MethodFilter(),
-        IpListFilter(),
+        ip_lists,
+        RequestLimitFilter(),
         RateLimitFilter(),
         DeliveryFilter(geo, config.country, config.name),
+        under_attack,
+        waf,
     ))
     return NodeState(
         config=config,
@@ -117,7 +149,35 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         filters=filters,
         access_log=access_log,
         geo=geo,
+        events=SecurityEvents(config.name),
+        under_attack=under_attack,
+        waf=waf,
+        ip_lists=ip_lists,
     )
+
+
+def node_lists(config: NodeConfig) -> tuple[CidrSet, CidrSet]:
+    """The node-wide allow and deny lists: ``[filters]`` entries plus the
+    lines of its files. ConfigError names a file and its bad lines."""
+    lists = config.filters
+    out = []
+    for inline, path in ((lists.allow, lists.allow_file), (lists.deny, lists.deny_file)):
+        nets = list(inline)
+        if path is not None:
+            nets.extend(read_cidr_file(path))
+        out.append(CidrSet(tuple(nets)))
+    return out[0], out[1]
+
+
+def node_secret() -> bytes:
+    """The key that signs challenges and clearance cookies. Every worker of a
+    node must share it (a challenge issued by one is answered to another):
+    ``EDGE_SECRET`` when set, else made once and left in the environment,
+    which the workers inherit. Nodes behind one name share it by setting it."""
+    value = os.environ.get("EDGE_SECRET", "")
+    if len(value) < 32:
+        value = os.environ["EDGE_SECRET"] = secrets.token_hex(32)
+    return value.encode()
 
 
 def delivery_warnings(state: NodeState) -> list[str]:
@@ -144,6 +204,7 @@ def make_server(state: NodeState) -> web.Server:
         pipeline.handle,
         line_limit,
         state.config.name,
+        state.config.timeouts.header_read,
         max_line_size=line_limit,
         max_field_size=limits.max_header_size,
         max_headers=limits.max_headers,
@@ -171,6 +232,8 @@ class Node:
         if access is not None:
             access.start()
         self.state = build_state(self.config, self.policies, access_log=access)
+        if self.state.events is not None:
+            self.state.events.start()
         for warning in delivery_warnings(self.state):
             log.warning("%s", warning)
         self.runner = web.ServerRunner(
@@ -204,6 +267,19 @@ class Node:
             self.admin.reload_tokens()
 
     def reload(self) -> LoadReport:
+        if self.state is not None and self.state.ip_lists is not None:
+            try:
+                self.state.ip_lists.set_node_lists(*node_lists(self.config))
+            except ConfigError as exc:
+                log.error("node address lists rejected, the previous lists stay: %s", exc)
+        if self.state is not None and self.state.waf is not None:
+            try:
+                rules, engine = compiled_waf(default_rules_dir())
+            except WafRuleError as exc:
+                log.error("WAF rules rejected, the previous rules stay: %s", exc)
+            else:
+                set_waf_rule_ids(rules.ids)
+                self.state.waf.waf = engine
         report = self.policies.load()
         for err in report.errors:
             log.error("policy rejected: %s", err)
@@ -238,6 +314,8 @@ class Node:
         if self.state is not None:
             await self.state.origins.close()
             await self.state.store.close()
+            if self.state.events is not None:
+                await self.state.events.close()
             if self.state.access_log is not None:
                 await self.state.access_log.close()
 

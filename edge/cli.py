@@ -139,7 +139,9 @@ def serve(args) -> int:
         config = _apply_flags(config, args, demo)
     except (ValueError, ConfigError) as exc:
         return _fail(str(exc))
-    problem = _check_cache_dir(config) or _check_geoip(config) or _check_admin(config)
+    problem = (
+        _check_cache_dir(config) or _check_geoip(config) or _check_lists(config) or _check_waf() or _check_admin(config)
+    )
     if problem:
         return _fail(problem)
     level = args.log_level or config.log.level
@@ -267,6 +269,31 @@ def _check_geoip(config) -> str | None:
     return None
 
 
+def _check_lists(config) -> str | None:
+    """Read the node-wide address list files once here: a bad line stops
+    the start with the file and line."""
+    from edge.app import node_lists
+    from edge.config import ConfigError
+
+    try:
+        node_lists(config)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _check_waf() -> str | None:
+    """Load the WAF rules once here: a broken rule stops the start with the
+    file, rule and field it is in."""
+    from edge.waf import WafRuleError, default_rules_dir, load_ruleset
+
+    try:
+        load_ruleset(default_rules_dir())
+    except WafRuleError as exc:
+        return f"WAF rules: {exc}"
+    return None
+
+
 def _check_listen(config) -> str | None:
     """Workers bind with SO_REUSEPORT in their own processes; find a busy
     address here, once, instead of in workers that die and are restarted."""
@@ -354,6 +381,9 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
     """Parent of N workers: starts them, restarts one that dies, forwards
     SIGHUP (reload) and SIGTERM/SIGINT (graceful stop)."""
     ctx = multiprocessing.get_context("spawn")
+    from edge.app import node_secret
+
+    node_secret()  # made here, inherited by every worker
     run_dir = None
     if config.admin.enabled:
         # The workers' control sockets (edge.admin.control): this run's only, mode 0700.

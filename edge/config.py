@@ -77,8 +77,15 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    keepalive: float = 75.0  # idle client keep-alive, seconds
-    shutdown: float = 10.0  # graceful drain on SIGTERM, seconds
+    """Seconds. The three client read deadlines protect against slow clients
+    (slowloris, slow POST); 0 turns one off, e.g. behind a proxy that
+    buffers whole requests."""
+
+    keepalive: float = 75.0  # idle client keep-alive
+    shutdown: float = 10.0  # graceful drain on SIGTERM
+    header_read: float = 10.0  # from a request's first byte (or the accept) to its complete head: else 408
+    body_read: float = 30.0  # at most between two chunks of a request body: else 408
+    body_total: float = 300.0  # for a whole request body: else 408
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,19 @@ class LogConfig:
 class GeoIPConfig:
     database: Path | None = None  # a MaxMind DB (Country or City); None: every country unknown
     check_interval: float = 5.0  # seconds between checks for a replaced file; 0 disables
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLists:
+    """Node-wide client address lists (``[filters]``), for every tenant: a
+    denied client is refused whatever its tenant's lists say, an allowed one
+    skips the rate limits and the WAF. Files hold one CIDR a line (``#``
+    comments) and are read again on SIGHUP."""
+
+    allow: tuple[IPNetwork, ...] = ()
+    deny: tuple[IPNetwork, ...] = ()
+    allow_file: Path | None = None
+    deny_file: Path | None = None
 
 
 ADMIN_DEFAULT_LISTEN = ListenAddress("127.0.0.1", 9090)
@@ -141,6 +161,7 @@ class NodeConfig:
     log: LogConfig = field(default_factory=LogConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    filters: NodeLists = field(default_factory=NodeLists)
     source: str = "<defaults>"  # the file this came from, as given to load_config
 
 
@@ -228,10 +249,11 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies",),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
-    "timeouts": ("keepalive", "shutdown"),
+    "timeouts": ("keepalive", "shutdown", "header_read", "body_read", "body_total"),
     "log": ("access", "level"),
     "geoip": ("database", "check_interval"),
     "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log"),
+    "filters": ("allow", "deny", "allow_file", "deny_file"),
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
@@ -346,6 +368,20 @@ def _level(value: Any) -> str:
     return value.lower()
 
 
+def _networks(r: _Reader, value: Any, where: str, default: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
+    """An array of CIDR strings; every bad element is reported."""
+    if not isinstance(value, list):
+        r.error(where, "an array of CIDR strings", describe(value))
+        return default
+    nets = []
+    for i, item in enumerate(value):
+        try:
+            nets.append(_network(item))
+        except ValueError as e:
+            r.errors.append(f"{r.file}: {where}[{i}]: {e}")
+    return tuple(nets)
+
+
 def _network(value: Any) -> IPNetwork:
     if isinstance(value, str):
         try:
@@ -358,6 +394,44 @@ def _network(value: Any) -> IPNetwork:
                 f'expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found {describe(value)}{detail}'
             ) from None
     raise ValueError(f'expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found {describe(value)}')
+
+
+MAX_LIST_FILE = 64 * 2**20
+
+
+def read_cidr_file(path: Path) -> tuple[IPNetwork, ...]:
+    """One CIDR (or bare address) a line, ``#`` starts a comment; raises
+    ConfigError naming the file and every bad line."""
+    try:
+        if path.stat().st_size > MAX_LIST_FILE:
+            raise ConfigError(f"{path}: expected at most {MAX_LIST_FILE} bytes, found a larger file")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({e.__class__.__name__}: {getattr(e, 'strerror', None) or e})") from None
+    nets: list[IPNetwork] = []
+    errors: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        item = line.split("#", 1)[0].strip()
+        if not item:
+            continue
+        try:
+            nets.append(_network(item if "/" in item else _host_network(item)))
+        except ValueError as e:
+            errors.append(f"{path}:{n}: {e}")
+            if len(errors) >= 20:
+                errors.append(f"{path}: (stopped after 20 errors)")
+                break
+    if errors:
+        raise ConfigError(errors)
+    return tuple(nets)
+
+
+def _host_network(item: str) -> str:
+    try:
+        address = ipaddress.ip_address(item)
+    except ValueError:
+        return item  # _network says what was expected
+    return f"{address}/{address.max_prefixlen}"
 
 
 def parse_listen_address(value: object) -> ListenAddress:
@@ -460,17 +534,17 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     t = r.table(data, "proxy")
     proxies = d.trusted_proxies
     if "trusted_proxies" in t:
-        value = t["trusted_proxies"]
-        if not isinstance(value, list):
-            r.error("proxy.trusted_proxies", "an array of CIDR strings", describe(value))
-        else:
-            nets = []
-            for i, item in enumerate(value):
-                try:
-                    nets.append(_network(item))
-                except ValueError as e:
-                    r.errors.append(f"{r.file}: proxy.trusted_proxies[{i}]: {e}")
-            proxies = tuple(nets)
+        proxies = _networks(r, t["trusted_proxies"], "proxy.trusted_proxies", proxies)
+
+    t = r.table(data, "filters")
+    node_lists: dict[str, Any] = {}
+    for key in ("allow", "deny"):
+        if key in t:
+            node_lists[key] = _networks(r, t[key], f"filters.{key}", ())
+    for key in ("allow_file", "deny_file"):
+        if key in t:
+            node_lists[key] = r.get(t, "filters", key, None, r.path)
+    filters = NodeLists(**node_lists)
 
     t = r.table(data, "limits")
     dl = d.limits
@@ -482,9 +556,14 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     )
 
     t = r.table(data, "timeouts")
+    dt = d.timeouts
     timeouts = Timeouts(
-        r.get(t, "timeouts", "keepalive", d.timeouts.keepalive, _number(0, 3600)),
-        r.get(t, "timeouts", "shutdown", d.timeouts.shutdown, _number(0, 3600)),
+        r.get(t, "timeouts", "keepalive", dt.keepalive, _number(0, 3600)),
+        r.get(t, "timeouts", "shutdown", dt.shutdown, _number(0, 3600)),
+        r.get(t, "timeouts", "header_read", dt.header_read, _number(0, 3600, "a number of seconds (0: off)")),
+        r.get(t, "timeouts", "body_read", dt.body_read, _number(0, 3600, "a number of seconds (0: off)")),
+        # Long enough for a large upload over a slow link.
+        r.get(t, "timeouts", "body_total", dt.body_total, _number(0, 86400, "a number of seconds (0: off)")),
     )
 
     t = r.table(data, "log")
@@ -513,6 +592,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         timeouts=timeouts,
         log=log,
         geoip=geoip,
+        filters=filters,
         admin=admin,
         source=r.file,
     )

@@ -27,7 +27,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from edge.cache import conditional as cond
+from edge.cache import compress as cz
 from edge.cache import freshness as fr
+from edge.cache import ranges as rgs
 from edge.cache import validation as val
 from edge.cache.response_policy import (
     browser_cache_control,
@@ -37,9 +39,20 @@ from edge.cache.response_policy import (
     stale_window,
     stale_windows,
 )
-from edge.cache.key import host_key, normalise_path, normalise_query, primary_key, vary_key, vary_names
+from edge.cache.key import (
+    encoding_bucket,
+    host_key,
+    normalise_path,
+    normalise_query,
+    primary_key,
+    vary_key,
+    vary_names,
+)
 from edge.cache.purge import PurgeSpec, Purger, Target, tag_extra
 from edge.cache.store import Hit, Meta, Removal
+from edge.filters.request_limits import body_limit
+from edge.filters.under_attack import CHALLENGE_PATH
+from edge.http.slow import BodyTimeout, BodyTimeouts, ClientBodyError, close_after, read_body
 from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens
 from edge.geo.client import Trusted, client_address
@@ -55,9 +68,10 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 # the origin's purge tags (read into Meta.extra): for the edge, never clients.
 _RECOMPUTED = frozenset({"content-length", "surrogate-key", "cache-tag"})
 _VARIANT_SEP = "\x1f"
+_ENCODED_SEP = "\x1e"  # a compressed copy of the entry under this key; purges of the URL cover it
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(ClientBodyError):
     pass
 
 
@@ -78,6 +92,13 @@ class Ctx:
     body_too_large: bool = False
     origin_time: float = 0.0  # seconds until the origin's response headers (metrics)
     allowlisted: bool = False  # set by the ip_lists filter: later filters (rate limits, WAF) let it pass
+    waf: object = None  # the WAF's finding on the request head, added to by the body
+    blocked: str | None = None  # "waf:<rule ids>" when the WAF refused (or would, in log mode)
+    slot: tuple[str, str] | None = None  # (tenant, client) counted by request_limits' max_concurrent
+    body_max: int = 0  # the request body's size limit (tenant's, within the node's)
+    body: object = None  # the one reader of the request body, shared by the WAF and the forwarding
+    body_timeout: bool = False
+    store_key: str = ""  # the key the entry being served was found under
 
 
 class Pipeline:
@@ -92,7 +113,10 @@ class Pipeline:
         self._rid_prefix = f"{os.getpid() & 0xFFFF:04x}{int(time.time()) & 0xFFFFFF:06x}"
         self._rid = itertools.count(1)
         self.collapse_wait = 30.0
+        self.body_timeouts = BodyTimeouts(cfg.timeouts.body_read, cfg.timeouts.body_total)
+        self._slots = next((f.slots for f in state.filters.filters if f.name == "request_limits"), None)
         self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
+        self._compressing: set[str] = set()  # variant keys being compressed now
 
     # ------------------------------------------------------------------ entry
 
@@ -116,6 +140,10 @@ class Pipeline:
         except Exception:
             log.exception("internal error (request %s)", ctx.rid)
             resp = self._error(ctx, 500, "internal error", "edge-error")
+        finally:
+            if ctx.slot is not None and self._slots is not None:
+                self._slots.release(ctx.slot)
+                ctx.slot = None
         ctx.status = resp.status
         self._log(ctx)
         return resp
@@ -136,6 +164,38 @@ class Pipeline:
                 ctx.cache,
                 time.monotonic() - ctx.start,
             )
+
+    def _waf_full(self, request, ctx: Ctx, policy):
+        """Every WAF rule on the request head before the origin sees it (the
+        chain ran only the cheap ones, which is all a cache hit needs)."""
+        waf = self.state.waf
+        if waf is None:
+            return None
+        return waf.check_full(request, ctx, policy)
+
+    def _refuse(self, ctx: Ctx, policy, verdict) -> web.Response:
+        """A filter's answer: its own body (a challenge page) or the plain
+        error text; blocks are counted towards the tenant's security events."""
+        events = self.state.events
+        if events is not None and verdict.status in _BLOCK_STATUSES:
+            if verdict.detail == "filter.waf" and ctx.waf is not None:
+                events.record(policy.tenant, policy.filters.events, "waf", ctx.waf.rules, ctx.peer)
+            else:
+                events.record_verdict(policy.tenant, policy.filters.events, verdict.detail, ctx.peer)
+        if verdict.body is None:
+            return self._error(ctx, verdict.status, verdict.reason, verdict.detail, verdict.headers)
+        ctx.cache = f"{self.node}; detail={verdict.detail}"
+        headers = {
+            "Cache-Status": ctx.cache,
+            "X-Request-Id": ctx.rid,
+            "Cache-Control": "no-store",
+            "Server": "edge",
+            "Content-Type": verdict.content_type or "text/plain; charset=utf-8",
+        }
+        if verdict.headers:
+            headers.update(verdict.headers)
+        ctx.size = len(verdict.body)
+        return web.Response(status=verdict.status, body=verdict.body, headers=headers)
 
     def _error(self, ctx: Ctx, status: int, text: str, detail: str, extra: dict | None = None) -> web.Response:
         ctx.cache = f"{self.node}; fwd=miss; detail={detail}" if status >= 500 else f"{self.node}; detail={detail}"
@@ -192,12 +252,16 @@ class Pipeline:
 
         # ----------------------------------------------------------- filter
         verdict = self.state.filters.check(request, ctx, policy)
+        if verdict is None and ctx.path == CHALLENGE_PATH and request.method == "POST" and self.state.under_attack:
+            # A no-script challenge answer posted as a form.
+            verdict = await self.state.under_attack.verify_form(request, ctx, policy)
         if verdict is not None:
-            return self._error(ctx, verdict.status, verdict.reason, verdict.detail, verdict.headers)
+            return self._refuse(ctx, policy, verdict)
 
         method = request.method
         cl = request.content_length
-        if cl is not None and cl > self.max_body:
+        ctx.body_max = body_limit(policy.filters.request_limits, self.max_body)
+        if cl is not None and cl > ctx.body_max:
             return self._error(ctx, 413, "request body too large", "body-too-large")
 
         if method not in CACHEABLE_METHODS or not policy.cache.enabled:
@@ -278,6 +342,11 @@ class Pipeline:
             return resp
 
         # ------------------------------------------------------------ fetch
+        if method == "GET" and stale is None and "Range" in req_headers and fwd != "request":
+            # The client's range goes to the origin as asked; the whole
+            # object is fetched for the cache beside it, once per key.
+            self._refresh_later(request, ctx, policy, key, target, None)
+            return await self._pass(request, ctx, policy, path, raw_query, "range")
         if method == "GET" and fwd != "request":
             waiter = self._inflight.get(key)
             if waiter is not None:
@@ -325,7 +394,10 @@ class Pipeline:
         if meta.status == 0:  # a Vary marker: RFC 9111 §4.1 secondary key
             vkey = key + _VARIANT_SEP + vary_key(meta.vary, req_headers)
             hit = store.get_now(vkey) or await store.get(vkey)
+            if hit is not None:
+                hit.key = vkey
             return hit, True
+        hit.key = key
         return hit, False
 
     # ---------------------------------------------------------------- respond
@@ -342,12 +414,19 @@ class Pipeline:
         cookies: list[str] | None = None,
     ) -> web.StreamResponse:
         meta = hit.meta
+        rh = request.headers
+        if meta.extra.get("cz") and request.method == "GET" and "Range" not in rh:
+            coding = encoding_bucket(rh.get("Accept-Encoding"))
+            if coding != "identity":
+                encoded = await self._encoded(policy, hit, coding)
+                if encoded is not None:
+                    hit = encoded
+                    meta = hit.meta
         if status_value is None:
             # Age + ttl = lifetime, in the whole seconds the Age header shows.
             ttl = int(meta.lifetime) - int(age)
             status_value = f"{self.node}; hit; ttl={ttl}; collapsed" if collapsed else f"{self.node}; hit; ttl={ttl}"
         ctx.cache = status_value
-        rh = request.headers
         if "If-None-Match" in rh or "If-Modified-Since" in rh or "If-Match" in rh or "If-Unmodified-Since" in rh:
             # RFC 9110 §13.2.2, RFC 9111 §4.3.2: preconditions against the stored response.
             outcome = cond.evaluate(request.method, rh, _template(meta, policy, ctx.path), status=meta.status, now=meta.response_time)
@@ -355,6 +434,10 @@ class Pipeline:
                 if hit.chunks is not None:
                     await hit.chunks.aclose()
                 return self._conditional(ctx, meta, policy, age, status_value, outcome)
+        if "Range" in rh and meta.status == 200 and request.method == "GET":
+            resp = await self._ranged(request, ctx, hit, _template(meta, policy, ctx.path), age, status_value)
+            if resp is not None:
+                return resp
         if hit.body is not None:
             ctx.size = len(hit.body)
             # Response copies the template once; per-request fields go on the copy.
@@ -379,6 +462,129 @@ class Pipeline:
                     ctx.size += len(chunk)
         finally:
             await hit.chunks.aclose()
+        await resp.write_eof()
+        return resp
+
+    async def _encoded(self, policy, hit: Hit, coding: str) -> Hit | None:
+        """The stored response compressed with ``coding``: the variant made
+        before for this very response, or made now (once: concurrent
+        requests get identity meanwhile) and stored beside it. None: serve
+        identity (too small or large, no gain, or being compressed)."""
+        key = getattr(hit, "key", None)
+        if key is None:
+            return None
+        meta = hit.meta
+        vkey = key + _ENCODED_SEP + coding
+        store = self.state.store
+        found = store.get_now(vkey)
+        if found is None and store.disk is not None:
+            found = await store.get(vkey)
+        if found is not None:
+            if found.meta.extra.get("of") == meta.response_time:  # made from this response
+                await self._close_stale(hit)
+                found.key = vkey
+                return found
+            await self._close_stale(found)
+        size = len(hit.body) if hit.body is not None else meta.size
+        if vkey in self._compressing or not cz.MIN_SIZE <= size <= cz.MAX_SIZE:
+            return None
+        self._compressing.add(vkey)
+        try:
+            body = hit.body
+            if body is None:
+                assert hit.chunks is not None
+                chunks, hit.chunks = hit.chunks, None
+                try:
+                    body = b"".join([chunk async for chunk in chunks])
+                finally:
+                    await chunks.aclose()
+                hit.body = body  # identity stays servable if compressing does not pay
+            data = await cz.compress_async(body, coding)
+            if len(data) >= len(body):
+                meta.extra["cz"] = 0  # incompressible: never tried again for this entry
+                return None
+            extra = {"of": meta.response_time}
+            if "tags" in meta.extra:
+                extra["tags"] = meta.extra["tags"]
+            vmeta = Meta(
+                status=meta.status,
+                headers=tuple(cz.variant_headers(meta.headers, coding, len(data))),
+                request_time=meta.request_time,
+                response_time=meta.response_time,
+                initial_age=meta.initial_age,
+                lifetime=meta.lifetime,
+                size=len(data),
+                vary=meta.vary,
+                detail=meta.detail,
+                extra=extra,
+            )
+            await store.put(vkey, vmeta, data)
+            variant = Hit(vmeta, data, None)
+            variant.key = vkey
+            return variant
+        except Exception:
+            log.exception("compressing a stored response failed; identity served")
+            return None
+        finally:
+            self._compressing.discard(vkey)
+
+    async def _ranged(self, request, ctx: Ctx, hit: Hit, tpl, age: float, status_value: str) -> web.StreamResponse | None:
+        """RFC 9110 §14: a 206 or 416 cut from the stored 200; None: serve it whole."""
+        rh = request.headers
+        fields = rh.getall("Range", ())
+        if len(fields) != 1:  # a singleton field (§14.2): ignored when repeated
+            return None
+        if not rgs.if_range_allows(rh.get("If-Range"), tpl.get("ETag"), tpl.get("Last-Modified"), tpl.get("Date")):
+            return None
+        size = len(hit.body) if hit.body is not None else hit.meta.size
+        rng = rgs.parse_range(fields[0], size)
+        if rng.outcome is rgs.Outcome.IGNORE:
+            return None
+        if rng.outcome is rgs.Outcome.UNSATISFIABLE:
+            await self._close_stale(hit)
+            headers = CIMultiDict(tpl)
+            headers.popall("Content-Type", None)
+            headers.update(rgs.unsatisfiable_headers(size))
+            headers["Age"] = fr.age_header_value(age)
+            ctx.cache = headers["Cache-Status"] = status_value + "; detail=range-unsatisfiable"
+            headers["X-Request-Id"] = ctx.rid
+            return web.Response(status=416, headers=headers)
+        ctype = tpl.get("Content-Type")
+        source = None
+        if len(rng.ranges) == 1:
+            first, last = rng.ranges[0]
+            content_range = rgs.single_part_headers(first, last, size)["Content-Range"]
+            if hit.body is not None:
+                resp = web.Response(status=206, body=hit.body[first : last + 1], headers=tpl)
+            else:
+                resp = web.StreamResponse(status=206, headers=tpl)
+                resp.content_length = last - first + 1
+                source = rgs.slice_chunks(hit.chunks, first, last)
+            resp.headers["Content-Range"] = content_range
+        elif hit.body is not None:
+            mtype, payload = rgs.multipart(rng.ranges, hit.body, ctype, size)
+            resp = web.Response(status=206, body=payload, headers=tpl)
+            resp.headers["Content-Type"] = mtype
+        else:
+            boundary = rgs.new_boundary()
+            resp = web.StreamResponse(status=206, headers=tpl)
+            resp.headers["Content-Type"] = rgs.multipart_content_type(boundary)
+            resp.content_length = rgs.multipart_length(rng.ranges, ctype, size, boundary)
+            source = rgs.multipart_chunks(rng.ranges, hit.chunks, ctype, size, boundary)
+        resp.headers["Age"] = fr.age_header_value(age)
+        ctx.cache = status_value
+        resp.headers.add("Cache-Status", status_value)
+        resp.headers["X-Request-Id"] = ctx.rid
+        if source is None:
+            ctx.size = resp.content_length or 0
+            return resp
+        try:
+            await resp.prepare(request)
+            async for chunk in source:
+                await resp.write(chunk)
+                ctx.size += len(chunk)
+        finally:
+            await source.aclose()  # closes the stored body's stream as well
         await resp.write_eof()
         return resp
 
@@ -414,10 +620,13 @@ class Pipeline:
         return bool(self._trusted) and bool(peer) and self._trusted.contains(peer)
 
     def _origin_headers(
-        self, request: web.BaseRequest, ctx: Ctx, keyed: tuple[str, ...], conditional: dict[str, str] | None = None
+        self, request: web.BaseRequest, ctx: Ctx, keyed: tuple[str, ...], conditional: dict[str, str] | None = None,
+        whole: bool = False,
     ) -> CIMultiDict:
         src = request.headers
         drop = HOP_BY_HOP
+        if whole:
+            drop = drop | _RANGE_FIELDS  # the cache fetches whole objects and cuts ranges itself
         if conditional:
             # RFC 9111 §4.3.1: the edge's own validators replace the client's
             # preconditions, which it evaluates itself against the result.
@@ -441,6 +650,10 @@ class Pipeline:
             out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
         else:
             out["X-Forwarded-For"] = peer
+        if whole:
+            # Stored answers are keyed by the bucket (edge.cache.key.vary_key):
+            # the origin must answer for the bucket, not a client's rarer list.
+            out["Accept-Encoding"] = encoding_bucket(", ".join(src.getall("Accept-Encoding", ())) or None)
         out.setdefault("X-Forwarded-Proto", "https" if request.secure else "http")
         out["X-Forwarded-Host"] = ctx.host
         prior_via = ", ".join(src.getall("Via", ()))
@@ -449,23 +662,61 @@ class Pipeline:
             out.update(conditional)
         return out
 
-    async def _request_body(self, request: web.BaseRequest, ctx: Ctx) -> AsyncIterator[bytes]:
-        # Counted while streaming: a chunked upload cannot announce its size.
-        seen = 0
+    async def _continue(self, request: web.BaseRequest) -> None:
         if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             # The client waits for this before sending its body (RFC 9110 §10.1.1).
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        async for chunk in request.content.iter_any():
-            seen += len(chunk)
-            if seen > self.max_body:
-                ctx.body_too_large = True
-                raise BodyTooLarge()
-            yield chunk
 
-    async def _send(self, request, ctx, policy, target, keyed=(), conditional=None):
-        headers = self._origin_headers(request, ctx, keyed, conditional)
+    async def _body_head(self, request: web.BaseRequest, ctx: Ctx, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the request body (more when a chunk runs
+        over), read before anything goes to the origin; the rest follows
+        in ``_request_body``."""
+        await self._continue(request)
+        reader = ctx.body = read_body(request.content, self.body_timeouts)
+        parts: list[bytes] = []
+        seen = 0
+        try:
+            while seen < limit:
+                try:
+                    chunk = await reader.__anext__()
+                except StopAsyncIteration:
+                    break
+                seen += len(chunk)
+                if seen > ctx.body_max:
+                    ctx.body_too_large = True
+                    raise BodyTooLarge()
+                parts.append(chunk)
+        except BodyTimeout:
+            ctx.body_timeout = True
+            raise
+        return b"".join(parts)
+
+    async def _request_body(self, request: web.BaseRequest, ctx: Ctx, prefix: bytes | None = None) -> AsyncIterator[bytes]:
+        # Counted while streaming: a chunked upload cannot announce its size.
+        seen = 0
+        if prefix is None:
+            await self._continue(request)
+        elif prefix:
+            seen = len(prefix)
+            yield prefix
+        reader = ctx.body
+        if reader is None:
+            reader = ctx.body = read_body(request.content, self.body_timeouts)
+        try:
+            async for chunk in reader:
+                seen += len(chunk)
+                if seen > ctx.body_max:
+                    ctx.body_too_large = True
+                    raise BodyTooLarge()
+                yield chunk
+        except BodyTimeout:
+            ctx.body_timeout = True
+            raise
+
+    async def _send(self, request, ctx, policy, target, keyed=(), conditional=None, whole=False, prefix=None):
+        headers = self._origin_headers(request, ctx, keyed, conditional, whole)
         has_body = request.body_exists
-        body = self._request_body(request, ctx) if has_body else None
+        body = self._request_body(request, ctx, prefix) if has_body else None
         retry = request.method in IDEMPOTENT_METHODS and not has_body
         sent = time.monotonic()
         answer = await self.state.origins.send(
@@ -500,13 +751,31 @@ class Pipeline:
         """Forward without the cache (methods it does not store, bypass rules)."""
         target = path + "?" + raw_query if raw_query else path
         ctx.cache = f"{self.node}; fwd={why}"
+        verdict = self._waf_full(request, ctx, policy)
+        if verdict is not None:
+            return self._refuse(ctx, policy, verdict)
+        prefix = b""
+        waf = self.state.waf
+        if waf is not None and request.body_exists and policy.filters.waf.active and policy.filters.waf.inspect_body:
+            # The WAF reads the head of the body before the origin sees any of it.
+            try:
+                prefix = await self._body_head(request, ctx, policy.filters.waf.max_body)
+            except BodyTooLarge:
+                return self._error(ctx, 413, "request body too large", "body-too-large")
+            except BodyTimeout:
+                return await close_after(request, self._error(ctx, 408, "request body timeout", "body-timeout"))
+            verdict = await waf.check_body(request, ctx, policy, prefix, ctx.waf)
+            if verdict is not None:
+                return self._refuse(ctx, policy, verdict)
         try:
-            upstream, _ = await self._send(request, ctx, policy, target)
-        except (OriginError, BodyTooLarge) as exc:
-            # The client's oversized body aborts the upload; the origin
-            # is not to blame.
+            upstream, _ = await self._send(request, ctx, policy, target, prefix=prefix)
+        except (OriginError, ClientBodyError) as exc:
+            # The client's oversized or stalled body aborts the upload; the
+            # origin is not to blame.
             if ctx.body_too_large:
                 return self._error(ctx, 413, "request body too large", "body-too-large")
+            if ctx.body_timeout:
+                return await close_after(request, self._error(ctx, 408, "request body timeout", "body-timeout"))
             return self._origin_error(ctx, exc)
         try:
             headers = self._response_headers(upstream)
@@ -549,6 +818,9 @@ class Pipeline:
         """Fetch from the origin; with ``stale`` (a stored entry that has a
         validator) the fetch is a validation (RFC 9111 §4.3.1), and a failed
         fetch may be answered with it (RFC 5861 stale-if-error)."""
+        verdict = self._waf_full(request, ctx, policy)
+        if verdict is not None:
+            return self._refuse(ctx, policy, verdict)
         request_time = time.time()
         keyed = policy.request_decision(ctx.path).key.headers
         conditional = None
@@ -556,7 +828,7 @@ class Pipeline:
             conditional = val.validator_headers(stale.meta.headers)
         try:
             try:
-                upstream, _ = await self._send(request, ctx, policy, target, keyed, conditional)
+                upstream, _ = await self._send(request, ctx, policy, target, keyed, conditional, whole=True)
             except OriginError as exc:
                 if stale is not None and self._may_serve_on_error(stale, policy):
                     hit, stale = stale, None
@@ -570,7 +842,7 @@ class Pipeline:
                 stale = conditional = None
                 request_time = time.time()
                 try:
-                    upstream, _ = await self._send(request, ctx, policy, target, keyed)
+                    upstream, _ = await self._send(request, ctx, policy, target, keyed, whole=True)
                 except OriginError as exc:
                     return self._origin_error(ctx, exc)
             try:
@@ -629,23 +901,24 @@ class Pipeline:
         status_value = f"{self.node}; fwd={fwd}{got}; ttl={int(meta.lifetime) - int(age)}; detail=stale-if-error"
         return await self._serve_hit(request, ctx, policy, hit, age, status_value=status_value)
 
-    def _refresh_later(self, request, ctx: Ctx, policy, key: str, target: str, meta: Meta) -> None:
-        """One background request refreshes a stale entry (RFC 5861 §3);
-        requests meanwhile keep getting the stale one."""
-        if key in self._inflight:
-            return
+    def _refresh_later(self, request, ctx: Ctx, policy, key: str, target: str, meta: Meta | None) -> None:
+        """One background request refreshes a stale entry (RFC 5861 §3), or
+        (``meta`` None) fetches a whole object a range request missed;
+        requests meanwhile are served as if it were not running."""
+        if key in self._inflight or self._waf_full(request, ctx, policy) is not None:
+            return  # under way already, or this client's headers may not go to the origin
         done = asyncio.get_running_loop().create_future()
         self._inflight[key] = done
         keyed = policy.request_decision(ctx.path).key.headers
-        conditional = val.validator_headers(meta.headers) if val.has_validator(meta.headers) else None
+        conditional = val.validator_headers(meta.headers) if meta is not None and val.has_validator(meta.headers) else None
         # Everything taken from the request now: it is gone once its answer is sent.
-        headers = self._origin_headers(request, ctx, keyed, conditional)
+        headers = self._origin_headers(request, ctx, keyed, conditional, whole=True)
         snapshot = _Snapshot(request)
         task = asyncio.ensure_future(self._refresh(snapshot, ctx, policy, key, target, meta, headers, done))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _refresh(self, request, ctx: Ctx, policy, key, target, meta: Meta, headers, done) -> None:
+    async def _refresh(self, request, ctx: Ctx, policy, key, target, meta: Meta | None, headers, done) -> None:
         bg = Ctx(ctx.rid + "-r", time.monotonic(), "GET", ctx.peer, ctx.tenant, ctx.host, ctx.path)
         try:
             request_time = time.time()
@@ -658,7 +931,7 @@ class Pipeline:
                 return
             try:
                 if upstream.status == 304:
-                    if ("If-None-Match" in headers or "If-Modified-Since" in headers) and _selects(meta, upstream.headers):
+                    if meta is not None and ("If-None-Match" in headers or "If-Modified-Since" in headers) and _selects(meta, upstream.headers):
                         await self._freshen(request, policy, key, upstream, request_time, meta, ctx.path)
                     return
                 if upstream.status in _ERROR_STATUSES:
@@ -845,6 +1118,10 @@ class Pipeline:
             for name in private:
                 stored.popall(name, None)
         extra.update(tag_extra(upstream.headers))
+        if status == 200 and request.method == "GET" and cz.compressible(
+            status, content_type, headers.get("Content-Encoding"), "no-transform" in client_cc or "no-transform" in cc, clen
+        ):
+            extra["cz"] = 1
         meta = Meta(
             status=status,
             headers=tuple(stored.items()),
@@ -859,6 +1136,8 @@ class Pipeline:
         # Stored with the targeted fields (a later 304 is read against them),
         # shown without them.
         _strip_targeted(headers, settings.targeted_fields)
+        if extra.get("cz"):
+            headers = CIMultiDict(cz.identity_headers_vary(headers))
         if browser_cc is not None:
             headers["Cache-Control"] = browser_cc
         return _Decision(None, headers, meta, names or (), seconds, initial_age)
@@ -1011,6 +1290,9 @@ _STALE_KEYS = ("swr", "sie", "nostale", "origin_only")
 _ONLY_IF_CACHED = parse_cache_control("only-if-cached")
 # RFC 9111 §4.4: methods whose success invalidates what is stored for the URL.
 _UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+# Filter answers that refuse (a challenge page or a redirect is not a block).
+_BLOCK_STATUSES = frozenset({403, 405, 413, 414, 429, 431})
+_RANGE_FIELDS = frozenset({"range", "if-range"})
 
 
 class _Sink:
@@ -1163,6 +1445,11 @@ def _template(meta: Meta, policy, path: str) -> CIMultiDict:
     if tpl is None or meta.template_version != policy.version:
         tpl = CIMultiDict(meta.headers)
         _strip_targeted(tpl, policy.cache.targeted_fields)
+        if meta.status == 200 and "Content-Encoding" not in tpl:
+            tpl.setdefault("Accept-Ranges", "bytes")  # cut from the stored object (RFC 9110 §14.3)
+        if meta.extra.get("cz"):
+            # Other clients get a compressed variant (RFC 9110 §12.5.5).
+            tpl = CIMultiDict(cz.identity_headers_vary(tpl))
         decision = policy.response_decision(path, tpl.get("Content-Type"))
         if decision.browser_ttl is not None:
             cc = parse_cache_control(", ".join(tpl.getall("Cache-Control", ())) or None)

@@ -415,5 +415,24 @@ def vary_key(names: tuple[str, ...], request_headers: Mapping[str, str]) -> str:
     parts = []
     for name in names:
         value = _field(request_headers, name)
+        if name == "accept-encoding":
+            # A few buckets, not every browser's spelling; the origin is sent
+            # the bucket too (edge/pipeline.py), so it answers for it.
+            value = encoding_bucket(value)
         parts.append(_lp(name) + (_ABSENT if value is None else _lp(value)))
     return "".join(parts)
+
+
+_BUCKETS: dict[str | None, str] = {}
+
+
+def encoding_bucket(accept_encoding: str | None) -> str:
+    """``accept_bucket`` memoised: browsers send a handful of spellings."""
+    bucket = _BUCKETS.get(accept_encoding)
+    if bucket is None:
+        from edge.cache.compress import accept_bucket
+
+        if len(_BUCKETS) > 4096:
+            _BUCKETS.clear()
+        bucket = _BUCKETS[accept_encoding] = accept_bucket(accept_encoding)
+    return bucket

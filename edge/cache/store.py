@@ -114,6 +114,7 @@ class Hit:
     body: bytes | None = None
     chunks: AsyncIterator[bytes] | None = None
     tier: str = "memory"
+    key: str | None = None  # set by the pipeline's lookup: where it was found
 
 
 class BodyWriter(Protocol):

@@ -17,6 +17,8 @@ class Verdict:
     reason: str  # short text for the client
     detail: str  # machine token for Cache-Status and logs
     headers: dict | None = None
+    body: bytes | None = None  # sent as is instead of the short text (e.g. an HTML page)
+    content_type: str | None = None  # the Content-Type header of ``body``, charset included
 
 
 class Filter(Protocol):

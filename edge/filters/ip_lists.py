@@ -12,17 +12,38 @@ from __future__ import annotations
 
 from edge.filters._record import Recorder
 from edge.filters.chain import Verdict
+from edge.policy.model import NO_CIDRS, CidrSet
 
 DENIED = Verdict(403, "forbidden", "filter.ip_lists")
+NODE_DENIED = Verdict(403, "forbidden", "filter.ip_lists.node")
 
 
 class IpListFilter:
+    """Node-wide lists (``[filters]`` in edge.toml) come first: the node's
+    deny list refuses a client whatever its tenant allows, the node's allow
+    list marks it like a tenant's allow list does."""
+
     name = "ip_lists"
 
-    def __init__(self) -> None:
+    def __init__(self, node_allow: CidrSet = NO_CIDRS, node_deny: CidrSet = NO_CIDRS) -> None:
         self._record = Recorder(self.name)
+        self.set_node_lists(node_allow, node_deny)
+
+    def set_node_lists(self, allow: CidrSet, deny: CidrSet) -> None:
+        # One assignment: a reload swaps both lists at once.
+        self._node = (allow, deny) if len(allow) or len(deny) else None
 
     def check(self, request, ctx, policy) -> Verdict | None:
+        node = self._node
+        if node is not None:
+            client = ctx.peer
+            if client in node[0]:
+                ctx.allowlisted = True
+                self._record.count(policy.tenant, "node-allow", "allow")
+                return None
+            if client in node[1]:
+                self._record.refused(policy.tenant, "node-deny", "block", client)
+                return NODE_DENIED
         filters = policy.filters
         if not filters.active:
             return None

@@ -20,6 +20,8 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from edge.http.slow import ClientBodyError
+
 log = logging.getLogger("edge.origin")
 
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
@@ -151,6 +153,10 @@ class OriginClients:
             except aiohttp.ClientConnectorError as exc:
                 last = OriginError(Failure.CONNECT, origin.url, str(exc.os_error))
             except (aiohttp.ClientError, ValueError) as exc:
+                if isinstance(exc.__cause__, ClientBodyError):
+                    # The client's upload failed (too slow, too large): not
+                    # the origin's fault, so not against its health.
+                    raise OriginError(Failure.PROTOCOL, origin.url, "client body aborted") from exc
                 # Malformed status line or headers, or a connection closed
                 # before the response: the origin broke the protocol.
                 last = OriginError(Failure.PROTOCOL, origin.url, f"{type(exc).__name__}: {exc}")

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge.cache.key import KeyOptions
+from edge.filters.request_limits import RequestLimits
+from edge.filters.under_attack import NO_UNDER_ATTACK, UnderAttack
+from edge.observe.events import EventSettings
+from edge.waf.settings import WafSettings
 from edge.policy.match import Match, media_type
 
 
@@ -216,16 +220,27 @@ class RateLimits:
         object.__setattr__(self, "active", self.mode != "off" and bool(self.rules))
 
 
+DEFAULT_WAF = WafSettings()
+DEFAULT_REQUEST_LIMITS = RequestLimits()
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     """The ``filters`` section; the default does nothing."""
 
     ip_lists: IpLists = IpLists()
     rate_limits: RateLimits = RateLimits()
+    under_attack: UnderAttack = NO_UNDER_ATTACK
+    waf: WafSettings = DEFAULT_WAF
+    request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS  # has its own ``active``
+    events: EventSettings = EventSettings()  # not a filter: what blocks add up to
     active: bool = field(init=False, compare=False)  # any filter to run at all
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "active", self.ip_lists.active or self.rate_limits.active)
+        object.__setattr__(
+            self, "active",
+            self.ip_lists.active or self.rate_limits.active or self.under_attack.active or self.waf.active,
+        )
 
 
 NO_FILTERS = Filters()

@@ -20,9 +20,19 @@ from urllib.parse import urlsplit
 
 from edge.cache.key import KeyOptions
 from edge.config import ISO_COUNTRIES
+from edge.filters.under_attack import KEYS as UNDER_ATTACK_KEYS
+from edge.filters.under_attack import NO_UNDER_ATTACK, parse_under_attack, under_attack_data
+from edge.observe.events import KEYS as EVENT_KEYS
+from edge.observe.events import EventSettings, events_data, parse_events
+from edge.waf.settings import KEYS as WAF_KEYS
+from edge.filters.request_limits import KEYS as REQUEST_LIMIT_KEYS
+from edge.filters.request_limits import parse_request_limits, request_limits_data
+from edge.waf.settings import parse_waf
 from edge.policy.errors import MISSING, FieldError, PolicyError, show
 from edge.policy.match import Match
 from edge.policy.model import (
+    DEFAULT_REQUEST_LIMITS,
+    DEFAULT_WAF,
     NO_CIDRS,
     CacheSettings,
     CidrSet,
@@ -82,7 +92,11 @@ OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     "ttl": ("override", "default"),
     "delivery": ("allow_countries", "deny_countries", "unknown", "action", "redirect_url",
                  "exempt_cidrs", "edge_countries", "in_region_url"),
-    "filters": ("ip_lists", "rate_limits"),
+    "filters": ("ip_lists", "request_limits", "rate_limits", "under_attack", "waf", "events"),
+    **REQUEST_LIMIT_KEYS,
+    **UNDER_ATTACK_KEYS,
+    **WAF_KEYS,
+    **EVENT_KEYS,
     "ip_lists": ("mode", "allow", "deny"),
     "rate_limits": ("mode", "rules"),
     "rate_rule": ("id", "path_prefix", "per", "rate", "burst"),
@@ -98,6 +112,11 @@ NESTED: dict[tuple[str, str], tuple[str, bool]] = {
     ("policy", "filters"): ("filters", False),
     ("filters", "ip_lists"): ("ip_lists", False),
     ("filters", "rate_limits"): ("rate_limits", False),
+    ("filters", "under_attack"): ("under_attack", False),
+    ("filters", "waf"): ("waf", False),
+    ("filters", "request_limits"): ("request_limits", False),
+    ("waf", "exclusions"): ("waf_exclusion", True),
+    ("filters", "events"): ("events", False),
     ("rate_limits", "rules"): ("rate_rule", True),
     ("cache", "key"): ("key", False),
     ("rule", "match"): ("match", False),
@@ -811,7 +830,41 @@ def _filters(c: _Check, raw: object, path: str) -> Filters:
                     if rule is not None:
                         rules.append(rule)
             rate_limits = RateLimits(mode=mode, rules=tuple(rules))
-    return Filters(ip_lists=ip_lists, rate_limits=rate_limits)
+    def section(name: str, default, parse):
+        # A section parsed by its own module: key-checked here, read there.
+        if name not in o:
+            return default
+        where = _join(path, name)
+        value = c.object(o[name], where, name)
+        return default if value is None else parse(c, value, where)
+
+    under_attack = section("under_attack", NO_UNDER_ATTACK, parse_under_attack)
+    request_limits = section("request_limits", DEFAULT_REQUEST_LIMITS, parse_request_limits)
+    waf = section("waf", DEFAULT_WAF, lambda c, w, where: parse_waf(c, w, where, waf_rule_ids()))
+    events = section("events", EventSettings(), parse_events)
+    return Filters(
+        ip_lists=ip_lists, rate_limits=rate_limits, under_attack=under_attack, waf=waf, events=events,
+        request_limits=request_limits,
+    )
+
+
+_WAF_RULE_IDS: frozenset[str] | None = None
+
+
+def waf_rule_ids() -> frozenset[str]:
+    """The ids of the node's WAF rules, which exclusions must name. The
+    node sets them when it loads its rule set; until then the shipped set."""
+    global _WAF_RULE_IDS
+    if _WAF_RULE_IDS is None:
+        from edge.waf.rules import default_rules_dir, load_ruleset
+
+        _WAF_RULE_IDS = load_ruleset(default_rules_dir()).ids
+    return _WAF_RULE_IDS
+
+
+def set_waf_rule_ids(ids: frozenset[str]) -> None:
+    global _WAF_RULE_IDS
+    _WAF_RULE_IDS = ids
 
 
 def _rate_rule(c: _Check, raw: object, path: str, seen: set[str]) -> RateRule | None:
@@ -1002,6 +1055,17 @@ def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failove
 def _filters_data(f: Filters) -> dict[str, Any]:
     ip, rl = f.ip_lists, f.rate_limits
     return {
+        "under_attack": under_attack_data(f.under_attack),
+        "events": events_data(f.events),
+        "request_limits": request_limits_data(f.request_limits),
+        "waf": {
+            "mode": f.waf.mode,
+            "threshold": f.waf.threshold,
+            "paranoia": f.waf.paranoia,
+            "inspect_body": f.waf.inspect_body,
+            "max_body": f.waf.max_body,
+            "exclusions": [{"rule": e.rule, "path_prefix": e.path_prefix} for e in f.waf.exclusions],
+        },
         "ip_lists": {
             "mode": ip.mode,
             "allow": [str(n) for n in ip.allow.networks],

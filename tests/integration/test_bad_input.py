@@ -19,6 +19,8 @@ async def edge(origin, make_edge):
         policies={
             "alpha": {"hosts": ["alpha.example"], "origins": [{"url": origin.url}]},
             "beta": {"hosts": ["beta.example"], "origins": [{"url": origin.url}]},
+            # No WAF: what the edge itself makes of hostile paths.
+            "gamma": {"hosts": ["gamma.example"], "origins": [{"url": origin.url}], "filters": {"waf": {"mode": "off"}}},
         }
     )
 
@@ -73,8 +75,11 @@ async def test_path_spellings_share_one_key(edge, origin, client):
 
 
 async def test_dot_segments_cannot_escape_the_root(edge, origin):
-    response = await raw_request(edge.port, b"GET /../../secret HTTP/1.1\r\nHost: alpha.example\r\nConnection: close\r\n\r\n")
+    response = await raw_request(edge.port, b"GET /../../secret HTTP/1.1\r\nHost: gamma.example\r\nConnection: close\r\n\r\n")
     assert status_of(response) == 200 and response.endswith(b"/secret")
+    # With the default WAF the traversal attempt itself is refused.
+    response = await raw_request(edge.port, b"GET /../../secret HTTP/1.1\r\nHost: alpha.example\r\nConnection: close\r\n\r\n")
+    assert status_of(response) == 403 and b"request id" in response
 
 
 async def test_encoded_slash_stays_distinct(edge, origin):

@@ -10,13 +10,13 @@ from aiohttp import web
 from edge.http.dates import format_http_date
 
 
-def _etag_origin(origin, path, body: bytes, etag='"v1"', cc="max-age=0", not_modified_headers=None):
+def _etag_origin(origin, path, body: bytes, etag='"v1"', cc="max-age=0", not_modified_headers=None, ctype="text/plain"):
     """An origin that answers If-None-Match for ``etag`` with a 304."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers={"ETag": etag, **(not_modified_headers or {})})
-        return web.Response(body=body, headers={"ETag": etag, "Cache-Control": cc, "X-Version": "1", "Content-Type": "text/plain"})
+        return web.Response(body=body, headers={"ETag": etag, "Cache-Control": cc, "X-Version": "1", "Content-Type": ctype})
 
     origin.route(path, handler)
 
@@ -145,7 +145,8 @@ async def test_collapsed_validation_is_one_origin_request(origin, make_edge, cli
 
 async def test_9111_4_3_4_large_disk_entry_keeps_its_body_after_304(origin, make_edge, client):
     body = bytes(range(256)) * (12 * 1024)  # 3 MiB: streamed, disk only
-    _etag_origin(origin, "/big", body, not_modified_headers={"Cache-Control": "max-age=60", "X-Version": "2"})
+    _etag_origin(origin, "/big", body, not_modified_headers={"Cache-Control": "max-age=60", "X-Version": "2"},
+                 ctype="application/octet-stream")
     edge = await make_edge(quick_origin=origin.url)
     async with client.get(edge.url + "/big") as r:
         assert await r.read() == body and "stored" in r.headers["Cache-Status"]

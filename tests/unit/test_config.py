@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.app import node_lists
 from edge.config import (
     CacheConfig,
     ConfigError,
@@ -15,6 +16,7 @@ from edge.config import (
     ListenAddress,
     LogConfig,
     NodeConfig,
+    NodeLists,
     PoliciesConfig,
     Timeouts,
     default_config,
@@ -202,7 +204,7 @@ NAME = (
     'expected a name of letters, digits, ".", "_" or "-" that starts with a letter '
     "(at most 63 characters)"
 )
-SECTIONS = "admin, cache, geoip, limits, listen, log, node, policies, proxy, timeouts"
+SECTIONS = "admin, cache, filters, geoip, limits, listen, log, node, policies, proxy, timeouts"
 
 BAD = [
     # (toml put before MINIMAL, expected message without the "edge.toml: " prefix, id)
@@ -435,3 +437,43 @@ def test_missing_geoip_database_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert "geoip.database: expected an existing MaxMind DB file" in str(exc.value)
+
+
+# --- node-wide address lists ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[filters]\ndeny = "10.0.0.0/8"', 'filters.deny: expected an array of CIDR strings, found "10.0.0.0/8"'),
+        ('[filters]\nallow = ["10.0.0.1/8"]', "filters.allow[0]: expected a CIDR"),
+        ('[filters]\ndeny = ["nonsense"]', 'filters.deny[0]: expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found "nonsense"'),
+        ("[filters]\nblock = []", "filters.block: expected one of the keys allow, allow_file, deny, deny_file"),
+    ],
+)
+def test_node_lists_bad_config(tmp_path, toml, message):
+    path = tmp_path / "edge.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+
+
+def test_node_list_files_name_every_bad_line(tmp_path):
+    f = tmp_path / "deny.txt"
+    f.write_text("# blocklist\n192.0.2.0/24\n198.51.100.7  # one host\n\n300.1.1.1\n2001:db8::/32\n10.0.0.1/8\n")
+    config = dataclasses.replace(default_config(), filters=NodeLists(deny_file=f))
+    with pytest.raises(ConfigError) as info:
+        node_lists(config)
+    assert info.value.errors[0].startswith(f"{f}:5: expected a CIDR")
+    assert info.value.errors[1].startswith(f"{f}:7: expected a CIDR") and "host bits" in info.value.errors[1]
+    assert len(info.value.errors) == 2
+    f.write_text("192.0.2.0/24\n198.51.100.7\n")
+    allow, deny = node_lists(config)
+    assert "198.51.100.7" in deny and "192.0.2.9" in deny and "198.51.100.8" not in deny and len(allow) == 0
+
+
+def test_missing_node_list_file_is_a_clear_error(tmp_path):
+    config = dataclasses.replace(default_config(), filters=NodeLists(allow_file=tmp_path / "nope.txt"))
+    with pytest.raises(ConfigError, match="nope.txt: cannot be read"):
+        node_lists(config)

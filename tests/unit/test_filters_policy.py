@@ -30,7 +30,7 @@ def rule(**kw):
 
 BAD = [
     ("not an object", [], [("filters", "an object", "[]")]),
-    ("unknown section", {"waf": {}}, [("filters.waf", "one of the keys ip_lists, rate_limits", "an unknown key")]),
+    ("unknown section", {"captcha": {}}, [("filters.captcha", "one of the keys ip_lists, request_limits, rate_limits, under_attack, waf, events", "an unknown key")]),
     ("unknown key", {"ip_lists": {"denied": []}},
      [("filters.ip_lists.denied", 'a known key (did you mean "deny"?)', "an unknown key")]),
     ("mode", {"ip_lists": {"mode": "on"}}, [("filters.ip_lists.mode", MODE, '"on"')]),
@@ -64,12 +64,14 @@ def test_bad_filters(name, filters, expected):
     assert errors_of(filters) == expected
 
 
-def test_defaults_do_nothing():
+def test_defaults_run_only_the_waf():
     p = parse_policy(BASE, tenant="shop", source="shop.json")
-    assert p.filters == Filters() and not p.filters.active
-    assert not parse({}).filters.active
-    assert not parse({"ip_lists": {}}).filters.active  # "block", but nothing listed
-    assert not parse(rule()).filters.active  # rate_limits default to "off"
+    assert p.filters == Filters() and p.filters.waf.mode == "block"
+    off = {"waf": {"mode": "off"}}
+    assert not parse(off).filters.active
+    assert not parse({**off, "ip_lists": {}}).filters.active  # "block", but nothing listed
+    assert not parse({**off, **rule()}).filters.active  # rate_limits default to "off"
+    assert not parse({**off, "under_attack": {}}).filters.active  # "off" unless set
 
 
 def test_rule_defaults_and_round_trip():

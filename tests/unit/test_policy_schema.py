@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edge.policy import PolicyError, parse_policy, parse_size, to_data
-from edge.policy.parse import accepted_paths
+from edge.policy.parse import accepted_paths, waf_rule_ids
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "policies" / "schema.json").read_text())
@@ -65,6 +65,22 @@ EVERYTHING: dict[str, Any] = {
         "rate_limits": {"$comment": "c", "mode": "block", "rules": [
             {"$comment": "c", "id": "login", "path_prefix": "/login", "per": "client", "rate": 5, "burst": 10},
         ]},
+        "under_attack": {
+            "$comment": "c", "mode": "auto", "auto_rps": 200, "auto_hold": 600, "difficulty": 18,
+            "cookie_ttl": 7200, "exclude_paths": ["/api/"],
+        },
+        "request_limits": {
+            "$comment": "c", "mode": "log", "methods": ["GET", "POST"], "max_url_length": 4096, "max_query_length": 2048,
+            "max_headers": 50, "max_header_bytes": "16KiB", "max_body_size": "1MiB", "max_concurrent": 32,
+        },
+        "waf": {
+            "$comment": "c", "mode": "log", "threshold": 10, "paranoia": 2, "inspect_body": False, "max_body": 4096,
+            "exclusions": [{"$comment": "c", "rule": sorted(waf_rule_ids())[0], "path_prefix": "/search"}],
+        },
+        "events": {
+            "$comment": "c", "webhook_url": "https://hooks.example/edge", "secret": "0123456789abcdef0123",
+            "tenant_threshold": 500, "client_threshold": 50, "window": 120,
+        },
     },
 }
 
@@ -145,7 +161,7 @@ def test_schema_defaults_are_the_validators_defaults():
                                      quick_origin="http://o.example"))
     checked = 0
     for path, sub in schema_properties():
-        if "default" not in sub or path.startswith("rules[]"):
+        if "default" not in sub or path.startswith("rules[]") or "[]." in path:
             continue
         value: Any = effective
         for part in path.split("."):

@@ -1,0 +1,281 @@
+"""Per-tenant request limits (``filters.request_limits``): the shape of a
+request and how many a client may have in flight.
+
+Every rule refuses with the status a client can act on:
+
+methods           not listed: 405 with ``Allow``
+max_url_length    bytes of the raw request target: 414
+max_query_length  bytes after the "?": 414
+max_headers       header fields: 431
+max_header_bytes  names and values together: 431
+max_body_size     a larger Content-Length: 413 before any byte of the body
+                  is read (the pipeline applies the same limit while
+                  streaming, for chunked uploads)
+max_concurrent    requests in flight per client and tenant: 429, Retry-After: 1
+
+The section is on by default (mode "block") with limits no ordinary client
+meets; the node-wide ``[limits]`` still apply first, in the parser.
+
+The shape checks cost a few attribute reads and length comparisons per
+request; summing the header bytes walks the parser's raw header tuple
+without decoding or copying it. Concurrency is counted per worker process
+(like the rate limits): with N workers a client may have up to N times
+``max_concurrent`` requests in flight. IPv6 clients count by their /64, as
+one subscriber holds a whole /64. Allow-listed clients (``ip_lists``) are not
+counted. The counter of a client is dropped when its last request ends, so
+memory is bounded by the requests in flight.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.filters._record import Recorder
+from edge.filters.chain import Verdict
+from edge.filters.rate_limits import _client_key
+
+DEFAULT_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Refused by the chain's MethodFilter for every tenant; listing them would mislead.
+NEVER_METHODS = frozenset({"CONNECT", "TRACE", "TRACK"})
+DEFAULT_MAX_URL_LENGTH = 8192
+DEFAULT_MAX_QUERY_LENGTH = 4096
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_MAX_HEADER_BYTES = 32768
+DEFAULT_MAX_CONCURRENT = 256
+
+MAX_LENGTH = 1 << 20  # the node's max_request_line cannot exceed it either
+MAX_HEADERS = 10_000
+MAX_HEADER_BYTES = 1 << 24
+MAX_CONCURRENT = 1_000_000
+MAX_METHODS = 64
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "request_limits": ("mode", "methods", "max_url_length", "max_query_length", "max_headers",
+                       "max_header_bytes", "max_body_size", "max_concurrent"),
+}
+
+# What a value should have been, for the policy's error messages.
+METHODS = f"a non-empty list of at most {MAX_METHODS} methods"
+METHOD = 'a method name in upper case such as "GET" (CONNECT, TRACE and TRACK are always refused)'
+URL_LENGTH = f"an integer number of bytes 1..{MAX_LENGTH}"
+QUERY_LENGTH = f"an integer number of bytes 0..{MAX_LENGTH}"
+HEADER_COUNT = f"an integer 1..{MAX_HEADERS}"
+HEADER_BYTES = f'a size 1..{MAX_HEADER_BYTES} bytes: an integer, or a string with a unit like "32KiB"'
+BODY_SIZE = ('null (the node\'s limits.max_body_size) or a size: bytes as an integer, '
+             'or a string with a unit like "10MiB"')
+CONCURRENT = f"an integer 0..{MAX_CONCURRENT} (0: no limit)"
+
+_METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """The ``filters.request_limits`` section; the default is in force for
+    every tenant that does not change it."""
+
+    mode: str = "block"  # "block", "log" or "off"
+    methods: tuple[str, ...] = DEFAULT_METHODS  # in the order given, for Allow
+    max_url_length: int = DEFAULT_MAX_URL_LENGTH
+    max_query_length: int = DEFAULT_MAX_QUERY_LENGTH
+    max_headers: int = DEFAULT_MAX_HEADERS
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_body_size: int | None = None  # None: the node's limits.max_body_size
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT  # 0: no limit
+    method_set: frozenset[str] = field(init=False, compare=False, repr=False)
+    allow: str = field(init=False, compare=False, repr=False)  # the Allow header of a 405
+    active: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method_set", frozenset(self.methods))
+        object.__setattr__(self, "allow", ", ".join(self.methods))
+        object.__setattr__(self, "active", self.mode != "off")
+
+
+NO_REQUEST_LIMITS = RequestLimits(mode="off")
+
+
+def body_limit(limits: RequestLimits, node_max: int) -> int:
+    """The body size a request of this tenant may have: the tenant's limit,
+    never above the node's."""
+    tenant = limits.max_body_size
+    return node_max if tenant is None or tenant > node_max else tenant
+
+
+# --- policy ---------------------------------------------------------------------
+
+
+def parse_request_limits(c, o: dict[str, Any] | None, path: str) -> RequestLimits:
+    """``o`` is the section after ``c.object(raw, path, "request_limits")``
+    (unknown keys already reported); every bad value is reported to ``c``."""
+    # Imported here: edge.policy.model imports this module for the dataclass.
+    from edge.policy.parse import _BAD, _MODE, FILTER_MODE, _int_in, _size
+
+    if o is None:
+        return RequestLimits()
+    d = RequestLimits()
+
+    def method(v: object) -> Any:
+        ok = isinstance(v, str) and _METHOD_RE.fullmatch(v) and v not in NEVER_METHODS
+        return v if ok else _BAD
+
+    def header_bytes(v: object) -> Any:
+        n = _size(v)
+        return n if n is not _BAD and n <= MAX_HEADER_BYTES else _BAD
+
+    def body_size(v: object) -> Any:
+        return None if v is None else _size(v)
+
+    mode = c.get(o, path, "mode", d.mode, FILTER_MODE, _MODE)
+    methods = c.list(o, path, "methods", d.methods, METHODS, METHOD, method, non_empty=True)
+    if len(methods) > MAX_METHODS:
+        c.fail(f"{path}.methods", METHODS, o["methods"])
+        methods = d.methods
+    return RequestLimits(
+        mode=mode,
+        methods=methods,
+        max_url_length=c.get(o, path, "max_url_length", d.max_url_length, URL_LENGTH, _int_in(1, MAX_LENGTH)),
+        max_query_length=c.get(o, path, "max_query_length", d.max_query_length, QUERY_LENGTH, _int_in(0, MAX_LENGTH)),
+        max_headers=c.get(o, path, "max_headers", d.max_headers, HEADER_COUNT, _int_in(1, MAX_HEADERS)),
+        max_header_bytes=c.get(o, path, "max_header_bytes", d.max_header_bytes, HEADER_BYTES, header_bytes),
+        max_body_size=c.get(o, path, "max_body_size", d.max_body_size, BODY_SIZE, body_size),
+        max_concurrent=c.get(o, path, "max_concurrent", d.max_concurrent, CONCURRENT, _int_in(0, MAX_CONCURRENT)),
+    )
+
+
+def request_limits_data(r: RequestLimits) -> dict[str, Any]:
+    """The section as JSON data (the policy's normalised form)."""
+    return {
+        "mode": r.mode,
+        "methods": list(r.methods),
+        "max_url_length": r.max_url_length,
+        "max_query_length": r.max_query_length,
+        "max_headers": r.max_headers,
+        "max_header_bytes": r.max_header_bytes,
+        "max_body_size": r.max_body_size,
+        "max_concurrent": r.max_concurrent,
+    }
+
+
+# --- concurrency --------------------------------------------------------------------
+
+
+class ClientSlots:
+    """Requests in flight per ``(tenant, client)`` key in this worker. An
+    entry exists only while its count is above 0. The key is one tuple,
+    built once per request and kept in ``ctx.slot`` for the release."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def count(self, key: tuple[str, str]) -> int:
+        return self._counts.get(key, 0)
+
+    def acquire(self, key: tuple[str, str], limit: int) -> bool:
+        """Take a slot unless ``limit`` are taken already."""
+        counts = self._counts
+        n = counts.get(key, 0)
+        if n >= limit:
+            return False
+        counts[key] = n + 1
+        return True
+
+    def release(self, key: tuple[str, str]) -> None:
+        counts = self._counts
+        n = counts.get(key, 0)
+        if n > 1:
+            counts[key] = n - 1
+        else:
+            counts.pop(key, None)
+
+
+# --- the filter ------------------------------------------------------------------------
+
+
+def _refusal(status: int, reason: str, rule: str, headers: dict | None = None) -> Verdict:
+    return Verdict(status, reason, f"filter.request_limits.{rule}", headers)
+
+
+_REFUSALS = {
+    "max_url_length": _refusal(414, "request target too long", "max_url_length"),
+    "max_query_length": _refusal(414, "query too long", "max_query_length"),
+    "max_headers": _refusal(431, "too many header fields", "max_headers"),
+    "max_header_bytes": _refusal(431, "header fields too large", "max_header_bytes"),
+    "max_body_size": _refusal(413, "request body too large", "max_body_size"),
+    "max_concurrent": _refusal(429, "too many requests in flight", "max_concurrent", {"Retry-After": "1"}),
+}
+
+
+def _length(text: str) -> int:
+    """Bytes of a request target as received (aiohttp decodes it as UTF-8
+    with surrogate escapes)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
+
+
+def _query_length(target: str) -> int:
+    q = target.find("?")
+    return -1 if q < 0 else _length(target[q + 1:])
+
+
+class RequestLimitFilter:
+    """Sets ``ctx.slot`` when it took a concurrency slot; whoever finishes
+    the request gives it back with ``slots.release(ctx.slot)``."""
+
+    name = "request_limits"
+
+    def __init__(self) -> None:
+        self.slots = ClientSlots()
+        self._record = Recorder(self.name)
+
+    def check(self, request, ctx, policy) -> Verdict | None:
+        limits = policy.filters.request_limits
+        if not limits.active:
+            return None
+        rule = None
+        # Cheapest first; a GET that passes costs a few length comparisons
+        # and one walk over the parser's raw header tuple.
+        if request.method not in limits.method_set:
+            rule = "methods"
+        else:
+            raw = request.raw_path
+            n = len(raw) if raw.isascii() else _length(raw)
+            if n > limits.max_url_length:
+                rule = "max_url_length"
+            elif n > limits.max_query_length and _query_length(raw) > limits.max_query_length:
+                # (the query is shorter than the target: most requests skip this)
+                rule = "max_query_length"
+            else:
+                fields = request.raw_headers
+                if len(fields) > limits.max_headers:
+                    rule = "max_headers"
+                else:
+                    size = 0
+                    for name, value in fields:
+                        size += len(name) + len(value)
+                    if size > limits.max_header_bytes:
+                        rule = "max_header_bytes"
+                    elif limits.max_body_size is not None:
+                        cl = request.content_length
+                        if cl is not None and cl > limits.max_body_size:
+                            rule = "max_body_size"
+        if rule is not None:
+            self._record.refused(policy.tenant, rule, limits.mode, ctx.peer)
+            if limits.mode == "block":
+                if rule == "methods":
+                    return _refusal(405, "method not allowed", rule, {"Allow": limits.allow})
+                return _REFUSALS[rule]
+        cap = limits.max_concurrent
+        if cap and not ctx.allowlisted and ctx.peer:
+            key = (policy.tenant, _client_key(ctx.peer))
+            if self.slots.acquire(key, cap):
+                ctx.slot = key
+            else:
+                self._record.refused(policy.tenant, "max_concurrent", limits.mode, ctx.peer)
+                if limits.mode == "block":
+                    return _REFUSALS["max_concurrent"]
+        return None

@@ -1,0 +1,75 @@
+"""The WAF as a filter of the chain (``filters.waf`` of a tenant's policy).
+
+``check`` runs with the other filters on every request and inspects what
+the request line and headers carry; ``check_body`` runs later, only for
+requests that go to the origin with a body, and adds the body's score to
+the one ``check`` left on ``ctx.waf``. In ``log`` mode a request that
+reaches the threshold is counted and logged and passes.
+"""
+from __future__ import annotations
+
+from edge.filters._record import Recorder
+from edge.filters.chain import Verdict
+from edge.waf.engine import Waf, WafResult
+
+REASON = "forbidden by the web application firewall"
+DETAIL = "filter.waf"
+
+
+class WafFilter:
+    name = "waf"
+
+    def __init__(self, waf: Waf) -> None:
+        # Replace ``waf`` (a reloaded rule set) by assignment: one reference swap.
+        self.waf = waf
+        self._record = Recorder(self.name)
+
+    def check(self, request, ctx, policy) -> Verdict | None:
+        """The cheap pass, on every request (cache hits too)."""
+        settings = policy.filters.waf
+        if not settings.active or ctx.allowlisted:
+            return None
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        result = self.waf.inspect_request(request.method, raw_path, raw_query, request.headers, settings,
+                                          normalised=ctx.path, full=False)
+        ctx.waf = result
+        return self._decide(result, ctx, policy, settings)
+
+    def check_full(self, request, ctx, policy) -> Verdict | None:
+        """Every rule on the request head, before anything of it goes to
+        the origin (misses, passes, background refreshes)."""
+        settings = policy.filters.waf
+        if not settings.active or ctx.allowlisted:
+            return None
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        result = self.waf.inspect_request(request.method, raw_path, raw_query, request.headers, settings,
+                                          normalised=ctx.path, full=True)
+        seen = ctx.waf.rules if ctx.waf is not None else ()
+        ctx.waf = result
+        return self._decide(result, ctx, policy, settings, seen)
+
+    async def check_body(self, request, ctx, policy, body: bytes, prior: WafResult | None) -> Verdict | None:
+        settings = policy.filters.waf
+        if not settings.active or ctx.allowlisted or not settings.inspect_body:
+            return None
+        result = self.waf.inspect_body(body, request.headers.get("Content-Type"), ctx.path, settings, prior)
+        if result is prior:
+            return None  # the body matched nothing new: check() has decided already
+        ctx.waf = result
+        return self._decide(result, ctx, policy, settings)
+
+    def _decide(self, result: WafResult | None, ctx, policy, settings, seen: tuple[str, ...] = ()) -> Verdict | None:
+        if result is None:
+            return None
+        tenant = policy.tenant
+        if result.score < settings.threshold:
+            for rule in result.rules:
+                if rule not in seen:  # counted by the cheap pass already
+                    self._record.count(tenant, rule, "match")
+            return None
+        ctx.blocked = "waf:" + ",".join(result.rules)
+        for rule in result.rules:
+            self._record.refused(tenant, rule, settings.mode, getattr(ctx, "peer", None))
+        if settings.mode != "block":
+            return None
+        return Verdict(403, REASON, DETAIL)

@@ -1,0 +1,205 @@
+"""Slow clients: deadlines for reading a request's head and its body.
+
+A client that opens connections and sends its request a byte at a time
+(slowloris), or sends nothing, holds a connection and a parser each; a
+client that announces a body and then stalls (slow POST) also holds an
+origin connection. Neither costs it anything, so both get deadlines:
+
+head   ``[timeouts] header_read`` seconds from the first byte of a request
+       (from the accept for a fresh connection) until the parser has the
+       whole head; then ``408`` and the connection is closed. An idle
+       keep-alive connection between requests is aiohttp's
+       ``keepalive_timeout``, not this one.
+body   ``[timeouts] body_read`` seconds at most between two chunks, and
+       ``[timeouts] body_total`` for the whole body; the upload to the origin
+       is aborted and the client gets ``408`` (if nothing was sent to it yet).
+
+The head deadline lives in the connection handler: one ``loop.call_at``
+handle per request head that does not arrive in one piece, none for a head
+that does (the common case), and no task. It relies on aiohttp's
+``RequestHandler`` internals as of 3.14 (``_messages``, ``_request_count``,
+``_request_in_progress``); the tests over real sockets catch a change.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp.web_protocol import RequestHandler
+
+from edge.http.dates import format_http_date
+from edge.observe.anon import anonymise
+
+log = logging.getLogger("edge.slow")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyTimeouts:
+    """Seconds; 0 turns a deadline off."""
+
+    idle: float = 30.0  # between two chunks of a request body
+    total: float = 300.0  # for the whole body
+
+
+class ClientBodyError(Exception):
+    """A request body the client failed to deliver as it should (too slow,
+    too large). Raised inside the body iterator the origin client reads;
+    that client reports it as the ``__cause__`` of its own error, which
+    must not count against the origin's health."""
+
+
+class BodyTimeout(ClientBodyError):
+    """The client was too slow sending its body.
+
+    Deliberately not a TimeoutError: aiohttp's client reports a body
+    iterator's OSError (TimeoutError is one) as a timeout of the origin,
+    which would blame the origin for the client's stall.
+    """
+
+    def __init__(self, which: str, received: int) -> None:
+        super().__init__(f"request body {which} timeout after {received} bytes")
+        self.which = which  # "idle" or "total"
+        self.received = received
+
+
+async def read_body(content, timeouts: BodyTimeouts) -> AsyncIterator[bytes]:
+    """The chunks of a request body (an aiohttp StreamReader) as they come,
+    raising BodyTimeout when the client stalls.
+
+    The deadlines cover only the waits for the client: time spent by the
+    consumer between chunks (writing to the origin) counts towards ``total``
+    but never fires inside the consumer's own awaits.
+    """
+    idle, total = timeouts.idle, timeouts.total
+    if not idle and not total:
+        async for chunk in content.iter_any():
+            yield chunk
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total if total else float("inf")
+    received = 0
+    while True:
+        now = loop.time()
+        when = min(now + idle, deadline) if idle else deadline
+        if when <= now:
+            raise BodyTimeout("total", received)
+        try:
+            async with asyncio.timeout_at(when):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise BodyTimeout("total" if when >= deadline else "idle", received) from None
+        if not chunk:
+            return
+        received += len(chunk)
+        yield chunk
+
+
+async def close_after(request, response):
+    """Send ``response`` now and close the connection behind it.
+
+    For a request whose body is left unread on purpose (a stalled upload):
+    aiohttp would otherwise keep reading and discarding it for its lingering
+    time before closing.
+    """
+    await response.prepare(request)
+    await response.write_eof()
+    protocol = request.protocol
+    if protocol is not None:
+        protocol.force_close()
+    return response
+
+
+def timeout_response(node: str, detail: str) -> bytes:
+    """A complete ``408`` that closes the connection, written straight to
+    the transport (there is no request object for a head that never came)."""
+    body = b"408 request timeout\n"
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\n"
+        f"Date: {format_http_date(time.time())}\r\n"
+        "Server: edge\r\n"
+        "Connection: close\r\n"
+        "Cache-Control: no-store\r\n"
+        f"Cache-Status: {node}; detail={detail}\r\n"
+        "Content-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class HeadTimeoutHandler(RequestHandler):
+    """aiohttp's connection handler with a deadline for every request head.
+
+    The timer starts at the accept and whenever bytes arrive while the
+    connection waits for a head (not while a body arrives, and not while a
+    request is being answered: bytes that come then are a pipelined request,
+    bounded by the keep-alive timeout once the answer is out). It stops when
+    the parser yields a message (a request or a parse error). On expiry a
+    client that sent part of a head gets ``408``; one that sent nothing is
+    just closed, since a browser may have opened it speculatively and would
+    otherwise read the 408 as the answer to its next request.
+    """
+
+    def __init__(self, manager, *, header_read: float = 10.0, node: str = "edge", **kwargs) -> None:
+        super().__init__(manager, **kwargs)
+        self.header_read = header_read
+        self.node = node
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_started = False  # bytes of the awaited head have arrived
+        self._payload = None  # body of the last parsed request, to tell body bytes from head bytes
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if self.header_read > 0:
+            loop = self._loop
+            self._head_timer = loop.call_at(loop.time() + self.header_read, self._head_timeout)
+
+    def connection_lost(self, exc) -> None:
+        timer = self._head_timer
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+        self._payload = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.header_read <= 0 or self._upgraded:
+            super().data_received(data)
+            return
+        payload = self._payload
+        in_body = payload is not None and not payload.is_eof()
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count != count:
+            # A whole head arrived (or a parse error): the deadline is met.
+            timer = self._head_timer
+            if timer is not None:
+                timer.cancel()
+                self._head_timer = None
+            self._head_started = False
+            self._payload = self._messages[-1][1] if self._messages else None
+        elif data and not in_body and not self._request_in_progress and not self._messages:
+            self._head_started = True
+            if self._head_timer is None and self.transport is not None:
+                loop = self._loop
+                self._head_timer = loop.call_at(loop.time() + self.header_read, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        transport = self.transport
+        if transport is None or self._force_close or self._close:
+            return
+        if self._request_in_progress or self._messages:
+            return  # a request got through after all; the keep-alive timeout takes over
+        peer = transport.get_extra_info("peername")
+        if self._head_started:
+            transport.write(timeout_response(self.node, "header-timeout"))
+        log.debug(
+            "closed a connection from %s: no complete request head within %gs (%s)",
+            anonymise(peer[0] if isinstance(peer, tuple) and peer else None),
+            self.header_read,
+            "partial head" if self._head_started else "nothing sent",
+        )
+        self.force_close()

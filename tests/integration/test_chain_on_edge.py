@@ -1,0 +1,103 @@
+"""The filter chain as the running edge applies it: under-attack mode's
+challenge solved by a real client, and security events reaching a real
+webhook receiver, over real sockets."""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from edge.filters import under_attack as ua
+from edge.observe.events import verify_signature
+
+SECRET = "whsec-0123456789abcdef0123"
+
+
+def _site(origin_url: str, filters: dict) -> dict:
+    return {"hosts": ["shop.example"], "origins": [{"url": origin_url}], "filters": filters}
+
+
+def _fields(html: str) -> dict[str, str]:
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html))
+    fields["bits"] = re.search(r'data-bits="(\d+)"', html).group(1)
+    return fields
+
+
+async def test_challenge_is_solved_by_a_real_client_and_the_cookie_lets_it_through(origin, make_edge):
+    origin.respond("/page", b"the page", headers={"Cache-Control": "max-age=60"})
+    origin.respond("/api/data", b"{}")
+    edge = await make_edge(policies={"shop": _site(origin.url, {"under_attack": {"mode": "on", "difficulty": 8, "exclude_paths": ["/api/"]}})})
+    host = {"Host": "shop.example"}
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as s:
+        async with s.get(edge.url + "/page", headers=host) as r:
+            assert r.status == 503 and r.headers["Content-Type"].startswith("text/html")
+            assert r.headers["Cache-Control"] == "no-store" and "X-Request-Id" in r.headers
+            page = await r.text()
+        assert origin.hits["/page"] == 0  # neither cache nor origin saw it
+        f = _fields(page)
+        nonce = ua.solve(f["challenge"], int(f["bits"]))
+        params = {"challenge": f["challenge"], "nonce": nonce, "url": f["url"]}
+        async with s.get(edge.url + ua.CHALLENGE_PATH, params=params, headers=host, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/page"
+            cookie = r.cookies[ua.COOKIE].value
+        auth = {**host, "Cookie": f"{ua.COOKIE}={cookie}"}
+        for _ in range(2):
+            async with s.get(edge.url + "/page", headers=auth) as r:
+                assert r.status == 200 and await r.read() == b"the page"
+        assert origin.hits["/page"] == 1  # the second came from the cache
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as s:
+        # A forged cookie is worth nothing.
+        forged = cookie[:-2] + ("00" if not cookie.endswith("00") else "11")
+        async with s.get(edge.url + "/page", headers={**host, "Cookie": f"{ua.COOKIE}={forged}"}) as r:
+            assert r.status == 503
+        # Excluded API paths are never challenged; unverified POSTs are refused.
+        async with s.get(edge.url + "/api/data", headers=host) as r:
+            assert r.status == 200
+        async with s.post(edge.url + "/page", headers=host, data=b"x") as r:
+            assert r.status == 403
+
+
+async def test_blocks_raise_one_signed_event_at_a_real_webhook(origin, make_edge):
+    got: list[tuple[dict, bool]] = []
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        got.append((orjson.loads(body), verify_signature(SECRET, request.headers["Edge-Signature"], body, time.time())))
+        arrived.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        origin.respond("/", b"home")
+        filters = {
+            "ip_lists": {"deny": ["127.0.0.0/8"]},
+            "events": {"webhook_url": f"http://127.0.0.1:{port}/hook", "secret": SECRET, "client_threshold": 5},
+        }
+        edge = await make_edge(policies={"shop": _site(origin.url, filters)})
+        async with aiohttp.ClientSession() as s:
+            for _ in range(50):
+                async with s.get(edge.url + "/", headers={"Host": "shop.example"}) as r:
+                    assert r.status == 403
+        await asyncio.wait_for(arrived.wait(), 10)
+        await asyncio.sleep(0.2)  # anything else that would (wrongly) follow
+        client_events = [e for e, _ in got if e["what"] == "client_blocks"]
+        assert len(client_events) == 1  # 50 blocks, one event
+        event = client_events[0]
+        assert all(ok for _, ok in got)
+        assert event["tenant"] == "shop" and event["counts"]["by_filter"] == {"ip_lists": 5}
+        assert "127.0.0.1" not in orjson.dumps(event).decode()  # anonymised
+        assert origin.hits["/"] == 0
+    finally:
+        await runner.cleanup()

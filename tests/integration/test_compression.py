@@ -1,0 +1,97 @@
+"""Compression at the edge (RFC 9110 §8.4, §12.5.3): brotli and gzip
+variants made once from the stored identity response, over real sockets."""
+from __future__ import annotations
+
+import gzip
+
+import brotli
+from aiohttp import web
+
+TEXT = ("<p>Ein Satz, der sich oft wiederholt, damit er sich gut packen lässt.</p>\n" * 200).encode()
+
+
+def _origin(origin, path="/page.html", body=TEXT, headers=None):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        h = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "max-age=600", "ETag": '"p1"', **(headers or {})}
+        return web.Response(body=body, headers=h)
+
+    origin.route(path, handler)
+
+
+async def _get(client, url, **headers):
+    async with client.get(url, headers=headers) as r:
+        return r.status, r.headers, await r.read()
+
+
+async def test_br_and_gzip_variants_are_made_once_and_served_from_cache(origin, make_edge, client):
+    _origin(origin)
+    edge = await make_edge(quick_origin=origin.url)
+    status, h, body = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "gzip, deflate, br"})
+    assert status == 200 and body == TEXT  # the fill itself: identity
+    assert "Accept-Encoding" in h["Vary"]
+    sent = origin.requests[0]["headers"]
+    assert sent["Accept-Encoding"] == "br"  # the bucket, not the client's list
+    for _ in range(2):
+        status, h, body = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "gzip, deflate, br"})
+        assert h["Content-Encoding"] == "br" and brotli.decompress(body) == TEXT
+        assert h["ETag"] == '"p1-br"' and "Accept-Encoding" in h["Vary"]
+        assert int(h["Content-Length"]) == len(body) < len(TEXT) // 5
+        assert h["Cache-Status"].startswith("edge; hit")
+    status, h, body = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "gzip"})
+    assert h["Content-Encoding"] == "gzip" and gzip.decompress(body) == TEXT and h["ETag"] == '"p1-gz"'
+    status, h, body = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in h and body == TEXT and h["ETag"] == '"p1"'
+    assert origin.hits["/page.html"] == 1
+
+
+async def test_conditional_request_on_the_compressed_variant(origin, make_edge, client):
+    _origin(origin)
+    edge = await make_edge(quick_origin=origin.url)
+    await _get(client, edge.url + "/page.html")
+    await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "br"})
+    status, h, _ = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "br", "If-None-Match": '"p1-br"'})
+    assert status == 304 and h["ETag"] == '"p1-br"'
+    status, _, _ = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "br", "If-None-Match": '"p1"'})
+    assert status == 200  # the identity tag names another representation
+
+
+async def test_never_compressed_ranges_tiny_encoded_or_no_transform(origin, make_edge, client):
+    _origin(origin)
+    _origin(origin, "/tiny.html", b"<p>hi</p>")
+    _origin(origin, "/img.png", TEXT, {"Content-Type": "image/png"})
+    _origin(origin, "/nt.html", TEXT, {"Cache-Control": "max-age=600, no-transform"})
+    _origin(origin, "/enc.html", gzip.compress(TEXT), {"Content-Encoding": "gzip"})
+    edge = await make_edge(quick_origin=origin.url)
+    for path in ("/page.html", "/tiny.html", "/img.png", "/nt.html", "/enc.html"):
+        await _get(client, edge.url + path, **{"Accept-Encoding": "gzip"})
+    status, h, body = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "br", "Range": "bytes=0-9"})
+    assert status == 206 and body == TEXT[:10] and "Content-Encoding" not in h
+    for path in ("/tiny.html", "/img.png", "/nt.html"):
+        _, h, _ = await _get(client, edge.url + path, **{"Accept-Encoding": "br"})
+        assert "Content-Encoding" not in h, path
+    _, h, body = await _get(client, edge.url + "/enc.html", **{"Accept-Encoding": "gzip"})
+    assert h["Content-Encoding"] == "gzip" and gzip.decompress(body) == TEXT  # the origin's own, untouched
+
+
+async def test_a_purge_of_the_url_removes_the_variants(origin, make_edge, client):
+    from edge.cache.purge import PurgeSpec, Purger, Target
+
+    _origin(origin)
+    edge = await make_edge(quick_origin=origin.url)
+    await _get(client, edge.url + "/page.html")
+    await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "br"})
+    await Purger(edge.store).apply(PurgeSpec("default", urls=(Target(None, "/page.html", ""),)))
+    _, h, _ = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "br"})
+    assert h["Cache-Status"].startswith("edge; fwd=uri-miss")
+
+
+async def test_large_disk_entries_are_compressed_too(origin, make_edge, client):
+    big = TEXT * 20  # ~1.4 MB, past the memory tier's object limit below
+    _origin(origin, "/big.js", big, {"Content-Type": "application/javascript"})
+    edge = await make_edge(quick_origin=origin.url, cache={"memory_max_object": 64 * 1024})
+    await _get(client, edge.url + "/big.js")
+    import asyncio
+
+    await asyncio.sleep(0.2)
+    _, h, body = await _get(client, edge.url + "/big.js", **{"Accept-Encoding": "br"})
+    assert h["Content-Encoding"] == "br" and brotli.decompress(body) == big

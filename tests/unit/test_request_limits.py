@@ -1,0 +1,382 @@
+"""Request limits: the policy section, the filter's verdicts, the concurrency
+slots; the slow-client deadlines' settings and body reader."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from aiohttp import streams
+from aiohttp.test_utils import make_mocked_request
+
+from edge.config import ConfigError, Timeouts, default_config, load_config
+from edge.filters.request_limits import (
+    KEYS,
+    ClientSlots,
+    RequestLimitFilter,
+    RequestLimits,
+    body_limit,
+    parse_request_limits,
+    request_limits_data,
+)
+from edge.http.slow import BodyTimeout, BodyTimeouts, read_body, timeout_response
+from edge.observe.metrics import REGISTRY
+from edge.policy import parse as policy_parse
+
+WHERE = "filters.request_limits"
+
+
+def parse(section: object) -> tuple[RequestLimits, list[str]]:
+    """The section as the policy parser hands it over, and the error messages."""
+    c = policy_parse._Check("shop.json")
+    o = c.object(section, WHERE, "request_limits")
+    return parse_request_limits(c, o, WHERE), [str(e) for e in c.errors]
+
+
+@pytest.fixture(autouse=True)
+def _known_section(monkeypatch):
+    # Whether or not the policy tables list the section yet, the checker knows its keys.
+    monkeypatch.setitem(policy_parse.OBJECT_KEYS, "request_limits", KEYS["request_limits"])
+
+
+# --- the policy section ----------------------------------------------------------------
+
+
+def test_defaults():
+    limits, errors = parse({})
+    assert errors == []
+    assert limits == RequestLimits()
+    assert limits.mode == "block" and limits.active
+    assert limits.methods == ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    assert (limits.max_url_length, limits.max_query_length, limits.max_headers, limits.max_header_bytes) == (
+        8192, 4096, 100, 32768)
+    assert limits.max_body_size is None and limits.max_concurrent == 256
+
+
+GOOD = [
+    ("mode log", {"mode": "log"}, "mode", "log"),
+    ("mode off", {"mode": "off"}, "active", False),
+    ("methods kept in order, once", {"methods": ["POST", "GET", "POST"]}, "methods", ("POST", "GET")),
+    ("custom method", {"methods": ["GET", "PROPFIND"]}, "allow", "GET, PROPFIND"),
+    ("url length", {"max_url_length": 2048}, "max_url_length", 2048),
+    ("no query at all", {"max_query_length": 0}, "max_query_length", 0),
+    ("header count", {"max_headers": 20}, "max_headers", 20),
+    ("header bytes as a size", {"max_header_bytes": "16KiB"}, "max_header_bytes", 16384),
+    ("body size with unit", {"max_body_size": "10MiB"}, "max_body_size", 10 * 2**20),
+    ("body size in bytes", {"max_body_size": 1000}, "max_body_size", 1000),
+    ("body size null: the node's", {"max_body_size": None}, "max_body_size", None),
+    ("concurrency off", {"max_concurrent": 0}, "max_concurrent", 0),
+]
+
+
+@pytest.mark.parametrize(("name", "section", "attr", "value"), GOOD, ids=[g[0] for g in GOOD])
+def test_good_values(name, section, attr, value):
+    limits, errors = parse(section)
+    assert errors == []
+    assert getattr(limits, attr) == value
+
+
+METHOD = 'expected a method name in upper case such as "GET" (CONNECT, TRACE and TRACK are always refused)'
+BAD = [
+    ("mode", {"mode": "deny"}, 'mode: expected "block", "log" or "off", found "deny"'),
+    ("methods not a list", {"methods": "GET"}, 'methods: expected a non-empty list of at most 64 methods, found "GET"'),
+    ("methods empty", {"methods": []}, "methods: expected a non-empty list of at most 64 methods, found []"),
+    ("method lower case", {"methods": ["GET", "post"]}, f'methods[1]: {METHOD}, found "post"'),
+    ("method TRACE", {"methods": ["TRACE"]}, f'methods[0]: {METHOD}, found "TRACE"'),
+    ("method number", {"methods": [1]}, f"methods[0]: {METHOD}, found 1"),
+    ("too many methods", {"methods": [f"M{i}" for i in range(65)]}, "methods: expected a non-empty list of at most 64 methods, found ["),
+    ("url length 0", {"max_url_length": 0}, "max_url_length: expected an integer number of bytes 1..1048576, found 0"),
+    ("url length string", {"max_url_length": "8k"}, 'max_url_length: expected an integer number of bytes 1..1048576, found "8k"'),
+    ("query negative", {"max_query_length": -1}, "max_query_length: expected an integer number of bytes 0..1048576, found -1"),
+    ("headers bool", {"max_headers": True}, "max_headers: expected an integer 1..10000, found true"),
+    ("header bytes huge", {"max_header_bytes": "1GiB"},
+     'max_header_bytes: expected a size 1..16777216 bytes: an integer, or a string with a unit like "32KiB", found "1GiB"'),
+    ("body size unit", {"max_body_size": "10 parsecs"}, "max_body_size: expected null (the node's limits.max_body_size) or a size"),
+    ("body size 0", {"max_body_size": 0}, "max_body_size: expected null (the node's limits.max_body_size) or a size"),
+    ("concurrency float", {"max_concurrent": 2.5}, "max_concurrent: expected an integer 0..1000000 (0: no limit), found 2.5"),
+    ("unknown key", {"max_url": 10}, 'max_url: expected a known key (did you mean "max_url_length"?), found an unknown key'),
+]
+
+
+@pytest.mark.parametrize(("name", "section", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_values_are_named_precisely(name, section, message):
+    limits, errors = parse(section)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"shop.json: {WHERE}.{message}"), errors[0]
+
+
+def test_every_error_of_a_section_is_reported():
+    _, errors = parse({"mode": 1, "max_headers": 0, "max_concurrent": -5})
+    assert [e.split(": ")[1] for e in errors] == [f"{WHERE}.mode", f"{WHERE}.max_headers", f"{WHERE}.max_concurrent"]
+
+
+def test_not_an_object():
+    limits, errors = parse(["GET"])
+    assert limits == RequestLimits()
+    assert errors == [f'shop.json: {WHERE}: expected an object, found ["GET"]']
+
+
+def test_data_round_trips():
+    section = {"mode": "log", "methods": ["GET", "HEAD"], "max_url_length": 100, "max_query_length": 10,
+               "max_headers": 5, "max_header_bytes": 999, "max_body_size": 4096, "max_concurrent": 3}
+    limits, errors = parse(section)
+    assert errors == []
+    assert request_limits_data(limits) == section
+    assert parse(request_limits_data(limits))[0] == limits
+
+
+@pytest.mark.parametrize(("tenant", "node", "limit"), [(None, 1000, 1000), (10, 1000, 10), (5000, 1000, 1000)])
+def test_body_limit_never_exceeds_the_node(tenant, node, limit):
+    assert body_limit(RequestLimits(max_body_size=tenant), node) == limit
+
+
+# --- the filter ---------------------------------------------------------------------
+
+
+def policy(tenant: str = "shop", **section):
+    return SimpleNamespace(tenant=tenant, filters=SimpleNamespace(request_limits=RequestLimits(**section)))
+
+
+def ctx(peer: str | None = "192.0.2.1", allowlisted: bool = False):
+    return SimpleNamespace(peer=peer, path="/", allowlisted=allowlisted, slot=None)
+
+
+def request(method: str = "GET", target: str = "/", headers: dict | None = None):
+    return make_mocked_request(method, target, headers={"Host": "shop.example", **(headers or {})})
+
+
+def many(n: int) -> dict:
+    return {f"X-H{i}": "1" for i in range(n)}
+
+
+# (name, policy section, method, target, extra headers, expected (status, detail) or None)
+VERDICTS = [
+    ("plain GET passes", {}, "GET", "/a?b=c", {}, None),
+    ("method not listed", {"methods": ["GET", "HEAD"]}, "POST", "/", {}, (405, "methods")),
+    ("custom method listed", {"methods": ["PROPFIND"]}, "PROPFIND", "/", {}, None),
+    ("target at the limit", {"max_url_length": 10}, "GET", "/123456789", {}, None),
+    ("target over the limit", {"max_url_length": 10}, "GET", "/1234567890", {}, (414, "max_url_length")),
+    ("non-ASCII target counted in bytes", {"max_url_length": 4}, "GET", "/\u00e4\u00e4", {}, (414, "max_url_length")),
+    ("query at the limit", {"max_query_length": 3}, "GET", "/path?abc", {}, None),
+    ("query over the limit", {"max_query_length": 3}, "GET", "/p?abcd", {}, (414, "max_query_length")),
+    ("long path without query", {"max_query_length": 3}, "GET", "/a-long-path", {}, None),
+    ("no query allowed", {"max_query_length": 0}, "GET", "/p?", {}, None),
+    ("no query allowed, one given", {"max_query_length": 0}, "GET", "/p?a", {}, (414, "max_query_length")),
+    ("header count at the limit", {"max_headers": 5}, "GET", "/", many(4), None),
+    ("header count over", {"max_headers": 5}, "GET", "/", many(5), (431, "max_headers")),
+    ("header bytes at the limit", {"max_header_bytes": 4 + 12 + 3 + 9}, "GET", "/", {"X-A": "123456789"}, None),
+    ("header bytes over", {"max_header_bytes": 4 + 12 + 3 + 9 - 1}, "GET", "/", {"X-A": "123456789"},
+     (431, "max_header_bytes")),
+    ("declared body too large", {"max_body_size": 100}, "POST", "/", {"Content-Length": "101"}, (413, "max_body_size")),
+    ("declared body at the limit", {"max_body_size": 100}, "POST", "/", {"Content-Length": "100"}, None),
+    ("first broken rule wins", {"methods": ["GET"], "max_url_length": 1}, "POST", "/long", {}, (405, "methods")),
+    ("off mode passes everything", {"mode": "off", "methods": ["GET"]}, "DELETE", "/", {}, None),
+    ("log mode passes", {"mode": "log", "max_headers": 1}, "GET", "/", many(3), None),
+]
+
+
+@pytest.mark.parametrize(("name", "section", "method", "target", "headers", "expected"), VERDICTS,
+                         ids=[v[0] for v in VERDICTS])
+def test_verdicts(name, section, method, target, headers, expected):
+    verdict = RequestLimitFilter().check(request(method, target, headers), ctx(), policy(**section))
+    if expected is None:
+        assert verdict is None
+    else:
+        assert verdict is not None
+        assert (verdict.status, verdict.detail) == (expected[0], f"filter.request_limits.{expected[1]}")
+
+
+def test_405_lists_the_allowed_methods():
+    verdict = RequestLimitFilter().check(request("DELETE"), ctx(), policy(methods=["GET", "HEAD", "POST"]))
+    assert verdict is not None and verdict.headers == {"Allow": "GET, HEAD, POST"}
+
+
+def decisions(tenant: str, rule: str, action: str) -> float:
+    labels = {"tenant": tenant, "filter": "request_limits", "rule": rule, "action": action}
+    return REGISTRY.get_sample_value("edge_filter_decisions_total", labels) or 0.0
+
+
+def test_refusals_are_counted_and_logged_without_the_address(caplog):
+    caplog.set_level("INFO", logger="edge.filters")
+    before = decisions("counted", "max_headers", "log"), decisions("counted", "max_headers", "block")
+    f = RequestLimitFilter()
+    assert f.check(request(headers=many(3)), ctx("203.0.113.77"), policy("counted", mode="log", max_headers=2)) is None
+    assert f.check(request(headers=many(3)), ctx("203.0.113.77"), policy("counted", max_headers=2)) is not None
+    after = decisions("counted", "max_headers", "log"), decisions("counted", "max_headers", "block")
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+    assert "would refuse (log mode)" in caplog.text and "203.0.113.0/24" in caplog.text
+    assert "203.0.113.77" not in caplog.text
+
+
+# --- concurrency ----------------------------------------------------------------------
+
+
+def test_concurrency_limit_per_client_and_tenant():
+    f = RequestLimitFilter()
+    p = policy(max_concurrent=2)
+    held = [ctx("192.0.2.1"), ctx("192.0.2.1")]
+    for c in held:
+        assert f.check(request(), c, p) is None and c.slot is not None
+    third = ctx("192.0.2.1")
+    verdict = f.check(request(), third, p)
+    assert verdict is not None and (verdict.status, verdict.headers) == (429, {"Retry-After": "1"})
+    assert third.slot is None  # nothing to give back
+    # Another client, and the same client at another tenant, have their own slots.
+    assert f.check(request(), ctx("192.0.2.2"), p) is None
+    assert f.check(request(), ctx("192.0.2.1"), policy("other", max_concurrent=2)) is None
+    # A finished request frees its slot.
+    f.slots.release(held[0].slot)
+    assert f.check(request(), ctx("192.0.2.1"), p) is None
+
+
+def test_ipv6_clients_share_their_64():
+    f = RequestLimitFilter()
+    p = policy(max_concurrent=1)
+    assert f.check(request(), ctx("2001:db8:1:2::1"), p) is None
+    assert f.check(request(), ctx("2001:db8:1:2:ffff::9"), p).status == 429
+    assert f.check(request(), ctx("2001:db8:1:3::1"), p) is None
+
+
+@pytest.mark.parametrize(("name", "c", "section"), [
+    ("allow-listed client", ctx(allowlisted=True), {"max_concurrent": 1}),
+    ("no address", ctx(peer=None), {"max_concurrent": 1}),
+    ("limit 0", ctx(), {"max_concurrent": 0}),
+    ("off", ctx(), {"mode": "off", "max_concurrent": 1}),
+])
+def test_not_counted(name, c, section):
+    f = RequestLimitFilter()
+    for _ in range(3):
+        assert f.check(request(), c, policy(**section)) is None
+    assert c.slot is None and len(f.slots) == 0
+
+
+def test_log_mode_lets_the_excess_through_without_a_slot():
+    f = RequestLimitFilter()
+    p = policy(mode="log", max_concurrent=1)
+    first, second = ctx(), ctx()
+    assert f.check(request(), first, p) is None and first.slot is not None
+    assert f.check(request(), second, p) is None and second.slot is None
+
+
+def test_refused_request_takes_no_slot():
+    f = RequestLimitFilter()
+    c = ctx()
+    assert f.check(request("DELETE"), c, policy(methods=["GET"])) is not None
+    assert c.slot is None and len(f.slots) == 0
+
+
+def test_slots_hold_memory_only_while_requests_are_in_flight():
+    slots = ClientSlots()
+    keys = [("shop", f"10.0.{i // 256}.{i % 256}") for i in range(1000)]
+    for key in keys:
+        assert slots.acquire(key, 2) and slots.acquire(key, 2)
+        assert not slots.acquire(key, 2)
+    assert len(slots) == 1000 and slots.count(keys[0]) == 2
+    for key in keys:
+        slots.release(key)
+        slots.release(key)
+    assert len(slots) == 0
+    slots.release(keys[0])  # a stray release neither fails nor goes below zero
+    assert slots.count(keys[0]) == 0 and len(slots) == 0
+
+
+# --- [timeouts] for slow clients -----------------------------------------------------
+
+
+def errors_of(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, require_policies=False)
+    return [e.split(": ", 1)[1] for e in info.value.errors]
+
+
+def test_timeouts_defaults_and_values(tmp_path):
+    assert default_config().timeouts == Timeouts(75.0, 10.0, 10.0, 30.0, 300.0)
+    path = tmp_path / "edge.toml"
+    path.write_text("[timeouts]\nheader_read = 2\nbody_read = 0.5\nbody_total = 0\n")
+    t = load_config(path, require_policies=False).timeouts
+    assert (t.header_read, t.body_read, t.body_total) == (2.0, 0.5, 0.0)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("header_read = -1", "timeouts.header_read: expected a number of seconds (0: off) from 0 to 3600, found -1"),
+    ('header_read = "10s"', 'timeouts.header_read: expected a number of seconds (0: off) from 0 to 3600, found "10s"'),
+    ("body_read = true", "timeouts.body_read: expected a number of seconds (0: off) from 0 to 3600, found true"),
+    ("body_read = inf", "timeouts.body_read: expected a number of seconds (0: off) from 0 to 3600, found inf"),
+    ("body_total = 90000", "timeouts.body_total: expected a number of seconds (0: off) from 0 to 86400, found 90000"),
+    ("body_total = nan", "timeouts.body_total: expected a number of seconds (0: off) from 0 to 86400, found nan"),
+    ("header_reed = 1", 'timeouts.header_reed: expected one of the keys body_read, body_total, header_read, keepalive, '
+                        'shutdown, found an unknown key (did you mean "header_read"?)'),
+])
+def test_timeouts_bad_values(tmp_path, text, message):
+    assert errors_of(tmp_path, "[timeouts]\n" + text + "\n") == [message]
+
+
+# --- the body reader -------------------------------------------------------------------
+
+
+class _Protocol:
+    _reading_paused = False
+    connected = True
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+def body_stream() -> streams.StreamReader:
+    return streams.StreamReader(_Protocol(), 2**16, loop=asyncio.get_running_loop())
+
+
+async def collect(content, timeouts: BodyTimeouts) -> list[bytes]:
+    return [chunk async for chunk in read_body(content, timeouts)]
+
+
+@pytest.mark.parametrize("timeouts", [BodyTimeouts(5, 10), BodyTimeouts(0, 0), BodyTimeouts(5, 0), BodyTimeouts(0, 10)],
+                         ids=["both", "none", "idle only", "total only"])
+async def test_a_prompt_body_arrives_whole(timeouts):
+    content = body_stream()
+    loop = asyncio.get_running_loop()
+    loop.call_soon(content.feed_data, b"abc")
+    loop.call_soon(content.feed_data, b"def")
+    loop.call_soon(content.feed_eof)
+    assert b"".join(await collect(content, timeouts)) == b"abcdef"
+
+
+async def test_a_stalled_body_times_out_idle():
+    content = body_stream()
+    content.feed_data(b"0123456789")  # then nothing
+    with pytest.raises(BodyTimeout) as info:
+        await collect(content, BodyTimeouts(idle=0.05, total=60))
+    assert (info.value.which, info.value.received) == ("idle", 10)
+    assert not isinstance(info.value, TimeoutError)  # not to be mistaken for an origin timeout
+
+
+async def test_a_trickling_body_hits_the_total():
+    content = body_stream()
+    loop = asyncio.get_running_loop()
+
+    async def trickle():
+        while True:
+            content.feed_data(b"x")
+            await asyncio.sleep(0.01)
+
+    task = loop.create_task(trickle())
+    try:
+        with pytest.raises(BodyTimeout) as info:
+            await collect(content, BodyTimeouts(idle=5, total=0.1))
+    finally:
+        task.cancel()
+    assert info.value.which == "total" and info.value.received >= 1
+
+
+def test_timeout_response_is_a_complete_closing_408():
+    raw = timeout_response("edge-1", "header-timeout")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 408 Request Timeout"
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    assert fields["Connection"] == "close" and fields["Cache-Status"] == "edge-1; detail=header-timeout"
+    assert int(fields["Content-Length"]) == len(body) and fields["Date"].endswith(" GMT")
