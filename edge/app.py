@@ -136,7 +136,7 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         MethodFilter(),
         ip_lists,
         RequestLimitFilter(),
-        RateLimitFilter(),
+        RateLimitFilter(client_rate=config.filters.client_rate, client_burst=config.filters.client_burst),
         DeliveryFilter(geo, config.country, config.name),
         under_attack,
         waf,
@@ -176,6 +176,8 @@ def node_secret() -> bytes:
     which the workers inherit. Nodes behind one name share it by setting it."""
     value = os.environ.get("EDGE_SECRET", "")
     if len(value) < 32:
+        if value:
+            log.warning("EDGE_SECRET is shorter than 32 characters and was replaced by a random key for this run")
         value = os.environ["EDGE_SECRET"] = secrets.token_hex(32)
     return value.encode()
 

@@ -111,6 +111,8 @@ class NodeLists:
     deny: tuple[IPNetwork, ...] = ()
     allow_file: Path | None = None
     deny_file: Path | None = None
+    client_rate: float = 0.0  # requests/second per client address over all tenants (per worker); 0: no limit
+    client_burst: int = 0  # 0: client_rate rounded up
 
 
 ADMIN_DEFAULT_LISTEN = ListenAddress("127.0.0.1", 9090)
@@ -253,7 +255,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "log": ("access", "level"),
     "geoip": ("database", "check_interval"),
     "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log"),
-    "filters": ("allow", "deny", "allow_file", "deny_file"),
+    "filters": ("allow", "deny", "allow_file", "deny_file", "client_rate", "client_burst"),
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
@@ -544,6 +546,8 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     for key in ("allow_file", "deny_file"):
         if key in t:
             node_lists[key] = r.get(t, "filters", key, None, r.path)
+    node_lists["client_rate"] = r.get(t, "filters", "client_rate", 0.0, _number(0, 1e6, "requests per second"))
+    node_lists["client_burst"] = r.get(t, "filters", "client_burst", 0, _integer(0, 10**7))
     filters = NodeLists(**node_lists)
 
     t = r.table(data, "limits")

@@ -163,6 +163,7 @@ class Pipeline:
                 ctx.size,
                 ctx.cache,
                 time.monotonic() - ctx.start,
+                ctx.blocked,
             )
 
     def _waf_full(self, request, ctx: Ctx, policy):

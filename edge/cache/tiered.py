@@ -77,6 +77,7 @@ class TieredStore:
         self.memory = memory
         self.disk = disk
         self._background: set[asyncio.Task] = set()
+        self._puts: dict[str, asyncio.Task] = {}  # the latest background disk write of each key
         self.barriers = Barriers()
         self._writers: dict[int, float] = {}
         self._writer_ids = itertools.count()
@@ -158,6 +159,8 @@ class TieredStore:
             task = asyncio.ensure_future(self._disk_put(key, disk_meta, body))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+            self._puts[key] = task
+            task.add_done_callback(lambda t, key=key: self._puts.pop(key, None) if self._puts.get(key) is t else None)
 
     async def _disk_put(self, key: str, meta: Meta, body: bytes) -> None:
         try:
@@ -198,6 +201,11 @@ class TieredStore:
 
     async def delete(self, key: str, reason: Removal) -> bool:
         found = await self.memory.delete(key, reason)
+        pending = self._puts.get(key)
+        if pending is not None:
+            # A background write of this key still running would bring the
+            # entry back on disk after the delete: let it land first.
+            await asyncio.gather(asyncio.shield(pending), return_exceptions=True)
         if self.disk is not None:
             try:
                 found = await self.disk.delete(key, reason) or found

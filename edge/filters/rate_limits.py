@@ -64,9 +64,14 @@ class RateLimitFilter:
     name = "rate_limits"
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
+                 max_buckets: int = DEFAULT_MAX_BUCKETS, client_rate: float = 0.0, client_burst: int = 0) -> None:
         self.clock = clock
         self.max_buckets = max_buckets
+        # The node's own limit per client address, over all its tenants
+        # (``[filters] client_rate``); 0: none.
+        self.client_rate = client_rate
+        self.client_burst = client_burst or max(1, math.ceil(client_rate))
+        self._node: LRUCache = LRUCache(maxsize=max_buckets)
         # (tenant, rule id) -> LRU of client -> bucket, or the tenant's one bucket.
         # Kept across reloads, so a changed rate applies to the buckets as they are.
         self._clients: dict[tuple[str, str], LRUCache] = {}
@@ -78,6 +83,16 @@ class RateLimitFilter:
         return sum(len(lru) for lru in self._clients.values())
 
     def check(self, request, ctx, policy) -> Verdict | None:
+        if self.client_rate and not ctx.allowlisted:
+            now = self.clock()
+            client = _client_key(ctx.peer)
+            bucket = self._node.get(client)
+            if bucket is None:
+                bucket = self._node[client] = TokenBucket(float(self.client_burst), now)
+            wait = bucket.take(self.client_rate, self.client_burst, now)
+            if wait:
+                self._record.refused(policy.tenant, "node", "block", ctx.peer)
+                return Verdict(429, "too many requests", "filter.rate_limits.node", {"Retry-After": retry_after(wait)})
         filters = policy.filters
         if not filters.active:
             return None

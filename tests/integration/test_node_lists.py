@@ -70,3 +70,14 @@ def _net(text: str):
     import ipaddress
 
     return ipaddress.ip_network(text)
+
+
+async def test_node_rate_limit_per_client_over_all_tenants(origin, make_edge):
+    origin.respond("/", b"ok")
+    edge = await make_edge(
+        policies={"a": _tenant(origin.url, "a.example"), "b": _tenant(origin.url, "b.example")},
+        filters=NodeLists(client_rate=0.001, client_burst=3),
+    )
+    got = [await _status("127.0.0.11", edge.url, host) for host in ("a.example", "b.example", "a.example", "b.example")]
+    assert got == [200, 200, 200, 429]  # one bucket for both tenants
+    assert await _status("127.0.0.12", edge.url, "b.example") == 200  # another client has its own

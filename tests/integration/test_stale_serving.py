@@ -361,3 +361,29 @@ async def test_9111_4_3_5_head_with_other_validator_invalidates(origin, make_edg
         assert r.status == 200
     _, _, h = await _get(client, edge.url + "/h2")
     assert h["Cache-Status"].startswith("edge; fwd=uri-miss")
+
+
+# --- methods the cache does not understand --------------------------------------------------
+
+
+async def test_unknown_methods_go_to_the_origin_untouched_when_the_tenant_allows_them(origin, make_edge, client):
+    async def dav(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=207, body=b"<multistatus/>", headers={"Cache-Control": "max-age=600"})
+
+    origin.route("/dav/", dav)
+    limits = {"request_limits": {"methods": ["GET", "HEAD", "PROPFIND"]}}
+    edge = await make_edge(quick_origin=origin.url, policy={"filters": limits})
+    for _ in range(2):
+        async with client.request("PROPFIND", edge.url + "/dav/", data=b"<propfind/>", headers={"Depth": "1"}) as r:
+            assert r.status == 207 and "fwd=method" in r.headers["Cache-Status"]
+    sent = [q for q in origin.requests if q["method"] == "PROPFIND"]
+    assert len(sent) == 2 and sent[0]["body"] == b"<propfind/>" and sent[0]["headers"]["Depth"] == "1"
+    async with client.request("DELETE", edge.url + "/dav/") as r:
+        assert r.status == 405 and "PROPFIND" in r.headers["Allow"]
+
+
+async def test_unknown_methods_are_refused_by_default(origin, make_edge, client):
+    edge = await make_edge(quick_origin=origin.url)
+    async with client.request("PROPFIND", edge.url + "/dav/") as r:
+        assert r.status == 405 and "GET" in r.headers["Allow"]
+    assert origin.requests == []

@@ -448,7 +448,7 @@ def test_missing_geoip_database_is_an_error(tmp_path):
         ('[filters]\ndeny = "10.0.0.0/8"', 'filters.deny: expected an array of CIDR strings, found "10.0.0.0/8"'),
         ('[filters]\nallow = ["10.0.0.1/8"]', "filters.allow[0]: expected a CIDR"),
         ('[filters]\ndeny = ["nonsense"]', 'filters.deny[0]: expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found "nonsense"'),
-        ("[filters]\nblock = []", "filters.block: expected one of the keys allow, allow_file, deny, deny_file"),
+        ("[filters]\nblock = []", "filters.block: expected one of the keys allow, allow_file, client_burst, client_rate, deny, deny_file"),
     ],
 )
 def test_node_lists_bad_config(tmp_path, toml, message):
