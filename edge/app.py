@@ -59,6 +59,7 @@ class NodeState:
     under_attack: UnderAttackFilter | None = None
     waf: WafFilter | None = None
     ip_lists: IpListFilter | None = None
+    pipeline: Pipeline | None = None  # set by make_server
 
 
 class _Protocol(HeadTimeoutHandler):
@@ -199,7 +200,7 @@ def delivery_warnings(state: NodeState) -> list[str]:
 
 
 def make_server(state: NodeState) -> web.Server:
-    pipeline = Pipeline(state)
+    pipeline = state.pipeline = Pipeline(state)
     limits = state.config.limits
     line_limit = _line_limit(state.config)
     return _Server(
@@ -313,6 +314,8 @@ class Node:
                     await task
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.state is not None and self.state.pipeline is not None:
+            await self.state.pipeline.close()
         if self.state is not None:
             await self.state.origins.close()
             await self.state.store.close()

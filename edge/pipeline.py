@@ -117,6 +117,14 @@ class Pipeline:
         self._slots = next((f.slots for f in state.filters.filters if f.name == "request_limits"), None)
         self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
         self._compressing: set[str] = set()  # variant keys being compressed now
+        self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
+
+    async def close(self) -> None:
+        """Stop background fetches (refreshes, range fills): the node is going."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ entry
 
@@ -144,6 +152,9 @@ class Pipeline:
             if ctx.slot is not None and self._slots is not None:
                 self._slots.release(ctx.slot)
                 ctx.slot = None
+            if ctx.body is not None:
+                reader, ctx.body = ctx.body, None
+                await reader.aclose()
         ctx.status = resp.status
         self._log(ctx)
         return resp
@@ -166,13 +177,14 @@ class Pipeline:
                 ctx.blocked,
             )
 
-    def _waf_full(self, request, ctx: Ctx, policy):
+    def _waf_full(self, request, ctx: Ctx, policy, quiet: bool = False):
         """Every WAF rule on the request head before the origin sees it (the
-        chain ran only the cheap ones, which is all a cache hit needs)."""
+        chain ran only the cheap ones, which is all a cache hit needs).
+        ``quiet``: decide only, for a request that is served anyway."""
         waf = self.state.waf
         if waf is None:
             return None
-        return waf.check_full(request, ctx, policy)
+        return waf.check_full(request, ctx, policy, quiet=quiet)
 
     def _refuse(self, ctx: Ctx, policy, verdict) -> web.Response:
         """A filter's answer: its own body (a challenge page) or the plain
@@ -254,8 +266,14 @@ class Pipeline:
         # ----------------------------------------------------------- filter
         verdict = self.state.filters.check(request, ctx, policy)
         if verdict is None and ctx.path == CHALLENGE_PATH and request.method == "POST" and self.state.under_attack:
-            # A no-script challenge answer posted as a form.
-            verdict = await self.state.under_attack.verify_form(request, ctx, policy)
+            # A no-script challenge answer posted as a form, read under the
+            # body deadlines like any other body.
+            await self._continue(request)
+            limit = self.body_timeouts.total or self.body_timeouts.idle or None
+            try:
+                verdict = await asyncio.wait_for(self.state.under_attack.verify_form(request, ctx, policy), limit)
+            except asyncio.TimeoutError:
+                return await close_after(request, self._error(ctx, 408, "request body timeout", "body-timeout"))
         if verdict is not None:
             return self._refuse(ctx, policy, verdict)
 
@@ -416,7 +434,9 @@ class Pipeline:
     ) -> web.StreamResponse:
         meta = hit.meta
         rh = request.headers
-        if meta.extra.get("cz") and request.method == "GET" and "Range" not in rh:
+        if meta.extra.get("cz") and request.method == "GET" and "Range" not in rh and (
+            "no-transform" not in rh.get("Cache-Control", "")  # RFC 9111 §5.2.1.6
+        ):
             coding = encoding_bucket(rh.get("Accept-Encoding"))
             if coding != "identity":
                 encoded = await self._encoded(policy, hit, coding)
@@ -622,13 +642,13 @@ class Pipeline:
 
     def _origin_headers(
         self, request: web.BaseRequest, ctx: Ctx, keyed: tuple[str, ...], conditional: dict[str, str] | None = None,
-        whole: bool = False,
+        whole: bool = False, own_conditionals: bool = False,
     ) -> CIMultiDict:
         src = request.headers
         drop = HOP_BY_HOP
         if whole:
             drop = drop | _RANGE_FIELDS  # the cache fetches whole objects and cuts ranges itself
-        if conditional:
+        if conditional or own_conditionals:
             # RFC 9111 §4.3.1: the edge's own validators replace the client's
             # preconditions, which it evaluates itself against the result.
             drop = drop | val.CLIENT_CONDITIONALS
@@ -755,7 +775,7 @@ class Pipeline:
         verdict = self._waf_full(request, ctx, policy)
         if verdict is not None:
             return self._refuse(ctx, policy, verdict)
-        prefix = b""
+        prefix = None  # the body's head, when the WAF read it first
         waf = self.state.waf
         if waf is not None and request.body_exists and policy.filters.waf.active and policy.filters.waf.inspect_body:
             # The WAF reads the head of the body before the origin sees any of it.
@@ -906,20 +926,34 @@ class Pipeline:
         """One background request refreshes a stale entry (RFC 5861 §3), or
         (``meta`` None) fetches a whole object a range request missed;
         requests meanwhile are served as if it were not running."""
-        if key in self._inflight or self._waf_full(request, ctx, policy) is not None:
-            return  # under way already, or this client's headers may not go to the origin
+        if key in self._inflight or len(self._background) >= _MAX_BACKGROUND:
+            return  # under way already, or enough fetches in the background
+        now = time.monotonic()
+        until = self._no_fill.get(key)
+        if until is not None:
+            if until > now:
+                return  # the origin said lately that this object is not to be stored
+            del self._no_fill[key]
+        rh = request.headers
+        if "Authorization" in rh or "no-store" in rh.get("Cache-Control", "") or rh.getall("Connection", ()):
+            return  # its answer could not be shared: nothing to fetch for the cache
+        if self._waf_full(request, ctx, policy, quiet=True) is not None:
+            return  # this client's headers may not go to the origin
         done = asyncio.get_running_loop().create_future()
         self._inflight[key] = done
         keyed = policy.request_decision(ctx.path).key.headers
         conditional = val.validator_headers(meta.headers) if meta is not None and val.has_validator(meta.headers) else None
-        # Everything taken from the request now: it is gone once its answer is sent.
-        headers = self._origin_headers(request, ctx, keyed, conditional, whole=True)
+        # Everything taken from the request now: it is gone once its answer
+        # is sent. The client's own preconditions stay behind: the edge asks
+        # for what it stores, not for what this client has.
+        headers = self._origin_headers(request, ctx, keyed, conditional, whole=True, own_conditionals=True)
         snapshot = _Snapshot(request)
-        task = asyncio.ensure_future(self._refresh(snapshot, ctx, policy, key, target, meta, headers, done))
+        task = asyncio.ensure_future(self._refresh(snapshot, ctx, policy, key, target, meta, headers, done, conditional))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _refresh(self, request, ctx: Ctx, policy, key, target, meta: Meta | None, headers, done) -> None:
+    async def _refresh(self, request, ctx: Ctx, policy, key, target, meta: Meta | None, headers, done,
+                       conditional: dict | None) -> None:
         bg = Ctx(ctx.rid + "-r", time.monotonic(), "GET", ctx.peer, ctx.tenant, ctx.host, ctx.path)
         try:
             request_time = time.time()
@@ -932,12 +966,20 @@ class Pipeline:
                 return
             try:
                 if upstream.status == 304:
-                    if meta is not None and ("If-None-Match" in headers or "If-Modified-Since" in headers) and _selects(meta, upstream.headers):
+                    if meta is not None and conditional and _selects(meta, upstream.headers):
                         await self._freshen(request, policy, key, upstream, request_time, meta, ctx.path)
                     return
                 if upstream.status in _ERROR_STATUSES:
                     return
-                await self._store_only(request, bg, policy, key, upstream, request_time)
+                clen = upstream.content_length
+                if not done.done() and (clen is None or clen > _BUFFER_LIMIT):
+                    # A big fill goes at the origin's pace: misses meanwhile
+                    # fetch for themselves rather than wait for it.
+                    done.set_result(_RELEASED)
+                if not await self._store_only(request, bg, policy, key, upstream, request_time):
+                    if len(self._no_fill) >= _MAX_BACKGROUND * 64:
+                        self._no_fill.clear()
+                    self._no_fill[key] = time.monotonic() + _NO_FILL_SECONDS
             finally:
                 upstream.release()
         except asyncio.CancelledError:
@@ -1167,14 +1209,15 @@ class Pipeline:
             done.set_result(_RELEASED)
         return await self._stream(request, ctx, upstream, headers, sink)
 
-    async def _store_only(self, request, ctx, policy, key, upstream, request_time) -> None:
-        """A background refresh's 200: stored if it may be, sent to nobody."""
+    async def _store_only(self, request, ctx, policy, key, upstream, request_time) -> bool:
+        """A background fetch's 200: stored if it may be, sent to nobody.
+        False when the object is not to be stored (not fetched again soon)."""
         d = self._store_decision(request, ctx, policy, upstream, request_time, True)
         if d.reason is not None:
-            if d.reason is not fr.NoStore.FILLING:
+            if d.reason in _RESPONSE_REASONS:
                 # What the origin now says about storing wins over the old entry.
                 await self.state.store.delete(key, Removal.INVALIDATION)
-            return
+            return False
         names = d.names
         store_key = key + _VARIANT_SEP + vary_key(names, request.headers) if names else key
         clen = upstream.content_length
@@ -1182,13 +1225,16 @@ class Pipeline:
         try:
             async for chunk in upstream.content.iter_chunked(_CHUNK):
                 await sink.feed(chunk)
+                if sink.dead:
+                    return False  # over the size limit: the rest is not fetched
         except BaseException:
             await sink.abort()
             raise
         if clen is not None and sink.size != clen:
             await sink.abort()
-            return
+            return True
         await sink.commit()
+        return True
 
     async def _stream(self, request, ctx, upstream, headers, sink: _Sink | None) -> web.StreamResponse:
         """Send the origin's body to the client, teeing it into the store.
@@ -1294,6 +1340,19 @@ _UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 # Filter answers that refuse (a challenge page or a redirect is not a block).
 _BLOCK_STATUSES = frozenset({403, 405, 413, 414, 429, 431})
 _RANGE_FIELDS = frozenset({"range", "if-range"})
+# Background fetches (refreshes, range fills) at once per worker; beyond,
+# requests are served without starting another.
+_MAX_BACKGROUND = 64
+# A key whose background fetch found it not storable is not fetched so again
+# for this long (a range request per second must not pull the whole object
+# each time).
+_NO_FILL_SECONDS = 60.0
+# Reasons not to store that come from the response (so the stored entry is
+# outdated), not from the request that triggered the fetch.
+_RESPONSE_REASONS = frozenset({
+    fr.NoStore.STATUS, fr.NoStore.NO_STORE, fr.NoStore.PRIVATE, fr.NoStore.SET_COOKIE, fr.NoStore.VARY_STAR,
+    fr.NoStore.NO_LIFETIME, fr.NoStore.POLICY, fr.NoStore.DECEPTION,
+})
 
 
 class _Sink:

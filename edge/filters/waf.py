@@ -35,15 +35,20 @@ class WafFilter:
         ctx.waf = result
         return self._decide(result, ctx, policy, settings)
 
-    def check_full(self, request, ctx, policy) -> Verdict | None:
+    def check_full(self, request, ctx, policy, quiet: bool = False) -> Verdict | None:
         """Every rule on the request head, before anything of it goes to
-        the origin (misses, passes, background refreshes)."""
+        the origin (misses, passes, background refreshes). ``quiet``: the
+        verdict only, nothing counted or noted (the request is served
+        from cache whatever it says)."""
         settings = policy.filters.waf
         if not settings.active or ctx.allowlisted:
             return None
         raw_path, _, raw_query = request.raw_path.partition("?")
         result = self.waf.inspect_request(request.method, raw_path, raw_query, request.headers, settings,
                                           normalised=ctx.path, full=True)
+        if quiet:
+            blocked = result is not None and result.score >= settings.threshold and settings.mode == "block"
+            return Verdict(403, REASON, DETAIL) if blocked else None
         seen = ctx.waf.rules if ctx.waf is not None else ()
         ctx.waf = result
         return self._decide(result, ctx, policy, settings, seen)

@@ -104,3 +104,22 @@ async def test_a_flood_from_many_addresses_keeps_the_bucket_store_bounded(start)
     statuses = await asyncio.gather(*(one(i) for i in range(1, 301)))
     assert statuses.count(200) >= 250
     assert rate_filter(edge).bucket_count() == 50
+
+
+async def test_a_flood_from_one_address_leaves_another_served(start, origin):
+    edge = await start(limited(rate=5, burst=10))
+    connector = aiohttp.TCPConnector(local_addr=(A, 0), limit=50)
+    flood_statuses: list[int] = []
+
+    async def flood(session: aiohttp.ClientSession) -> None:
+        async with session.get(edge.url + "/page", headers={"Host": "shop.example"}) as r:
+            await r.read()
+            flood_statuses.append(r.status)
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        flooding = asyncio.gather(*(flood(session) for _ in range(400)))
+        other = [(await get(edge, B))[0] for _ in range(8)]
+        await flooding
+    assert other == [200] * 8  # B within its own burst, served all along
+    assert flood_statuses.count(429) >= 380  # A got its burst (plus refills), then 429s
+    assert origin.hits["/page"] <= 8 + 10 + 5 * 10  # the flood never reached the origin beyond A's tokens

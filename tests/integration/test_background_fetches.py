@@ -1,0 +1,133 @@
+"""Background fetches (stale-while-revalidate refreshes, range fills) and
+request bodies: abuse and edge cases, over real sockets."""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+
+async def _get(client, url, **kw):
+    async with client.get(url, **kw) as r:
+        return r.status, await r.read(), r.headers
+
+
+async def _eventually(check, tries=300):
+    for _ in range(tries):
+        if check():
+            return True
+        await asyncio.sleep(0.01)
+    return check()
+
+
+# 100-continue must be sent also when the WAF does not read the body head first
+async def test_expect_100_continue_is_answered_with_the_waf_off(origin, make_edge):
+    async def echo(request):
+        return web.Response(text=str(len(await request.read())))
+
+    origin.route("/up", echo)
+    edge = await make_edge(quick_origin=origin.url, policy={"filters": {"waf": {"mode": "off"}}})
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    try:
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    except asyncio.TimeoutError:
+        interim = b"<nothing within 3 s>"
+    writer.close()
+    assert interim.startswith(b"HTTP/1.1 100"), interim
+
+
+# Range amplification: range misses of an unstorable object must not each fetch it whole
+async def test_range_requests_for_an_unstorable_object_do_not_pull_it_again(origin, make_edge, client):
+    big = b"x" * 1_000_000
+    sent = {"full": 0, "ranged": 0}
+
+    async def handler(request):
+        if "Range" in request.headers:
+            sent["ranged"] += 1
+            return web.Response(status=206, body=big[:1], headers={"Content-Range": "bytes 0-0/1000000", "Cache-Control": "no-store"})
+        sent["full"] += 1
+        return web.Response(body=big, headers={"Cache-Control": "no-store", "Content-Type": "video/mp4"})
+
+    origin.route("/v", handler)
+    edge = await make_edge(quick_origin=origin.url)
+    for _ in range(5):
+        st, body, h = await _get(client, edge.url + "/v", headers={"Range": "bytes=0-0"})
+        assert st == 206 and len(body) == 1
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    # One whole fetch finds out it cannot be stored; the next range requests
+    # do not pull the object again.
+    assert sent["full"] == 1 and sent["ranged"] == 5, sent
+
+
+# A big background fill must not hold up misses for the same key
+async def test_a_plain_get_does_not_wait_for_a_big_background_fill(origin, make_edge, client):
+    gate = asyncio.Event()
+    calls = {"n": 0}
+
+    async def handler(request):
+        calls["n"] += 1
+        if "Range" in request.headers:
+            return web.Response(status=206, body=b"a", headers={"Content-Range": "bytes 0-0/2000000"})
+        resp = web.StreamResponse(headers={"Cache-Control": "max-age=600", "Content-Type": "application/octet-stream"})
+        resp.content_length = 2_000_000
+        await resp.prepare(request)
+        await resp.write(b"a" * 1_000_000)
+        if calls["n"] <= 2:
+            await gate.wait()  # the background fill stalls half-way
+        await resp.write(b"a" * 1_000_000)
+        return resp
+
+    origin.route("/big", handler)
+    edge = await make_edge(quick_origin=origin.url)
+    st, body, h = await _get(client, edge.url + "/big", headers={"Range": "bytes=0-0"})
+    assert st == 206
+    await asyncio.sleep(0.2)
+    try:
+        st, body, h = await asyncio.wait_for(_get(client, edge.url + "/big"), 5)
+        ok = True
+    except asyncio.TimeoutError:
+        ok = False
+    gate.set()
+    assert ok, "plain GET blocked > 5 s behind the background range fill (collapse_wait 30 s)"
+
+
+# A refresh must not take the client's If-None-Match for the edge's own validator
+async def test_a_clients_validator_never_freshens_the_stored_entry(origin, make_edge, client):
+    n = {"n": 0}
+
+    async def handler(request):
+        n["n"] += 1
+        if n["n"] == 1:  # v1: no validator, stale on arrival, swr
+            return web.Response(body=b"v1", headers={"Cache-Control": "max-age=1, stale-while-revalidate=60", "Age": "5", "Content-Type": "text/plain"})
+        if request.headers.get("If-None-Match") == 'W/"v2"':
+            return web.Response(status=304, headers={"ETag": 'W/"v2"', "Cache-Control": "max-age=600"})
+        return web.Response(body=b"v2", headers={"ETag": 'W/"v2"', "Cache-Control": "max-age=600", "Content-Type": "text/plain"})
+
+    origin.route("/p", handler)
+    edge = await make_edge(quick_origin=origin.url)
+    await _get(client, edge.url + "/p")
+    st, body, h = await _get(client, edge.url + "/p", headers={"If-None-Match": 'W/"v2"'})
+    assert await _eventually(lambda: n["n"] >= 2)
+    await asyncio.sleep(0.3)
+    st, body, h = await _get(client, edge.url + "/p")
+    assert body == b"v2", (body, dict(h))
+
+
+# A client's Cache-Control: no-store or Authorization must not evict a stored entry via a refresh
+async def test_a_client_cannot_evict_an_entry_through_a_refresh(origin, make_edge, client):
+    n = {"n": 0}
+
+    async def handler(request):
+        n["n"] += 1
+        return web.Response(body=b"v%d" % n["n"], headers={"Cache-Control": "max-age=1, stale-while-revalidate=60", "Age": "5", "Content-Type": "text/plain"})
+
+    origin.route("/e", handler)
+    edge = await make_edge(quick_origin=origin.url)
+    await _get(client, edge.url + "/e")
+    await _get(client, edge.url + "/e", headers={"Authorization": "Bearer x"})
+    await asyncio.sleep(0.3)
+    st, body, h = await _get(client, edge.url + "/e")
+    assert "stale-while-revalidate" in h["Cache-Status"] or "hit" in h["Cache-Status"], (body, h["Cache-Status"])
