@@ -52,11 +52,17 @@ class WafResult:
 class _Group:
     """Rules that share a target and a transformation chain."""
 
-    __slots__ = ("funcs", "gate", "rules")
+    __slots__ = ("funcs", "gate", "lower", "rules")
 
     def __init__(self, transforms: tuple[str, ...], rules: list[Rule]) -> None:
         self.funcs = tuple(TRANSFORMS[t] for t in transforms)
-        self.rules = tuple((r, _gate(r.operator.gate) if _costly(r) else None) for r in rules)
+        self.lower = "lowercase" in transforms
+        # Per rule: its own gate (libinjection), and the strings one of which
+        # each of its matches holds (for long values: a few substring tests
+        # spare a regex that would try every position of a page of text).
+        self.rules = tuple(
+            (r, _gate(r.operator.gate) if _costly(r) else None, _evidence(r)) for r in rules
+        )
         gates = [r.operator.gate for r in rules]
         union: set[str] = set()
         for g in gates:
@@ -65,6 +71,17 @@ class _Group:
                 break
             union |= g
         self.gate = _gate(frozenset(union)) if union else None
+
+
+def _evidence(rule: Rule) -> tuple[str, ...] | None:
+    if _costly(rule):
+        return None
+    found = frozenset(w.lower() for w in rule.gate) if rule.gate else gates.derive(rule.operator, gates.COMMON["value"])
+    return tuple(sorted(found, key=len, reverse=True)) if found else None
+
+
+# Values longer than this get the evidence test before a rule's regex.
+_LONG = 96
 
 
 def _costly(rule: Rule) -> bool:
@@ -107,10 +124,15 @@ def _run(groups: tuple[_Group, ...], value: str, st: _State) -> None:
         gate = group.gate
         if gate is not None and gate(v) is None:
             continue
-        for rule, rule_gate in group.rules:
+        # ASCII only: str.lower() and the regexes' case-insensitive matching
+        # agree there (not for "İ", "K" and their kin).
+        lv = (v if group.lower else v.lower()) if len(v) > _LONG and v.isascii() else None
+        for rule, rule_gate, words in group.rules:
             if rule.id in st.excluded or rule.paranoia > st.paranoia or rule.id in st.matched:
                 continue
             if rule_gate is not None and rule_gate(v) is None:
+                continue
+            if lv is not None and words is not None and not any(w in lv for w in words):
                 continue
             if rule.operator.match(v):
                 st.matched.append(rule.id)
@@ -173,16 +195,27 @@ def _scan(target: _Target | None, value: str, st: _State) -> None:
             if len(memo) >= _MEMO_SIZE:
                 memo.clear()
             found = memo[value] = tuple(target.by_id[rid] for rid in probe.matched)
-        for rule in found:
-            if rule.id in st.excluded or rule.paranoia > st.paranoia or rule.id in st.matched:
-                continue
-            st.matched.append(rule.id)
-            st.score += rule.score
-            for tag in rule.tags:
-                if tag not in st.tags:
-                    st.tags.append(tag)
+        if found:
+            _merge(found, st)
         return
     _scan_all(target, value, st)
+
+
+def _merge(found: tuple[Rule, ...], st: _State) -> None:
+    """Add what a memo says the rules found, as this tenant counts it."""
+    for rule in found:
+        if rule.id in st.excluded or rule.paranoia > st.paranoia or rule.id in st.matched:
+            continue
+        st.matched.append(rule.id)
+        st.score += rule.score
+        for tag in rule.tags:
+            if tag not in st.tags:
+                st.tags.append(tag)
+
+
+def _clean(target: _Target | None, value: str) -> bool:
+    """True when ``value`` is known (memo) to match no rule of ``target``."""
+    return target is None or target.memo.get(value) == ()
 
 
 def _scan_all(target: _Target, value: str, st: _State) -> None:
@@ -217,23 +250,20 @@ def _cheap(rule: Rule) -> Rule | None:
     """The rule as the cheap pass (every request, cache hits too) runs it:
     on the request line, and on headers only for scanners and Log4Shell,
     which are cheap to spot; None when nothing of it is left."""
-    targets = tuple(
-        t for t in rule.targets
-        if t in _CHEAP_TARGETS or ("scanner" in rule.tags and t.startswith("header:")) or (t == "headers" and rule.id in _CHEAP_HEADER_RULES)
-    )
+    targets = tuple(t for t in rule.targets if t in _CHEAP_TARGETS or (t == "header:user-agent" and "scanner" in rule.tags))
     if not targets:
         return None
     return rule if targets == rule.targets else dataclasses.replace(rule, targets=targets)
 
 
 _CHEAP_TARGETS = frozenset({"method", "path", "query", "args", "args_names"})
-_CHEAP_HEADER_RULES = frozenset({"java-log4shell"})
 
 
 class _Pass:
     """The compiled targets of one pass over a request's head."""
 
-    __slots__ = ("args", "cookie_names", "cookies", "headers", "method", "named", "names", "path", "query")
+    __slots__ = ("args", "queries", "cookie_names", "cookies", "headers", "method", "named", "names", "path",
+                 "query")
 
     def __init__(self, compiled: dict[str, _Target]) -> None:
         self.method = compiled.get("method")
@@ -246,11 +276,13 @@ class _Pass:
         self.cookie_names = compiled.get("cookie_names")
         # (header name, target) for rules that name one header
         self.named = tuple((t[7:], g) for t, g in compiled.items() if t.startswith("header:"))
+        self.queries: dict[str, tuple[Rule, ...]] = {}  # raw query -> what every rule found in it
 
 
 class Waf:
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
+        self._by_id = {r.id: r for r in ruleset.rules}
         self._cheap_pass = _Pass(_compile(tuple(filter(None, map(_cheap, ruleset.rules))), "request", _REQUEST))
         req = _compile(ruleset.rules, "request", _REQUEST)
         self._full_pass = _Pass(req)
@@ -274,6 +306,18 @@ class Waf:
         scanners, Log4Shell); True: every rule, for requests bound for the
         origin. None: no rule matched."""
         p = self._full_pass if full else self._cheap_pass
+        if not full and not raw_query and _PLAIN_PATH(path) is not None:
+            # The common hit: a plain path, no query. What the method and
+            # the User-Agent hold is remembered; usually both are clean.
+            clean = _clean(p.method, method)
+            if clean:
+                for name, target in p.named:
+                    value = headers.get(name)
+                    if value is not None and not _clean(target, value):
+                        clean = False
+                        break
+            if clean:
+                return None
         st = _State(settings.excluded_for(normalised or path), settings.paranoia, None)
         _scan(p.method, method, st)
         if not full and _PLAIN_PATH(path) is not None:
@@ -281,8 +325,21 @@ class Waf:
         else:
             _scan(p.path, path, st)
         if raw_query:
-            _scan(p.query, raw_query, st)
-            self._arguments(raw_query, p.args, p.names, st)
+            # What every rule finds in the whole query, remembered like the
+            # values' (listing pages and their queries come back and back).
+            memo = p.queries
+            found = memo.get(raw_query)
+            if found is None:
+                probe = _State(frozenset(), _ALL_LEVELS, None)
+                _scan(p.query, raw_query, probe)
+                self._arguments(raw_query, p.args, p.names, probe)
+                found = tuple(self._by_id[rid] for rid in probe.matched)
+                if len(raw_query) <= _MEMO_VALUE * 4:
+                    if len(memo) >= _MEMO_SIZE:
+                        memo.clear()
+                    memo[raw_query] = found
+            if found:
+                _merge(found, st)
         for name, target in p.named:
             for value in headers.getall(name, ()):
                 _scan(target, value, st)
