@@ -341,7 +341,7 @@ class Pipeline:
                         self._refresh_later(request, ctx, policy, key, target, meta)
                         status_value = f"{self.node}; hit; ttl={int(meta.lifetime) - int(age)}; detail=stale-while-revalidate"
                         return await self._serve_hit(request, ctx, policy, hit, age, status_value=status_value)
-                stale = await self._keep_stale(hit, policy)
+                stale = await self._keep_stale(hit, policy, req_headers)
             else:
                 fwd = "vary-miss" if variant else "uri-miss"
         else:
@@ -350,7 +350,7 @@ class Pipeline:
                 # §5.2.1.4: validate what is stored rather than refetch it.
                 hit, _ = await self._lookup(key, req_headers)
                 if hit is not None:
-                    stale = await self._keep_stale(hit, policy)
+                    stale = await self._keep_stale(hit, policy, req_headers)
 
         if req_cc is not None and "only-if-cached" in req_cc:
             # RFC 9111 §5.2.1.7: nothing usable stored, and the origin is off limits.
@@ -387,7 +387,7 @@ class Pipeline:
                         else cond.reuse(req_cc, age, hit.meta.lifetime, hit.meta.headers) is None
                     ):
                         return await self._serve_hit(request, ctx, policy, hit, age, collapsed=True)
-                    stale = await self._keep_stale(hit, policy)
+                    stale = await self._keep_stale(hit, policy, req_headers)
                 return await self._miss(request, ctx, policy, key, target, fwd, None, outcome is not _RELEASED, stale)
             done = asyncio.get_running_loop().create_future()
             self._inflight[key] = done
@@ -851,7 +851,7 @@ class Pipeline:
             try:
                 upstream, _ = await self._send(request, ctx, policy, target, keyed, conditional, whole=True)
             except OriginError as exc:
-                if stale is not None and self._may_serve_on_error(stale, policy):
+                if stale is not None and self._may_serve_on_error(stale, policy, request.headers):
                     hit, stale = stale, None
                     return await self._serve_on_error(request, ctx, policy, hit, fwd, None)
                 return self._origin_error(ctx, exc)
@@ -868,7 +868,7 @@ class Pipeline:
                     return self._origin_error(ctx, exc)
             try:
                 status = upstream.status
-                if stale is not None and status in _ERROR_STATUSES and self._may_serve_on_error(stale, policy):
+                if stale is not None and status in _ERROR_STATUSES and self._may_serve_on_error(stale, policy, request.headers):
                     hit, stale = stale, None
                     return await self._serve_on_error(request, ctx, policy, hit, fwd, status)
                 if conditional is not None and status == 304:
@@ -894,21 +894,26 @@ class Pipeline:
             chunks, hit.chunks = hit.chunks, None
             await chunks.aclose()
 
-    async def _keep_stale(self, hit: Hit, policy) -> Hit | None:
+    async def _keep_stale(self, hit: Hit, policy, req_headers) -> Hit | None:
         """``hit`` when it may still help: it can be validated (an ETag or a
         Last-Modified, RFC 9111 §4.3.1) or served if the origin fails
         (stale-if-error); else its body stream is closed."""
         meta = hit.meta
         if meta.status != 0 and (
-            val.has_validator(meta.headers) or stale_window(meta.extra, "sie", policy.cache.stale_if_error)
+            val.has_validator(meta.headers)
+            or stale_window(meta.extra, "sie", policy.cache.stale_if_error)
+            or _request_sie(req_headers)
         ):
             return hit
         await self._close_stale(hit)
         return None
 
-    def _may_serve_on_error(self, hit: Hit, policy) -> bool:
+    def _may_serve_on_error(self, hit: Hit, policy, req_headers) -> bool:
         meta = hit.meta
         window = stale_window(meta.extra, "sie", policy.cache.stale_if_error)
+        if not meta.extra.get("nostale"):
+            # RFC 5861 §4: the client may accept staleness on error too.
+            window = max(window, _request_sie(req_headers))
         if not window:
             return False
         age = fr.current_age(meta.initial_age, meta.response_time, time.time())
@@ -1423,6 +1428,15 @@ class _Sink:
         self.parts = None
         if self.writer is not None:
             await self.writer.abort()
+
+
+def _request_sie(req_headers) -> int:
+    """The request's stale-if-error seconds (RFC 5861 §4), 0 without."""
+    raw = req_headers.get("Cache-Control")
+    if not raw or "stale-if-error" not in raw:
+        return 0
+    seconds = parse_cache_control(raw).seconds("stale-if-error")
+    return seconds if isinstance(seconds, int) else 0
 
 
 def _same_origin(ref: str, host: str, base: str) -> tuple[str, str] | None:

@@ -387,3 +387,18 @@ async def test_unknown_methods_are_refused_by_default(origin, make_edge, client)
     async with client.request("PROPFIND", edge.url + "/dav/") as r:
         assert r.status == 405 and "GET" in r.headers["Allow"]
     assert origin.requests == []
+
+
+async def test_5861_4_request_stale_if_error(origin, make_edge, client):
+    origin.respond("/r", b"kept", headers={"Cache-Control": "max-age=1", "Age": "5", "ETag": '"r"'})
+    origin.respond("/mr", b"kept", headers={"Cache-Control": "max-age=1, must-revalidate", "Age": "5", "ETag": '"m"'})
+    edge = await make_edge(quick_origin=origin.url)
+    for path in ("/r", "/mr"):
+        await _get(client, edge.url + path)
+    await origin.stop()
+    status, _, _ = await _get(client, edge.url + "/r")
+    assert status == 502  # the client did not ask for it
+    status, body, h = await _get(client, edge.url + "/r", headers={"Cache-Control": "stale-if-error=600"})
+    assert status == 200 and body == b"kept" and "stale-if-error" in h["Cache-Status"]
+    status, _, _ = await _get(client, edge.url + "/mr", headers={"Cache-Control": "stale-if-error=600"})
+    assert status == 502  # must-revalidate wins over the client's wish
