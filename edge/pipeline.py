@@ -114,7 +114,8 @@ class Pipeline:
         self._rid = itertools.count(1)
         self.collapse_wait = 30.0
         self.body_timeouts = BodyTimeouts(cfg.timeouts.body_read, cfg.timeouts.body_total)
-        self._slots = next((f.slots for f in state.filters.filters if f.name == "request_limits"), None)
+        self._limits = next((f for f in state.filters.filters if f.name == "request_limits"), None)
+        self._slots = self._limits.slots if self._limits is not None else None
         self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
         self._compressing: set[str] = set()  # variant keys being compressed now
         self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
@@ -176,6 +177,16 @@ class Pipeline:
                 time.monotonic() - ctx.start,
                 ctx.blocked,
             )
+
+    def _origin_gate(self, request, ctx: Ctx, policy):
+        """What a request must pass before it may go to the origin: the
+        client's concurrency limit and every WAF rule."""
+        limits = self._limits
+        if limits is not None:
+            verdict = limits.take_slot(ctx, policy)
+            if verdict is not None:
+                return verdict
+        return self._waf_full(request, ctx, policy)
 
     def _waf_full(self, request, ctx: Ctx, policy, quiet: bool = False):
         """Every WAF rule on the request head before the origin sees it (the
@@ -772,7 +783,7 @@ class Pipeline:
         """Forward without the cache (methods it does not store, bypass rules)."""
         target = path + "?" + raw_query if raw_query else path
         ctx.cache = f"{self.node}; fwd={why}"
-        verdict = self._waf_full(request, ctx, policy)
+        verdict = self._origin_gate(request, ctx, policy)
         if verdict is not None:
             return self._refuse(ctx, policy, verdict)
         prefix = None  # the body's head, when the WAF read it first
@@ -839,7 +850,7 @@ class Pipeline:
         """Fetch from the origin; with ``stale`` (a stored entry that has a
         validator) the fetch is a validation (RFC 9111 §4.3.1), and a failed
         fetch may be answered with it (RFC 5861 stale-if-error)."""
-        verdict = self._waf_full(request, ctx, policy)
+        verdict = self._origin_gate(request, ctx, policy)
         if verdict is not None:
             return self._refuse(ctx, policy, verdict)
         request_time = time.time()

@@ -32,6 +32,9 @@ class DeliveryFilter:
         self._link = f'<urn:edge:node:{node_name}>; rel="blocked-by"'
         self._counters: dict[tuple, object] = {}
 
+    def wants(self, policy) -> bool:
+        return policy.delivery.active
+
     def check(self, request, ctx, policy) -> Verdict | None:
         delivery = policy.delivery
         if not delivery.active:

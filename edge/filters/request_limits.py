@@ -232,6 +232,27 @@ class RequestLimitFilter:
         self.slots = ClientSlots()
         self._record = Recorder(self.name)
 
+    def wants(self, policy) -> bool:
+        return policy.filters.request_limits.active
+
+    def take_slot(self, ctx, policy) -> Verdict | None:
+        """``max_concurrent``: called by the pipeline for requests that go to
+        the origin (a cache hit from memory is over in microseconds and
+        holds nothing worth a slot). The slot is released when the request
+        ends (``ctx.slot``)."""
+        limits = policy.filters.request_limits
+        cap = limits.max_concurrent
+        if not cap or not limits.active or ctx.allowlisted or not ctx.peer or ctx.slot is not None:
+            return None
+        key = (policy.tenant, _client_key(ctx.peer))
+        if self.slots.acquire(key, cap):
+            ctx.slot = key
+            return None
+        self._record.refused(policy.tenant, "max_concurrent", limits.mode, ctx.peer)
+        if limits.mode == "block":
+            return _REFUSALS["max_concurrent"]
+        return None
+
     def check(self, request, ctx, policy) -> Verdict | None:
         limits = policy.filters.request_limits
         if not limits.active:
@@ -269,13 +290,4 @@ class RequestLimitFilter:
                 if rule == "methods":
                     return _refusal(405, "method not allowed", rule, {"Allow": limits.allow})
                 return _REFUSALS[rule]
-        cap = limits.max_concurrent
-        if cap and not ctx.allowlisted and ctx.peer:
-            key = (policy.tenant, _client_key(ctx.peer))
-            if self.slots.acquire(key, cap):
-                ctx.slot = key
-            else:
-                self._record.refused(policy.tenant, "max_concurrent", limits.mode, ctx.peer)
-                if limits.mode == "block":
-                    return _REFUSALS["max_concurrent"]
         return None

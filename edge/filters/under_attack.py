@@ -468,6 +468,9 @@ class UnderAttackFilter:
 
     # -------------------------------------------------------------------- check
 
+    def wants(self, policy) -> bool:
+        return policy.filters.under_attack.active
+
     def check(self, request, ctx, policy) -> Verdict | None:
         settings: UnderAttack = policy.filters.under_attack
         if not settings.active:

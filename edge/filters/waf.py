@@ -24,14 +24,21 @@ class WafFilter:
         self.waf = waf
         self._record = Recorder(self.name)
 
+    def wants(self, policy) -> bool:
+        return policy.filters.waf.active
+
     def check(self, request, ctx, policy) -> Verdict | None:
         """The cheap pass, on every request (cache hits too)."""
         settings = policy.filters.waf
         if not settings.active or ctx.allowlisted:
             return None
-        raw_path, _, raw_query = request.raw_path.partition("?")
-        result = self.waf.inspect_request(request.method, raw_path, raw_query, request.headers, settings,
-                                          normalised=ctx.path, full=False)
+        raw = request.raw_path
+        waf = self.waf
+        if "?" not in raw and waf.plain_and_clean(request.method, raw, request.headers):
+            return None  # the common cache hit: two memo lookups
+        raw_path, _, raw_query = raw.partition("?")
+        result = waf.inspect_request(request.method, raw_path, raw_query, request.headers, settings,
+                                     normalised=ctx.path, full=False)
         ctx.waf = result
         return self._decide(result, ctx, policy, settings)
 

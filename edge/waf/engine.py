@@ -306,18 +306,8 @@ class Waf:
         scanners, Log4Shell); True: every rule, for requests bound for the
         origin. None: no rule matched."""
         p = self._full_pass if full else self._cheap_pass
-        if not full and not raw_query and _PLAIN_PATH(path) is not None:
-            # The common hit: a plain path, no query. What the method and
-            # the User-Agent hold is remembered; usually both are clean.
-            clean = _clean(p.method, method)
-            if clean:
-                for name, target in p.named:
-                    value = headers.get(name)
-                    if value is not None and not _clean(target, value):
-                        clean = False
-                        break
-            if clean:
-                return None
+        if not full and not raw_query and self.plain_and_clean(method, path, headers):
+            return None
         st = _State(settings.excluded_for(normalised or path), settings.paranoia, None)
         _scan(p.method, method, st)
         if not full and _PLAIN_PATH(path) is not None:
@@ -354,6 +344,21 @@ class Waf:
                     _scan(p.cookie_names, name.strip(), st)
                     _scan(p.cookies, value.strip(), st)
         return st.result()
+
+    def plain_and_clean(self, method: str, path: str, headers) -> bool:
+        """The common cache hit for the cheap pass: a plain path (letters,
+        digits, ``/._~-``) without a query, and a method and User-Agent
+        known (memo) to match nothing. True: nothing to find."""
+        if _PLAIN_PATH(path) is None:
+            return False
+        p = self._cheap_pass
+        if not _clean(p.method, method):
+            return False
+        for name, target in p.named:
+            value = headers.get(name)
+            if value is not None and not _clean(target, value):
+                return False
+        return True
 
     @staticmethod
     def _arguments(text: str, values: _Target | None, names: _Target | None, st: _State) -> None:

@@ -217,25 +217,25 @@ def test_concurrency_limit_per_client_and_tenant():
     p = policy(max_concurrent=2)
     held = [ctx("192.0.2.1"), ctx("192.0.2.1")]
     for c in held:
-        assert f.check(request(), c, p) is None and c.slot is not None
+        assert f.take_slot(c, p) is None and c.slot is not None
     third = ctx("192.0.2.1")
-    verdict = f.check(request(), third, p)
+    verdict = f.take_slot(third, p)
     assert verdict is not None and (verdict.status, verdict.headers) == (429, {"Retry-After": "1"})
     assert third.slot is None  # nothing to give back
     # Another client, and the same client at another tenant, have their own slots.
-    assert f.check(request(), ctx("192.0.2.2"), p) is None
-    assert f.check(request(), ctx("192.0.2.1"), policy("other", max_concurrent=2)) is None
+    assert f.take_slot(ctx("192.0.2.2"), p) is None
+    assert f.take_slot(ctx("192.0.2.1"), policy("other", max_concurrent=2)) is None
     # A finished request frees its slot.
     f.slots.release(held[0].slot)
-    assert f.check(request(), ctx("192.0.2.1"), p) is None
+    assert f.take_slot(ctx("192.0.2.1"), p) is None
 
 
 def test_ipv6_clients_share_their_64():
     f = RequestLimitFilter()
     p = policy(max_concurrent=1)
-    assert f.check(request(), ctx("2001:db8:1:2::1"), p) is None
-    assert f.check(request(), ctx("2001:db8:1:2:ffff::9"), p).status == 429
-    assert f.check(request(), ctx("2001:db8:1:3::1"), p) is None
+    assert f.take_slot(ctx("2001:db8:1:2::1"), p) is None
+    assert f.take_slot(ctx("2001:db8:1:2:ffff::9"), p).status == 429
+    assert f.take_slot(ctx("2001:db8:1:3::1"), p) is None
 
 
 @pytest.mark.parametrize(("name", "c", "section"), [
@@ -247,7 +247,7 @@ def test_ipv6_clients_share_their_64():
 def test_not_counted(name, c, section):
     f = RequestLimitFilter()
     for _ in range(3):
-        assert f.check(request(), c, policy(**section)) is None
+        assert f.take_slot(c, policy(**section)) is None
     assert c.slot is None and len(f.slots) == 0
 
 
@@ -255,8 +255,8 @@ def test_log_mode_lets_the_excess_through_without_a_slot():
     f = RequestLimitFilter()
     p = policy(mode="log", max_concurrent=1)
     first, second = ctx(), ctx()
-    assert f.check(request(), first, p) is None and first.slot is not None
-    assert f.check(request(), second, p) is None and second.slot is None
+    assert f.take_slot(first, p) is None and first.slot is not None
+    assert f.take_slot(second, p) is None and second.slot is None
 
 
 def test_refused_request_takes_no_slot():
