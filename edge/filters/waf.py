@@ -34,11 +34,16 @@ class WafFilter:
             return None
         raw = request.raw_path
         waf = self.waf
-        if "?" not in raw and waf.plain_and_clean(request.method, raw, request.headers):
-            return None  # the common cache hit: two memo lookups
+        if "?" not in raw:
+            if waf.plain_and_clean(request.method, raw, request.headers):
+                return None  # the common cache hit: two memo lookups
+        elif waf.known_clean(request.method, raw, request.headers):
+            return None  # a query seen before, clean: three
         raw_path, _, raw_query = raw.partition("?")
         result = waf.inspect_request(request.method, raw_path, raw_query, request.headers, settings,
                                      normalised=ctx.path, full=False)
+        if result is None and raw_query:
+            waf.remember_if_clean(raw)
         ctx.waf = result
         return self._decide(result, ctx, policy, settings)
 

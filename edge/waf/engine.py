@@ -262,7 +262,7 @@ _CHEAP_TARGETS = frozenset({"method", "path", "query", "args", "args_names"})
 class _Pass:
     """The compiled targets of one pass over a request's head."""
 
-    __slots__ = ("args", "queries", "cookie_names", "cookies", "headers", "method", "named", "names", "path",
+    __slots__ = ("args", "clean_targets", "queries", "cookie_names", "cookies", "headers", "method", "named", "names", "path",
                  "query")
 
     def __init__(self, compiled: dict[str, _Target]) -> None:
@@ -277,6 +277,7 @@ class _Pass:
         # (header name, target) for rules that name one header
         self.named = tuple((t[7:], g) for t, g in compiled.items() if t.startswith("header:"))
         self.queries: dict[str, tuple[Rule, ...]] = {}  # raw query -> what every rule found in it
+        self.clean_targets: dict[str, bool] = {}  # request targets in which no rule finds anything
 
 
 class Waf:
@@ -344,6 +345,42 @@ class Waf:
                     _scan(p.cookie_names, name.strip(), st)
                     _scan(p.cookies, value.strip(), st)
         return st.result()
+
+    def known_clean(self, method: str, target: str, headers) -> bool:
+        """The cheap pass for a request target (path and query, as
+        received) that no rule found anything in before, with a method and
+        User-Agent known to be clean. True: nothing to find."""
+        p = self._cheap_pass
+        if target not in p.clean_targets or not _clean(p.method, method):
+            return False
+        for name, t in p.named:
+            value = headers.get(name)
+            if value is not None and not _clean(t, value):
+                return False
+        return True
+
+    def remember_if_clean(self, target: str) -> None:
+        """After a cheap pass that found nothing for this tenant: remember
+        ``target`` if no rule at all (any paranoia, no exclusions) finds
+        anything in its path and query."""
+        p = self._cheap_pass
+        if target in p.clean_targets or len(target) > _MEMO_VALUE * 4:
+            return
+        path, _, query = target.partition("?")
+        probe = _State(frozenset(), _ALL_LEVELS, None)
+        _scan(p.path, path, probe)
+        if query:
+            found = p.queries.get(query)
+            if found is None:
+                _scan(p.query, query, probe)
+                self._arguments(query, p.args, p.names, probe)
+            elif found:
+                return
+        if probe.matched:
+            return
+        if len(p.clean_targets) >= _MEMO_SIZE:
+            p.clean_targets.clear()
+        p.clean_targets[target] = True
 
     def plain_and_clean(self, method: str, path: str, headers) -> bool:
         """The common cache hit for the cheap pass: a plain path (letters,

@@ -219,3 +219,22 @@ def test_parse_waf_errors():
         't.json: filters.waf.exclusions[2].path_prefix: expected a path starting with "/" (printable ASCII; percent-encode the rest), found "cms"',
         "t.json: filters.waf.exclusions[3]: expected an object, found 5",
     ]
+
+
+def test_remembered_values_never_hide_an_attack_from_another_tenant(waf):
+    """What one tenant's exclusions or paranoia let pass is not remembered
+    as clean for the next tenant (the memo holds what every rule finds)."""
+    f = WafFilter(waf)
+    ua = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0"}
+    ids = sorted({r.id for r in waf.ruleset.rules if "xss" in r.tags})
+    for _ in range(2):  # the second time from the memos
+        ctx, lenient = env("block", exclusions=tuple(Exclusion(i, None) for i in ids))
+        assert f.check(req(ATTACK_URL, headers=ua), ctx, lenient) is None
+        ctx, strict = env("block")
+        assert f.check(req(ATTACK_URL, headers=ua), ctx, strict).status == 403
+    # A clean query, remembered, stays clean, and an attack at a new path is still seen.
+    for _ in range(2):
+        ctx, strict = env("block")
+        assert f.check(req("/search?q=red+shoes&page=2", headers=ua), ctx, strict) is None
+    ctx, strict = env("block")
+    assert f.check(req("/search/../../etc/passwd?q=red+shoes&page=2", headers=ua), ctx, strict).status == 403
