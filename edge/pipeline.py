@@ -951,7 +951,12 @@ class Pipeline:
                 return  # the origin said lately that this object is not to be stored
             del self._no_fill[key]
         rh = request.headers
-        if "Authorization" in rh or "no-store" in rh.get("Cache-Control", "") or rh.getall("Connection", ()):
+        conn = rh.getall("Connection", ())
+        if (
+            "Authorization" in rh
+            or "no-store" in rh.get("Cache-Control", "")
+            or (conn and connection_tokens(conn) - _CONNECTION_OPTIONS)
+        ):
             return  # its answer could not be shared: nothing to fetch for the cache
         if self._waf_full(request, ctx, policy, quiet=True) is not None:
             return  # this client's headers may not go to the origin

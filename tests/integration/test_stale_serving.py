@@ -402,3 +402,12 @@ async def test_5861_4_request_stale_if_error(origin, make_edge, client):
     assert status == 200 and body == b"kept" and "stale-if-error" in h["Cache-Status"]
     status, _, _ = await _get(client, edge.url + "/mr", headers={"Cache-Control": "stale-if-error=600"})
     assert status == 502  # must-revalidate wins over the client's wish
+
+
+async def test_5861_3_refresh_also_for_clients_sending_connection_keep_alive(origin, make_edge, client):
+    count = _versioned(origin, "/ka", {"Cache-Control": "max-age=1, stale-while-revalidate=60", "Age": "5"})
+    edge = await make_edge(quick_origin=origin.url)
+    await _get(client, edge.url + "/ka")
+    _, body, h = await _get(client, edge.url + "/ka", headers={"Connection": "keep-alive"})
+    assert body == b"v1" and "stale-while-revalidate" in h["Cache-Status"]
+    assert await _eventually(lambda: count["n"] == 2)
