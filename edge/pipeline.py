@@ -181,12 +181,11 @@ class Pipeline:
     def _origin_gate(self, request, ctx: Ctx, policy):
         """What a request must pass before it may go to the origin: the
         client's concurrency limit and every WAF rule."""
+        verdict = self._waf_full(request, ctx, policy)
+        if verdict is not None:
+            return verdict  # an attack is an attack, counted as such, whatever the client's slots
         limits = self._limits
-        if limits is not None:
-            verdict = limits.take_slot(ctx, policy)
-            if verdict is not None:
-                return verdict
-        return self._waf_full(request, ctx, policy)
+        return limits.take_slot(ctx, policy) if limits is not None else None
 
     def _waf_full(self, request, ctx: Ctx, policy, quiet: bool = False):
         """Every WAF rule on the request head before the origin sees it (the
@@ -374,9 +373,13 @@ class Pipeline:
         # ------------------------------------------------------------ fetch
         if method == "GET" and stale is None and "Range" in req_headers and fwd != "request":
             # The client's range goes to the origin as asked; the whole
-            # object is fetched for the cache beside it, once per key.
+            # object is fetched for the cache beside it, once per key: both
+            # only when the client may reach the origin at all.
+            verdict = self._origin_gate(request, ctx, policy)
+            if verdict is not None:
+                return self._refuse(ctx, policy, verdict)
             self._refresh_later(request, ctx, policy, key, target, None)
-            return await self._pass(request, ctx, policy, path, raw_query, "range")
+            return await self._pass(request, ctx, policy, path, raw_query, "range", gated=True)
         if method == "GET" and fwd != "request":
             waiter = self._inflight.get(key)
             if waiter is not None:
@@ -779,13 +782,14 @@ class Pipeline:
             out["Server"] = "edge"  # rather than the framework's version string
         return out
 
-    async def _pass(self, request, ctx, policy, path, raw_query, why: str) -> web.StreamResponse:
+    async def _pass(self, request, ctx, policy, path, raw_query, why: str, gated: bool = False) -> web.StreamResponse:
         """Forward without the cache (methods it does not store, bypass rules)."""
         target = path + "?" + raw_query if raw_query else path
         ctx.cache = f"{self.node}; fwd={why}"
-        verdict = self._origin_gate(request, ctx, policy)
-        if verdict is not None:
-            return self._refuse(ctx, policy, verdict)
+        if not gated:
+            verdict = self._origin_gate(request, ctx, policy)
+            if verdict is not None:
+                return self._refuse(ctx, policy, verdict)
         prefix = None  # the body's head, when the WAF read it first
         waf = self.state.waf
         if waf is not None and request.body_exists and policy.filters.waf.active and policy.filters.waf.inspect_body:
@@ -922,8 +926,9 @@ class Pipeline:
     def _may_serve_on_error(self, hit: Hit, policy, req_headers) -> bool:
         meta = hit.meta
         window = stale_window(meta.extra, "sie", policy.cache.stale_if_error)
-        if not meta.extra.get("nostale"):
-            # RFC 5861 §4: the client may accept staleness on error too.
+        if not (meta.extra.get("nostale") or meta.extra.get("origin_only")):
+            # RFC 5861 §4: the client may accept staleness on error too
+            # (not where s-maxage made the response proxy-revalidate).
             window = max(window, _request_sie(req_headers))
         if not window:
             return False
@@ -954,7 +959,7 @@ class Pipeline:
         conn = rh.getall("Connection", ())
         if (
             "Authorization" in rh
-            or "no-store" in rh.get("Cache-Control", "")
+            or "no-store" in ", ".join(rh.getall("Cache-Control", ())).lower()
             or (conn and connection_tokens(conn) - _CONNECTION_OPTIONS)
         ):
             return  # its answer could not be shared: nothing to fetch for the cache

