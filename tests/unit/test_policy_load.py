@@ -416,10 +416,16 @@ def test_the_demo_policy_does_what_its_comments_say():
     assert demo.request_decision("/").bypass is False
 
 
-@pytest.mark.parametrize("name", ["shop", "news"])
+@pytest.mark.parametrize("name", ["shop", "news", "protected"])
 def test_the_shipped_examples_load_as_directory_tenants(name):
     policy = load_policy_file(REPO / "policies" / "examples" / f"{name}.json")
     assert policy.tenant == name and policy.rules
+
+
+def test_the_protected_example_sets_every_filter():
+    f = load_policy_file(REPO / "policies" / "examples" / "protected.json").filters
+    assert f.under_attack.mode == "auto" and f.rate_limits.active and f.waf.exclusions
+    assert f.events.webhook_url == "https://soc.example/hooks/edge" and f.request_limits.max_concurrent == 64
 
 
 def test_the_quick_mode_example_needs_an_origin():
