@@ -53,8 +53,9 @@ HEURISTIC_STATUSES: frozenset[int] = frozenset(
 )
 
 # Final statuses whose semantics this cache implements (RFC 9111 §3, "understands");
-# only consulted for must-understand (§5.2.2.3). 206 and 416 wait for range
-# support; 304 only ever updates a stored response (§4.3.4).
+# only consulted for must-understand (§5.2.2.3). 206 and 416 are left out: the
+# cache stores whole objects and cuts ranges itself (edge/cache/ranges.py),
+# never combining partial responses; 304 only ever updates a stored response (§4.3.4).
 UNDERSTOOD_STATUSES: frozenset[int] = frozenset(
     (200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 307, 308)
     + tuple(range(400, 416))
