@@ -674,6 +674,11 @@ class Pipeline:
             lname = name.lower()
             if lname in drop or lname == "host" or lname == "expect" or lname == "x-forwarded-for":
                 continue
+            if "_" in lname:
+                # CGI and WSGI stacks read X_Forwarded_Prefix as X-Forwarded-Prefix:
+                # forwarded, it would slip past every name check below (as nginx,
+                # names with underscores are dropped).
+                continue
             if lname in UNKEYED_REQUEST_FIELDS and lname not in keyed:
                 continue
             if lname == "x-forwarded-proto" and not self._trusted_peer(request.remote):

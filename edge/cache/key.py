@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
+from urllib.parse import unquote
 
 # Parameters that only carry analytics; they never change what an origin
 # answers, so they must never fragment the cache.
@@ -149,9 +150,16 @@ def normalise_path(raw_path: str, limit: int = 8192) -> str | None:
         decoded = _PATH_TOKEN.sub(_path_token, raw_path)
     except _Invalid:
         return None
+    path = _resolved(decoded[1:].split("/"))
+    return path if len(path) <= limit else None
+
+
+def _resolved(segments: Iterable[str]) -> str:
+    """The path of ``segments`` with dot-segments removed (never above root)
+    and empty segments collapsed."""
     out: list[str] = []
     trailing = False  # "/a/" and "/a" may differ at the origin; keep the slash
-    for seg in decoded[1:].split("/"):
+    for seg in segments:
         if seg == "" or seg == ".":
             trailing = True
         elif seg == "..":
@@ -163,8 +171,27 @@ def normalise_path(raw_path: str, limit: int = 8192) -> str | None:
             trailing = False
     if not out:
         return "/"
-    path = "/" + "/".join(out) + ("/" if trailing else "")
-    return path if len(path) <= limit else None
+    return "/" + "/".join(out) + ("/" if trailing else "")
+
+
+def decoded_view(path: str) -> str:
+    """The path as an origin may read it, for rule matching only.
+
+    ``path`` is already normalised (edge.cache.key.normalise_path), which
+    keeps "%2F" encoded because it is data to a strict origin. Lenient
+    origins read it otherwise: most decode "%2F" to "/" (some decode twice),
+    Tomcat and Spring drop ";params" from each segment, IIS turns "\\" into
+    "/". This view does all of that and resolves the dot-segments it
+    uncovers, so a rule for "/account/" also sees "/account%2Forders",
+    "/account;x=1/orders" and "/static/..%2Faccount/orders".
+    """
+    if "%" not in path and ";" not in path and "\\" not in path:
+        return path  # the common case: normalised is already what every origin reads
+    for _ in range(3):
+        if "%" not in path:
+            break
+        path = unquote(path, errors="surrogateescape")
+    return _resolved(seg.partition(";")[0] for seg in path.replace("\\", "/").split("/")[1:])
 
 
 # --- queries -----------------------------------------------------------------

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from cachetools import LRUCache
 
+from edge.cache.key import decoded_view
 from edge.filters._record import Recorder
 from edge.filters.chain import Verdict
 
@@ -102,10 +103,16 @@ class RateLimitFilter:
         now = self.clock()
         tenant = policy.tenant
         path = ctx.path
+        folded = None
         for rule in limits.rules:
             prefix = rule.path_prefix
             if prefix is not None and not path.startswith(prefix):
-                continue
+                if folded is None:
+                    folded = decoded_view(path).lower()
+                # Counted when the path as a lenient origin reads it matches,
+                # so "/LOGIN" or "/login;x" do not escape a limit on "/login".
+                if not folded.startswith(prefix.lower()):
+                    continue
             key = (tenant, rule.id)
             if rule.per == "tenant":
                 bucket = self._tenant.get(key)

@@ -122,3 +122,12 @@ class Match:
         if mtype is None:
             return False
         return mtype in self._exact or mtype.partition("/")[0] in self._major
+
+
+def folded(match: Match) -> Match:
+    """``match`` with its path conditions lower-cased (for case-folded views)."""
+    prefix = match.path_prefix.lower() if match.path_prefix is not None else None
+    glob = match.path_glob.lower() if match.path_glob is not None else None
+    if prefix == match.path_prefix and glob == match.path_glob:
+        return match
+    return Match(prefix, glob, match.content_type)

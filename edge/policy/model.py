@@ -11,12 +11,12 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edge.cache.key import KeyOptions
+from edge.cache.key import KeyOptions, decoded_view
 from edge.filters.request_limits import RequestLimits
 from edge.filters.under_attack import NO_UNDER_ATTACK, UnderAttack
 from edge.observe.events import EventSettings
 from edge.waf.settings import WafSettings
-from edge.policy.match import Match, media_type
+from edge.policy.match import Match, folded, media_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,12 +275,15 @@ class TenantPolicy:
     source: str  # file or other origin of the policy, for messages
     delivery: Delivery = NO_RESTRICTION
     filters: Filters = NO_FILTERS
+    rules_case_insensitive: bool = False
 
     # Precomputed at construction so that the decisions allocate nothing in
     # the common case (no rule applies): see request_decision.
     _req_rules: tuple[tuple[Match, int, bool | None], ...] = field(init=False, repr=False, compare=False)
+    _req_folded: tuple[tuple[Match, int, bool | None], ...] = field(init=False, repr=False, compare=False)
     _req_table: tuple[RequestDecision, ...] = field(init=False, repr=False, compare=False)
     _resp_rules: tuple[tuple[Match, int, int, bool | None], ...] = field(init=False, repr=False, compare=False)
+    _resp_folded: tuple[tuple[Match, int, int, bool | None], ...] = field(init=False, repr=False, compare=False)
     _resp_ttls: tuple[Ttl | None, ...] = field(init=False, repr=False, compare=False)
     _resp_default: ResponseDecision = field(init=False, repr=False, compare=False)
     _resp_memo: dict[int, ResponseDecision] = field(init=False, repr=False, compare=False)
@@ -305,6 +308,7 @@ class TenantPolicy:
         table = tuple(RequestDecision(k, b or disabled) for k in keys for b in (False, True))
         set_(self, "_req_table", table)
         set_(self, "_req_rules", () if disabled else tuple(req))
+        set_(self, "_req_folded", _folded(self._req_rules))
 
         # Response time: every rule that sets a TTL or bypass, in file order.
         ttls: list[Ttl | None] = [None]
@@ -321,9 +325,29 @@ class TenantPolicy:
                 browser = len(ttls) - 1
             resp.append((rule.match, edge, browser, rule.bypass))
         set_(self, "_resp_rules", () if disabled else tuple(resp))
+        set_(self, "_resp_folded", _folded(self._resp_rules))
         set_(self, "_resp_ttls", tuple(ttls))
         set_(self, "_resp_default", ResponseDecision(None, None, disabled))
         set_(self, "_resp_memo", {})
+
+    def _views(self, path: str, rules: tuple, folded_rules: tuple) -> tuple[tuple[str, tuple], ...]:
+        """The (path view, rules) pairs a path is matched in. The first is
+        the canonical one that decides keys and TTLs; a bypass found in any
+        of them wins, so that no spelling an origin reads alike escapes it
+        (web cache deception): the path as sent, as a lenient origin decodes
+        it, and that case-folded (against case-folded patterns)."""
+        decoded = decoded_view(path)
+        lower = decoded.lower()
+        if self.rules_case_insensitive:
+            canonical = (lower, folded_rules)
+            plain = path.lower()
+            return (canonical,) if plain == lower else (canonical, (plain, folded_rules))
+        views = [(decoded, rules)]
+        if path != decoded:
+            views.append((path, rules))
+        if lower != decoded or folded_rules is not rules:
+            views.append((lower, folded_rules))
+        return tuple(views)
 
     def request_decision(self, path: str) -> RequestDecision:
         """The cache key options and request-time bypass for a request path.
@@ -335,16 +359,19 @@ class TenantPolicy:
         if not rules:
             return self._req_table[0]
         slot = 0
-        bypass: bool | None = None
-        for match, rule_slot, rule_bypass in rules:
-            wants_key = rule_slot and not slot
-            wants_bypass = rule_bypass is not None and bypass is None
-            if (wants_key or wants_bypass) and match.matches_path(path):
-                if wants_key:
-                    slot = rule_slot
-                if wants_bypass:
-                    bypass = rule_bypass
-        return self._req_table[slot * 2 + (bypass is True)]
+        bypassed = False
+        for n, (view, view_rules) in enumerate(self._views(path, rules, self._req_folded)):
+            bypass: bool | None = None
+            for match, rule_slot, rule_bypass in view_rules:
+                wants_key = n == 0 and rule_slot and not slot
+                wants_bypass = rule_bypass is not None and bypass is None
+                if (wants_key or wants_bypass) and match.matches_path(view):
+                    if wants_key:
+                        slot = rule_slot
+                    if wants_bypass:
+                        bypass = rule_bypass
+            bypassed = bypassed or bypass is True
+        return self._req_table[slot * 2 + bypassed]
 
     def response_decision(self, path: str, content_type: str | None) -> ResponseDecision:
         """TTLs and store-time bypass; ``content_type`` is the raw response header or None.
@@ -356,34 +383,44 @@ class TenantPolicy:
         if not rules:
             return self._resp_default
         edge = browser = 0
-        bypass: bool | None = None
+        bypassed = False
         mtype: str | None = None
         parsed = False
-        for match, rule_edge, rule_browser, rule_bypass in rules:
-            wants_edge = rule_edge and not edge
-            wants_browser = rule_browser and not browser
-            wants_bypass = rule_bypass is not None and bypass is None
-            if not (wants_edge or wants_browser or wants_bypass) or not match.matches_path(path):
-                continue
-            if match.content_type is not None:
-                if not parsed:
-                    mtype, parsed = media_type(content_type), True
-                if not match.matches_type(mtype):
+        for n, (view, view_rules) in enumerate(self._views(path, rules, self._resp_folded)):
+            bypass: bool | None = None
+            for match, rule_edge, rule_browser, rule_bypass in view_rules:
+                wants_edge = n == 0 and rule_edge and not edge
+                wants_browser = n == 0 and rule_browser and not browser
+                wants_bypass = rule_bypass is not None and bypass is None
+                if not (wants_edge or wants_browser or wants_bypass) or not match.matches_path(view):
                     continue
-            if wants_edge:
-                edge = rule_edge
-            if wants_browser:
-                browser = rule_browser
-            if wants_bypass:
-                bypass = rule_bypass
-        if not (edge or browser or bypass):
+                if match.content_type is not None:
+                    if not parsed:
+                        mtype, parsed = media_type(content_type), True
+                    if not match.matches_type(mtype):
+                        continue
+                if wants_edge:
+                    edge = rule_edge
+                if wants_browser:
+                    browser = rule_browser
+                if wants_bypass:
+                    bypass = rule_bypass
+            bypassed = bypassed or bypass is True
+        if not (edge or browser or bypassed):
             return self._resp_default
         # Decisions are shared per combination: the number of combinations is
         # bounded by the rules, not by the traffic.
-        code = (edge * len(self._resp_ttls) + browser) * 2 + (bypass is True)
+        code = (edge * len(self._resp_ttls) + browser) * 2 + bypassed
         decision = self._resp_memo.get(code)
         if decision is None:
             ttls = self._resp_ttls
-            decision = ResponseDecision(ttls[edge], ttls[browser], bypass is True)
+            decision = ResponseDecision(ttls[edge], ttls[browser], bypassed)
             self._resp_memo[code] = decision
         return decision
+
+
+def _folded(rules: tuple) -> tuple:
+    """``rules`` with case-folded path conditions; the same object when
+    folding changes nothing, so a view can skip matching twice."""
+    out = tuple((folded(match), *rest) for match, *rest in rules)
+    return rules if out == rules else out

@@ -81,7 +81,8 @@ COMMENT = "$comment"  # allowed in every object, ignored
 
 OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     # "$schema" lets editors find policies/schema.json; it is ignored.
-    "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules", "delivery", "filters"),
+    "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules", "rules_case_insensitive",
+               "delivery", "filters"),
     "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections"),
     "failover": ("retry_on_status", "failures_before_down", "cooldown"),
     "cache": ("enabled", "max_object_size", "strip_set_cookie", "heuristic_fraction", "heuristic_max",
@@ -945,16 +946,17 @@ def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | 
             if rule is not None:
                 rules.append(rule)
 
+    folded = c.get(o, "", "rules_case_insensitive", False, BOOL, _boolean)
     delivery = _delivery(c, o.get("delivery", MISSING), "delivery")
     filters = _filters(c, o.get("filters", MISSING), "filters")
 
     if c.errors:
         raise PolicyError(c.errors)
-    data_out = _data(hosts, origins, failover, cache, rules, delivery, filters)
+    data_out = _data(hosts, origins, failover, cache, rules, delivery, filters, folded)
     canonical = json.dumps(data_out, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     version = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return TenantPolicy(tenant, tuple(hosts), tuple(origins), failover, cache, tuple(rules), version, source,
-                        delivery, filters)
+                        delivery, filters, folded)
 
 
 def default_policy(origin_url: str, tenant: str = "default") -> TenantPolicy:
@@ -972,7 +974,7 @@ def to_data(policy: TenantPolicy) -> dict[str, Any]:
     the hash of this, so comments and spelled-out defaults do not change it.
     """
     return _data(policy.hosts, policy.origins, policy.failover, policy.cache, policy.rules, policy.delivery,
-                 policy.filters)
+                 policy.filters, policy.rules_case_insensitive)
 
 
 def _key_data(key: KeyOptions) -> dict[str, Any]:
@@ -1016,7 +1018,8 @@ def _delivery_data(d: Delivery) -> dict[str, Any]:
 
 
 def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failover,
-          cache: CacheSettings, rules: Iterable[Rule], delivery: Delivery, filters: Filters) -> dict[str, Any]:
+          cache: CacheSettings, rules: Iterable[Rule], delivery: Delivery, filters: Filters,
+          rules_case_insensitive: bool) -> dict[str, Any]:
     return {
         "hosts": list(hosts),
         "origins": [
@@ -1047,6 +1050,7 @@ def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failove
             "key": _key_data(cache.key),
         },
         "rules": [_rule_data(r) for r in rules],
+        "rules_case_insensitive": rules_case_insensitive,
         "delivery": _delivery_data(delivery),
         "filters": _filters_data(filters),
     }

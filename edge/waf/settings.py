@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edge.cache.key import decoded_view
+
 DEFAULT_THRESHOLD = 5
 MAX_THRESHOLD = 10_000
 DEFAULT_MAX_BODY = 131_072
@@ -65,7 +67,13 @@ class WafSettings:
         """Rule ids off for a request to ``path`` (normalised)."""
         if not self.scoped:
             return self.excluded
-        extra = [e.rule for e in self.scoped if path.startswith(e.path_prefix)]  # type: ignore[arg-type]
+        # Off only where the path as sent and as a lenient origin decodes it
+        # both match: "/cms/..%2Fadmin" is not under "/cms/" for an origin.
+        decoded = decoded_view(path)
+        extra = [
+            e.rule for e in self.scoped
+            if path.startswith(e.path_prefix) and decoded.startswith(e.path_prefix)  # type: ignore[arg-type]
+        ]
         return self.excluded.union(extra) if extra else self.excluded
 
 

@@ -35,6 +35,7 @@ EVERYTHING: dict[str, Any] = {
             "sort_params": False, "headers": ["accept-language"], "cookies": ["lang"],
         },
     },
+    "rules_case_insensitive": False,
     "rules": [
         {
             "$comment": "c",
