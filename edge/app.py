@@ -213,6 +213,9 @@ def make_server(state: NodeState) -> web.Server:
         max_headers=limits.max_headers,
         keepalive_timeout=state.config.timeouts.keepalive,
         access_log=None,
+        # Request bodies are forwarded byte for byte under the client's own
+        # Content-Encoding and Content-Length; limits count what is sent.
+        auto_decompress=False,
     )
 
 

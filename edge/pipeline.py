@@ -53,6 +53,7 @@ from edge.cache.store import Hit, Meta, Removal
 from edge.filters.request_limits import body_limit
 from edge.filters.under_attack import CHALLENGE_PATH
 from edge.http.slow import BodyTimeout, BodyTimeouts, ClientBodyError, close_after, read_body
+from edge.http.codings import CodingError, inspection_view
 from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens
 from edge.geo.client import Trusted, client_address
@@ -805,7 +806,13 @@ class Pipeline:
                 return self._error(ctx, 413, "request body too large", "body-too-large")
             except BodyTimeout:
                 return await close_after(request, self._error(ctx, 408, "request body timeout", "body-timeout"))
-            verdict = await waf.check_body(request, ctx, policy, prefix, ctx.waf)
+            try:
+                # The origin gets the body as sent; the WAF reads it decoded,
+                # or compressing a payload would be a way past it.
+                view = inspection_view(prefix, request.headers.getall("Content-Encoding", ()), policy.filters.waf.max_body)
+            except CodingError as exc:
+                return await close_after(request, self._error(ctx, 400, str(exc), "bad-body-encoding"))
+            verdict = await waf.check_body(request, ctx, policy, view, ctx.waf)
             if verdict is not None:
                 return self._refuse(ctx, policy, verdict)
         try:

