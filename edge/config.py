@@ -40,6 +40,7 @@ ISO_COUNTRIES: frozenset[str] = frozenset(
 )
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
+CLIENT_ADDRESS_HEADERS: tuple[str, ...] = ("x-forwarded-for", "forwarded")
 
 
 # --- the configuration -------------------------------------------------------
@@ -158,6 +159,9 @@ class NodeConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # The one field trusted proxies write the client into; the other is the
+    # client's own word and ignored ("x-forwarded-for" or "forwarded").
+    client_address_header: str = "x-forwarded-for"
     limits: Limits = field(default_factory=Limits)
     timeouts: Timeouts = field(default_factory=Timeouts)
     log: LogConfig = field(default_factory=LogConfig)
@@ -249,7 +253,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "listen": ("address", "proxy_protocol"),
     "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size"),
     "policies": ("directory", "watch_interval"),
-    "proxy": ("trusted_proxies",),
+    "proxy": ("trusted_proxies", "client_address_header"),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
     "timeouts": ("keepalive", "shutdown", "header_read", "body_read", "body_total"),
     "log": ("access", "level"),
@@ -363,11 +367,19 @@ def _country(value: Any) -> str:
     return value.upper()
 
 
-def _level(value: Any) -> str:
-    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
-        choices = ", ".join(f'"{lv}"' for lv in LOG_LEVELS)
-        raise ValueError(f"expected one of {choices}, found {describe(value)}")
-    return value.lower()
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    """Case-insensitive choice among ``choices`` (lower case), returned lower case."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            names = ", ".join(f'"{c}"' for c in choices)
+            raise ValueError(f"expected one of {names}, found {describe(value)}")
+        return value.lower()
+
+    return check
+
+
+_level = _one_of(LOG_LEVELS)
 
 
 def _networks(r: _Reader, value: Any, where: str, default: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
@@ -537,6 +549,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     proxies = d.trusted_proxies
     if "trusted_proxies" in t:
         proxies = _networks(r, t["trusted_proxies"], "proxy.trusted_proxies", proxies)
+    address_header = r.get(t, "proxy", "client_address_header", d.client_address_header, _one_of(CLIENT_ADDRESS_HEADERS))
 
     t = r.table(data, "filters")
     node_lists: dict[str, Any] = {}
@@ -592,6 +605,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         cache=cache,
         policies=policies,
         trusted_proxies=proxies,
+        client_address_header=address_header,
         limits=limits,
         timeouts=timeouts,
         log=log,

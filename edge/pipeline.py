@@ -110,6 +110,8 @@ class Pipeline:
         self.via = f"1.1 {cfg.name}"
         self.max_body = cfg.limits.max_body_size
         self._trusted = Trusted(cfg.trusted_proxies)
+        # Only the field the trusted proxies write is read; a client could add the other.
+        self._forwarded = cfg.client_address_header == "forwarded"
         self._inflight: dict[str, asyncio.Future] = {}
         self._rid_prefix = f"{os.getpid() & 0xFFFF:04x}{int(time.time()) & 0xFFFFFF:06x}"
         self._rid = itertools.count(1)
@@ -135,7 +137,10 @@ class Pipeline:
         if self._trusted and peer and self._trusted.contains(peer):
             # Behind a trusted proxy the client is the right-most untrusted hop.
             h = request.headers
-            peer = client_address(peer, h.getall("X-Forwarded-For", ()), h.getall("Forwarded", ()), self._trusted)
+            if self._forwarded:
+                peer = client_address(peer, (), h.getall("Forwarded", ()), self._trusted)
+            else:
+                peer = client_address(peer, h.getall("X-Forwarded-For", ()), (), self._trusted)
         ctx = Ctx(f"{self._rid_prefix}-{next(self._rid):x}", time.monotonic(), request.method, peer)
         try:
             resp = await self._handle(request, ctx)
@@ -687,7 +692,12 @@ class Pipeline:
             out.add(name, value)
         peer = request.remote or ""
         if self._trusted_peer(peer):
-            prior = ", ".join(src.getall("X-Forwarded-For", ()))
+            if self._forwarded:
+                # The client's own X-Forwarded-For is its word alone: the
+                # origin gets the client the proxies' Forwarded named.
+                prior = ctx.peer if ctx.peer and ctx.peer != peer else ""
+            else:
+                prior = ", ".join(src.getall("X-Forwarded-For", ()))
             out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
         else:
             out["X-Forwarded-For"] = peer

@@ -8,7 +8,8 @@ peer is ``peer``:
 * The peer is trusted: walk the hops it reports from the right, i.e. from the
   one nearest to us. ``X-Forwarded-For`` when present (all field lines, in
   order, comma-separated), otherwise the ``for=`` parameters of RFC 7239
-  ``Forwarded``. Trusted hops are skipped; the first untrusted hop is the
+  ``Forwarded`` (the node passes only the field its proxies write,
+  ``proxy.client_address_header``). Trusted hops are skipped; the first untrusted hop is the
   client. When every hop is trusted, the left-most one is the client.
 * The walk stops at a hop it cannot use, and the answer is then the last hop
   known good: the previous (trusted) hop, or the peer itself when the

@@ -100,8 +100,23 @@ async def test_forwarded_for_from_a_trusted_proxy_decides(start):
     assert (await get(edge, DE, headers={"X-Forwarded-For": US}))[0] == 451
     # ... and a German client through it: delivered.
     assert (await get(edge, DE, headers={"X-Forwarded-For": DE}))[0] == 200
-    # RFC 7239 Forwarded works too.
-    assert (await get(edge, DE, headers={"Forwarded": f"for={US}"}))[0] == 451
+    # Forwarded is not the field this node's proxies write: a client's own is ignored.
+    assert (await get(edge, DE, headers={"Forwarded": f"for={US}"}))[0] == 200
+
+
+async def test_only_the_configured_forwarding_field_is_believed(start, origin):
+    """Behind a proxy that writes only RFC 7239 Forwarded, a client's own
+    X-Forwarded-For must not pass it off as German."""
+    import ipaddress
+
+    edge = await start(GERMANY_ONLY, trusted_proxies=(ipaddress.ip_network(f"{DE}/32"),),
+                       client_address_header="forwarded")
+    assert (await get(edge, DE, headers={"X-Forwarded-For": DE, "Forwarded": f"for={US}"}))[0] == 451
+    assert (await get(edge, DE, headers={"X-Forwarded-For": US, "Forwarded": f"for={DE}"}))[0] == 200
+    # The origin learns the client the proxy named, not the client's claim.
+    assert US not in origin.requests[-1]["headers"]["X-Forwarded-For"]
+    status, _, _ = await get(edge, DE, path="/page?other", headers={"X-Forwarded-For": US, "Forwarded": f'for="{FR}"'})
+    assert status == 451
 
 
 async def test_forged_forwarded_for_from_an_untrusted_peer_changes_nothing(start):
