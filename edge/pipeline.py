@@ -701,6 +701,13 @@ class Pipeline:
             out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
         else:
             out["X-Forwarded-For"] = peer
+        if "Range" in out:
+            # The origin gets a canonical, bounded range set (overlaps merged,
+            # at most MAX_RANGES), or none: never N copies of one object.
+            ranges = out.popall("Range")
+            normal = rgs.forwarded_range(ranges[0]) if len(ranges) == 1 else None
+            if normal is not None:
+                out["Range"] = normal
         if whole:
             # Stored answers are keyed by the bucket (edge.cache.key.vary_key):
             # the origin must answer for the bucket, not a client's rarer list.

@@ -44,6 +44,7 @@ __all__ = [
     "Ignored",
     "Outcome",
     "RangeResult",
+    "forwarded_range",
     "if_range_allows",
     "multipart",
     "multipart_chunks",
@@ -118,6 +119,33 @@ def parse_range(value: str | None, size: int) -> RangeResult:
     ``value`` is the single Range field line (pass None when the request has
     none or repeats it: the field is a singleton, §14.2).
     """
+    specs = _specs(value)
+    if isinstance(specs, RangeResult):
+        return specs
+
+    if size <= 0:
+        # §14.1.2: on a zero-length representation only a suffix-range with a
+        # non-zero length is satisfiable, yet no Content-Range can describe its
+        # zero bytes: §14.2 lets a server ignore Range there, so 200 (empty).
+        if any(first is None and n for first, n in specs):
+            return _EMPTY
+        return _UNSATISFIABLE
+
+    spans: list[Span] = []
+    for first, last in specs:
+        if first is None:  # suffix-range: the last n bytes, all if shorter (§14.1.2)
+            if last:
+                spans.append((max(size - last, 0), size - 1))
+        elif first < size:
+            spans.append((first, size - 1 if last is None or last >= size else last))
+    if not spans:
+        return _UNSATISFIABLE
+    return RangeResult(Outcome.PARTIAL, _coalesced(spans))
+
+
+def _specs(value: str | None) -> list[tuple[int | None, int | None]] | RangeResult:
+    """The range-specs of a Range field as (first, last) with None for an
+    open end (``first-``) or (None, n) for a suffix, or why it is ignored."""
     if value is None:
         return _ABSENT
     unit, eq, rest = value.strip(_OWS).partition("=")
@@ -148,25 +176,38 @@ def parse_range(value: str | None, size: int) -> RangeResult:
         specs.append((None, int(m.group(1))))
     if not specs:
         return _INVALID
+    return specs
 
-    if size <= 0:
-        # §14.1.2: on a zero-length representation only a suffix-range with a
-        # non-zero length is satisfiable, yet no Content-Range can describe its
-        # zero bytes: §14.2 lets a server ignore Range there, so 200 (empty).
-        if any(first is None and n for first, n in specs):
-            return _EMPTY
-        return _UNSATISFIABLE
 
-    spans: list[Span] = []
-    for first, last in specs:
-        if first is None:  # suffix-range: the last n bytes, all if shorter (§14.1.2)
-            if last:
-                spans.append((max(size - last, 0), size - 1))
-        elif first < size:
-            spans.append((first, size - 1 if last is None or last >= size else last))
-    if not spans:
-        return _UNSATISFIABLE
-    return RangeResult(Outcome.PARTIAL, _coalesced(spans))
+def forwarded_range(value: str | None) -> str | None:
+    """The Range field to send an origin for a client's ``value`` when the
+    size is not known yet, or None to send none (the origin answers 200 in
+    full, which §14.2 allows for any field the edge would ignore).
+
+    Canonical and bounded: at most MAX_RANGES specs, overlapping or adjacent
+    ones merged, so the origin is never asked for the same bytes twice
+    (``bytes=0-,0-,0-`` becomes ``bytes=0-``).
+    """
+    specs = _specs(value)
+    if isinstance(specs, RangeResult):
+        return None
+    bounded = [(first, last) for first, last in specs if first is not None and last is not None]
+    open_from = min((first for first, last in specs if first is not None and last is None), default=None)
+    suffix = max((n for first, n in specs if first is None), default=None)
+    parts: list[str] = []
+    if bounded:
+        spans = _coalesced(bounded)
+        if open_from is not None:
+            # An open range swallows every span that reaches it.
+            kept = [(a, b) for a, b in spans if b + 1 < open_from]
+            open_from = min([open_from] + [a for a, b in spans if b + 1 >= open_from])
+            spans = tuple(kept)
+        parts.extend(f"{a}-{b}" for a, b in spans)
+    if open_from is not None:
+        parts.append(f"{open_from}-")
+    if suffix is not None:
+        parts.append(f"-{suffix}")
+    return "bytes=" + ",".join(parts)
 
 
 def _coalesced(spans: list[Span]) -> tuple[Span, ...]:

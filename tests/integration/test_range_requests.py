@@ -125,3 +125,29 @@ async def test_range_miss_passes_the_range_and_fills_the_whole_object(origin, ma
         assert r.status == 206 and await r.read() == BODY[20:30]
         assert r.headers["Cache-Status"].startswith("edge; hit")
     assert len(seen) == 2
+
+
+async def test_a_range_miss_asks_the_origin_for_each_byte_once(origin, make_edge, client):
+    """A client's range set goes to the origin canonical and bounded: overlaps
+    merged, too many ranges or a broken field dropped (the origin then
+    answers in full, which the client may always be given)."""
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if "Range" in request.headers:
+            seen.append(request.headers["Range"])
+        return web.Response(body=BODY, headers={"Cache-Control": "no-store"})
+
+    origin.route("/big", handler)
+    edge = await make_edge(quick_origin=origin.url)
+    cases = {
+        "bytes=0-,0-,0-,0-": "bytes=0-",
+        "bytes=0-99,50-150, 400-499": "bytes=0-150,400-499",
+        "bytes=" + ",".join(["0-1"] * 40): None,  # more than MAX_RANGES
+        "bytes=9-5": None,
+    }
+    for sent, forwarded in cases.items():
+        seen.clear()
+        async with client.get(f"{edge.url}/big", headers={"Range": sent}) as r:
+            assert r.status == 200 and await r.read() == BODY
+        assert seen == ([] if forwarded is None else [forwarded])

@@ -372,3 +372,25 @@ async def test_slice_chunks_of_a_short_source_yields_what_there_is():
     out = await _collect(rg.slice_chunks(src, 1000, 2047))
     assert out == BODY[1000:1048]
     assert src.closed
+
+
+@pytest.mark.parametrize(
+    ("sent", "forwarded"),
+    [
+        ("bytes=0-99", "bytes=0-99"),
+        ("BYTES = 0-99", None),  # no OWS around "=": invalid, dropped
+        ("bytes=0-,0-,0-", "bytes=0-"),  # one copy, not three (§14.2 amplification)
+        ("bytes=0-99,50-150,300-400", "bytes=0-150,300-400"),
+        ("bytes=100-199,0-99", "bytes=0-199"),  # adjacent: merged
+        ("bytes=200-300,0-10", "bytes=200-300,0-10"),  # disjoint: the client's order
+        ("bytes=5-,0-9,100-200", "bytes=0-"),  # an open range swallows what reaches it
+        ("bytes=0-9,500-", "bytes=0-9,500-"),
+        ("bytes=-10,-20", "bytes=-20"),
+        ("bytes=0-1," + ",".join(["4-5"] * 20), None),  # more than MAX_RANGES
+        ("items=1-2", None),
+        ("bytes=9-5", None),
+        ("bytes=", None),
+    ],
+)
+def test_forwarded_range(sent, forwarded):
+    assert rg.forwarded_range(sent) == forwarded
