@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from edge.shipped import policies_dir
 from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore
 from edge.cache.tiered import TieredStore
@@ -347,4 +348,4 @@ async def serve_forever(node: Node, *, ready=None, extra_cleanup=()) -> None:
 
 
 def default_policies_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "policies"
+    return policies_dir()

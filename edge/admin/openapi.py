@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
+from edge.shipped import policies_dir
 from edge.admin.app import MAX_BODY
 
-_SCHEMA_FILE = Path(__file__).resolve().parent.parent.parent / "policies" / "schema.json"
+_SCHEMA_FILE = policies_dir() / "schema.json"
 
 
 def _ref(name: str) -> dict[str, str]:

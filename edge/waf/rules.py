@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover
     import sre_constants as _c  # type: ignore[no-redef]
     import sre_parse as _sre  # type: ignore[no-redef]
 
+from edge.shipped import policies_dir
 from edge.waf import operators as ops
 from edge.waf.transforms import TRANSFORMS
 
@@ -80,8 +81,8 @@ class RuleSet:
 
 
 def default_rules_dir() -> Path:
-    """The shipped rule set, ``<repo>/policies/waf``."""
-    return Path(__file__).resolve().parent.parent.parent / "policies" / "waf"
+    """The shipped rule set, ``policies/waf``."""
+    return policies_dir() / "waf"
 
 
 def load_ruleset(directory: Path) -> RuleSet:

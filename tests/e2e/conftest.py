@@ -21,11 +21,13 @@ def run_edge(tmp_path: Path):
     logdir.mkdir()
 
     def start(*args: str, port: int | None = None, listen: bool = True, ready: bool = True,
-              env: dict[str, str] | None = None, cwd: Path | None = None) -> EdgeProcess:
+              env: dict[str, str] | None = None, cwd: Path | None = None,
+              command: list[str] | None = None) -> EdgeProcess:
         argv = list(args)
         if port is not None and listen:
             argv += ["--listen", f"127.0.0.1:{port}"]
-        proc = EdgeProcess(argv, logdir=logdir, name=f"edge{len(started)}", port=port, env=env, cwd=cwd)
+        proc = EdgeProcess(argv, logdir=logdir, name=f"edge{len(started)}", port=port, env=env, cwd=cwd,
+                           command=command)
         started.append(proc)
         if ready and port is not None:
             proc.wait_ready()

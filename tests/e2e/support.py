@@ -132,13 +132,18 @@ class EdgeProcess:
     stderr in files (a pipe nobody reads could block the node)."""
 
     def __init__(self, args: list[str], *, logdir: Path, name: str, port: int | None,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-        self.args = [sys.executable, "-m", "edge", "serve", *args]
+                 env: dict[str, str] | None = None, cwd: Path | None = None,
+                 command: list[str] | None = None) -> None:
+        """``command``: an installed ``edge`` to run instead of the checkout's."""
+        self.args = [*(command or [sys.executable, "-m", "edge"]), "serve", *args]
         self.port = port
         self.out_path = logdir / f"{name}.stdout"
         self.err_path = logdir / f"{name}.stderr"
         environ = dict(os.environ)
-        environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), environ.get("PYTHONPATH")) if p)
+        if command is None:
+            environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), environ.get("PYTHONPATH")) if p)
+        else:
+            environ.pop("PYTHONPATH", None)
         environ.update(env or {})
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
