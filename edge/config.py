@@ -143,6 +143,12 @@ class AdminConfig:
     tokens: tuple[AdminToken, ...] = ()  # [admin] tokens, and EDGE_ADMIN_TOKEN (added by the CLI)
     tokens_file: Path | None = None  # absolute; read at start and on SIGHUP
     audit_log: Path | None = None  # absolute; None: the logger "edge.audit" (stderr)
+    # Host names (or addresses) the API answers to besides loopback and the
+    # listener's own address; any other Host gets 421 (DNS rebinding).
+    hosts: tuple[str, ...] = ()
+    # Failed authentications per client address and per presented token, over all workers.
+    failed_auth_limit: int = 10  # the next failure in the window gets 429
+    failed_auth_window: float = 60.0  # seconds
     # Not a file setting: the per-run directory where workers put their
     # control sockets (set by the supervisor when node.workers > 1).
     run_dir: Path | None = None
@@ -258,7 +264,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "timeouts": ("keepalive", "shutdown", "header_read", "body_read", "body_total"),
     "log": ("access", "level"),
     "geoip": ("database", "check_interval"),
-    "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log"),
+    "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log", "hosts", "failed_auth_limit",
+              "failed_auth_window"),
     "filters": ("allow", "deny", "allow_file", "deny_file", "client_rate", "client_burst"),
 }
 
@@ -636,7 +643,26 @@ def _admin(r: _Reader, data: dict[str, Any], listen: tuple[ListenAddress, ...], 
         except ConfigError as e:
             r.errors.extend(e.errors)
     audit_log = r.get(t, "admin", "audit_log", None, r.path)
-    return AdminConfig(enabled, address, tuple(tokens), tokens_file, audit_log)
+    return AdminConfig(
+        enabled, address, tuple(tokens), tokens_file, audit_log,
+        hosts=r.get(t, "admin", "hosts", d.hosts, _admin_hosts),
+        failed_auth_limit=r.get(t, "admin", "failed_auth_limit", d.failed_auth_limit, _integer(1, 10_000)),
+        failed_auth_window=r.get(t, "admin", "failed_auth_window", d.failed_auth_window, _number(1, 86400)),
+    )
+
+
+def _admin_hosts(value: object) -> tuple[str, ...]:
+    """``["admin.example.net", "192.0.2.10"]``: names compared without case or trailing dot."""
+    expected = 'an array of host names or IP addresses such as ["edge-admin.example.net"]'
+    if not isinstance(value, list):
+        raise ValueError(f"expected {expected}, found {describe(value)}")
+    out = []
+    for item in value:
+        name = item.strip().rstrip(".").lower() if isinstance(item, str) else ""
+        if not (_HOSTNAME_RE.fullmatch(name) or _is_ipv4(name) or _is_ipv6(name.strip("[]"))):
+            raise ValueError(f"expected {expected}, found {describe(item)} in it")
+        out.append(name.strip("[]"))
+    return tuple(out)
 
 
 def admin_listen_problem(admin: ListenAddress, listen: tuple[ListenAddress, ...], workers: int) -> str | None:
@@ -652,6 +678,7 @@ def admin_listen_problem(admin: ListenAddress, listen: tuple[ListenAddress, ...]
 
 def _tokens(r: _Reader, value: object, where: str, file: str) -> list[AdminToken]:
     """``[{ hash = "sha256:<hex>", tenant = "*" | "<tenant id>" }, ...]``"""
+    from edge.policy.load import NOT_RESERVED, RESERVED_TENANTS
     from edge.policy.parse import TENANT_ID_RE
 
     out: list[AdminToken] = []
@@ -677,6 +704,9 @@ def _tokens(r: _Reader, value: object, where: str, file: str) -> list[AdminToken
         if not isinstance(tenant, str) or not (tenant == OPERATOR or TENANT_ID_RE.fullmatch(tenant)):
             found = "nothing" if tenant is _MISSING else describe(tenant)
             r.errors.append(f'{file}: {at}.tenant: expected "*" (operator) or a tenant id, found {found}')
+            ok = False
+        elif tenant in RESERVED_TENANTS:
+            r.errors.append(f"{file}: {at}.tenant: expected {NOT_RESERVED}, found {describe(tenant)}")
             ok = False
         if ok:
             out.append(AdminToken(bytes.fromhex(digest.lower()[7:]), tenant))

@@ -79,6 +79,7 @@ class Api:
             body = await r.read()
             content_type = r.headers.get("Content-Type", "")
             assert r.headers.get("Cache-Control") == "no-store"
+            assert r.headers.get("Server") == "edge" and r.headers.get("X-Content-Type-Options") == "nosniff"
             self.check.validate(method, template, r.status, content_type, body)
             parsed = _json.loads(body) if content_type.startswith("application/json") else body.decode()
             return r.status, CIMultiDict(r.headers), parsed

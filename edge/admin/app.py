@@ -4,6 +4,9 @@ Every route is described in ``openapi.py`` (served as ``/openapi.json``); a
 test checks that the two name the same routes. Handlers raise ``ApiError``
 for every refusal; one middleware turns those, aiohttp's own HTTP errors
 and anything unexpected into the JSON error shape, never a traceback.
+Every answer, also those to requests aiohttp could not parse, goes out
+with ``Server: edge`` (no version banner), ``X-Content-Type-Options:
+nosniff`` and ``Cache-Control: no-store``.
 """
 from __future__ import annotations
 
@@ -16,24 +19,26 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge.admin.audit import AuditLog
-from edge.admin.auth import AuthFailure, FailureLimiter, Principal, TokenSet
+from edge.admin.auth import AuthFailure, FailureKeys, MemoryFailures, Principal, SharedFailures, TokenSet
 from edge.admin.control import ControlSocket, FanOutResult
 from edge.admin.errors import ApiError, detail, error_response, field_details
+from edge.admin.hosts import allowed_names, host_allowed
 from edge.admin.store import PolicyFiles, Precondition
 from edge.cache.purge import PurgeError, Purger, PurgeSpec, parse_purge
 from edge.config import ConfigError, NodeConfig, read_tokens_file
 from edge.observe import metrics
-from edge.observe.anon import anonymise
 from edge.policy.errors import PolicyError
-from edge.policy.load import LoadReport, PolicyDirectory, no_constant, object_pairs
+from edge.policy.load import NOT_RESERVED, RESERVED_TENANTS, LoadReport, PolicyDirectory, no_constant, object_pairs
 from edge.policy.parse import TENANT, TENANT_ID_RE, parse_policy, to_data
 
 log = logging.getLogger("edge.admin")
@@ -42,6 +47,8 @@ MAX_BODY = 1 << 20  # request bodies: policies are at most 1 MiB as files, too
 PROBE_TIMEOUT = 5.0
 # Methods that change state: audited, and answered only once every worker has it.
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# On every answer: no version banner, no content sniffing, no caching.
+_HEADERS = {"Server": "edge", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 @dataclass
@@ -53,7 +60,9 @@ class AdminContext:
     reload: Callable[[], LoadReport]  # this worker's policy reload
     tokens: TokenSet
     audit: AuditLog
-    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    keys: FailureKeys  # what failed authentications are counted against
+    limiter: MemoryFailures | SharedFailures = field(default_factory=MemoryFailures)
+    hosts: frozenset[str] = frozenset()  # Host names besides loopback and the connection's own address
     files: PolicyFiles | None = None  # None in quick and demo mode: nothing to write to
     control: ControlSocket | None = None  # None with one worker
     started: float = field(default_factory=time.time)
@@ -84,6 +93,7 @@ async def _middleware(request: web.Request, handler) -> web.StreamResponse:
     route = request.match_info.route
     principal: Principal | None = None
     try:
+        _check_host(request, ctx)
         bad = _path_trick(request.raw_path)
         if bad:
             raise ApiError(400, "malformed path", [detail("path", bad)])
@@ -91,7 +101,7 @@ async def _middleware(request: web.Request, handler) -> web.StreamResponse:
             # A tenant's origin pointed at this API must not make it public.
             raise ApiError(403, "the admin API is not reachable through the node's public listener")
         if request.match_info.http_exception is None and not getattr(route.handler, "public", False):
-            principal = _authenticate(request, ctx)
+            principal = await _authenticate(request, ctx)
             request[PRINCIPAL] = principal
         resp = await handler(request)
     except ApiError as exc:
@@ -113,8 +123,20 @@ async def _middleware(request: web.Request, handler) -> web.StreamResponse:
             status=resp.status,
             summary=request.get(SUMMARY),
         )
-    resp.headers["Cache-Control"] = "no-store"
+    resp.headers.update(_HEADERS)
     return resp
+
+
+def _check_host(request: web.Request, ctx: AdminContext) -> None:
+    """A page on a rebound name of the attacker's must not reach the API through a browser (edge.admin.hosts)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    local = sockname[0] if isinstance(sockname, tuple) else None
+    if not host_allowed(request.headers.getall("Host", []), ctx.hosts, local):
+        found = json.dumps(request.headers.get("Host", "")[:200])
+        raise ApiError(421, "misdirected request: this admin API answers only to loopback names and addresses, "
+                            "its own address and the names in admin.hosts",
+                       [detail("Host", "expected localhost, a loopback address, the listener's address or one of "
+                                       f"admin.hosts, found {found}")])
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:
@@ -140,23 +162,28 @@ def _path_trick(raw_path: str) -> str | None:
     return None
 
 
-def _authenticate(request: web.Request, ctx: AdminContext) -> Principal:
-    key = anonymise(request.remote)
-    wait = ctx.limiter.retry_after(key)
-    if wait is not None:
-        raise ApiError(429, "too many failed authentication attempts from your network; try again later",
-                       headers={"Retry-After": str(wait)})
+async def _authenticate(request: web.Request, ctx: AdminContext) -> Principal:
+    """A valid token is always accepted: the limiter counts and refuses only
+    failures, so that guesses from an operator's address never lock the
+    operator out."""
     try:
         return ctx.tokens.check(request.headers.get("Authorization"))
     except AuthFailure as exc:
-        if exc.counts:
-            ctx.limiter.failed(key)
-        message = {
-            "missing": "authentication required: send Authorization: Bearer <token>",
-            "malformed": "malformed Authorization header: expected Bearer <token>",
-            "unknown": "unknown token",
-        }[exc.reason]
-        raise ApiError(401, message, headers={"WWW-Authenticate": exc.challenge}) from None
+        failure = exc
+    if failure.counts:
+        keys = [ctx.keys.address(request.remote)]
+        if failure.presented is not None:
+            keys.append(ctx.keys.token(failure.presented))
+        wait = await ctx.limiter.failed(keys)
+        if wait is not None:
+            raise ApiError(429, "too many failed authentication attempts from your address or with this token; "
+                                "try again later", headers={"Retry-After": str(wait)})
+    message = {
+        "missing": "authentication required: send Authorization: Bearer <token>",
+        "malformed": "malformed Authorization header: expected Bearer <token>",
+        "unknown": "unknown token",
+    }[failure.reason]
+    raise ApiError(401, message, headers={"WWW-Authenticate": failure.challenge})
 
 
 def _operator(request: web.Request) -> Principal:
@@ -171,6 +198,9 @@ def _tenant(request: web.Request) -> str:
     tenant = request.match_info["tenant"]
     if not TENANT_ID_RE.fullmatch(tenant):
         raise ApiError(400, "invalid tenant id", [detail("tenant", f"expected {TENANT}, found {json.dumps(tenant)}")])
+    if tenant in RESERVED_TENANTS:
+        raise ApiError(400, "reserved tenant id",
+                       [detail("tenant", f"expected {NOT_RESERVED}, found {json.dumps(tenant)}")])
     if not request[PRINCIPAL].may(tenant):
         raise ApiError(403, "this token may not act on that tenant")
     return tenant
@@ -611,6 +641,36 @@ def make_app(ctx: AdminContext) -> web.Application:
     return app
 
 
+class _Protocol(RequestHandler):
+    """aiohttp's connection handler, but its own answers to requests it
+    cannot parse carry no version banner, echo nothing of the request and
+    log no client address."""
+
+    def handle_error(self, request, status=500, exc=None, message=None):
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer has begun: no error answer can follow")  # as aiohttp does
+        log.debug("admin API: request not handled (%d): %s", status, exc)
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        resp = web.Response(status=status, text=f"{status} {phrase}\n", headers=_HEADERS)
+        resp.force_close()
+        return resp
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _Server(made.request_handler, request_factory=made.request_factory,
+                       handler_cancellation=made.handler_cancellation, loop=made._loop, **made._kwargs)
+
+
 class AdminServer:
     """The admin listener of one worker, and its control socket when the
     node has several workers. ``Node`` starts and stops it."""
@@ -656,14 +716,23 @@ class AdminServer:
         if not tokens:
             log.warning("admin API without tokens: only /healthz, /readyz and /openapi.json answer; "
                         "set EDGE_ADMIN_TOKEN or [admin] tokens")
+        from edge.app import node_secret
+
+        if self.config.workers > 1 and admin.run_dir is not None:
+            # Workers share the admin port: the count must be the node's, not each worker's.
+            limiter = SharedFailures(admin.run_dir / "auth-failures.sqlite3", admin.failed_auth_limit,
+                                     admin.failed_auth_window)
+        else:
+            limiter = MemoryFailures(admin.failed_auth_limit, admin.failed_auth_window)
         self.ctx = AdminContext(self.config, self.state, self.reload_policies, tokens, AuditLog(admin.audit_log),
-                                files=files)
+                                FailureKeys(node_secret()), limiter,
+                                allowed_names(admin.hosts, admin.listen.host), files=files)
         if self.config.workers > 1 and admin.run_dir is not None:
             self.control = ControlSocket(admin.run_dir, {"reload": self._on_reload, "purge": self._on_purge})
             await self.control.start()
             self.ctx.control = self.control
         metrics.CACHE_SIZE.read = lambda: tier_sizes(self.state.store)
-        self.runner = web.AppRunner(make_app(self.ctx), access_log=None, handle_signals=False,
+        self.runner = _Runner(make_app(self.ctx), access_log=None, handle_signals=False,
                                     shutdown_timeout=min(self.config.timeouts.shutdown, 5.0))
         await self.runner.setup()
         site = web.TCPSite(self.runner, admin.listen.host, admin.listen.port,
@@ -691,3 +760,5 @@ class AdminServer:
             self.runner = None
         if self.ctx is not None:
             self.ctx.audit.close()
+            if isinstance(self.ctx.limiter, SharedFailures):
+                self.ctx.limiter.close()

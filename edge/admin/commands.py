@@ -150,19 +150,23 @@ def _policy_set(args) -> int:
 
 def _policy_validate(args) -> int:
     from edge.policy import PolicyError, load_policy_file
+    from edge.policy.load import NOT_RESERVED, RESERVED_TENANTS
     from edge.policy.parse import TENANT_ID_RE
 
     path = Path(args.file)
     tenant = args.tenant
     if tenant is None:
         tenant = path.stem if path.name.endswith(".json") else path.name
-        if not TENANT_ID_RE.fullmatch(tenant):
-            print(f"edge: note: {path.name} is not a valid file name for a policy directory "
-                  f"(<tenant>.json with a tenant id matching ^{TENANT_ID_RE.pattern}$); checking its content",
-                  file=sys.stderr)
+        if not TENANT_ID_RE.fullmatch(tenant) or tenant in RESERVED_TENANTS:
+            why = "the loader skips it" if tenant in RESERVED_TENANTS else \
+                f"<tenant>.json with a tenant id matching ^{TENANT_ID_RE.pattern}$"
+            print(f"edge: note: {path.name} is not a valid file name for a policy directory ({why}); "
+                  "checking its content", file=sys.stderr)
             tenant = "tenant"
     elif not TENANT_ID_RE.fullmatch(tenant):
         return _fail(f"--tenant: expected a tenant id matching ^{TENANT_ID_RE.pattern}$, found {tenant!r}", 2)
+    elif tenant in RESERVED_TENANTS:
+        return _fail(f"--tenant: expected {NOT_RESERVED}, found {tenant!r}", 2)
     try:
         policy = load_policy_file(path, tenant=tenant, quick_origin="http://127.0.0.1" if args.quick else None)
     except PolicyError as exc:

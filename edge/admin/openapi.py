@@ -14,6 +14,7 @@ from typing import Any
 
 from edge.shipped import policies_dir
 from edge.admin.app import MAX_BODY
+from edge.policy.load import RESERVED_TENANTS
 
 _SCHEMA_FILE = policies_dir() / "schema.json"
 
@@ -50,7 +51,8 @@ def _policy_schemas() -> dict[str, Any]:
 
 
 _ERRORS = {
-    400: ("Malformed request: bad JSON, an invalid tenant id, a path with dot segments or encoded slashes. "
+    400: ("Malformed request: bad JSON, an invalid or reserved tenant id, a path with dot segments or encoded "
+          "slashes. "
           "A request the HTTP parser rejects (broken framing such as Content-Length with Transfer-Encoding) "
           "gets a text/plain 400 and the connection is closed."),
     401: "No token, a malformed Authorization header or an unknown token (WWW-Authenticate: Bearer).",
@@ -61,7 +63,10 @@ _ERRORS = {
     412: "If-Match does not name the current version (ETag) of the policy.",
     413: f"Request body over {MAX_BODY} bytes.",
     422: "The body is valid JSON but not a valid policy or purge request; details name every field. Nothing changed.",
-    429: "Too many failed authentication attempts from this network (Retry-After says when to try again).",
+    421: ("Misdirected request: the Host header names neither a loopback name or address, nor the listener's own "
+          "address, nor one of admin.hosts (protection against DNS rebinding)."),
+    429: ("Too many failed authentication attempts from this address or with this token (Retry-After says when "
+          "to try again). A valid token is never refused with 429."),
     500: "Internal error (logged by the node; never a traceback).",
     503: "Not every worker acknowledged the change (details name them), or not ready.",
 }
@@ -93,7 +98,7 @@ def _op(summary: str, responses: dict[int | str, Any], errors: tuple[int, ...], 
         op["description"] = description
     for status, response in responses.items():
         op["responses"][str(status)] = response
-    for status in (*errors, 405, 500):
+    for status in (*errors, 405, 421, 500):
         op["responses"].setdefault(str(status), _error(status))
     if not public:
         for status in (401, 429):
@@ -109,7 +114,8 @@ def _op(summary: str, responses: dict[int | str, Any], errors: tuple[int, ...], 
 
 _TENANT = {
     "name": "tenant", "in": "path", "required": True,
-    "description": "Tenant id: ^[a-z0-9][a-z0-9_-]{0,62}$ (400 otherwise).",
+    "description": "Tenant id: ^[a-z0-9][a-z0-9_-]{0,62}$ and none of the reserved names "
+                   f"({', '.join(sorted(RESERVED_TENANTS))}); 400 otherwise.",
     "schema": {"type": "string"},
 }
 _IF_MATCH = {
@@ -279,7 +285,8 @@ def _document() -> dict[str, Any]:
             "description": "Administration of one edge node: tenants' policies, purges, health and metrics. "
                            "JSON everywhere; errors are {\"error\": ..., \"details\": [{\"field\", \"message\"}]}. "
                            "Authenticate with Authorization: Bearer <token>; operator tokens may do everything, "
-                           "tenant tokens only their own tenant.",
+                           "tenant tokens only their own tenant. Every answer carries Server: edge, "
+                           "X-Content-Type-Options: nosniff and Cache-Control: no-store.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

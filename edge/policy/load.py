@@ -16,8 +16,13 @@ from edge.policy.parse import TENANT, TENANT_ID_RE, parse_policy
 from edge.policy.resolve import PolicySet
 
 MAX_POLICY_FILE_BYTES = 1 << 20
-# Files in the policy directory that are not tenants.
-RESERVED_FILES = frozenset({"schema.json"})
+# Names in the policy directory that are not tenants (schema.json is the
+# policies' JSON Schema, for editors). The loader skips their files, so no
+# tenant may take one: the admin API and token configuration refuse them.
+RESERVED_TENANTS = frozenset({"schema"})
+RESERVED_FILES = frozenset(f"{name}.json" for name in RESERVED_TENANTS)
+NOT_RESERVED = ("a tenant id other than " + ", ".join(f'"{n}"' for n in sorted(RESERVED_TENANTS))
+                + " (reserved: the policy directory's file of that name is not a tenant)")
 DEFAULT_WATCH_INTERVAL = 2.0
 
 HOST_FREE = "a host that no other tenant serves"

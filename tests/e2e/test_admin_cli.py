@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import http.client
 import json
 import os
 import signal
@@ -139,6 +140,51 @@ def test_purge_and_policy_writes_reach_every_worker(run_edge, upstream, port, tm
     assert not os.path.exists(run_dir)  # the run directory goes with the node
 
 
+def test_failed_logins_are_counted_over_all_workers_and_never_lock_out_a_valid_token(run_edge, upstream, port,
+                                                                                     tmp_path):
+    admin = free_port()
+    config = node_config(tmp_path, upstream.url, port)
+    run_edge("--config", str(config), "--workers", "2", "--admin", f"127.0.0.1:{admin}", port=port, listen=False,
+             env={"EDGE_ADMIN_TOKEN": TOKEN})
+
+    def call(conn: http.client.HTTPConnection, token: str) -> tuple[int, http.client.HTTPResponse, bytes]:
+        conn.request("GET", "/v1/stats", headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        return resp.status, resp, resp.read()
+
+    # One kept-alive connection per worker: its answers all come from that worker.
+    conns: dict[int, http.client.HTTPConnection] = {}
+
+    def one_per_worker() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=15)
+        try:
+            status, _, body = call(conn, TOKEN)
+        except ConnectionRefusedError:  # no worker has its admin listener yet
+            return False
+        assert status == 200, body
+        pid = json.loads(body)["worker"]
+        if pid in conns:
+            conn.close()
+        else:
+            conns[pid] = conn
+        return len(conns) == 2
+
+    wait_until(one_per_worker, timeout=20, interval=0.01, message="the admin port did not reach both workers")
+    try:
+        first, second = conns.values()
+        # Ten failures, five answered by each worker, each with another token.
+        for i in range(10):
+            assert call(first if i % 2 else second, f"guess-{i}")[0] == 401
+        for conn in (first, second):  # the 11th failure and beyond: whichever worker answers
+            status, resp, _ = call(conn, "guess-more")
+            assert status == 429 and 1 <= int(resp.headers["Retry-After"]) <= 60
+            status, _, body = call(conn, TOKEN)  # the operator, from the same address
+            assert status == 200 and json.loads(body)["worker"] in conns
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
 def test_kill_9_during_a_policy_write_leaves_the_previous_file(run_edge, upstream, port, tmp_path):
     admin = free_port()
     config = node_config(tmp_path, upstream.url, port)
@@ -218,6 +264,12 @@ def test_policy_validate_and_token_hash_work_offline(tmp_path):
     assert any(": origins[0].url: expected" in line for line in lines)
     assert any(": rules[0].bypass: expected" in line for line in lines)
     assert "3 errors" in lines[-1] and "Traceback" not in done.stderr
+
+    reserved = cli("policy", "validate", "--tenant", "schema", str(good), token=None)
+    assert reserved.returncode == 2 and 'other than "schema"' in reserved.stderr
+    (tmp_path / "schema.json").write_text(good.read_text())
+    named = cli("policy", "validate", str(tmp_path / "schema.json"), token=None)
+    assert named.returncode == 0 and "the loader skips it" in named.stderr
 
     quick = tmp_path / "rules.json"
     quick.write_text(json.dumps({"rules": [{"match": {"path_prefix": "/a/"}, "bypass": True}]}))

@@ -158,17 +158,44 @@ async def test_a_tenant_token_does_not_create_tenants_not_even_its_own(start, or
     assert (await edge.api.call("GET", POLICY, tenant="shop", token=SHOP))[0] == 404
 
 
-async def test_failed_attempts_are_limited_per_network(start):
+async def test_failed_attempts_are_limited_per_address_but_never_lock_out_a_valid_token(start):
     edge = await start()
     api = edge.api
-    for _ in range(10):
-        assert (await api.call("GET", "/v1/tenants", token="guess"))[0] == 401
+    for i in range(10):
+        assert (await api.call("GET", "/v1/tenants", token=f"guess{i}"))[0] == 401
     status, headers, body = await api.call("GET", "/v1/tenants", token="guess")
     assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
-    # Even the right token is refused now: 429 versus 200 would still answer guesses.
-    assert (await api.call("GET", "/v1/tenants", token=OPERATOR))[0] == 429
+    # The operator behind the same address still gets in; guesses stay refused.
+    assert (await api.call("GET", "/v1/tenants", token=OPERATOR))[0] == 200
+    assert (await api.call("GET", "/v1/tenants", token=SHOP))[0] == 200
+    assert (await api.call("GET", "/v1/tenants", token="guess"))[0] == 429
     # Endpoints without authentication still answer.
     assert (await api.call("GET", "/healthz", token=None))[0] == 200
+
+
+async def test_failed_attempts_are_limited_per_address_not_per_network(start):
+    edge = await start()
+    for i in range(11):
+        await edge.api.call("GET", "/v1/tenants", token=f"guess{i}")
+    assert (await edge.api.call("GET", "/v1/tenants", token="guess"))[0] == 429
+    # A neighbour in the same /24 has its own count.
+    neighbour = Api(edge.api.session, f"http://127.0.0.1:{edge.node.admin.port}", edge.api.check)
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        neighbour.session = session
+        assert (await neighbour.call("GET", "/v1/tenants", token="guess"))[0] == 401
+
+
+async def test_one_token_tried_too_often_is_refused_whatever_its_address(start):
+    edge = await start()
+    base = f"http://127.0.0.1:{edge.node.admin.port}"
+    answers = []
+    for i in range(11):  # eleven addresses in eleven networks, one token
+        connector = aiohttp.TCPConnector(local_addr=(f"127.0.{10 + i}.1", 0))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            api = Api(session, base, edge.api.check)
+            answers.append((await api.call("GET", "/v1/tenants", token="leaked-and-revoked"))[0])
+    assert answers == [401] * 10 + [429]
 
 
 async def test_requests_without_any_token_are_not_counted_as_guesses(start):
@@ -187,7 +214,7 @@ async def test_tenant_ids_with_path_tricks_are_refused_with_400(start, segment, 
     edge = await start()
     port = edge.node.admin.port
     for method, body in (("GET", b""), ("PUT", b'{"hosts":["evil.test"],"origins":[{"url":"http://127.0.0.1:1"}]}')):
-        request = (f"{method} /v1/tenants/{segment}/policy HTTP/1.1\r\nHost: admin\r\n"
+        request = (f"{method} /v1/tenants/{segment}/policy HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                    f"Authorization: Bearer {OPERATOR}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
         answer = await raw_request(port, request + body)
         head, _, payload = answer.partition(b"\r\n\r\n")
@@ -200,7 +227,7 @@ async def test_tenant_ids_with_path_tricks_are_refused_with_400(start, segment, 
 async def test_dot_segments_in_the_raw_path_are_refused(start):
     edge = await start()
     for path in ("/v1/tenants/../policy", "/v1/tenants/shop/../news/policy", "/v1/./tenants"):
-        request = f"GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {OPERATOR}\r\nConnection: close\r\n\r\n"
+        request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {OPERATOR}\r\nConnection: close\r\n\r\n"
         answer = await raw_request(edge.node.admin.port, request.encode())
         assert answer.startswith(b"HTTP/1.1 400"), (path, answer[:200])
 

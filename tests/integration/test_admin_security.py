@@ -1,13 +1,20 @@
 """Admin API hardening: what a tenant token may change, the API never
-reachable through the proxy, deleted tenants leave no cache behind."""
+reachable through the proxy, deleted tenants leave no cache behind,
+reserved tenant ids, Host checks against DNS rebinding, and the headers of
+every answer."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import shutil
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from tests.admin_support import SHOP, Api, OpenApiCheck, admin_config, policy
+from tests.admin_support import OPERATOR, SHOP, Api, OpenApiCheck, admin_config, policy
+from tests.conftest import raw_request
 
 POLICY = "/v1/tenants/{tenant}/policy"
 
@@ -16,9 +23,9 @@ POLICY = "/v1/tenants/{tenant}/policy"
 async def start(origin, make_edge, client):
     origin.respond("/page", "old", headers={"Cache-Control": "max-age=600"})
 
-    async def start():
+    async def start(**admin):
         policies = {"shop": policy(origin.url, "shop.test"), "news": policy(origin.url, "news.test")}
-        edge = await make_edge(policies=policies, admin=admin_config())
+        edge = await make_edge(policies=policies, admin=admin_config(**admin))
         edge.api = Api(client, f"http://127.0.0.1:{edge.node.admin.port}", OpenApiCheck())
         return edge
 
@@ -112,3 +119,79 @@ async def test_cli_client_follows_no_redirect_with_the_token():
         assert seen == []
     finally:
         await runner.cleanup()
+
+
+# --- reserved tenant ids ---------------------------------------------------------------
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "policies" / "schema.json"
+
+
+@pytest.mark.parametrize("method, template, body", [
+    ("GET", POLICY, None),
+    ("PUT", POLICY, {"hosts": ["schema.test"], "origins": [{"url": "http://192.0.2.1"}]}),
+    ("PATCH", POLICY, {"rules": []}),
+    ("DELETE", POLICY, None),
+    ("PUT", POLICY + "/delivery", {"allow_countries": ["DE"]}),
+    ("POST", "/v1/tenants/{tenant}/purge", {"all": True}),
+])
+async def test_reserved_tenant_ids_are_refused_on_every_tenant_route(start, tmp_path, method, template, body):
+    edge = await start()
+    # The policies' JSON Schema next to the tenants, as editors like it.
+    kept = tmp_path / "policies" / "schema.json"
+    shutil.copy(SCHEMA_FILE, kept)
+    before = kept.read_bytes()
+    status, _, answer = await edge.api.call(method, template, tenant="schema", json=body)
+    assert status == 400 and answer["error"] == "reserved tenant id"
+    assert answer["details"] == [{"field": "tenant", "message": 'expected a tenant id other than "schema" '
+                                  "(reserved: the policy directory's file of that name is not a tenant), "
+                                  'found "schema"'}]
+    assert kept.read_bytes() == before
+
+
+# --- Host (DNS rebinding) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, token", [("/healthz", None), ("/openapi.json", None), ("/v1/tenants", OPERATOR)])
+async def test_a_rebound_host_name_gets_421(start, path, token):
+    edge = await start()
+    port = edge.node.admin.port
+    status, _, body = await edge.api.call("GET", path, token=token, headers={"Host": f"rebind.evil.example:{port}"})
+    assert status == 421 and "admin.hosts" in body["error"]
+    assert body["details"][0]["field"] == "Host" and "rebind.evil.example" in body["details"][0]["message"]
+
+
+async def test_a_change_with_a_rebound_host_changes_nothing(start, origin):
+    edge = await start()
+    status, _, _ = await edge.api.call("PUT", POLICY, tenant="shop", json=policy(origin.url, "other.test"),
+                                       headers={"Host": "rebind.evil.example"})
+    assert status == 421
+    assert edge.node.state.policies.current.get("shop").hosts == ("shop.test",)
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:{port}", "127.0.0.1:{port}", "127.0.0.1", "[::1]:{port}",
+                                  "admin.example.net:{port}", "ADMIN.example.net."])
+async def test_loopback_the_own_address_and_configured_names_are_answered(start, host):
+    edge = await start(hosts=("admin.example.net",))
+    host = host.format(port=edge.node.admin.port)
+    assert (await edge.api.call("GET", "/v1/tenants", headers={"Host": host}))[0] == 200, host
+
+
+# --- headers of every answer ---------------------------------------------------------------
+
+
+async def test_no_version_banner_and_no_sniffing_on_any_answer(start, caplog):
+    edge = await start()
+    api = edge.api  # checks Server: edge and nosniff on each answer
+    assert (await api.call("GET", "/healthz", token=None))[0] == 200
+    assert (await api.call("GET", "/v1/tenants", token="wrong"))[0] == 401
+    assert (await api.call("GET", POLICY, tenant="ghost"))[0] == 404
+    assert (await api.call("GET", POLICY, tenant="Bad"))[0] == 400
+    # A request aiohttp itself refuses: it answers without calling the API.
+    caplog.set_level(logging.DEBUG)
+    answer = await raw_request(edge.node.admin.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+                                                     b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    head = answer.partition(b"\r\n\r\n")[0].decode().lower().split("\r\n")
+    assert head[0].split()[1] == "400"
+    assert "server: edge" in head and "x-content-type-options: nosniff" in head
+    assert not any("aiohttp" in line or "python" in line for line in head)
+    assert "127.0.0.1" not in caplog.text  # no client address in the log

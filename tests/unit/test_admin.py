@@ -1,5 +1,6 @@
-"""Pure parts of the admin API: tokens, the failure limiter, merge patch,
-If-Match, path checks, the [admin] config section, cache outcomes."""
+"""Pure parts of the admin API: tokens, the failure limiter, Host checks,
+merge patch, If-Match, path checks, the [admin] config section, cache
+outcomes."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,8 @@ import pytest
 
 from edge.admin import auth
 from edge.admin.app import _path_trick, merge_patch
-from edge.admin.auth import AuthFailure, FailureLimiter, TokenSet, token_hash
+from edge.admin.auth import AuthFailure, FailureKeys, MemoryFailures, SharedFailures, TokenSet, token_hash
+from edge.admin.hosts import allowed_names, host_allowed
 from edge.admin.store import PolicyFiles, Precondition
 from edge.config import (
     AdminToken,
@@ -18,6 +20,7 @@ from edge.config import (
     ListenAddress,
     admin_listen_problem,
     load_config,
+    read_tokens_file,
 )
 from edge.observe.metrics import cache_outcome
 
@@ -85,27 +88,130 @@ def test_token_repr_shows_no_hash():
 # --- failure limiter ----------------------------------------------------------------
 
 
-def test_limiter_blocks_after_the_limit_until_the_window_ends():
+@pytest.fixture(params=["memory", "shared"])
+def limiter(request, tmp_path):
+    """``limiter(limit=..., window=...)``: each kind counts the same way; the
+    shared one in a SQLite file, as the workers of a node do."""
+    made = []
+
+    def make(**kwargs):
+        if request.param == "memory":
+            return MemoryFailures(**kwargs)
+        lim = SharedFailures(tmp_path / "failures.sqlite3", **kwargs)
+        made.append(lim)
+        return lim
+
+    yield make
+    for lim in made:
+        lim.close()
+
+
+# (seconds to advance, keys of one failure, expected Retry-After or None)
+WINDOW_STEPS = [
+    (0, ["a:1"], None),
+    (1, ["a:1"], None),
+    (1, ["a:1"], None),
+    (0, ["a:1"], 58),  # the fourth failure within the window opened 2 s ago
+    (0, ["a:2"], None),  # another address
+    (57.5, ["a:1"], 1),
+    (1, ["a:1"], None),  # the window is over: a new one opens
+    (0, ["a:1", "t:x"], None),
+    (0, ["a:3", "t:x"], None),
+    (0, ["a:4", "t:x"], None),
+    (5, ["a:5", "t:x"], 55),  # a token tried from many addresses
+]
+
+
+def test_limiter_counts_failures_per_key_in_a_window(limiter):
     now = [1000.0]
-    lim = FailureLimiter(limit=3, window=60, clock=lambda: now[0])
-    for _ in range(3):
-        assert lim.retry_after("10.0.0.0/24") is None
-        lim.failed("10.0.0.0/24")
-    assert lim.retry_after("10.0.0.0/24") == 60
-    assert lim.retry_after("10.0.1.0/24") is None  # another network
-    now[0] += 59.5
-    assert lim.retry_after("10.0.0.0/24") == 1
-    now[0] += 1
-    assert lim.retry_after("10.0.0.0/24") is None
-    assert len(lim) == 0  # expired entries go
+    lim = limiter(limit=3, window=60, clock=lambda: now[0])
+    for i, (advance, keys, expected) in enumerate(WINDOW_STEPS):
+        now[0] += advance
+        assert lim.count(keys) == expected, (i, keys)
 
 
-def test_limiter_memory_is_bounded():
-    lim = FailureLimiter(limit=1, window=60, max_keys=100)
-    for i in range(10_000):
-        lim.failed(f"net{i}")
+def test_limiter_memory_is_bounded(limiter):
+    now = [0.0]
+    lim = limiter(limit=1, window=60, max_keys=100, clock=lambda: now[0])
+    for i in range(1000):
+        now[0] += 0.001
+        lim.count([f"a:{i}"])
     assert len(lim) == 100
-    assert lim.retry_after("net9999") is not None and lim.retry_after("net0") is None
+    assert lim.count(["a:999"]) is not None and lim.count(["a:0"]) is None
+
+
+def test_workers_sharing_the_file_share_the_count(tmp_path):
+    """Two workers, each with its own connection: the limit holds for their sum."""
+    path = tmp_path / "failures.sqlite3"
+    one, two = SharedFailures(path, limit=10, window=60), SharedFailures(path, limit=10, window=60)
+    try:
+        answers = [(one if i % 2 else two).count(["a:1"]) for i in range(11)]
+        assert answers[:10] == [None] * 10 and answers[10] == 60
+    finally:
+        one.close()
+        two.close()
+
+
+def test_an_unusable_shared_file_falls_back_to_counting_in_the_worker(tmp_path, caplog):
+    lim = SharedFailures(tmp_path / "missing-dir" / "failures.sqlite3", limit=1, window=60)
+    try:
+        assert lim.count(["a:1"]) is None and lim.count(["a:1"]) == 60
+    finally:
+        lim.close()
+    assert "this worker counts its own" in caplog.text
+
+
+def test_failure_keys_hash_addresses_and_tokens():
+    keys = FailureKeys(b"secret")
+    a = keys.address("192.0.2.7")
+    assert a == keys.address("::ffff:192.0.2.7") and a != keys.address("192.0.2.8")  # not per /24
+    assert "192.0.2" not in a and a.startswith("a:")
+    assert keys.address("2001:db8::1") == keys.address("2001:db8::2")  # one /64
+    assert keys.address("2001:db8::1") != keys.address("2001:db8:0:1::1")
+    assert a != FailureKeys(b"other").address("192.0.2.7")  # keyed: not a table lookup away
+    digest = hashlib.sha256(b"guess").digest()
+    assert keys.token(digest).startswith("t:") and digest.hex()[:16] not in keys.token(digest)
+
+
+# --- Host ---------------------------------------------------------------------------
+
+
+ALLOWED = allowed_names(["Admin.Example.net.", "192.0.2.10"], "127.0.0.1")
+
+
+@pytest.mark.parametrize("hosts,local,ok", [
+    ([], "127.0.0.1", True),  # HTTP/1.0 without Host
+    (["127.0.0.1:9090"], "127.0.0.1", True),
+    (["127.0.0.1"], "127.0.0.1", True),
+    (["127.8.9.10:1"], "127.0.0.1", True),  # all of 127.0.0.0/8 is loopback
+    (["localhost:9090"], "127.0.0.1", True),
+    (["LOCALHOST."], "127.0.0.1", True),
+    (["[::1]:9090"], "::1", True),
+    (["[::1]"], "127.0.0.1", True),
+    (["admin.example.net:9090"], "127.0.0.1", True),
+    (["ADMIN.example.net"], "127.0.0.1", True),
+    (["192.0.2.10:80"], "127.0.0.1", True),  # in admin.hosts
+    (["10.1.2.3:9090"], "10.1.2.3", True),  # the address the connection came in on
+    (["[fd00::5]:9090"], "fd00::5", True),
+    (["10.1.2.3:9090"], "10.9.9.9", False),
+    (["evil.example:9090"], "127.0.0.1", False),  # a rebound name
+    (["localhost.evil.example"], "127.0.0.1", False),
+    (["sub.admin.example.net"], "127.0.0.1", False),
+    (["127.0.0.1", "evil.example"], "127.0.0.1", False),  # two Host fields
+    ([""], "127.0.0.1", False),
+    (["127.0.0.1:x"], "127.0.0.1", False),
+    (["[::1"], "127.0.0.1", False),
+    (["user@127.0.0.1"], "127.0.0.1", False),
+    (["0.0.0.0:9090"], "127.0.0.1", False),
+])
+def test_host_allowed(hosts, local, ok):
+    assert host_allowed(hosts, ALLOWED, local) is ok
+
+
+def test_allowed_names_take_the_listen_address_unless_it_is_a_wildcard():
+    assert "10.0.0.5" in allowed_names([], "10.0.0.5")
+    assert "admin.internal" in allowed_names([], "admin.internal")
+    assert allowed_names([], "0.0.0.0") == frozenset() == allowed_names([], "::")
 
 
 # --- merge patch (RFC 7396 appendix A) ---------------------------------------------------
@@ -203,6 +309,18 @@ def test_admin_section(tmp_path: Path):
     assert a.enabled and a.listen == ListenAddress("127.0.0.1", 9191)
     assert a.tokens == (AdminToken(bytes.fromhex("ab" * 32), "*"),)
     assert a.tokens_file == tmp_path / "tokens.toml" and a.audit_log == tmp_path / "log" / "audit.jsonl"
+    assert (a.hosts, a.failed_auth_limit, a.failed_auth_window) == ((), 10, 60.0)
+    a = load_config(_config(tmp_path, 'hosts = ["Admin.Example.net.", "[2001:db8::1]", "192.0.2.1"]\n'
+                                      "failed_auth_limit = 5\nfailed_auth_window = 300")).admin
+    assert (a.hosts, a.failed_auth_limit, a.failed_auth_window) == (
+        ("admin.example.net", "2001:db8::1", "192.0.2.1"), 5, 300.0)
+
+
+def test_a_tokens_file_may_not_name_a_reserved_tenant(tmp_path: Path):
+    (tmp_path / "tokens.toml").write_text(f'tokens = [{{ hash = "{H}", tenant = "schema" }}]\n')
+    with pytest.raises(ConfigError) as exc:
+        read_tokens_file(tmp_path / "tokens.toml")
+    assert 'tokens[0].tenant: expected a tenant id other than "schema"' in str(exc.value)
 
 
 def test_no_admin_section_means_no_admin_listener(tmp_path: Path):
@@ -224,7 +342,14 @@ def test_no_admin_section_means_no_admin_listener(tmp_path: Path):
     (f'tokens = [{{ hash = "{H}" }}]', "", "admin.tokens[0].tenant: expected"),
     (f'tokens = [{{ hash = "{H}", tenant = "*", token = "x" }}]', "", "admin.tokens[0].token: expected one of the keys"),
     ('tokens = "x"', "", "admin.tokens: expected an array of tables"),
+    (f'tokens = [{{ hash = "{H}", tenant = "schema" }}]', "",
+     'admin.tokens[0].tenant: expected a tenant id other than "schema" (reserved'),
     ('tokens_file = "missing.toml"', "", "missing.toml: cannot read the tokens file"),
+    ('hosts = "admin.example"', "", "admin.hosts: expected an array of host names or IP addresses"),
+    ('hosts = ["admin.example", "evil/x"]', "", 'found "evil/x" in it'),
+    ('hosts = [1]', "", "found 1 in it"),
+    ("failed_auth_limit = 0", "", "admin.failed_auth_limit: expected an integer from 1 to 10000, found 0"),
+    ("failed_auth_window = 0.5", "", "admin.failed_auth_window: expected a number of seconds from 1 to 86400"),
     ("enabled = 1", "", "admin.enabled: expected true or false"),
     ("colour = 1", "", "admin.colour: expected one of the keys"),
 ])
