@@ -165,7 +165,11 @@ class Pipeline:
     async def _finish(self, request: web.BaseRequest, ctx: Ctx, resp: web.StreamResponse) -> None:
         """Write an answer the phases left unsent, where aiohttp's own
         writing after the handler returns would not do."""
-        if ctx.slot is not None:
+        if resp.keep_alive is False and request.body_exists and not request.content.is_eof():
+            # aiohttp would read and discard the unread body for up to 10 s
+            # (its lingering close) before closing: close at once instead.
+            await close_after(request, resp)
+        elif ctx.slot is not None:
             # The client's concurrency slot counts the request until its
             # answer is written, so stalled readers are counted too.
             await resp.prepare(request)

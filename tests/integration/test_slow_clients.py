@@ -36,6 +36,11 @@ async def edge(origin, make_edge):
                 "origins": [{"url": origin.url}],
                 "filters": {"request_limits": {"methods": ["GET", "HEAD"], "max_query_length": 16, "max_concurrent": 2}},
             },
+            "tight": {
+                "hosts": ["tight.example"],
+                "origins": [{"url": origin.url}],
+                "filters": {"request_limits": {"max_body_size": "1KiB"}},
+            },
         },
         disk=False,
         timeouts=Timeouts(keepalive=75.0, shutdown=1.0, header_read=1.0, body_read=1.0, body_total=2.0),
@@ -243,6 +248,29 @@ async def test_requests_in_flight_per_client_are_limited_and_given_back(edge, or
     assert [s for s, _ in await asyncio.gather(*held)] == [200, 200]
     # Finished requests gave their slots back.
     assert (await get(3))[0] == 200
+
+
+@pytest.mark.parametrize(("host", "head", "sent"), [
+    # Refused by the node's limit on its Content-Length: none of the body is read.
+    (b"shop.example", b"Content-Length: %d" % (10 * 2**30), b"0123456789"),
+    # Refused by the tenant's limit on its Content-Length.
+    (b"tight.example", b"Content-Length: 2000", b"0123456789"),
+    # Chunked: refused once more than the limit arrived.
+    (b"tight.example", b"Transfer-Encoding: chunked", b"800\r\n" + b"x" * 0x800 + b"\r\n"),
+], ids=["node-limit", "tenant-limit", "chunked"])
+async def test_an_oversized_upload_gets_413_and_the_connection_closes_at_once(edge, origin, host, head, sent):
+    """The connection is not kept open to read and discard the rest."""
+    reader, writer = await connect(edge)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: " + host + b"\r\n" + head + b"\r\n\r\n" + sent)  # then nothing
+    await writer.drain()
+    status, fields, _ = await read_response(reader)
+    assert (status, fields["connection"]) == (413, "close")
+    # EOF without sending anything more (a guard, not a measured bound: the
+    # node would otherwise keep reading for its 10 s lingering time).
+    rest = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert rest == b""
+    assert uploads(origin) == []
 
 
 # --- slow readers ------------------------------------------------------------------------
