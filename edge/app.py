@@ -66,8 +66,8 @@ class NodeState:
 class _Protocol(HeadTimeoutHandler):
     """aiohttp's connection handler with precise statuses for parse errors
     (414 for the request line, 431 for header fields), no echo of the
-    offending bytes or tracebacks, and a deadline for every request head
-    (edge.http.slow)."""
+    offending bytes or tracebacks, and the slow-client deadlines for request
+    heads and for taking responses (edge.http.slow)."""
 
     def __init__(self, manager, *, line_limit: int = 8190, **kwargs) -> None:
         super().__init__(manager, **kwargs)
@@ -96,11 +96,13 @@ class _Protocol(HeadTimeoutHandler):
 
 
 class _Server(web.Server):
-    def __init__(self, handler, line_limit: int, node: str, header_read: float = 10.0, **kwargs) -> None:
+    def __init__(self, handler, line_limit: int, node: str, header_read: float = 10.0, send: float = 30.0,
+                 **kwargs) -> None:
         super().__init__(handler, **kwargs)
         self._line_limit = line_limit
         self._node = node
         self._header_read = header_read
+        self._send = send
 
     def __call__(self) -> RequestHandler:
         return _Protocol(
@@ -109,6 +111,7 @@ class _Server(web.Server):
             line_limit=self._line_limit,
             node=self._node,
             header_read=self._header_read,
+            send=self._send,
             **self._kwargs,
         )
 
@@ -147,7 +150,7 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         config=config,
         policies=policies,
         store=TieredStore(memory, disk),
-        origins=OriginClients(node_name=config.name),
+        origins=OriginClients(node_name=config.name, queue_timeout=config.timeouts.origin_queue),
         filters=filters,
         access_log=access_log,
         geo=geo,
@@ -209,6 +212,7 @@ def make_server(state: NodeState) -> web.Server:
         line_limit,
         state.config.name,
         state.config.timeouts.header_read,
+        state.config.timeouts.send,
         max_line_size=line_limit,
         max_field_size=limits.max_header_size,
         max_headers=limits.max_headers,

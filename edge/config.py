@@ -78,15 +78,17 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds. The three client read deadlines protect against slow clients
-    (slowloris, slow POST); 0 turns one off, e.g. behind a proxy that
-    buffers whole requests."""
+    """Seconds. The client deadlines protect against slow clients
+    (slowloris, slow POST, slow readers); 0 turns one off, e.g. behind a
+    proxy that buffers whole requests."""
 
     keepalive: float = 75.0  # idle client keep-alive
     shutdown: float = 10.0  # graceful drain on SIGTERM
     header_read: float = 10.0  # from a request's first byte (or the accept) to its complete head: else 408
     body_read: float = 30.0  # at most between two chunks of a request body: else 408
     body_total: float = 300.0  # for a whole request body: else 408
+    send: float = 30.0  # a client that takes none of its response for this long is cut off
+    origin_queue: float = 5.0  # wait for a free origin connection: else 503 (0: no wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +263,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies", "client_address_header"),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
-    "timeouts": ("keepalive", "shutdown", "header_read", "body_read", "body_total"),
+    "timeouts": ("keepalive", "shutdown", "header_read", "body_read", "body_total", "send", "origin_queue"),
     "log": ("access", "level"),
     "geoip": ("database", "check_interval"),
     "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log", "hosts", "failed_auth_limit",
@@ -588,6 +590,8 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         r.get(t, "timeouts", "body_read", dt.body_read, _number(0, 3600, "a number of seconds (0: off)")),
         # Long enough for a large upload over a slow link.
         r.get(t, "timeouts", "body_total", dt.body_total, _number(0, 86400, "a number of seconds (0: off)")),
+        r.get(t, "timeouts", "send", dt.send, _number(0, 3600, "a number of seconds (0: off)")),
+        r.get(t, "timeouts", "origin_queue", dt.origin_queue, _number(0, 3600, "a number of seconds (0: no wait)")),
     )
 
     t = r.table(data, "log")

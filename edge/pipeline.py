@@ -58,7 +58,7 @@ from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens
 from edge.geo.client import Trusted, client_address
 from edge.observe.metrics import record_request
-from edge.origin.pool import OriginError
+from edge.origin.pool import Failure, OriginError
 
 log = logging.getLogger("edge.pipeline")
 
@@ -144,6 +144,8 @@ class Pipeline:
         ctx = Ctx(f"{self._rid_prefix}-{next(self._rid):x}", time.monotonic(), request.method, peer)
         try:
             resp = await self._handle(request, ctx)
+            if not resp.prepared:
+                await self._finish(request, ctx, resp)
         except asyncio.CancelledError:
             raise
         except ConnectionError:
@@ -165,6 +167,19 @@ class Pipeline:
         ctx.status = resp.status
         self._log(ctx)
         return resp
+
+    async def _finish(self, request: web.BaseRequest, ctx: Ctx, resp: web.StreamResponse) -> None:
+        """Write an answer the phases left unsent, where aiohttp's own
+        writing after the handler returns would not do."""
+        if resp.keep_alive is False and request.body_exists and not request.content.is_eof():
+            # aiohttp would read and discard the unread body for up to 10 s
+            # (its lingering close) before closing: close at once instead.
+            await close_after(request, resp)
+        elif ctx.slot is not None:
+            # The client's concurrency slot counts the request until its
+            # answer is written, so stalled readers are counted too.
+            await resp.prepare(request)
+            await resp.write_eof()
 
     def _log(self, ctx: Ctx) -> None:
         record_request(ctx)
@@ -873,6 +888,9 @@ class Pipeline:
             log.exception("invalidation after %s failed (request %s)", ctx.method, ctx.rid)
 
     def _origin_error(self, ctx: Ctx, exc: OriginError) -> web.Response:
+        if exc.failure is Failure.BUSY:
+            # This node is saturated, not the origin: worth a retry soon.
+            return self._error(ctx, 503, "origin busy, try again shortly", exc.failure.value, _RETRY_SOON)
         status = exc.failure.status
         text = "origin timed out" if status == 504 else "origin unreachable or broken"
         return self._error(ctx, status, text, exc.failure.value)
@@ -1338,6 +1356,12 @@ class Pipeline:
                 ctx.size += len(chunk)
                 if sink is not None:
                     await sink.feed(chunk)
+        except ConnectionError:
+            # The client is gone or was cut off (aiohttp's reset error is a
+            # ClientError too, but not the origin's).
+            if sink is not None:
+                await sink.abort()
+            raise
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             if sink is not None:
                 await sink.abort()
@@ -1382,6 +1406,7 @@ _CHUNK = 64 * 1024
 # Connection tokens that are options, not names of fields to remove.
 _CONNECTION_OPTIONS = HOP_BY_HOP | {"close"}
 _RELEASED = "released"
+_RETRY_SOON = {"Retry-After": "1"}
 _BUFFER_LIMIT = 256 * 1024
 _EMPTY: dict = {}
 _NO_CC = parse_cache_control(None)

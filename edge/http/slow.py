@@ -1,9 +1,11 @@
-"""Slow clients: deadlines for reading a request's head and its body.
+"""Slow clients: deadlines for reading a request's head and its body, and
+for taking the response.
 
 A client that opens connections and sends its request a byte at a time
 (slowloris), or sends nothing, holds a connection and a parser each; a
-client that announces a body and then stalls (slow POST) also holds an
-origin connection. Neither costs it anything, so both get deadlines:
+client that announces a body and then stalls (slow POST), or asks for a
+large response and never reads it (slow read), also holds an origin
+connection. None of it costs the client anything, so all get deadlines:
 
 head   ``[timeouts] header_read`` seconds from the first byte of a request
        (from the accept for a fresh connection) until the parser has the
@@ -13,17 +15,27 @@ head   ``[timeouts] header_read`` seconds from the first byte of a request
 body   ``[timeouts] body_read`` seconds at most between two chunks, and
        ``[timeouts] body_total`` for the whole body; the upload to the origin
        is aborted and the client gets ``408`` (if nothing was sent to it yet).
+send   ``[timeouts] send`` seconds at most in which the client takes none of
+       the response bytes waiting for it; then the connection is aborted,
+       which ends the request and releases its origin connection. A slow
+       client that keeps taking bytes is not cut.
 
-The head deadline lives in the connection handler: one ``loop.call_at``
-handle per request head that does not arrive in one piece, none for a head
-that does (the common case), and no task. It relies on aiohttp's
-``RequestHandler`` internals as of 3.14 (``_messages``, ``_request_count``,
-``_request_in_progress``); the tests over real sockets catch a change.
+The head and send deadlines live in the connection handler: one
+``loop.call_at`` handle per request head that does not arrive in one piece,
+none for a head that does (the common case); one per stretch in which the
+transport's write buffer is full, none while the client keeps up; no task.
+They rely on aiohttp's ``RequestHandler`` internals as of 3.14
+(``_messages``, ``_request_count``, ``_request_in_progress``, ``_paused``);
+the tests over real sockets catch a change.
 """
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import socket
+import struct
+import termios
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -112,6 +124,21 @@ async def close_after(request, response):
     return response
 
 
+def unsent(transport) -> int:
+    """Bytes written for the client that it has not taken yet: the
+    transport's buffer and the socket's send queue. The queue (megabytes,
+    as the kernel sizes it) drains in steps too coarse to tell a slow client
+    from a stalled one by the transport's buffer alone."""
+    n = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            n += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            pass  # not a socket the OS reports on: the buffer alone
+    return n
+
+
 def timeout_response(node: str, detail: str) -> bytes:
     """A complete ``408`` that closes the connection, written straight to
     the transport (there is no request object for a head that never came)."""
@@ -130,7 +157,8 @@ def timeout_response(node: str, detail: str) -> bytes:
 
 
 class HeadTimeoutHandler(RequestHandler):
-    """aiohttp's connection handler with a deadline for every request head.
+    """aiohttp's connection handler with a deadline for every request head,
+    and one for the client to take what is written to it.
 
     The timer starts at the accept and whenever bytes arrive while the
     connection waits for a head (not while a body arrives, and not while a
@@ -140,15 +168,26 @@ class HeadTimeoutHandler(RequestHandler):
     client that sent part of a head gets ``408``; one that sent nothing is
     just closed, since a browser may have opened it speculatively and would
     otherwise read the 408 as the answer to its next request.
+
+    The send timer runs while the transport holds more than its high-water
+    mark (aiohttp's writes wait for it to drain then). When it expires and
+    the client has taken nothing since it was armed (``unsent`` did not
+    shrink), the connection is aborted: the waiting write fails and the
+    request ends, whether it streams from the origin or from the cache, or
+    aiohttp writes a whole body after the handler returned. A client that
+    took something is slow, not stalled: the timer starts again.
     """
 
-    def __init__(self, manager, *, header_read: float = 10.0, node: str = "edge", **kwargs) -> None:
+    def __init__(self, manager, *, header_read: float = 10.0, send: float = 30.0, node: str = "edge", **kwargs) -> None:
         super().__init__(manager, **kwargs)
         self.header_read = header_read
+        self.send = send
         self.node = node
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_started = False  # bytes of the awaited head have arrived
         self._payload = None  # body of the last parsed request, to tell body bytes from head bytes
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_backlog = 0  # bytes the client had not taken when the send timer was armed
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -157,12 +196,56 @@ class HeadTimeoutHandler(RequestHandler):
             self._head_timer = loop.call_at(loop.time() + self.header_read, self._head_timeout)
 
     def connection_lost(self, exc) -> None:
-        timer = self._head_timer
-        if timer is not None:
-            timer.cancel()
-            self._head_timer = None
+        for timer in (self._head_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._send_timer = None
         self._payload = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.send > 0 and self._send_timer is None:
+            self._arm_send()
+
+    def resume_writing(self) -> None:
+        timer = self._send_timer
+        if timer is not None:
+            timer.cancel()
+            self._send_timer = None
+        super().resume_writing()
+
+    def _arm_send(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        self._send_backlog = unsent(transport)
+        loop = self._loop
+        self._send_timer = loop.call_at(loop.time() + self.send, self._send_timeout)
+
+    def _send_timeout(self) -> None:
+        self._send_timer = None
+        transport = self.transport
+        if transport is None or not self._paused:
+            return
+        if unsent(transport) < self._send_backlog:
+            self._arm_send()  # the client took some: slow, not stalled
+            return
+        peer = transport.get_extra_info("peername")
+        log.debug(
+            "aborted a connection from %s: the client took no response bytes for %gs",
+            anonymise(peer[0] if isinstance(peer, tuple) and peer else None),
+            self.send,
+        )
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                # A reset: a plain close would leave the kernel holding the
+                # unsent megabytes, retrying a client that takes nothing.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except (OSError, ValueError):
+                pass
+        transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.header_read <= 0 or self._upgraded:

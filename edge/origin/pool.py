@@ -6,6 +6,12 @@ timeout, or a status the policy names) is skipped for ``cooldown`` seconds;
 after that it gets traffic again and one more failure marks it down at once.
 When every origin is down the one that comes back soonest is still tried:
 serving from a possibly-healthy origin beats refusing everyone.
+
+A request waits at most ``queue_timeout`` seconds (``timeouts.origin_queue``)
+for a free connection when all ``max_connections`` of its origin are busy,
+then fails with ``origin-busy``. That is this node's saturation, not the
+origin's fault: it counts against no origin's health and is not failed over
+(the next origin stands in for a failing one, it is not extra capacity).
 """
 from __future__ import annotations
 
@@ -32,9 +38,12 @@ class Failure(enum.Enum):
     TIMEOUT = "origin-timeout"
     PROTOCOL = "origin-protocol"
     STATUS = "origin-status"
+    BUSY = "origin-busy"  # no free connection to the origin in time
 
     @property
     def status(self) -> int:
+        if self is Failure.BUSY:
+            return 503
         return 504 if self is Failure.TIMEOUT else 502
 
 
@@ -43,6 +52,31 @@ class OriginError(Exception):
         super().__init__(f"{failure.value} {origin} {detail}".strip())
         self.failure = failure
         self.origin = origin
+
+
+class _PoolBusy(Exception):
+    """The wait for a free connection expired. Neither a ClientError nor a
+    TimeoutError: aiohttp lets it through unchanged, so it is never taken
+    for the origin's own connect error or timeout."""
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A connector whose wait for a free connection is bounded."""
+
+    def __init__(self, *, queue_timeout: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._queue_timeout = queue_timeout
+
+    async def _wait_for_available_connection(self, key, traces) -> None:
+        # aiohttp waits here, without a bound of its own, while every
+        # connection the limits allow is taken (aiohttp 3.14 internals).
+        try:
+            async with asyncio.timeout(self._queue_timeout) as bound:
+                await super()._wait_for_available_connection(key, traces)
+        except TimeoutError:
+            if bound.expired():
+                raise _PoolBusy() from None
+            raise
 
 
 @dataclass(slots=True)
@@ -55,16 +89,20 @@ class OriginClients:
     """All origin connection pools of a node process, shared by tenants whose
     origins are identical, kept across policy reloads."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, node_name: str = "edge") -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, node_name: str = "edge", queue_timeout: float = 5.0
+    ) -> None:
         self._sessions: dict[tuple, aiohttp.ClientSession] = {}
         self._health: dict[str, _Health] = {}
         self._clock = clock
+        self._queue_timeout = queue_timeout
 
     def _session(self, origin) -> aiohttp.ClientSession:
         ident = (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections)
         session = self._sessions.get(ident)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
+            connector = _Connector(
+                queue_timeout=self._queue_timeout,
                 limit=origin.max_connections,
                 limit_per_host=origin.max_connections,
                 ttl_dns_cache=60,
@@ -148,6 +186,9 @@ class OriginClients:
                     skip_auto_headers=_SKIP_AUTO,
                     compress=None,
                 )
+            except _PoolBusy:
+                # Not the origin's failure: no health change, no failover.
+                raise OriginError(Failure.BUSY, origin.url, "no free connection") from None
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 last = OriginError(Failure.TIMEOUT, origin.url, type(exc).__name__)
             except aiohttp.ClientConnectorError as exc:

@@ -5,6 +5,7 @@ import asyncio
 
 from aiohttp import web
 
+from edge.config import Timeouts
 from tests.conftest import Origin, free_port, raw_request
 
 
@@ -119,6 +120,59 @@ async def test_failover_to_next_origin_and_passive_health(make_edge, client):
     finally:
         await bad.stop()
         await good.stop()
+
+
+async def test_a_full_origin_pool_is_a_bounded_wait_and_no_origin_failure(make_edge, client):
+    """Every connection to the origin busy: a request waits at most
+    timeouts.origin_queue, then gets 503 (or a stale-if-error entry); the
+    origin is not marked down for it and nothing fails over."""
+    primary, backup = Origin(), Origin()
+    await primary.start()
+    await backup.start()
+    gate = asyncio.Event()
+
+    async def held(request: web.Request) -> web.Response:
+        await gate.wait()
+        return web.Response(text="done", headers={"Cache-Control": "no-store"})
+
+    try:
+        primary.route("/held", held)
+        for o in (primary, backup):
+            name = "primary" if o is primary else "backup"
+            o.respond("/small", name, headers={"Cache-Control": "no-store"})
+            o.respond("/page", name, headers={"Cache-Control": "max-age=600, stale-if-error=600"})
+        policy = {
+            "hosts": ["*"],
+            "origins": [{"url": primary.url, "max_connections": 1}, {"url": backup.url}],
+            "origin_failover": {"failures_before_down": 1, "cooldown": 600},
+        }
+        edge = await make_edge(policies={"t": policy}, timeouts=Timeouts(origin_queue=0.2))
+        async with client.get(edge.url + "/page") as r:
+            assert await r.text() == "primary"
+        hold = asyncio.ensure_future(client.get(edge.url + "/held"))
+        async with asyncio.timeout(10):
+            while primary.hits["/held"] < 1:  # the one connection is taken
+                await asyncio.sleep(0.01)
+        for _ in range(2):
+            async with asyncio.timeout(10):  # a guard: without the bound this waits for the gate
+                async with client.get(edge.url + "/small") as r:
+                    assert r.status == 503 and "origin busy" in await r.text()
+                    assert r.headers["Retry-After"] == "1"
+                    assert r.headers["Cache-Status"] == "edge; fwd=miss; detail=origin-busy"
+        # A stored entry with stale-if-error answers instead (RFC 5861 §4).
+        async with client.get(edge.url + "/page", headers={"Cache-Control": "max-age=0"}) as r:
+            assert (r.status, await r.text()) == (200, "primary")
+            assert r.headers["Cache-Status"].endswith("detail=stale-if-error")
+        gate.set()
+        async with await hold as r:
+            assert r.status == 200
+        async with client.get(edge.url + "/small") as r:
+            assert (r.status, await r.text()) == (200, "primary")  # never marked down
+        assert backup.hits["/small"] == 0
+    finally:
+        gate.set()
+        await primary.stop()
+        await backup.stop()
 
 
 async def test_non_idempotent_requests_are_not_retried(make_edge, client):

@@ -1,9 +1,11 @@
 """Slow clients over real sockets: slowloris heads and stalled uploads are
-cut off with 408 while ordinary clients keep being served; request limits
+cut off with 408 while ordinary clients keep being served; clients that
+never read their answers are reset and free what they held; request limits
 and per-client concurrency answer with precise statuses."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from aiohttp import web
@@ -33,6 +35,11 @@ async def edge(origin, make_edge):
                 "hosts": ["strict.example"],
                 "origins": [{"url": origin.url}],
                 "filters": {"request_limits": {"methods": ["GET", "HEAD"], "max_query_length": 16, "max_concurrent": 2}},
+            },
+            "tight": {
+                "hosts": ["tight.example"],
+                "origins": [{"url": origin.url}],
+                "filters": {"request_limits": {"max_body_size": "1KiB"}},
             },
         },
         disk=False,
@@ -241,3 +248,213 @@ async def test_requests_in_flight_per_client_are_limited_and_given_back(edge, or
     assert [s for s, _ in await asyncio.gather(*held)] == [200, 200]
     # Finished requests gave their slots back.
     assert (await get(3))[0] == 200
+
+
+@pytest.mark.parametrize(("host", "head", "sent"), [
+    # Refused by the node's limit on its Content-Length: none of the body is read.
+    (b"shop.example", b"Content-Length: %d" % (10 * 2**30), b"0123456789"),
+    # Refused by the tenant's limit on its Content-Length.
+    (b"tight.example", b"Content-Length: 2000", b"0123456789"),
+    # Chunked: refused once more than the limit arrived.
+    (b"tight.example", b"Transfer-Encoding: chunked", b"800\r\n" + b"x" * 0x800 + b"\r\n"),
+], ids=["node-limit", "tenant-limit", "chunked"])
+async def test_an_oversized_upload_gets_413_and_the_connection_closes_at_once(edge, origin, host, head, sent):
+    """The connection is not kept open to read and discard the rest."""
+    reader, writer = await connect(edge)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: " + host + b"\r\n" + head + b"\r\n\r\n" + sent)  # then nothing
+    await writer.drain()
+    status, fields, _ = await read_response(reader)
+    assert (status, fields["connection"]) == (413, "close")
+    # EOF without sending anything more (a guard, not a measured bound: the
+    # node would otherwise keep reading for its 10 s lingering time).
+    rest = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert rest == b""
+    assert uploads(origin) == []
+
+
+# --- slow readers ------------------------------------------------------------------------
+
+BIG = 32 * 2**20  # more than the socket buffers between origin and client hold (megabytes on loopback)
+SMALL_ANSWER = 256 * 2**10  # read whole from the origin, then written to the client in one go
+POOL = 4  # the tenant's origin connections
+
+
+class Streams:
+    """How many of the origin's streamed answers started and how many ended."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.ended = 0  # written whole, or cut off when the edge closed the connection
+
+
+def streamed(streams: Streams, size: int, cache_control: str = "no-store"):
+    chunk = b"x" * 2**16
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Cache-Control": cache_control, "Content-Type": "application/octet-stream"})
+        resp.content_length = size
+        await resp.prepare(request)
+        streams.started += 1
+        try:
+            for start in range(0, size, len(chunk)):
+                await resp.write(chunk[: size - start])
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the edge closed the connection
+        finally:
+            streams.ended += 1
+        return resp
+
+    return handler
+
+
+async def start_readers(origin, make_edge, *, send: float = 1.0, **changes):
+    """An edge whose clients must take some of their answer every ``send``
+    seconds, with POOL connections to the origin and a 1 s wait for one."""
+    streams = Streams()
+    origin.route("/big", streamed(streams, BIG))
+    origin.route("/cached", streamed(streams, BIG, "max-age=600"))
+    origin.route("/medium", streamed(streams, SMALL_ANSWER))
+    origin.respond("/small", b"fine", headers={"Cache-Control": "no-store"})
+    node = await make_edge(
+        policies={
+            "shop": {"hosts": ["shop.example"], "origins": [{"url": origin.url, "max_connections": POOL}]},
+            "strict": {
+                "hosts": ["strict.example"],
+                "origins": [{"url": origin.url}],
+                "filters": {"request_limits": {"max_concurrent": 2}},
+            },
+        },
+        timeouts=Timeouts(keepalive=75.0, shutdown=1.0, send=send, origin_queue=1.0),
+        **changes,
+    )
+    node.streams = streams
+    return node
+
+
+async def until(predicate, what: str) -> None:
+    try:
+        async with asyncio.timeout(GUARD):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        pytest.fail(f"not within {GUARD} s: {what}")
+
+
+async def stalled_reader(edge, target: str, host: bytes = HOST) -> socket.socket:
+    """A client that asks for ``target`` and never reads a byte of the answer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: it sizes the window
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", edge.port))
+    await loop.sock_sendall(sock, b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), host))
+    return sock
+
+
+def cut_off(sock: socket.socket) -> bool:
+    """The edge aborted or closed this connection (Linux TCP_INFO state)."""
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    return state in (7, 8)  # TCP_CLOSE (after a reset), TCP_CLOSE_WAIT (after a FIN)
+
+
+async def get(client, edge, target: str, host: str = "shop.example") -> tuple[int, dict, bytes]:
+    async with asyncio.timeout(GUARD):
+        async with client.get(edge.url + target, headers={"Host": host}) as r:
+            return r.status, dict(r.headers), await r.read()
+
+
+async def head(client, edge, target: str) -> dict:
+    async with asyncio.timeout(GUARD):
+        async with client.head(edge.url + target, headers={"Host": "shop.example"}) as r:
+            return dict(r.headers)
+
+
+async def test_clients_that_never_read_do_not_pin_the_origin_connections(origin, make_edge, client):
+    edge = await start_readers(origin, make_edge)
+    stalled = [await stalled_reader(edge, f"/big?{n}") for n in range(2 * POOL)]
+    try:
+        await until(lambda: edge.streams.started >= POOL, "every origin connection streams to a stalled client")
+        # Saturated: another client's miss is answered, at worst with a 503
+        # from the bounded wait for an origin connection.
+        status, headers, _ = await get(client, edge, "/small")
+        if status == 503:
+            assert headers["Retry-After"] == "1"
+            assert headers["Cache-Status"] == "edge; fwd=miss; detail=origin-busy"
+        else:
+            assert status == 200
+        # The stalled clients are cut off and the origin sees its streams end.
+        await until(lambda: edge.streams.ended >= POOL, "the origin's streams to stalled clients ended")
+        while (await get(client, edge, "/small"))[0] != 200:
+            await asyncio.sleep(0.05)  # a stalled request that got a connection late may hold it a moment
+    finally:
+        for sock in stalled:
+            sock.close()
+    # Waiting for a connection of the edge's own is no failure of the origin.
+    health = edge.node.state.origins.health(origin.url)
+    assert (health.failures, health.down_until) == (0, 0.0)
+
+
+@pytest.mark.parametrize("tier", ["memory", "disk"])
+async def test_clients_that_never_read_a_hit_are_cut_off(origin, make_edge, client, tier):
+    # The memory tier keeps objects up to memory_max_object, written whole;
+    # larger ones are streamed from disk.
+    cache = {"memory_max_object": 2 * BIG} if tier == "memory" else None
+    edge = await start_readers(origin, make_edge, cache=cache)
+    status, headers, body = await get(client, edge, "/cached")
+    assert (status, len(body)) == (200, BIG) and "stored" in headers["Cache-Status"]
+    while "; hit" not in (await head(client, edge, "/cached"))["Cache-Status"]:
+        await asyncio.sleep(0.02)  # the disk tier commits the entry just after the last byte went out
+    fetched = edge.streams.started
+    stalled = [await stalled_reader(edge, "/cached") for _ in range(2)]
+    try:
+        await until(lambda: all(cut_off(s) for s in stalled), "every stalled client was cut off")
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert edge.streams.started == fetched  # hits, all of them
+    status, headers, body = await get(client, edge, "/cached")
+    assert (status, len(body)) == (200, BIG) and "; hit" in headers["Cache-Status"]
+
+
+async def test_a_client_that_reads_slowly_is_not_cut_off(origin, make_edge):
+    edge = await start_readers(origin, make_edge)
+    sock = await stalled_reader(edge, "/big")
+    loop = asyncio.get_running_loop()
+    got = 0
+    try:
+        while got < 160 * 2**10:  # 2 KiB every 50 ms: a few send deadlines long, taking bytes in each
+            data = await asyncio.wait_for(loop.sock_recv(sock, 2048), GUARD)
+            assert data, f"cut off after {got} bytes"
+            got += len(data)
+            await asyncio.sleep(0.05)
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(("target", "how"), [
+    ("/medium", "read whole from the origin, then written"),
+    ("/big", "streamed"),
+])
+async def test_answers_a_client_does_not_read_count_as_its_requests_in_flight(origin, make_edge, client, target, how):
+    # No send deadline here: the answers stay unread as long as the test wants.
+    edge = await start_readers(origin, make_edge, send=0.0)
+    for site in edge.node.runner.sites:
+        for listener in site._server.sockets:
+            # Accepted sockets inherit it: the answer cannot hide in the kernel.
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    stalled = [await stalled_reader(edge, f"{target}?{n}", b"strict.example") for n in range(2)]
+    try:
+        await until(lambda: edge.streams.started >= 2, "the origin answers both")
+        if target == "/medium":
+            await until(lambda: edge.streams.ended >= 2, "the edge has both answers whole")
+        status, headers, _ = await get(client, edge, "/small", "strict.example")
+        assert status == 429, how
+        assert headers["Cache-Status"].endswith("detail=filter.request_limits.max_concurrent")
+    finally:
+        for sock in stalled:
+            sock.close()
+    # Gone clients give their slots back.
+    while (await get(client, edge, "/small", "strict.example"))[0] != 200:
+        await asyncio.sleep(0.05)

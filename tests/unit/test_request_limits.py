@@ -293,11 +293,11 @@ def errors_of(tmp_path: Path, text: str) -> list[str]:
 
 
 def test_timeouts_defaults_and_values(tmp_path):
-    assert default_config().timeouts == Timeouts(75.0, 10.0, 10.0, 30.0, 300.0)
+    assert default_config().timeouts == Timeouts(75.0, 10.0, 10.0, 30.0, 300.0, 30.0, 5.0)
     path = tmp_path / "edge.toml"
-    path.write_text("[timeouts]\nheader_read = 2\nbody_read = 0.5\nbody_total = 0\n")
+    path.write_text("[timeouts]\nheader_read = 2\nbody_read = 0.5\nbody_total = 0\nsend = 0\norigin_queue = 0.5\n")
     t = load_config(path, require_policies=False).timeouts
-    assert (t.header_read, t.body_read, t.body_total) == (2.0, 0.5, 0.0)
+    assert (t.header_read, t.body_read, t.body_total, t.send, t.origin_queue) == (2.0, 0.5, 0.0, 0.0, 0.5)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -307,8 +307,12 @@ def test_timeouts_defaults_and_values(tmp_path):
     ("body_read = inf", "timeouts.body_read: expected a number of seconds (0: off) from 0 to 3600, found inf"),
     ("body_total = 90000", "timeouts.body_total: expected a number of seconds (0: off) from 0 to 86400, found 90000"),
     ("body_total = nan", "timeouts.body_total: expected a number of seconds (0: off) from 0 to 86400, found nan"),
+    ("send = -0.5", "timeouts.send: expected a number of seconds (0: off) from 0 to 3600, found -0.5"),
+    ('send = "30s"', 'timeouts.send: expected a number of seconds (0: off) from 0 to 3600, found "30s"'),
+    ("origin_queue = 3601", "timeouts.origin_queue: expected a number of seconds (0: no wait) from 0 to 3600, found 3601"),
+    ("origin_queue = false", "timeouts.origin_queue: expected a number of seconds (0: no wait) from 0 to 3600, found false"),
     ("header_reed = 1", 'timeouts.header_reed: expected one of the keys body_read, body_total, header_read, keepalive, '
-                        'shutdown, found an unknown key (did you mean "header_read"?)'),
+                        'origin_queue, send, shutdown, found an unknown key (did you mean "header_read"?)'),
 ])
 def test_timeouts_bad_values(tmp_path, text, message):
     assert errors_of(tmp_path, "[timeouts]\n" + text + "\n") == [message]
