@@ -104,6 +104,12 @@ BAD_FIELDS = [
     ("origin with password", with_("origins", [{"url": "http://u:p@10.0.0.5"}]), "origins[0].url", URL, '"http://u:p@10.0.0.5"'),
     ("origin bad port", with_("origins", [{"url": "http://10.0.0.5:99999"}]), "origins[0].url", URL, '"http://10.0.0.5:99999"'),
     ("origin without url", with_("origins", [{"read_timeout": 3}]), "origins[0].url", URL, "nothing"),
+    # Numbers spelt as names: the resolver reads each as 127.0.0.1.
+    ("origin hex host", with_("origins", [{"url": "http://0x7f000001:8080"}]), "origins[0].url", URL, '"http://0x7f000001:8080"'),
+    ("origin decimal host", with_("origins", [{"url": "http://2130706433"}]), "origins[0].url", URL, '"http://2130706433"'),
+    ("origin octal host", with_("origins", [{"url": "http://0177.0.0.1"}]), "origins[0].url", URL, '"http://0177.0.0.1"'),
+    ("origin short host", with_("origins", [{"url": "http://127.1"}]), "origins[0].url", URL, '"http://127.1"'),
+    ("origin hex last part", with_("origins", [{"url": "http://127.0.0.0x1"}]), "origins[0].url", URL, '"http://127.0.0.0x1"'),
     ("zero timeout", with_("origins", [{"url": "http://o.example", "connect_timeout": 0}]), "origins[0].connect_timeout", TIMEOUT, "0"),
     ("huge timeout", with_("origins", [{"url": "http://o.example", "read_timeout": 3601}]), "origins[0].read_timeout", TIMEOUT, "3601"),
     ("timeout as text", with_("origins", [{"url": "http://o.example", "read_timeout": "30s"}]), "origins[0].read_timeout", TIMEOUT, '"30s"'),
