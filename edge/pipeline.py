@@ -844,9 +844,7 @@ class Pipeline:
             log.exception("invalidation after %s failed (request %s)", ctx.method, ctx.rid)
 
     def _origin_error(self, ctx: Ctx, exc: OriginError) -> web.Response:
-        status = exc.failure.status
-        text = "origin timed out" if status == 504 else "origin unreachable or broken"
-        return self._error(ctx, status, text, exc.failure.value)
+        return self._error(ctx, exc.failure.status, exc.failure.text, exc.failure.value)
 
     async def _miss(
         self, request, ctx, policy, key, target, fwd, done, may_store: bool = True, stale: Hit | None = None

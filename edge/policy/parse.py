@@ -20,6 +20,7 @@ from typing import Any
 from edge.cache.key import KeyOptions
 from edge.config import ISO_COUNTRIES
 from edge.http.urls import hostname, ip_literal, normalize_host, split_url
+from edge.origin.guard import SET_BY, SET_BY_EXPECTED
 from edge.filters.under_attack import KEYS as UNDER_ATTACK_KEYS
 from edge.filters.under_attack import NO_UNDER_ATTACK, parse_under_attack, under_attack_data
 from edge.observe.events import KEYS as EVENT_KEYS
@@ -82,7 +83,7 @@ COMMENT = "$comment"  # allowed in every object, ignored
 OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     # "$schema" lets editors find policies/schema.json; it is ignored.
     "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules", "delivery", "filters"),
-    "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections"),
+    "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections", "set_by"),
     "failover": ("retry_on_status", "failures_before_down", "cooldown"),
     "cache": ("enabled", "max_object_size", "strip_set_cookie", "heuristic_fraction", "heuristic_max",
               "stale_while_revalidate", "stale_if_error", "client_no_cache", "targeted_field", "key"),
@@ -499,10 +500,11 @@ def _origin(c: _Check, raw: object, path: str) -> OriginSpec | None:
     read = c.get(o, path, "read_timeout", DEFAULT_READ_TIMEOUT, TIMEOUT, timeout)
     conns = c.get(o, path, "max_connections", DEFAULT_MAX_CONNECTIONS,
                   f"an integer 1..{MAX_CONNECTIONS}", _int_in(1, MAX_CONNECTIONS))
+    set_by = c.get(o, path, "set_by", "operator", SET_BY_EXPECTED, _one_of(*SET_BY))
     if len(c.errors) > before or parsed is None:
         return None
     url, scheme, host, port = parsed
-    return OriginSpec(url, scheme, host, port, host_header, connect, read, conns)
+    return OriginSpec(url, scheme, host, port, host_header, connect, read, conns, set_by)
 
 
 def _failover(c: _Check, raw: object, path: str) -> Failover:
@@ -959,6 +961,7 @@ def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failove
                 "connect_timeout": o.connect_timeout,
                 "read_timeout": o.read_timeout,
                 "max_connections": o.max_connections,
+                "set_by": o.set_by,
             }
             for o in origins
         ],

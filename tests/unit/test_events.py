@@ -63,6 +63,7 @@ BAD = [
      [("filters.events.webhook_url", WEBHOOK, '"http://2130706433/x"')]),
     ("url bad label", {"webhook_url": "http://-h.example/x", "secret": SECRET},
      [("filters.events.webhook_url", WEBHOOK, '"http://-h.example/x"')]),
+    ("set_by unknown", {"set_by": "root"}, [("filters.events.set_by", '"operator" or "tenant"', '"root"')]),
     ("secret missing", {"webhook_url": URL}, [("filters.events.secret", NEEDED, "nothing")]),
     ("secret null", {"webhook_url": URL, "secret": None}, [("filters.events.secret", NEEDED, "nothing")]),
     ("secret short", {"webhook_url": URL, "secret": "0123456789"},

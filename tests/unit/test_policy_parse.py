@@ -110,6 +110,8 @@ BAD_FIELDS = [
     ("origin octal host", with_("origins", [{"url": "http://0177.0.0.1"}]), "origins[0].url", URL, '"http://0177.0.0.1"'),
     ("origin short host", with_("origins", [{"url": "http://127.1"}]), "origins[0].url", URL, '"http://127.1"'),
     ("origin hex last part", with_("origins", [{"url": "http://127.0.0.0x1"}]), "origins[0].url", URL, '"http://127.0.0.0x1"'),
+    ("origin set_by unknown", with_("origins", [{"url": "http://o.example", "set_by": "admin"}]), "origins[0].set_by",
+     '"operator" or "tenant"', '"admin"'),
     ("zero timeout", with_("origins", [{"url": "http://o.example", "connect_timeout": 0}]), "origins[0].connect_timeout", TIMEOUT, "0"),
     ("huge timeout", with_("origins", [{"url": "http://o.example", "read_timeout": 3601}]), "origins[0].read_timeout", TIMEOUT, "3601"),
     ("timeout as text", with_("origins", [{"url": "http://o.example", "read_timeout": "30s"}]), "origins[0].read_timeout", TIMEOUT, '"30s"'),
