@@ -31,7 +31,8 @@ from edge.geo.db import GeoDB
 from edge.geo.proxy_protocol import ProxyProtocolSite
 from edge.http.slow import HeadTimeoutHandler
 from edge.observe.access import AccessLog
-from edge.observe.events import SecurityEvents
+from edge.observe.events import SecurityEvents, WebhookSender
+from edge.origin.guard import AddressPolicy
 from edge.origin.pool import OriginClients
 from edge.pipeline import Pipeline
 from edge.waf import WafRuleError, default_rules_dir
@@ -134,6 +135,7 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
     rules, engine = compiled_waf(default_rules_dir())  # WafRuleError refuses the start
     set_waf_rule_ids(rules.ids)
     waf = WafFilter(engine)
+    guard = AddressPolicy(config.outbound.allow_networks)
     # The shared filter chain, in the order every request meets it. The
     # challenge comes last: allow-listed clients are marked by then, and a
     # client from a refused country gets its 451, not a puzzle.
@@ -150,11 +152,11 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         config=config,
         policies=policies,
         store=TieredStore(memory, disk),
-        origins=OriginClients(node_name=config.name, queue_timeout=config.timeouts.origin_queue),
+        origins=OriginClients(node_name=config.name, queue_timeout=config.timeouts.origin_queue, guard=guard),
         filters=filters,
         access_log=access_log,
         geo=geo,
-        events=SecurityEvents(config.name),
+        events=SecurityEvents(config.name, sender=WebhookSender(guard=guard)),
         under_attack=under_attack,
         waf=waf,
         ip_lists=ip_lists,

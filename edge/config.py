@@ -118,6 +118,15 @@ class NodeLists:
     client_burst: int = 0  # 0: client_rate rounded up
 
 
+@dataclass(frozen=True, slots=True)
+class OutboundConfig:
+    """Connections the node makes for origins and webhooks that tenant
+    tokens set (edge.origin.guard): networks reachable although they are
+    private, shared or otherwise refused. Metadata services never are."""
+
+    allow_networks: tuple[IPNetwork, ...] = ()
+
+
 ADMIN_DEFAULT_LISTEN = ListenAddress("127.0.0.1", 9090)
 TOKEN_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
 OPERATOR = "*"  # the tenant scope of operator tokens
@@ -176,6 +185,7 @@ class NodeConfig:
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     filters: NodeLists = field(default_factory=NodeLists)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     source: str = "<defaults>"  # the file this came from, as given to load_config
 
 
@@ -269,6 +279,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log", "hosts", "failed_auth_limit",
               "failed_auth_window"),
     "filters": ("allow", "deny", "allow_file", "deny_file", "client_rate", "client_burst"),
+    "outbound": ("allow_networks",),
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
@@ -572,6 +583,11 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     node_lists["client_burst"] = r.get(t, "filters", "client_burst", 0, _integer(0, 10**7))
     filters = NodeLists(**node_lists)
 
+    t = r.table(data, "outbound")
+    outbound = OutboundConfig()
+    if "allow_networks" in t:
+        outbound = OutboundConfig(_networks(r, t["allow_networks"], "outbound.allow_networks", ()))
+
     t = r.table(data, "limits")
     dl = d.limits
     limits = Limits(
@@ -622,6 +638,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         log=log,
         geoip=geoip,
         filters=filters,
+        outbound=outbound,
         admin=admin,
         source=r.file,
     )

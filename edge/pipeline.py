@@ -890,10 +890,8 @@ class Pipeline:
     def _origin_error(self, ctx: Ctx, exc: OriginError) -> web.Response:
         if exc.failure is Failure.BUSY:
             # This node is saturated, not the origin: worth a retry soon.
-            return self._error(ctx, 503, "origin busy, try again shortly", exc.failure.value, _RETRY_SOON)
-        status = exc.failure.status
-        text = "origin timed out" if status == 504 else "origin unreachable or broken"
-        return self._error(ctx, status, text, exc.failure.value)
+            return self._error(ctx, 503, exc.failure.text, exc.failure.value, _RETRY_SOON)
+        return self._error(ctx, exc.failure.status, exc.failure.text, exc.failure.value)
 
     async def _miss(
         self, request, ctx, policy, key, target, fwd, done, may_store: bool = True, stale: Hit | None = None

@@ -11,7 +11,6 @@ nosniff`` and ``Cache-Control: no-store``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import os
@@ -33,10 +32,12 @@ from edge.admin.auth import AuthFailure, FailureKeys, MemoryFailures, Principal,
 from edge.admin.control import ControlSocket, FanOutResult
 from edge.admin.errors import ApiError, detail, error_response, field_details
 from edge.admin.hosts import allowed_names, host_allowed
+from edge.admin.provenance import stamp_tenant_write
 from edge.admin.store import PolicyFiles, Precondition
 from edge.cache.purge import PurgeError, Purger, PurgeSpec, parse_purge
 from edge.config import ConfigError, NodeConfig, read_tokens_file
 from edge.observe import metrics
+from edge.origin.guard import AddressPolicy
 from edge.policy.errors import PolicyError
 from edge.policy.load import NOT_RESERVED, RESERVED_TENANTS, LoadReport, PolicyDirectory, no_constant, object_pairs
 from edge.policy.parse import TENANT, TENANT_ID_RE, parse_policy, to_data
@@ -71,6 +72,10 @@ class AdminContext:
     @property
     def via(self) -> str:
         return f"1.1 {self.config.name}"
+
+    @property
+    def guard(self) -> AddressPolicy:
+        return AddressPolicy(self.config.outbound.allow_networks)
 
 
 ADMIN = web.AppKey("admin", AdminContext)
@@ -498,14 +503,17 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
                 policy = parse_policy(data, tenant=tenant, source=source)
             except PolicyError as exc:
                 raise ApiError(422, "invalid policy: nothing was changed", field_details(exc.errors)) from None
-            if not principal.operator:
-                refused = _tenant_token_limits(ctx.state.policies.current.get(tenant), policy)
-                if refused:
-                    raise ApiError(403, "this change needs an operator token", refused)
             # Checked against the files as they are now, under the lock that
             # every worker's writes take: not against this worker's view.
             on_disk = PolicyDirectory(ctx.files.directory)
             on_disk.load()
+            if not principal.operator:
+                refused = _tenant_token_limits(ctx.state.policies.current.get(tenant), policy)
+                data, guarded = stamp_tenant_write(data, policy, on_disk.current.get(tenant), ctx.guard)
+                refused += guarded
+                if refused:
+                    raise ApiError(403, "this change needs an operator token", refused)
+                policy = parse_policy(data, tenant=tenant, source=source)
             conflicts = _host_conflicts(on_disk.current, policy, principal)
             if conflicts:
                 raise ApiError(422, "invalid policy: nothing was changed", conflicts)
@@ -529,32 +537,11 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
 
 def _tenant_token_limits(served, policy) -> list[dict[str, str]]:
     """What a tenant token may not change on its own: which hosts the tenant
-    claims (a wildcard would take every unclaimed host), and origins on
-    addresses of the node's own network (loopback, private, link-local),
-    which would turn the edge into a proxy to internal services."""
-    out = []
+    claims (a wildcard would take every unclaimed host). Its origins and
+    webhook are guarded instead (edge.admin.provenance)."""
     if served is None or set(policy.hosts) != set(served.hosts):
-        out.append(detail("hosts", "expected the hosts the tenant has now (only operators change hosts)"))
-    kept = {o.url for o in served.origins} if served is not None else set()
-    for i, origin in enumerate(policy.origins):
-        if origin.url not in kept and _internal_host(origin.host):
-            out.append(detail(f"origins[{i}].url", f"expected a public origin, found {json.dumps(origin.url)}"))
-    return out
-
-
-def _internal_host(host: str) -> bool:
-    name = host.strip("[]").lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    # The node itself, link-local (cloud metadata services) and the like.
-    # Private ranges stay allowed: origins behind private interconnects are common.
-    return ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved
+        return [detail("hosts", "expected the hosts the tenant has now (only operators change hosts)")]
+    return []
 
 
 def _host_conflicts(current, policy, principal: Principal) -> list[dict[str, str]]:

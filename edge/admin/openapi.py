@@ -56,7 +56,8 @@ _ERRORS = {
           "A request the HTTP parser rejects (broken framing such as Content-Length with Transfer-Encoding) "
           "gets a text/plain 400 and the connection is closed."),
     401: "No token, a malformed Authorization header or an unknown token (WWW-Authenticate: Bearer).",
-    403: "The token may not do this: a tenant token on another tenant or on an operator endpoint.",
+    403: ("The token may not do this: a tenant token on another tenant or on an operator endpoint, "
+          "changing hosts, or writing an origin or webhook URL on an internal address."),
     404: "No such tenant (or endpoint).",
     405: "Method not allowed on this endpoint.",
     409: "Conflict: no policy directory to write to (quick or demo mode), or the node did not take the change.",

@@ -53,7 +53,9 @@ Delivery
     hour later still passes the receiver's replay check. Attempts run as
     separate tasks, at most ``concurrency`` at a time, each bounded by a
     timeout, and a retry waits without holding a slot: a hanging webhook
-    delays no other tenant's.
+    delays no other tenant's. A URL that a tenant token wrote (``set_by``
+    "tenant") is sent only to addresses :mod:`edge.origin.guard` allows,
+    checked on every connect; a refused one is not retried.
 
 Verifying a delivery (receiver side)
     1. Read ``Edge-Signature``; split at ``,`` into ``key=value`` pairs; take
@@ -104,14 +106,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 from prometheus_client import Counter
 
+from edge.http.urls import split_url
 from edge.observe.anon import anonymise
 from edge.observe.metrics import REGISTRY
+from edge.origin.guard import SET_BY, SET_BY_EXPECTED, AddressPolicy, connector, forbidden
 
 log = logging.getLogger("edge.events")
 
@@ -158,6 +161,7 @@ DELIVERIES = Counter(
     "edge_security_event_deliveries_total",
     "Webhook deliveries of security events, by tenant and outcome "
     "(delivered; refused: a final answer other than 2xx; failed: gave up after retries; "
+    "forbidden: a URL set by a tenant token at an address the node refuses; "
     "abandoned: still pending at shutdown; dropped: too many deliveries pending).",
     ("tenant", "outcome"),
     registry=REGISTRY,
@@ -167,7 +171,7 @@ DELIVERIES = Counter(
 # --- the policy section -------------------------------------------------------
 
 KEYS: dict[str, tuple[str, ...]] = {
-    "events": ("webhook_url", "secret", "tenant_threshold", "client_threshold", "window"),
+    "events": ("webhook_url", "secret", "tenant_threshold", "client_threshold", "window", "set_by"),
 }
 
 WEBHOOK_URL = 'an absolute http:// or https:// URL without user info or fragment, such as "https://hooks.example.de/edge"'
@@ -188,6 +192,13 @@ class EventSettings:
     tenant_threshold: int = DEFAULT_TENANT_THRESHOLD
     client_threshold: int = DEFAULT_CLIENT_THRESHOLD
     window: int = DEFAULT_WINDOW
+    # Who wrote webhook_url: "tenant" (a tenant token) makes deliveries
+    # guarded (edge.origin.guard); files and operators vouch.
+    set_by: str = "operator"
+
+    @property
+    def guarded(self) -> bool:
+        return self.set_by == "tenant"
 
 
 # Own sentinels, not edge.policy's: the policy parser imports this module.
@@ -199,24 +210,9 @@ _URI_RE = re.compile(r"[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]+")  # RFC 3986, no "
 def _webhook_url(v: object) -> Any:
     if v is None:
         return None
-    if not isinstance(v, str) or len(v) > MAX_URL or not _URI_RE.fullmatch(v):
+    if not isinstance(v, str) or len(v) > MAX_URL or not _URI_RE.fullmatch(v) or split_url(v) is None:
         return _BAD
-    try:
-        parts = urlsplit(v)
-        port = parts.port
-    except ValueError:
-        return _BAD
-    scheme = parts.scheme.lower()
-    # User info would put credentials into every log line that names the URL.
-    if scheme not in ("http", "https") or "@" in parts.netloc or not parts.hostname or port == 0:
-        return _BAD
-    host = parts.hostname
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return _BAD
-    return scheme + v[len(parts.scheme):]
+    return v[:v.index(":")].lower() + v[v.index(":"):]
 
 
 def _threshold(v: object) -> Any:
@@ -227,6 +223,10 @@ def _threshold(v: object) -> Any:
 def _window(v: object) -> Any:
     ok = isinstance(v, int) and not isinstance(v, bool) and MIN_WINDOW <= v <= MAX_WINDOW
     return v if ok else _BAD
+
+
+def _set_by(v: object) -> Any:
+    return v if v in SET_BY else _BAD
 
 
 def _secret_ok(v: object) -> bool:
@@ -280,6 +280,7 @@ def parse_events(c, o: dict[str, Any], path: str) -> EventSettings:
         tenant_threshold=get("tenant_threshold", DEFAULT_TENANT_THRESHOLD, THRESHOLD, _threshold),
         client_threshold=get("client_threshold", DEFAULT_CLIENT_THRESHOLD, THRESHOLD, _threshold),
         window=get("window", DEFAULT_WINDOW, WINDOW, _window),
+        set_by=get("set_by", "operator", SET_BY_EXPECTED, _set_by),
     )
 
 
@@ -291,6 +292,7 @@ def events_data(s: EventSettings) -> dict[str, Any]:
         "tenant_threshold": s.tenant_threshold,
         "client_threshold": s.client_threshold,
         "window": s.window,
+        "set_by": s.set_by,
     }
 
 
@@ -338,14 +340,8 @@ def verify_signature(secret: str, header: str, body: bytes, now: float, toleranc
 def _shown(url: str) -> str:
     """scheme://host[:port] only: hosted webhook services put tokens into the
     path or the query, and logs are read by more people than policies."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = parts.port
-    except ValueError:
-        return "(invalid URL)"
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+    u = split_url(url)
+    return u.origin if u is not None else "(invalid URL)"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -357,30 +353,29 @@ def _retry_after(value: str | None) -> float | None:
 class WebhookSender:
     """POSTs signed event bodies, with retries; one instance per worker."""
 
-    def __init__(self, *, session_factory: Callable[[], aiohttp.ClientSession] | None = None, tries: int = 5,
-                 backoff: float = 1.0, max_backoff: float = 60.0, timeout: float = 5.0, concurrency: int = 8,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, tries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0, timeout: float = 5.0,
+                 concurrency: int = 8, clock: Callable[[], float] = time.time,
+                 guard: AddressPolicy = AddressPolicy()) -> None:
         self.tries = max(1, tries)
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.clock = clock
-        self._factory = session_factory
+        self.guard = guard
         self._concurrency = max(1, concurrency)
-        self._session: aiohttp.ClientSession | None = None
+        # Guarded URLs (written by tenant tokens) and the others never share a pool.
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._slots = asyncio.Semaphore(self._concurrency)
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            if self._factory is not None:
-                self._session = self._factory()
-            else:
-                self._session = aiohttp.ClientSession(
-                    trust_env=False,  # no HTTP(S)_PROXY from the environment: exactly the configured URL
-                    timeout=self.timeout,
-                    connector=aiohttp.TCPConnector(limit=self._concurrency),
-                )
-        return self._session
+    def _client(self, guarded: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get(guarded)
+        if session is None or session.closed:
+            session = self._sessions[guarded] = aiohttp.ClientSession(
+                trust_env=False,  # no HTTP(S)_PROXY from the environment: exactly the configured URL
+                timeout=self.timeout,
+                connector=connector(self.guard if guarded else None, limit=self._concurrency),
+            )
+        return session
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, with jitter so
@@ -391,12 +386,15 @@ class WebhookSender:
             wait = max(wait, min(retry_after, self.max_backoff))
         return wait
 
-    async def deliver(self, url: str, secret: str, event_id: str, body: bytes, *, tenant: str = "-") -> bool:
-        """True once the receiver answered 2xx; False when it refused or every try failed."""
+    async def deliver(self, url: str, secret: str, event_id: str, body: bytes, *, tenant: str = "-",
+                      guarded: bool = False) -> bool:
+        """True once the receiver answered 2xx; False when it refused or every
+        try failed. ``guarded``: the URL came from a tenant token, so its
+        address must pass the node's address policy."""
         last = ""
         for attempt in range(1, self.tries + 1):
             async with self._slots:  # held for one attempt only, never while waiting to retry
-                outcome, last, hint = await self._attempt(url, secret, event_id, body)
+                outcome, last, hint = await self._attempt(url, secret, event_id, body, guarded)
             if outcome == "delivered":
                 DELIVERIES.labels(tenant, "delivered").inc()
                 return True
@@ -405,6 +403,11 @@ class WebhookSender:
                 log.warning("webhook of tenant %s refused event %s: %s from %s (not retried)",
                             tenant, event_id, last, _shown(url))
                 return False
+            if outcome == "forbidden":
+                DELIVERIES.labels(tenant, "forbidden").inc()
+                log.warning("webhook of tenant %s not sent event %s: the address of %s is not allowed "
+                            "(%s; not retried)", tenant, event_id, _shown(url), last)
+                return False
             if attempt < self.tries:
                 await asyncio.sleep(self.delay(attempt, hint))
         DELIVERIES.labels(tenant, "failed").inc()
@@ -412,7 +415,8 @@ class WebhookSender:
                     tenant, event_id, self.tries, _shown(url), last)
         return False
 
-    async def _attempt(self, url: str, secret: str, event_id: str, body: bytes) -> tuple[str, str, float | None]:
+    async def _attempt(self, url: str, secret: str, event_id: str, body: bytes,
+                       guarded: bool) -> tuple[str, str, float | None]:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -420,14 +424,19 @@ class WebhookSender:
             "Edge-Signature": sign(secret, int(self.clock()), body),
         }
         try:
-            async with self._client().post(url, data=body, headers=headers, allow_redirects=False,
-                                           timeout=self.timeout) as resp:
+            async with self._client(guarded).post(url, data=body, headers=headers, allow_redirects=False,
+                                                  timeout=self.timeout) as resp:
                 status = resp.status
                 hint = _retry_after(resp.headers.get("Retry-After"))
         except asyncio.CancelledError:
             raise
         except TimeoutError:
             return "retry", "timeout", None
+        except aiohttp.ClientConnectorError as exc:
+            refused = forbidden(exc)
+            if refused is not None:
+                return "forbidden", str(refused), None
+            return "retry", type(exc).__name__, None
         except Exception as exc:  # noqa: BLE001 - any failure to connect or talk is worth another try
             # The type only: some messages repeat the URL, query included.
             return "retry", type(exc).__name__, None
@@ -440,9 +449,9 @@ class WebhookSender:
         return "refused", f"status {status}", None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
 
 
 # --- counting and emitting ----------------------------------------------------
@@ -508,8 +517,8 @@ class SecurityEvents:
         self.tick_interval = tick
         self.close_timeout = close_timeout
         self._windows: dict[str, _Window] = {}
-        # (event, webhook URL or None, secret or None); the oldest go first when full.
-        self._queue: deque[tuple[dict[str, Any], str | None, str | None]] = deque(maxlen=max(1, max_pending))
+        # (event, webhook URL or None, secret or None, guarded); the oldest go first when full.
+        self._queue: deque[tuple[dict[str, Any], str | None, str | None, bool]] = deque(maxlen=max(1, max_pending))
         self.dropped = 0
         self._dropped_logged = 0
         self._wake = asyncio.Event()
@@ -620,7 +629,7 @@ class SecurityEvents:
         if len(queue) == queue.maxlen:
             self.dropped += 1
             EVENTS_DROPPED.inc()
-        queue.append((event, settings.webhook_url, settings.secret))
+        queue.append((event, settings.webhook_url, settings.secret, settings.guarded))
         self._wake.set()
 
     def source_count(self) -> int:
@@ -654,7 +663,7 @@ class SecurityEvents:
             self._dropped_logged = self.dropped
         queue = self._queue
         while queue:
-            event, url, secret = queue.popleft()
+            event, url, secret, guarded = queue.popleft()
             window = event["window"]
             source = event.get("client", {}).get("source")
             log.warning(
@@ -670,7 +679,8 @@ class SecurityEvents:
                             event["id"], event["tenant"], len(self._deliveries))
                 continue
             task = asyncio.ensure_future(
-                self.sender.deliver(url, secret, event["id"], orjson.dumps(event), tenant=event["tenant"]))
+                self.sender.deliver(url, secret, event["id"], orjson.dumps(event), tenant=event["tenant"],
+                                    guarded=guarded))
             self._deliveries[task] = event["tenant"]
             task.add_done_callback(self._delivered)
 

@@ -27,6 +27,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from edge.http.slow import ClientBodyError
+from edge.origin.guard import AddressPolicy, connector, forbidden
 
 log = logging.getLogger("edge.origin")
 
@@ -39,12 +40,25 @@ class Failure(enum.Enum):
     PROTOCOL = "origin-protocol"
     STATUS = "origin-status"
     BUSY = "origin-busy"  # no free connection to the origin in time
+    # A guarded origin (set by a tenant token) at an address the node refuses.
+    FORBIDDEN = "origin-forbidden-address"
 
     @property
     def status(self) -> int:
         if self is Failure.BUSY:
             return 503
         return 504 if self is Failure.TIMEOUT else 502
+
+    @property
+    def text(self) -> str:
+        """For the client's error body."""
+        if self is Failure.TIMEOUT:
+            return "origin timed out"
+        if self is Failure.FORBIDDEN:
+            return "origin address not allowed"
+        if self is Failure.BUSY:
+            return "origin busy, try again shortly"
+        return "origin unreachable or broken"
 
 
 class OriginError(Exception):
@@ -87,21 +101,28 @@ class _Health:
 
 class OriginClients:
     """All origin connection pools of a node process, shared by tenants whose
-    origins are identical, kept across policy reloads."""
+    origins are identical, kept across policy reloads. Guarded origins
+    (set by tenant tokens) get pools of their own whose every connect is
+    checked against ``guard``."""
 
     def __init__(
-        self, *, clock: Callable[[], float] = time.monotonic, node_name: str = "edge", queue_timeout: float = 5.0
+        self, *, clock: Callable[[], float] = time.monotonic, node_name: str = "edge", queue_timeout: float = 5.0,
+        guard: AddressPolicy = AddressPolicy(),
     ) -> None:
         self._sessions: dict[tuple, aiohttp.ClientSession] = {}
         self._health: dict[str, _Health] = {}
         self._clock = clock
         self._queue_timeout = queue_timeout
+        self._guard = guard
 
     def _session(self, origin) -> aiohttp.ClientSession:
-        ident = (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections)
+        ident = (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections,
+                 origin.guarded)
         session = self._sessions.get(ident)
         if session is None or session.closed:
-            connector = _Connector(
+            pool = connector(
+                self._guard if origin.guarded else None,
+                cls=_Connector,
                 queue_timeout=self._queue_timeout,
                 limit=origin.max_connections,
                 limit_per_host=origin.max_connections,
@@ -109,7 +130,7 @@ class OriginClients:
                 keepalive_timeout=30,
             )
             session = aiohttp.ClientSession(
-                connector=connector,
+                connector=pool,
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=origin.connect_timeout, sock_read=origin.read_timeout
                 ),
@@ -192,6 +213,15 @@ class OriginClients:
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 last = OriginError(Failure.TIMEOUT, origin.url, type(exc).__name__)
             except aiohttp.ClientConnectorError as exc:
+                refused = forbidden(exc)
+                if refused is not None:
+                    # Not the origin's health: another tenant's unguarded
+                    # origin at the same URL must not be marked down by it.
+                    last = OriginError(Failure.FORBIDDEN, origin.url, str(refused))
+                    log.warning("origin request refused: %s", last)
+                    if not more:
+                        break
+                    continue
                 last = OriginError(Failure.CONNECT, origin.url, str(exc.os_error))
             except (aiohttp.ClientError, ValueError) as exc:
                 if isinstance(exc.__cause__, ClientBodyError):

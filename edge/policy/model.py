@@ -29,6 +29,13 @@ class OriginSpec:
     connect_timeout: float
     read_timeout: float
     max_connections: int
+    # Who wrote the URL: "tenant" (a tenant token, through the admin API)
+    # makes the origin guarded (edge.origin.guard); files and operators vouch.
+    set_by: Literal["operator", "tenant"] = "operator"
+
+    @property
+    def guarded(self) -> bool:
+        return self.set_by == "tenant"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,11 @@ import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 from edge.cache.key import KeyOptions
 from edge.config import ISO_COUNTRIES
+from edge.http.urls import hostname, ip_literal, normalize_host, split_url
+from edge.origin.guard import SET_BY, SET_BY_EXPECTED
 from edge.filters.under_attack import KEYS as UNDER_ATTACK_KEYS
 from edge.filters.under_attack import NO_UNDER_ATTACK, parse_under_attack, under_attack_data
 from edge.observe.events import KEYS as EVENT_KEYS
@@ -83,7 +84,7 @@ OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     # "$schema" lets editors find policies/schema.json; it is ignored.
     "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules", "rules_case_insensitive",
                "delivery", "filters"),
-    "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections"),
+    "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections", "set_by"),
     "failover": ("retry_on_status", "failures_before_down", "cooldown"),
     "cache": ("enabled", "max_object_size", "strip_set_cookie", "heuristic_fraction", "heuristic_max",
               "stale_while_revalidate", "stale_if_error", "client_no_cache", "targeted_field", "key"),
@@ -264,52 +265,6 @@ def _size(v: object) -> Any:
     return n if 1 <= n <= MAX_OBJECT_SIZE else _BAD
 
 
-_LABEL_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-
-
-def _hostname(name: str) -> str | None:
-    if name.endswith("."):  # fully qualified, as in zone files
-        name = name[:-1]
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-    name = name.lower()
-    if not name or len(name) > 253:
-        return None
-    labels = name.split(".")
-    if not all(_LABEL_RE.fullmatch(label) for label in labels):
-        return None
-    # All digits at the end is a mistyped IP address, not a name.
-    return None if labels[-1].isdigit() else name
-
-
-def _ip(text: str) -> str | None:
-    """IP literal -> canonical text; IPv6 in brackets, as it appears in a Host header."""
-    bracketed = text.startswith("[") and text.endswith("]")
-    inner = text[1:-1] if bracketed else text
-    if "%" in inner:  # zone ids mean nothing beyond this machine
-        return None
-    try:
-        ip = ipaddress.ip_address(inner)
-    except ValueError:
-        return None
-    if ip.version == 6:
-        return f"[{ip.compressed}]"
-    return None if bracketed else str(ip)
-
-
-def normalize_host(text: str) -> str | None:
-    """A policy host entry -> its canonical form (lower-case, IDNA ASCII), or None if invalid."""
-    if text == "*":
-        return "*"
-    if text.startswith("*."):
-        suffix = _hostname(text[2:])
-        return None if suffix is None else f"*.{suffix}"
-    return _ip(text) or _hostname(text)
-
-
 def _host(v: object) -> Any:
     if not isinstance(v, str):
         return _BAD
@@ -320,23 +275,10 @@ def _origin_url(v: object) -> Any:
     """-> (url, scheme, host, port)"""
     if not isinstance(v, str) or any(ch.isspace() or ord(ch) < 32 for ch in v):
         return _BAD
-    try:
-        parts = urlsplit(v)
-        port = parts.port
-    except ValueError:
+    u = split_url(v)
+    if u is None or u.rest not in ("", "/"):
         return _BAD
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or "@" in parts.netloc or not parts.hostname:
-        return _BAD
-    if parts.path not in ("", "/") or "?" in v or "#" in v:
-        return _BAD
-    raw_host = parts.hostname
-    shown = _ip(f"[{raw_host}]") if ":" in raw_host else _ip(raw_host) or _hostname(raw_host)
-    if shown is None or port == 0:
-        return _BAD
-    default_port = 443 if scheme == "https" else 80
-    url = f"{scheme}://{shown}" if port in (None, default_port) else f"{scheme}://{shown}:{port}"
-    return (url, scheme, shown.strip("[]"), port or default_port)
+    return (u.origin, u.scheme, u.address, u.effective_port)
 
 
 def _host_header(v: object) -> Any:
@@ -351,7 +293,7 @@ def _host_header(v: object) -> Any:
     else:
         host, sep, port_text = v.partition(":")
         port = port_text if sep else None
-    name = _ip(host) or _hostname(host)
+    name = ip_literal(host) or hostname(host)
     if name is None:
         return _BAD
     if port is None:
@@ -449,19 +391,11 @@ def _https_url(v: object, *, path_only: bool) -> Any:
     """
     if not isinstance(v, str) or not _URI_RE.fullmatch(v) or _BAD_ESCAPE_RE.search(v):
         return _BAD
-    try:
-        parts = urlsplit(v)
-        port = parts.port
-    except ValueError:
-        return _BAD
-    if parts.scheme.lower() != "https" or "@" in parts.netloc or not parts.hostname or port == 0:
-        return _BAD
-    host = parts.hostname
-    if (_ip(f"[{host}]") if ":" in host else _ip(host) or _hostname(host)) is None:
+    if split_url(v, ("https",)) is None:
         return _BAD
     if path_only and ("?" in v or "#" in v):
         return _BAD
-    return "https" + v[len(parts.scheme):]
+    return "https" + v[v.index(":"):]
 
 
 def _redirect_url(v: object) -> Any:
@@ -567,10 +501,11 @@ def _origin(c: _Check, raw: object, path: str) -> OriginSpec | None:
     read = c.get(o, path, "read_timeout", DEFAULT_READ_TIMEOUT, TIMEOUT, timeout)
     conns = c.get(o, path, "max_connections", DEFAULT_MAX_CONNECTIONS,
                   f"an integer 1..{MAX_CONNECTIONS}", _int_in(1, MAX_CONNECTIONS))
+    set_by = c.get(o, path, "set_by", "operator", SET_BY_EXPECTED, _one_of(*SET_BY))
     if len(c.errors) > before or parsed is None:
         return None
     url, scheme, host, port = parsed
-    return OriginSpec(url, scheme, host, port, host_header, connect, read, conns)
+    return OriginSpec(url, scheme, host, port, host_header, connect, read, conns, set_by)
 
 
 def _failover(c: _Check, raw: object, path: str) -> Failover:
@@ -1029,6 +964,7 @@ def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failove
                 "connect_timeout": o.connect_timeout,
                 "read_timeout": o.read_timeout,
                 "max_connections": o.max_connections,
+                "set_by": o.set_by,
             }
             for o in origins
         ],

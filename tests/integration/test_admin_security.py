@@ -40,6 +40,15 @@ async def start(origin, make_edge, client):
         pytest.param({"origins": [{"url": "http://169.254.169.254"}]}, "origins[0].url", id="metadata-service"),
         pytest.param({"origins": [{"url": "http://127.0.0.1:9090"}]}, "origins[0].url", id="loopback"),
         pytest.param({"origins": [{"url": "http://[::1]:80"}]}, "origins[0].url", id="loopback-v6"),
+        pytest.param({"origins": [{"url": "http://[::ffff:127.0.0.1]:80"}]}, "origins[0].url", id="loopback-mapped"),
+        pytest.param({"origins": [{"url": "http://localhost:9090"}]}, "origins[0].url", id="localhost"),
+        pytest.param({"origins": [{"url": "http://10.0.0.5:8080"}]}, "origins[0].url", id="private"),
+        pytest.param({"origins": [{"url": "http://100.100.100.200"}]}, "origins[0].url", id="metadata-alibaba"),
+        pytest.param({"origins": [{"url": "http://[fd00:ec2::254]"}]}, "origins[0].url", id="metadata-aws-v6"),
+        pytest.param({"origins": [{"url": "http://metadata.google.internal"}]}, "origins[0].url", id="metadata-name"),
+        pytest.param({"filters": {"events": {"webhook_url": "http://127.0.0.1:9090/internal",
+                                             "secret": "0123456789abcdef0123"}}},
+                     "filters.events.webhook_url", id="webhook-loopback"),
     ],
 )
 async def test_tenant_tokens_cannot_widen_hosts_or_reach_internal_addresses(start, change, field):

@@ -185,6 +185,8 @@ GOOD_VALUES = [
     ('[limits]\nmax_body_size = 0', lambda c: c.limits.max_body_size == 0, "no-bodies"),
     ('[log]\nlevel = "Debug"', lambda c: c.log.level == "debug", "level-lowered"),
     ('[proxy]\ntrusted_proxies = []', lambda c: c.trusted_proxies == (), "no-proxies"),
+    ('[outbound]\nallow_networks = ["10.20.0.0/16", "fd00:1::/32"]',
+     lambda c: [str(n) for n in c.outbound.allow_networks] == ["10.20.0.0/16", "fd00:1::/32"], "outbound-networks"),
 ]
 
 
@@ -204,7 +206,7 @@ NAME = (
     'expected a name of letters, digits, ".", "_" or "-" that starts with a letter '
     "(at most 63 characters)"
 )
-SECTIONS = "admin, cache, filters, geoip, limits, listen, log, node, policies, proxy, timeouts"
+SECTIONS = "admin, cache, filters, geoip, limits, listen, log, node, outbound, policies, proxy, timeouts"
 
 BAD = [
     # (toml put before MINIMAL, expected message without the "edge.toml: " prefix, id)
@@ -257,6 +259,8 @@ BAD = [
     ("[proxy]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", 10]", f'proxy.trusted_proxies[1]: {CIDR}, found "10.0.0.0/33"\nedge.toml: proxy.trusted_proxies[2]: {CIDR}, found 10', "proxies-each-element"),
     ("[proxy]\ntrusted = []", 'proxy.trusted: expected one of the keys client_address_header, trusted_proxies, found an unknown key (did you mean "trusted_proxies"?)', "proxies-typo"),
     ("[proxy]\nclient_address_header = \"X-Real-IP\"", 'proxy.client_address_header: expected one of "x-forwarded-for", "forwarded", found "X-Real-IP"', "address-header"),
+    ("[outbound]\nallow_networks = [\"10.0.0.1/8\"]", f'outbound.allow_networks[0]: {CIDR}, found "10.0.0.1/8" (has host bits set)', "outbound-host-bits"),
+    ("[outbound]\nallow_network = []", 'outbound.allow_network: expected one of the keys allow_networks, found an unknown key (did you mean "allow_networks"?)', "outbound-typo"),
     ("[limits]\nmax_request_line = 10", "limits.max_request_line: expected a size from 64 to 1048576 bytes, found 10", "request-line-small"),
     ("[limits]\nmax_header_size = \"2MiB\"", 'limits.max_header_size: expected a size from 64 to 1048576 bytes, found "2MiB"', "header-size-large"),
     ("[limits]\nmax_headers = \"100\"", 'limits.max_headers: expected an integer from 1 to 10000, found "100"', "max-headers-string"),

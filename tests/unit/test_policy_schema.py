@@ -22,7 +22,7 @@ EVERYTHING: dict[str, Any] = {
     "hosts": ["shop.example", "*.shop.example"],
     "origins": [{
         "$comment": "c", "url": "http://10.0.0.5:8080", "host_header": "shop.example",
-        "connect_timeout": 2, "read_timeout": 20, "max_connections": 50,
+        "connect_timeout": 2, "read_timeout": 20, "max_connections": 50, "set_by": "operator",
     }],
     "origin_failover": {"$comment": "c", "retry_on_status": [502], "failures_before_down": 2, "cooldown": 5},
     "cache": {
@@ -80,7 +80,7 @@ EVERYTHING: dict[str, Any] = {
         },
         "events": {
             "$comment": "c", "webhook_url": "https://hooks.example/edge", "secret": "0123456789abcdef0123",
-            "tenant_threshold": 500, "client_threshold": 50, "window": 120,
+            "tenant_threshold": 500, "client_threshold": 50, "window": 120, "set_by": "tenant",
         },
     },
 }
