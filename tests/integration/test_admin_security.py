@@ -5,7 +5,6 @@ every answer."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shutil
 from pathlib import Path
