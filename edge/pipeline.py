@@ -53,9 +53,9 @@ from edge.cache.store import Hit, Meta, Removal
 from edge.filters.request_limits import body_limit
 from edge.filters.under_attack import CHALLENGE_PATH
 from edge.http.slow import BodyTimeout, BodyTimeouts, ClientBodyError, close_after, read_body
-from edge.http.codings import CodingError, inspection_view
+from edge.http.codings import CodingError, UnknownCoding, inspection_view
 from edge.http.directives import parse_cache_control
-from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens
+from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens, forwardable_name
 from edge.geo.client import Trusted, client_address
 from edge.observe.metrics import record_request
 from edge.origin.pool import Failure, OriginError
@@ -695,10 +695,7 @@ class Pipeline:
             lname = name.lower()
             if lname in drop or lname == "host" or lname == "expect" or lname == "x-forwarded-for":
                 continue
-            if "_" in lname:
-                # CGI and WSGI stacks read X_Forwarded_Prefix as X-Forwarded-Prefix:
-                # forwarded, it would slip past every name check below (as nginx,
-                # names with underscores are dropped).
+            if forwardable_name(lname) is None:
                 continue
             if lname in UNKEYED_REQUEST_FIELDS and lname not in keyed:
                 continue
@@ -842,6 +839,9 @@ class Pipeline:
                 # The origin gets the body as sent; the WAF reads it decoded,
                 # or compressing a payload would be a way past it.
                 view = inspection_view(prefix, request.headers.getall("Content-Encoding", ()), policy.filters.waf.max_body)
+            except UnknownCoding as exc:
+                # RFC 9110 §15.5.16: what the WAF cannot read does not pass unread.
+                return await close_after(request, self._error(ctx, 415, str(exc), "unsupported-body-encoding"))
             except CodingError as exc:
                 return await close_after(request, self._error(ctx, 400, str(exc), "bad-body-encoding"))
             verdict = await waf.check_body(request, ctx, policy, view, ctx.waf)

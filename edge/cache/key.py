@@ -174,6 +174,7 @@ def _resolved(segments: Iterable[str]) -> str:
     return "/" + "/".join(out) + ("/" if trailing else "")
 
 
+@lru_cache(maxsize=4096)
 def decoded_view(path: str) -> str:
     """The path as an origin may read it, for rule matching only.
 

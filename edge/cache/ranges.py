@@ -194,6 +194,8 @@ def forwarded_range(value: str | None) -> str | None:
     bounded = [(first, last) for first, last in specs if first is not None and last is not None]
     open_from = min((first for first, last in specs if first is not None and last is None), default=None)
     suffix = max((n for first, n in specs if first is None), default=None)
+    if open_from == 0:
+        return "bytes=0-"  # the whole object, once: any suffix is inside it
     parts: list[str] = []
     if bounded:
         spans = _coalesced(bounded)

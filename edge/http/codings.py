@@ -22,6 +22,10 @@ class CodingError(ValueError):
     """The body does not decode with the codings it names."""
 
 
+class UnknownCoding(CodingError):
+    """A coding this node cannot decode, so it cannot inspect the body."""
+
+
 def codings(values: Iterable[str]) -> list[str]:
     """The codings of Content-Encoding field lines, in the order applied."""
     out: list[str] = []
@@ -32,15 +36,21 @@ def codings(values: Iterable[str]) -> list[str]:
 
 def inspection_view(data: bytes, content_encoding: Iterable[str], limit: int) -> bytes:
     """The head of ``data`` decoded, at most ``limit`` bytes (and at most
-    MAX_RATIO per input byte). A coding this node does not know leaves the
-    raw bytes to inspect.
+    MAX_RATIO per input byte).
 
     ``data`` may be only the head of a body: a truncated stream is not an
-    error. Raises CodingError for data a named coding cannot decode.
+    error. Raises CodingError for data a named coding cannot decode, and
+    UnknownCoding for a coding it cannot decode at all (or too many): what
+    the WAF cannot read must not pass as if it had been read.
     """
     names = codings(content_encoding)
-    if not names or len(names) > _MAX_CODINGS or any(n not in _DECODERS for n in names):
+    if not names:
         return data
+    if len(names) > _MAX_CODINGS:
+        raise UnknownCoding(f"more than {_MAX_CODINGS} content codings")
+    for name in names:
+        if name not in _DECODERS:
+            raise UnknownCoding(f"content coding {name!r} is not supported")
     budget = min(limit, max(len(data), 1) * MAX_RATIO)
     for name in reversed(names):  # the last coding applied comes off first
         try:
@@ -50,10 +60,29 @@ def inspection_view(data: bytes, content_encoding: Iterable[str], limit: int) ->
     return data
 
 
-def _zlib(wbits: int):
+def _gzip(data: bytes, limit: int) -> bytes:
+    # Every member, as gzip readers decode them (RFC 1952 §2.2): a payload in
+    # a second member must not pass unseen.
+    out: list[bytes] = []
+    size = 0
+    while data and size < limit:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        chunk = d.decompress(data, limit - size)
+        out.append(chunk)
+        size += len(chunk)
+        if not d.eof:
+            break  # the head of the body ends here, or the budget does
+        data = d.unused_data
+    return b"".join(out)
+
+
+def _whole(wbits: int):
     def decode(data: bytes, limit: int) -> bytes:
         d = zlib.decompressobj(wbits)
-        return d.decompress(data, limit)
+        out = d.decompress(data, limit)
+        if d.eof and d.unused_data:
+            raise zlib.error("data after the end of the stream")
+        return out
 
     return decode
 
@@ -61,20 +90,19 @@ def _zlib(wbits: int):
 def _deflate(data: bytes, limit: int) -> bytes:
     # "deflate" is zlib-wrapped (RFC 9110 §8.4.1.2), but some clients send raw deflate.
     try:
-        return _zlib(zlib.MAX_WBITS)(data, limit)
+        return _whole(zlib.MAX_WBITS)(data, limit)
     except zlib.error:
-        return _zlib(-zlib.MAX_WBITS)(data, limit)
+        return _whole(-zlib.MAX_WBITS)(data, limit)
 
 
 def _brotli(data: bytes, limit: int) -> bytes:
     d = brotli.Decompressor()
-    out = d.process(data, output_buffer_limit=limit)
-    return out[:limit]
+    return d.process(data, output_buffer_limit=limit)[:limit]
 
 
 _DECODERS = {
-    "gzip": _zlib(16 + zlib.MAX_WBITS),
-    "x-gzip": _zlib(16 + zlib.MAX_WBITS),
+    "gzip": _gzip,
+    "x-gzip": _gzip,
     "deflate": _deflate,
     "br": _brotli,
 }

@@ -1,6 +1,7 @@
 """Header rules a proxy must apply in both directions (RFC 9110 §7.6.1)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 # Hop-by-hop fields: meaningful only for one connection, never forwarded.
@@ -68,3 +69,10 @@ def is_token(value: str) -> bool:
 
 
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+# Names a proxy forwards: letters, digits and "-" (what nginx accepts by
+# default). CGI, WSGI and FastCGI stacks map every other character to "_",
+# so "X_Forwarded_Prefix" or "X.Forwarded.Prefix" would reach an
+# application as X-Forwarded-Prefix past every name check.
+forwardable_name = re.compile(r"[A-Za-z0-9-]+").fullmatch

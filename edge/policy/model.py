@@ -288,9 +288,12 @@ class TenantPolicy:
     # the common case (no rule applies): see request_decision.
     _req_rules: tuple[tuple[Match, int, bool | None], ...] = field(init=False, repr=False, compare=False)
     _req_folded: tuple[tuple[Match, int, bool | None], ...] = field(init=False, repr=False, compare=False)
+    _req_bypass_folded: tuple[tuple[Match, int, bool | None], ...] = field(init=False, repr=False, compare=False)
     _req_table: tuple[RequestDecision, ...] = field(init=False, repr=False, compare=False)
     _resp_rules: tuple[tuple[Match, int, int, bool | None], ...] = field(init=False, repr=False, compare=False)
     _resp_folded: tuple[tuple[Match, int, int, bool | None], ...] = field(init=False, repr=False, compare=False)
+    _resp_bypass_folded: tuple[tuple[Match, int, int, bool | None], ...] = field(init=False, repr=False, compare=False)
+    _fold_differs: bool = field(init=False, repr=False, compare=False)
     _resp_ttls: tuple[Ttl | None, ...] = field(init=False, repr=False, compare=False)
     _resp_default: ResponseDecision = field(init=False, repr=False, compare=False)
     _resp_memo: dict[int, ResponseDecision] = field(init=False, repr=False, compare=False)
@@ -316,6 +319,7 @@ class TenantPolicy:
         set_(self, "_req_table", table)
         set_(self, "_req_rules", () if disabled else tuple(req))
         set_(self, "_req_folded", _folded(self._req_rules))
+        set_(self, "_req_bypass_folded", tuple(r for r in self._req_folded if r[2] is not None))
 
         # Response time: every rule that sets a TTL or bypass, in file order.
         ttls: list[Ttl | None] = [None]
@@ -333,97 +337,162 @@ class TenantPolicy:
             resp.append((rule.match, edge, browser, rule.bypass))
         set_(self, "_resp_rules", () if disabled else tuple(resp))
         set_(self, "_resp_folded", _folded(self._resp_rules))
+        set_(self, "_resp_bypass_folded", tuple(r for r in self._resp_folded if r[3] is not None))
+        # Patterns with upper case: a lower-case path may then still differ in how it folds.
+        set_(self, "_fold_differs", self._req_folded is not self._req_rules or self._resp_folded is not self._resp_rules)
         set_(self, "_resp_ttls", tuple(ttls))
         set_(self, "_resp_default", ResponseDecision(None, None, disabled))
         set_(self, "_resp_memo", {})
 
-    def _views(self, path: str, rules: tuple, folded_rules: tuple) -> tuple[tuple[str, tuple], ...]:
-        """The (path view, rules) pairs a path is matched in. The first is
-        the canonical one that decides keys and TTLs; a bypass found in any
-        of them wins, so that no spelling an origin reads alike escapes it
-        (web cache deception): the path as sent, as a lenient origin decodes
-        it, and that case-folded (against case-folded patterns)."""
-        decoded = decoded_view(path)
-        lower = decoded.lower()
-        if self.rules_case_insensitive:
-            canonical = (lower, folded_rules)
-            plain = path.lower()
-            return (canonical,) if plain == lower else (canonical, (plain, folded_rules))
-        views = [(decoded, rules)]
-        if path != decoded:
-            views.append((path, rules))
-        if lower != decoded or folded_rules is not rules:
-            views.append((lower, folded_rules))
-        return tuple(views)
+    def _spellings(self, path: str) -> tuple[str, str | None, tuple[str, ...]]:
+        """How origins may read ``path``, for rule matching (web cache deception).
+
+        Returns the path as sent (case-folded with ``rules_case_insensitive``),
+        the decoded view when it differs (edge.cache.key.decoded_view: what a
+        lenient origin reads), and the lower-cased spellings to check against
+        the case-folded bypass rules (what a case-insensitive origin reads).
+        """
+        fold = self.rules_case_insensitive
+        sent = path.lower() if fold else path
+        decoded = None
+        if "%" in path or ";" in path or "\\" in path:
+            view = decoded_view(path)
+            if fold:
+                view = view.lower()
+            if view != sent:
+                decoded = view
+        if fold:
+            return sent, decoded, ()
+        low = sent.lower()
+        if decoded is None:
+            # The common case: one spelling, folded only when that can matter.
+            return sent, None, (low,) if low != sent or self._fold_differs else ()
+        low_decoded = decoded.lower()
+        return sent, decoded, (low,) if low == low_decoded else (low, low_decoded)
 
     def request_decision(self, path: str) -> RequestDecision:
         """The cache key options and request-time bypass for a request path.
 
-        Per setting, the first matching rule that sets it wins. Returns shared
+        Per setting, the first matching rule that sets it wins. The key is
+        decided on the path as sent; a bypass found in any spelling an origin
+        may read (:meth:`_spellings`) wins, and so does a key that depends
+        on the spelling: such a request is not cached. Returns shared
         objects: with no applicable rule, always the same one.
         """
         rules = self._req_rules
         if not rules:
             return self._req_table[0]
-        slot = 0
-        bypassed = False
-        for n, (view, view_rules) in enumerate(self._views(path, rules, self._req_folded)):
-            bypass: bool | None = None
-            for match, rule_slot, rule_bypass in view_rules:
-                wants_key = n == 0 and rule_slot and not slot
-                wants_bypass = rule_bypass is not None and bypass is None
-                if (wants_key or wants_bypass) and match.matches_path(view):
-                    if wants_key:
-                        slot = rule_slot
-                    if wants_bypass:
-                        bypass = rule_bypass
-            bypassed = bypassed or bypass is True
-        return self._req_table[slot * 2 + bypassed]
+        if not (self.rules_case_insensitive or self._fold_differs or "%" in path or ";" in path or "\\" in path):
+            # The common case, kept cheap for hits: one spelling, and folding
+            # matters only when the path has upper case.
+            slot, bypass = _request_scan(path, rules)
+            if not bypass and (low := path.lower()) != path:
+                bypass = _bypass_scan(low, self._req_bypass_folded)
+            return self._req_table[slot * 2 + bypass]
+        if self.rules_case_insensitive:
+            rules = self._req_folded
+        sent, decoded, lowered = self._spellings(path)
+        slot, bypass = _request_scan(sent, rules)
+        if decoded is not None and not bypass:
+            other_slot, bypass = _request_scan(decoded, rules)
+            bypass = bypass or other_slot != slot
+        for view in lowered:
+            if bypass:
+                break
+            bypass = _bypass_scan(view, self._req_bypass_folded)
+        return self._req_table[slot * 2 + bypass]
 
     def response_decision(self, path: str, content_type: str | None) -> ResponseDecision:
         """TTLs and store-time bypass; ``content_type`` is the raw response header or None.
 
         Per setting, the first matching rule that sets it wins, rules with and
-        without a content_type condition alike.
+        without a content_type condition alike. Spellings as in
+        :meth:`request_decision`: TTLs that depend on them mean no store.
         """
         rules = self._resp_rules
         if not rules:
             return self._resp_default
-        edge = browser = 0
-        bypassed = False
-        mtype: str | None = None
-        parsed = False
-        for n, (view, view_rules) in enumerate(self._views(path, rules, self._resp_folded)):
-            bypass: bool | None = None
-            for match, rule_edge, rule_browser, rule_bypass in view_rules:
-                wants_edge = n == 0 and rule_edge and not edge
-                wants_browser = n == 0 and rule_browser and not browser
-                wants_bypass = rule_bypass is not None and bypass is None
-                if not (wants_edge or wants_browser or wants_bypass) or not match.matches_path(view):
-                    continue
-                if match.content_type is not None:
-                    if not parsed:
-                        mtype, parsed = media_type(content_type), True
-                    if not match.matches_type(mtype):
-                        continue
-                if wants_edge:
-                    edge = rule_edge
-                if wants_browser:
-                    browser = rule_browser
-                if wants_bypass:
-                    bypass = rule_bypass
-            bypassed = bypassed or bypass is True
-        if not (edge or browser or bypassed):
+        if self.rules_case_insensitive:
+            rules = self._resp_folded
+        mtype = _Lazy(content_type)
+        sent, decoded, lowered = self._spellings(path)
+        edge, browser, bypass = _response_scan(sent, rules, mtype)
+        if decoded is not None and not bypass:
+            other_edge, other_browser, bypass = _response_scan(decoded, rules, mtype)
+            bypass = bypass or (other_edge, other_browser) != (edge, browser)
+        for view in lowered:
+            if bypass:
+                break
+            bypass = _response_scan(view, self._resp_bypass_folded, mtype)[2]
+        if not (edge or browser or bypass):
             return self._resp_default
         # Decisions are shared per combination: the number of combinations is
         # bounded by the rules, not by the traffic.
-        code = (edge * len(self._resp_ttls) + browser) * 2 + bypassed
+        code = (edge * len(self._resp_ttls) + browser) * 2 + bypass
         decision = self._resp_memo.get(code)
         if decision is None:
             ttls = self._resp_ttls
-            decision = ResponseDecision(ttls[edge], ttls[browser], bypassed)
+            decision = ResponseDecision(ttls[edge], ttls[browser], bypass)
             self._resp_memo[code] = decision
         return decision
+
+
+class _Lazy:
+    """A response's media type, parsed on first use (most rules never ask)."""
+
+    __slots__ = ("raw", "parsed", "value")
+
+    def __init__(self, raw: str | None) -> None:
+        self.raw, self.parsed, self.value = raw, False, None
+
+    def get(self) -> str | None:
+        if not self.parsed:
+            self.value, self.parsed = media_type(self.raw), True
+        return self.value
+
+
+def _request_scan(view: str, rules: tuple) -> tuple[int, bool]:
+    """(key slot, bypass) of the first matching rule per setting."""
+    slot = 0
+    bypass: bool | None = None
+    for match, rule_slot, rule_bypass in rules:
+        wants_key = rule_slot and not slot
+        wants_bypass = rule_bypass is not None and bypass is None
+        if (wants_key or wants_bypass) and match.matches_path(view):
+            if wants_key:
+                slot = rule_slot
+            if wants_bypass:
+                bypass = rule_bypass
+    return slot, bypass is True
+
+
+def _bypass_scan(view: str, rules: tuple) -> bool:
+    """Whether the first matching rule that decides bypass says so."""
+    for match, _, rule_bypass in rules:
+        if match.matches_path(view):
+            return bool(rule_bypass)
+    return False
+
+
+def _response_scan(view: str, rules: tuple, mtype: _Lazy) -> tuple[int, int, bool]:
+    """(edge TTL slot, browser TTL slot, bypass) of the first matching rule per setting."""
+    edge = browser = 0
+    bypass: bool | None = None
+    for match, rule_edge, rule_browser, rule_bypass in rules:
+        wants_edge = rule_edge and not edge
+        wants_browser = rule_browser and not browser
+        wants_bypass = rule_bypass is not None and bypass is None
+        if not (wants_edge or wants_browser or wants_bypass) or not match.matches_path(view):
+            continue
+        if match.content_type is not None and not match.matches_type(mtype.get()):
+            continue
+        if wants_edge:
+            edge = rule_edge
+        if wants_browser:
+            browser = rule_browser
+        if wants_bypass:
+            bypass = rule_bypass
+    return edge, browser, bypass is True
 
 
 def _folded(rules: tuple) -> tuple:

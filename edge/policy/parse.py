@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from edge.http.headers import forwardable_name
 from edge.cache.key import KeyOptions
 from edge.config import ISO_COUNTRIES
 from edge.http.urls import hostname, ip_literal, normalize_host, split_url
@@ -161,7 +162,7 @@ FRACTION = "a number 0..1"
 PARAM = 'a query parameter name, optionally ending in "*"'
 PARAMS = "a list of query parameter names"
 KEEP_PARAMS = "null or a list of query parameter names"
-HEADER = 'a header name (cookies go in "cookies")'
+HEADER = 'a header name of letters, digits and "-" (cookies go in "cookies")'
 HEADERS = "a list of header names"
 COOKIE = "a cookie name"
 COOKIES = "a list of cookie names"
@@ -315,7 +316,9 @@ def _param(v: object) -> Any:
 
 
 def _header(v: object) -> Any:
-    if not isinstance(v, str) or not _TOKEN_RE.fullmatch(v):
+    # Only names the edge forwards: a keyed header the origin never sees
+    # would split the cache for nothing.
+    if not isinstance(v, str) or not forwardable_name(v):
         return _BAD
     # A Cookie header in the key would give every visitor their own copy.
     return _BAD if v.lower() == "cookie" else v.lower()

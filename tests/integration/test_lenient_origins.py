@@ -74,6 +74,8 @@ def shop(url: str) -> dict:
         ("X_Real_IP", "203.0.113.66", "203.0.113.66"),
         ("X_Forwarded_For", "203.0.113.66", "203.0.113.66"),
         ("X_HTTP_Method_Override", "DELETE", "DELETE"),
+        ("X.Forwarded.Prefix", "//evil.example", "//evil.example"),  # lighttpd-style CGI maps "." too
+        ("X~Forwarded~Prefix", "//evil.example", "//evil.example"),
     ],
 )
 async def test_underscored_names_never_reach_the_origin(make_edge, client, wsgi_origin, name, value, leak):
@@ -101,6 +103,19 @@ async def test_personal_pages_are_bypassed_however_spelled(make_edge, client, ws
         assert "fwd=bypass" in r.headers["Cache-Status"]
     async with client.get(url, headers={"Host": "shop.example"}) as r:
         assert "fwd=bypass" in r.headers["Cache-Status"]
+        assert "victim" not in await r.text()
+
+
+@pytest.mark.parametrize("path", ["/ACCOUNT/x%2F..%2F..%2Fhome", "/ACCOUNT/x/..;/..;/home", "/Account%2Forders"])
+async def test_the_bypass_holds_without_the_waf(make_edge, client, wsgi_origin, path):
+    """Case and an encoded traversal together: the bypass alone must hold,
+    for tenants whose WAF only logs."""
+    policy = {**shop(wsgi_origin.url), "filters": {"waf": {"mode": "log"}}}
+    edge = await make_edge(policies={"shop": policy})
+    url = f"{edge.url}{path}"
+    async with client.get(url, headers={"Host": "shop.example", "Cookie": "user=victim"}) as r:
+        assert r.status == 200 and "fwd=bypass" in r.headers["Cache-Status"]
+    async with client.get(url, headers={"Host": "shop.example"}) as r:
         assert "victim" not in await r.text()
 
 

@@ -92,3 +92,19 @@ async def test_body_limits_count_the_bytes_sent_not_decoded(make_edge, client, r
     assert raw_origin.seen[-1][1] == bomb
     async with client.post(f"{edge.url}/upload", data=b"x" * 100_001, headers=FORM) as r:
         assert r.status == 413
+
+
+async def test_a_payload_in_a_second_gzip_member_is_seen(make_edge, client, raw_origin):
+    edge = await make_edge(policies=site(raw_origin.url))
+    sent = gzip.compress(b"title=hi&") + gzip.compress(ATTACK)
+    async with client.post(f"{edge.url}/api/posts", data=sent, headers={**FORM, "Content-Encoding": "gzip"}) as r:
+        assert r.status == 403
+    assert raw_origin.seen == []
+
+
+@pytest.mark.parametrize("coding", ["zstd", "gzip, gzip, gzip, gzip, gzip"])
+async def test_a_coding_the_waf_cannot_read_is_415(make_edge, client, raw_origin, coding):
+    edge = await make_edge(policies=site(raw_origin.url))
+    async with client.post(f"{edge.url}/api/posts", data=ATTACK, headers={**FORM, "Content-Encoding": coding}) as r:
+        assert r.status == 415 and "unsupported-body-encoding" in r.headers["Cache-Status"]
+    assert raw_origin.seen == []

@@ -7,7 +7,7 @@ import zlib
 import brotli
 import pytest
 
-from edge.http.codings import MAX_RATIO, CodingError, codings, inspection_view
+from edge.http.codings import MAX_RATIO, CodingError, UnknownCoding, codings, inspection_view
 
 TEXT = b"q=' OR 1=1 -- " + b"lorem ipsum " * 500
 
@@ -37,8 +37,7 @@ def test_codings(fields, expected):
         (brotli.compress(TEXT), ("br",), 50, TEXT[:50]),
         (gzip.compress(brotli.compress(TEXT)), ("br", "gzip"), 10_000, TEXT),  # the last applied comes off first
         (gzip.compress(TEXT)[:40], ("gzip",), 10_000, None),  # only the body's head was read
-        (b"zstd bytes", ("zstd",), 10_000, b"zstd bytes"),  # unknown: the raw bytes are inspected
-        (b"x", ("gzip",) * 5, 10_000, b"x"),  # more codings than anyone uses: raw
+        (gzip.compress(b"q=1&") + gzip.compress(TEXT), ("gzip",), 10_000, b"q=1&" + TEXT),  # every member
     ],
 )
 def test_inspection_view(data, fields, limit, expected):
@@ -60,3 +59,18 @@ def test_a_bomb_decodes_no_further_than_its_bounds(compress):
 def test_broken_data_is_an_error_that_names_the_coding(coding, data):
     with pytest.raises(CodingError, match=coding):
         inspection_view(data, (coding,), 1000)
+
+
+@pytest.mark.parametrize(
+    ("data", "coding"),
+    [(zlib.compress(TEXT) + b"junk", "deflate"), (brotli.compress(TEXT) + b"junk", "br")],
+)
+def test_data_after_the_end_of_the_stream_is_an_error(data, coding):
+    with pytest.raises(CodingError):
+        inspection_view(data, (coding,), 100_000)
+
+
+@pytest.mark.parametrize("fields", [("zstd",), ("compress",), ("gzip, gzip, gzip, gzip, gzip",)])
+def test_codings_the_node_cannot_read_are_refused(fields):
+    with pytest.raises(UnknownCoding):
+        inspection_view(b"whatever", fields, 1000)

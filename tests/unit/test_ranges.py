@@ -386,6 +386,7 @@ async def test_slice_chunks_of_a_short_source_yields_what_there_is():
         ("bytes=5-,0-9,100-200", "bytes=0-"),  # an open range swallows what reaches it
         ("bytes=0-9,500-", "bytes=0-9,500-"),
         ("bytes=-10,-20", "bytes=-20"),
+        ("bytes=0-,-500", "bytes=0-"),  # the suffix lies inside the whole
         ("bytes=0-1," + ",".join(["4-5"] * 20), None),  # more than MAX_RANGES
         ("items=1-2", None),
         ("bytes=9-5", None),

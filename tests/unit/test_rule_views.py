@@ -65,6 +65,8 @@ def shop(**top: Any):
         ("/accounts/x", False),
         ("/products/account", False),
         ("/products%2Faccount%2F", False),
+        ("/ACCOUNT/x%2F..%2F..%2Fhome", True),  # upper case and a traversal only decoding uncovers
+        ("/ACCOUNT/x/..;/..;/home", True),
         ("/account/public/x", False),  # the narrower bypass: false rule wins in every view
         ("/account/PUBLIC/x", True),  # ... but not where a view escapes it
     ],
@@ -77,10 +79,18 @@ def test_bypass_fails_safe_for_every_spelling(raw, bypass):
     assert shop().response_decision(path, "text/html").bypass is bypass
 
 
-def test_keys_and_ttls_are_decided_on_the_decoded_view():
+def test_keys_and_ttls_follow_the_path_as_sent_and_a_spelling_that_changes_them_is_not_cached():
     policy = shop()
-    assert policy.request_decision("/lang%2Fde").key.cookies == ("lang",)
-    assert policy.response_decision("/static;v=2/app.js", "text/javascript").edge_ttl.seconds == 60
+    assert policy.request_decision("/lang/de").key.cookies == ("lang",)
+    # A lenient origin reads "/lang/de", a strict one "/lang%2Fde": which
+    # key is right depends on the origin, so neither is used.
+    decision = policy.request_decision("/lang%2Fde")
+    assert decision.bypass and decision.key.cookies == ()
+    assert policy.response_decision("/static/app.js", "text/javascript").edge_ttl.seconds == 60
+    ttl = policy.response_decision("/static;v=2/app.js", "text/javascript")
+    assert ttl.bypass
+    # A spelling both read alike changes nothing.
+    assert not policy.request_decision("/products%20list").bypass
     # Case matters for keys and TTLs unless the tenant says otherwise.
     assert policy.request_decision("/LANG/de").key.cookies == ()
     assert shop(rules_case_insensitive=True).request_decision("/LANG/de").key.cookies == ("lang",)
