@@ -195,11 +195,14 @@ def _apply_flags(config, args, demo: bool):
         admin = dataclasses.replace(admin, enabled=True, listen=args.admin)
     env_token = os.environ.get("EDGE_ADMIN_TOKEN", "").strip()
     if admin.enabled and env_token:
-        from edge.admin.auth import MAX_TOKEN_LENGTH, TOKEN_CHARS, token_from_env
+        from edge.admin.auth import MAX_TOKEN_LENGTH, MIN_TOKEN_LENGTH, TOKEN_CHARS, token_from_env
 
         if len(env_token) > MAX_TOKEN_LENGTH or not TOKEN_CHARS.issuperset(env_token):
             raise ValueError(f"EDGE_ADMIN_TOKEN: expected at most {MAX_TOKEN_LENGTH} letters, digits and -._~+/= "
                              "(what Authorization: Bearer carries), found other characters")
+        if len(env_token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"EDGE_ADMIN_TOKEN: expected at least {MIN_TOKEN_LENGTH} characters (short tokens "
+                             f"can be guessed; `edge token new` makes one), found {len(env_token)}")
         # Only its hash goes into the configuration the workers get.
         admin = dataclasses.replace(admin, tokens=admin.tokens + (token_from_env(env_token),))
     changes["admin"] = admin

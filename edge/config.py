@@ -160,6 +160,7 @@ class AdminConfig:
     # Failed authentications per client address and per presented token, over all workers.
     failed_auth_limit: int = 10  # the next failure in the window gets 429
     failed_auth_window: float = 60.0  # seconds
+    failed_auth_delay: float = 1.0  # seconds before each attempt from an address over the limit
     # Not a file setting: the per-run directory where workers put their
     # control sockets (set by the supervisor when node.workers > 1).
     run_dir: Path | None = None
@@ -277,7 +278,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "log": ("access", "level"),
     "geoip": ("database", "check_interval"),
     "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log", "hosts", "failed_auth_limit",
-              "failed_auth_window"),
+              "failed_auth_window", "failed_auth_delay"),
     "filters": ("allow", "deny", "allow_file", "deny_file", "client_rate", "client_burst"),
     "outbound": ("allow_networks",),
 }
@@ -669,6 +670,7 @@ def _admin(r: _Reader, data: dict[str, Any], listen: tuple[ListenAddress, ...], 
         hosts=r.get(t, "admin", "hosts", d.hosts, _admin_hosts),
         failed_auth_limit=r.get(t, "admin", "failed_auth_limit", d.failed_auth_limit, _integer(1, 10_000)),
         failed_auth_window=r.get(t, "admin", "failed_auth_window", d.failed_auth_window, _number(1, 86400)),
+        failed_auth_delay=r.get(t, "admin", "failed_auth_delay", d.failed_auth_delay, _number(0, 60)),
     )
 
 

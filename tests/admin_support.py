@@ -31,6 +31,7 @@ def admin_config(**changes: Any) -> AdminConfig:
     changes.setdefault("enabled", True)
     changes.setdefault("listen", ListenAddress("127.0.0.1", 0))
     changes.setdefault("tokens", TOKENS)
+    changes.setdefault("failed_auth_delay", 0.01)  # the tests count delayed attempts, they don't wait them out
     return AdminConfig(**changes)
 
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import weakref
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class AdminContext:
     control: ControlSocket | None = None  # None with one worker
     started: float = field(default_factory=time.time)
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # One lock per address over its failure limit; gone when nobody waits.
+    slow_lanes: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
 
     @property
     def via(self) -> str:
@@ -168,15 +171,31 @@ def _path_trick(raw_path: str) -> str | None:
 
 
 async def _authenticate(request: web.Request, ctx: AdminContext) -> Principal:
-    """A valid token is always accepted: the limiter counts and refuses only
-    failures, so that guesses from an operator's address never lock the
-    operator out."""
+    """A valid token is always accepted: the limiter refuses only failures,
+    so that guesses from an operator's address never lock the operator out.
+    An address over its limit is slowed instead: its attempts, valid ones
+    included, are checked one at a time per worker, each after
+    ``admin.failed_auth_delay`` seconds, so guessing gets no faster than
+    that whatever the client's concurrency."""
+    address = ctx.keys.address(request.remote)
+    if await ctx.limiter.over(address):
+        lane = ctx.slow_lanes.get(address)
+        if lane is None:
+            lane = ctx.slow_lanes[address] = asyncio.Lock()
+        async with lane:
+            metrics.ADMIN_AUTH_DELAYED.inc()
+            await asyncio.sleep(ctx.config.admin.failed_auth_delay)
+            return await _check_token(request, ctx, address)
+    return await _check_token(request, ctx, address)
+
+
+async def _check_token(request: web.Request, ctx: AdminContext, address: str) -> Principal:
     try:
         return ctx.tokens.check(request.headers.get("Authorization"))
     except AuthFailure as exc:
         failure = exc
     if failure.counts:
-        keys = [ctx.keys.address(request.remote)]
+        keys = [address]
         if failure.presented is not None:
             keys.append(ctx.keys.token(failure.presented))
         wait = await ctx.limiter.failed(keys)

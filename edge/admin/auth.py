@@ -28,6 +28,9 @@ log = logging.getLogger("edge.admin")
 # A token longer than this is not one we issued; hashing megabytes per
 # request would be a cheap way to burn CPU.
 MAX_TOKEN_LENGTH = 512
+# A token short enough to guess is refused at start (16 of these characters
+# carry about 96 bits when random; `edge token new` makes 256).
+MIN_TOKEN_LENGTH = 16
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
 
 
@@ -162,6 +165,14 @@ class MemoryFailures:
     async def failed(self, keys: Sequence[str]) -> int | None:
         return self.count(keys)
 
+    async def over(self, key: str) -> bool:
+        return self.is_over(key)
+
+    def is_over(self, key: str) -> bool:
+        """Whether ``key`` is over its limit now (counts nothing)."""
+        start, n = self._keys.get(key, (0.0, 0))
+        return n > self.limit and self.clock() - start < self.window
+
     def count(self, keys: Sequence[str]) -> int | None:
         """Count one failure against each key: seconds until the window of
         every key over its limit ends, or None when none is over."""
@@ -259,6 +270,17 @@ class SharedFailures:
     async def failed(self, keys: Sequence[str]) -> int | None:
         # A thread of its own: another worker's transaction may hold the file for a moment.
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.count, keys)
+
+    def is_over(self, key: str) -> bool:
+        """As ``MemoryFailures.is_over``, over every worker of the node."""
+        try:
+            row = self._connect().execute("SELECT start, n FROM failures WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return self._fallback.is_over(key)
+        return row is not None and row[1] > self.limit and self.clock() - row[0] < self.window
+
+    async def over(self, key: str) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.is_over, key)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -53,6 +53,12 @@ PURGED_ENTRIES = Counter(
     registry=REGISTRY,
 )
 
+ADMIN_AUTH_DELAYED = Counter(
+    "edge_admin_auth_delayed_total",
+    "Admin API requests slowed down because their address is over its failed-authentication limit.",
+    registry=REGISTRY,
+)
+
 # Cache outcomes, from the fwd= parameter of Cache-Status (RFC 9211).
 _OUTCOMES = {
     "uri-miss": "miss",

@@ -2,6 +2,8 @@
 as a subprocess, and ``edge purge`` / ``edge policy`` / ``edge token``."""
 from __future__ import annotations
 
+import pytest
+
 import glob
 import hashlib
 import http.client
@@ -310,7 +312,8 @@ def test_quick_mode_admin_with_the_token_from_the_environment(run_edge, upstream
     assert admin_get(admin, "/v1/tenants", token="other")[0] == 401
 
 
-def test_serve_refuses_an_unusable_admin_token_in_the_environment(run_edge, upstream, port):
+@pytest.mark.parametrize(("value", "why"), [("has spaces in it", "other characters"), ("secret", "at least 16")])
+def test_serve_refuses_an_unusable_admin_token_in_the_environment(run_edge, upstream, port, value, why):
     node = run_edge("--origin", upstream.url, "--admin", f"127.0.0.1:{free_port()}", port=port, ready=False,
-                    env={"EDGE_ADMIN_TOKEN": "has spaces in it"})
-    assert node.wait_exit() == 2 and "EDGE_ADMIN_TOKEN" in node.stderr
+                    env={"EDGE_ADMIN_TOKEN": value})
+    assert node.wait_exit() == 2 and "EDGE_ADMIN_TOKEN" in node.stderr and why in node.stderr

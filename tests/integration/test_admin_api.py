@@ -173,6 +173,29 @@ async def test_failed_attempts_are_limited_per_address_but_never_lock_out_a_vali
     assert (await api.call("GET", "/healthz", token=None))[0] == 200
 
 
+async def test_an_address_over_its_limit_is_slowed_one_attempt_at_a_time(start):
+    """Refusing only failures would let a guesser learn 200 from 429 at full
+    speed: over its limit, every attempt from the address waits its turn."""
+    from edge.observe.metrics import ADMIN_AUTH_DELAYED
+
+    edge = await start()
+    api = edge.api
+    for i in range(10):
+        assert (await api.call("GET", "/v1/tenants", token=f"guess{i}"))[0] == 401
+    assert (await api.call("GET", "/v1/tenants", token="guess"))[0] == 429  # the 11th: over from now on
+    before = ADMIN_AUTH_DELAYED._value.get()
+    answers = await asyncio.gather(*(api.call("GET", "/v1/tenants", token=f"more{i}") for i in range(5)),
+                                   api.call("GET", "/v1/tenants", token=OPERATOR))
+    assert [a[0] for a in answers] == [429] * 5 + [200]
+    assert ADMIN_AUTH_DELAYED._value.get() - before == 6
+    # Another address is not slowed.
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.3", 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        other = Api(session, f"http://127.0.0.1:{edge.node.admin.port}", api.check)
+        assert (await other.call("GET", "/v1/tenants", token=OPERATOR))[0] == 200
+    assert ADMIN_AUTH_DELAYED._value.get() - before == 6
+
+
 async def test_failed_attempts_are_limited_per_address_not_per_network(start):
     edge = await start()
     for i in range(11):
