@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import urllib.request
 from pathlib import Path
@@ -30,12 +29,6 @@ def call(admin: int, method: str, path: str, body: object = None,
         return exc.code, dict(exc.headers), json.loads(exc.read())
 
 
-def state_dir(node) -> Path:
-    found = re.search(r"state directory (\S+) \(", node.stdout)
-    assert found, node.describe()
-    return Path(found.group(1))
-
-
 def quick_policy(origin_url: str, **sections: object) -> dict:
     return {"hosts": ["*"], "origins": [{"url": origin_url}], **sections}
 
@@ -51,8 +44,8 @@ def test_quick_mode_policy_writes_apply_at_once_and_are_conditional(run_edge, up
     admin = free_port()
     node = run_edge("--origin", upstream.url, "--admin", f"127.0.0.1:{admin}", port=port,
                     env={"EDGE_ADMIN_TOKEN": TOKEN, "TMPDIR": str(tmpdir)})
-    state = state_dir(node)
-    assert state.parent == tmpdir and stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    state = node.state_dir
+    assert state is not None and state.parent == tmpdir and stat.S_IMODE(os.stat(state).st_mode) == 0o700
     assert node.get("/page").status == 200 and node.get("/page").is_hit
 
     status, headers, _ = call(admin, "GET", "/v1/tenants/default/policy")
@@ -121,7 +114,7 @@ def test_a_given_state_dir_keeps_written_policies_across_restarts(run_edge, upst
     args = ("--policy", str(rules), "--state-dir", str(state), "--admin", f"127.0.0.1:{admin}")
 
     node = run_edge("--origin", upstream.url, *args, port=port, env=env)
-    assert state_dir(node) == state and "kept across restarts" in node.stdout
+    assert node.state_dir == state and "kept across restarts" in node.stdout
     assert node.get("/r/1").headers["Cache-Control"] == "max-age=11"
     status, _, body = call(admin, "PUT", "/v1/tenants/default/policy", quick_policy(upstream.url, rules=ttl_rule(77)))
     assert status == 200, body
