@@ -2,6 +2,7 @@
 
     edge serve                              demo tenant + built-in demo origin
     edge serve --origin URL [--policy F]    quick mode: one tenant, any Host
+                                            (both keep their policies in --state-dir, edge.state)
     edge serve --config edge.toml           a node with a policies directory
     edge purge --tenant T --url U ...       purge through the admin API
     edge policy get|set|validate            tenant policies through the admin API (validate: offline)
@@ -22,8 +23,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.config import ISO_COUNTRIES, ConfigError, ListenAddress, default_config, load_config, parse_size
+
+if TYPE_CHECKING:
+    from edge.state import Seed
 
 log = logging.getLogger("edge")
 
@@ -34,20 +39,19 @@ DEMO_ORIGIN = ("127.0.0.1", 8081)
 class SourceSpec:
     """How a worker finds its policies (picklable, for worker processes)."""
 
-    kind: str  # "directory" | "file" | "quick"
-    path: str | None = None
-    origin: str | None = None
-    tenant: str = "default"
+    kind: str  # "directory" (--config) | "state" (quick and demo mode)
+    path: str  # the policy directory
+    seed: Seed | None = None  # "state": what the mode defines
 
 
 def make_source(spec: SourceSpec):
-    from edge.policy.sources import DirectorySource, FileSource
+    if spec.kind == "state":
+        from edge.state import StateDirectory
 
-    if spec.kind == "directory":
-        source = DirectorySource(Path(spec.path))
-    else:
-        source = FileSource(Path(spec.path) if spec.path else None, tenant=spec.tenant, quick_origin=spec.origin)
-    return source
+        return StateDirectory(Path(spec.path), spec.seed)
+    from edge.policy.sources import DirectorySource
+
+    return DirectorySource(Path(spec.path))
 
 
 def _parse_listen(value: str) -> ListenAddress:
@@ -74,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="node configuration (TOML)")
     serve.add_argument("--origin", type=_parse_origin, help="quick mode: one tenant in front of this origin")
     serve.add_argument("--policy", help="quick mode: policy file for that tenant")
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="quick and demo mode: keep the policies (those written through the admin API too) "
+                            "here; default: a fresh directory for this run, removed when it stops")
     serve.add_argument("--listen", type=_parse_listen, action="append", help="HOST:PORT (repeatable; default 127.0.0.1:8080)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port (SO_REUSEPORT)")
     serve.add_argument("--cache-dir", help="disk tier directory (quick mode; default: none, memory only)")
@@ -110,20 +117,24 @@ def _fail(message: str) -> int:
 
 def serve(args) -> int:
     demo = False
+    seed = None
     if args.config:
         if args.origin or args.policy:
             return _fail("--config cannot be combined with --origin/--policy")
+        if args.state_dir:
+            return _fail("--state-dir is for quick and demo mode; with --config, policies.directory holds the policies")
         try:
             config = load_config(args.config)
         except ConfigError as exc:
             return _fail(f"invalid configuration, not starting:\n{exc}")
         if config.policies.directory is None:
             return _fail(f"{args.config}: policies.directory: expected a directory of tenant policies, found nothing")
-        spec = SourceSpec("directory", str(config.policies.directory))
     else:
+        from edge.state import Seed
+
         config = default_config()
         if args.origin:
-            spec = SourceSpec("quick", args.policy, args.origin)
+            seed = Seed("default", args.policy, args.origin)
         elif args.policy:
             return _fail("--policy needs --origin (quick mode)")
         else:
@@ -133,7 +144,7 @@ def serve(args) -> int:
             demo_file = default_policies_dir() / "demo.json"
             if not demo_file.is_file():
                 return _fail(f"demo policy not found at {demo_file}")
-            spec = SourceSpec("file", str(demo_file), tenant="demo")
+            seed = Seed("demo", str(demo_file))
 
     try:
         config = _apply_flags(config, args, demo)
@@ -146,23 +157,72 @@ def serve(args) -> int:
         return _fail(problem)
     level = args.log_level or config.log.level
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if seed is None:
+        return _serve(config, SourceSpec("directory", str(config.policies.directory)), demo)
 
+    from edge.state import StateError, open_state_dir
+
+    try:
+        state = open_state_dir(args.state_dir)
+    except StateError as exc:
+        return _fail(str(exc))
+    try:
+        return _serve(config, SourceSpec("state", str(state.policies), seed), demo, state)
+    finally:
+        state.close()
+
+
+def _serve(config, spec: SourceSpec, demo: bool, state=None) -> int:
     # Validate the policies once in the parent: a quick-mode policy file that
     # is broken must stop the start with a precise message.
     source = make_source(spec)
+    if spec.seed is not None:
+        problem = _seed_state(source)
+        if problem:
+            return _fail(problem)
     report = source.load()
     for err in report.errors:
         print(f"edge: policy rejected: {err}", file=sys.stderr)
-    if spec.kind != "directory" and not source.current.tenants:
-        return _fail("no valid policy, not starting")
+    if spec.seed is not None and spec.seed.tenant not in source.current.tenants:
+        return _fail(f"no valid policy for tenant {spec.seed.tenant}, not starting "
+                     f"(fix or remove {source.files.path(spec.seed.tenant)})")
 
     if config.workers > 1:
         problem = _check_listen(config)
         if problem:
             return _fail(problem)
-        return _supervise(config, spec, demo)
+        return _supervise(config, spec, demo, state)
     _use_uvloop()
-    return asyncio.run(_run_single(config, spec, demo, source))
+    return asyncio.run(_run_single(config, spec, demo, source, state))
+
+
+def _seed_state(source) -> str | None:
+    """Write the mode's tenant into the state directory (edge.state); say
+    on stderr when a policy written through the admin API stays instead."""
+    from edge.policy.errors import PolicyError
+
+    seed = source.seed
+    try:
+        synced = source.sync(start=True)
+    except PolicyError as exc:
+        for err in exc.errors:
+            print(f"edge: policy rejected: {err}", file=sys.stderr)
+        return "no valid policy, not starting"
+    except OSError as exc:
+        return f"--state-dir {source.path.parent}: cannot write the policy of tenant {seed.tenant}: " \
+               f"{(exc.strerror or str(exc)).lower()}"
+    if synced.kept:
+        if seed.origin is None:
+            instead = seed.path
+        else:
+            instead = f"--policy {seed.path}" if seed.path else "the default quick-mode policy"
+        print(f"edge: tenant {seed.tenant}: {source.files.path(seed.tenant)} was changed through the admin API "
+              f"since it was seeded and stays in force instead of {instead} (remove that file to start from "
+              "the command line again)", file=sys.stderr)
+    if synced.origin_was is not None:
+        print(f"edge: tenant {seed.tenant}: origin {seed.origin} (--origin) instead of {synced.origin_was}",
+              file=sys.stderr)
+    return None
 
 
 def _apply_flags(config, args, demo: bool):
@@ -325,7 +385,7 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _banner(config, addresses, demo: bool, workers: int, admin_address=None) -> None:
+def _banner(config, addresses, demo: bool, workers: int, admin_address=None, state=None) -> None:
     host, port = addresses[0] if addresses else (config.listen[0].host, config.listen[0].port)
     shown = f"[{host}]" if ":" in host else host
     print(f"edge: node {config.name!r} listening on http://{shown}:{port} ({workers} worker{'s' if workers > 1 else ''})", flush=True)
@@ -335,6 +395,10 @@ def _banner(config, addresses, demo: bool, workers: int, admin_address=None) -> 
         admin_host, admin_port = admin_address or (config.admin.listen.host, config.admin.listen.port)
         admin_shown = f"[{admin_host}]" if ":" in admin_host else admin_host
         print(f"edge: admin API on http://{admin_shown}:{admin_port}", flush=True)
+    if state is not None:
+        kept = "removed when the node stops; --state-dir DIR keeps them" if state.made else "kept across restarts"
+        print(f"edge: state directory {state.root} (policies, also those written through the admin API; {kept})",
+              flush=True)
     if demo:
         print(
             f"edge: demo tenant in front of the built-in demo origin at http://{DEMO_ORIGIN[0]}:{DEMO_ORIGIN[1]}\n"
@@ -345,7 +409,7 @@ def _banner(config, addresses, demo: bool, workers: int, admin_address=None) -> 
         )
 
 
-async def _run_single(config, spec: SourceSpec, demo: bool, source) -> int:
+async def _run_single(config, spec: SourceSpec, demo: bool, source, state=None) -> int:
     from edge.app import Node, serve_forever
     from edge.demo import start_demo_origin
 
@@ -360,7 +424,7 @@ async def _run_single(config, spec: SourceSpec, demo: bool, source) -> int:
     try:
         await serve_forever(
             node,
-            ready=lambda n: _banner(config, n.addresses, demo, 1, n.admin.addresses[0] if n.admin else None),
+            ready=lambda n: _banner(config, n.addresses, demo, 1, n.admin.addresses[0] if n.admin else None, state),
             extra_cleanup=cleanups,
         )
     except OSError as exc:
@@ -380,7 +444,7 @@ def _worker_main(config, spec: SourceSpec) -> None:
     asyncio.run(serve_forever(Node(config, source, reuse_port=True)))
 
 
-def _supervise(config, spec: SourceSpec, demo: bool) -> int:
+def _supervise(config, spec: SourceSpec, demo: bool, state=None) -> int:
     """Parent of N workers: starts them, restarts one that dies, forwards
     SIGHUP (reload) and SIGTERM/SIGINT (graceful stop)."""
     ctx = multiprocessing.get_context("spawn")
@@ -393,7 +457,7 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
         run_dir = Path(tempfile.mkdtemp(prefix=f"edge-{config.admin.listen.port}-"))
         config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, run_dir=run_dir))
     try:
-        return _supervise_workers(ctx, config, spec, demo)
+        return _supervise_workers(ctx, config, spec, demo, state)
     finally:
         if run_dir is not None:
             import shutil
@@ -401,7 +465,7 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool) -> int:
+def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool, state) -> int:
     demo_proc = None
     if demo:
         demo_proc = ctx.Process(target=_demo_main, name="edge-demo-origin", daemon=True)
@@ -428,7 +492,7 @@ def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool) -> int:
     signal.signal(signal.SIGHUP, on_hup)
     for i in range(config.workers):
         start(i)
-    _banner(config, [(config.listen[0].host, config.listen[0].port)], demo, config.workers)
+    _banner(config, [(config.listen[0].host, config.listen[0].port)], demo, config.workers, state=state)
     restarts: list[float] = []
     failed = False
     while not stopping:

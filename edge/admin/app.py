@@ -65,7 +65,7 @@ class AdminContext:
     keys: FailureKeys  # what failed authentications are counted against
     limiter: MemoryFailures | SharedFailures = field(default_factory=MemoryFailures)
     hosts: frozenset[str] = frozenset()  # Host names besides loopback and the connection's own address
-    files: PolicyFiles | None = None  # None in quick and demo mode: nothing to write to
+    files: PolicyFiles | None = None  # None when the policies come from one file: nothing to write to
     control: ControlSocket | None = None  # None with one worker
     started: float = field(default_factory=time.time)
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -479,8 +479,8 @@ async def delete_policy(request: web.Request) -> web.Response:
 def _writable(request: web.Request) -> AdminContext:
     ctx = request.app[ADMIN]
     if ctx.files is None:
-        raise ApiError(409, "this node has no policy directory (quick or demo mode): policies are read-only here; "
-                            "start it with --config and [policies] directory to change them through the API")
+        raise ApiError(409, "this node reads its policies from one file, not a policy directory: they are "
+                            "read-only here; edge serve keeps them in a directory in every mode")
     return ctx
 
 

@@ -60,7 +60,7 @@ _ERRORS = {
           "changing hosts, or writing an origin or webhook URL on an internal address."),
     404: "No such tenant (or endpoint).",
     405: "Method not allowed on this endpoint.",
-    409: "Conflict: no policy directory to write to (quick or demo mode), or the node did not take the change.",
+    409: "Conflict: no policy directory to write to (a node reading one policy file), or the node did not take the change.",
     412: "If-Match does not name the current version (ETag) of the policy.",
     413: f"Request body over {MAX_BODY} bytes.",
     422: "The body is valid JSON but not a valid policy or purge request; details name every field. Nothing changed.",

@@ -30,6 +30,11 @@ _TMP_SUFFIX = ".admin-tmp"
 PAUSE_ENV = "EDGE_TEST_POLICY_WRITE_PAUSE"
 
 
+def policy_bytes(data: Any) -> bytes:
+    """A policy file's bytes as the writer lays them out."""
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+
+
 class Precondition(Exception):
     """If-Match did not hold: the file changed (or does not exist)."""
 
@@ -84,12 +89,11 @@ class PolicyFiles:
 
     def write(self, tenant: str, data: Any) -> None:
         path = self.path(tenant)
-        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         tmp = self.directory / f".{tenant}.json.{os.getpid()}.{time.monotonic_ns()}{_TMP_SUFFIX}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             try:
-                view = memoryview(text.encode())
+                view = memoryview(policy_bytes(data))
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)

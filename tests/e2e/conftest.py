@@ -36,6 +36,7 @@ def run_edge(tmp_path: Path):
     yield start
     for proc in started:
         proc.kill_group()
+        proc.remove_own_state_dir()
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import hashlib
 import http.client
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -162,6 +164,17 @@ class EdgeProcess:
     @property
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
+
+    @property
+    def state_dir(self) -> Path | None:
+        """The state directory the banner names (quick and demo mode)."""
+        found = re.search(r"state directory (\S+) \(", self.stdout)
+        return Path(found.group(1)) if found else None
+
+    def remove_own_state_dir(self) -> None:
+        """A state directory made for the run goes at a clean stop; after SIGKILL, here."""
+        if self.state_dir is not None and "removed when the node stops" in self.stdout:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def describe(self) -> str:
         return (f"command: {' '.join(self.args)}\nexit status: {self.proc.poll()}\n"

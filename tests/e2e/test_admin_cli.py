@@ -306,9 +306,13 @@ def test_quick_mode_admin_with_the_token_from_the_environment(run_edge, upstream
     assert done.returncode == 0 and "purged 1 entry" in done.stdout, done.stderr
     assert not node.get("/a").is_hit
     policy_file = tmp_path / "p.json"
+    # The state directory holds complete policies, as a policy directory does.
     policy_file.write_text(json.dumps({"rules": []}))
     done = cli("policy", "set", "--tenant", "default", str(policy_file), "--admin", f"http://127.0.0.1:{admin}")
-    assert done.returncode == 1 and "409" in done.stderr and "quick" in done.stderr
+    assert done.returncode == 1 and "422" in done.stderr and "hosts" in done.stderr
+    policy_file.write_text(json.dumps({"hosts": ["*"], "origins": [{"url": upstream.url}], "rules": []}))
+    done = cli("policy", "set", "--tenant", "default", str(policy_file), "--admin", f"http://127.0.0.1:{admin}")
+    assert done.returncode == 0 and "replaced" in done.stdout, done.stderr
     assert admin_get(admin, "/v1/tenants", token="other")[0] == 401
 
 
