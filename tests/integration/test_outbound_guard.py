@@ -20,7 +20,7 @@ from edge.config import OutboundConfig
 from edge.observe.events import EventSettings, SecurityEvents, WebhookSender
 from edge.observe.metrics import REGISTRY
 from edge.origin.guard import AddressPolicy, ForbiddenAddress, GuardedResolver
-from tests.admin_support import SHOP, Api, OpenApiCheck, admin_config, policy
+from tests.admin_support import OPERATOR, SHOP, Api, OpenApiCheck, admin_config, policy
 from tests.conftest import Origin
 
 POLICY = "/v1/tenants/{tenant}/policy"
@@ -120,6 +120,55 @@ async def test_a_tenant_token_keeps_the_operators_origin_but_cannot_bring_it_bac
     status, _, body = await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP,
                                           json={"origins": [{"url": origin.url}]})
     assert status == 403 and body["details"][0]["field"] == "origins[0].url"
+
+
+@pytest.mark.parametrize("change", [{"host_header": "grafana.internal"}, {"max_connections": 10000}],
+                         ids=["another-virtual-host", "more-connections"])
+async def test_a_tenant_token_that_changes_the_operators_origin_makes_it_its_own(start, origin, client, change):
+    edge = await start({"shop": policy(origin.url, "shop.test")}, outbound=LOOPBACK_OPEN)
+    changed = {"url": origin.url, **change}
+    status, _, _ = await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json={"origins": [changed]})
+    assert status == 200
+    _, _, body = await edge.api.call("GET", POLICY, tenant="shop", token=SHOP)
+    assert [{k: o[k] for k in (*changed, "set_by")} for o in body["origins"]] == [{**changed, "set_by": "tenant"}]
+
+    later = await start({})  # the same policies, loopback closed again
+    status, cache_status, _ = await fetch(client, later, "shop.test")
+    assert status == 502 and "detail=origin-forbidden-address" in cache_status
+    assert origin.hits["/page"] == 0
+
+
+async def test_the_operators_internal_origin_is_not_the_tenants_to_change(start, origin, client):
+    edge = await start({"shop": policy(origin.url, "shop.test")})
+    change = {"origins": [{"url": origin.url, "host_header": "grafana.internal"}]}
+    status, _, body = await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json=change)
+    assert status == 403 and body["details"][0]["field"] == "origins[0].url"
+    assert "the operator's origin at this URL unchanged" in body["details"][0]["message"]
+    _, _, body = await edge.api.call("GET", POLICY, tenant="shop", token=SHOP)
+    assert [(o["host_header"], o["set_by"]) for o in body["origins"]] == [(None, "operator")]
+    # Sent back exactly as the operator set it, it stays the operator's.
+    same = {"origins": body["origins"], "rules": [{"match": {"path_prefix": "/a/"}, "bypass": True}]}
+    assert (await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json=same))[0] == 200
+    assert (await fetch(client, edge, "shop.test"))[0] == 200
+    assert origin.hits["/page"] == 1
+
+
+async def test_an_operator_vouches_for_a_tenants_origin_only_by_saying_so(start, origin, client):
+    shop = {"hosts": ["shop.test"], "origins": [{"url": origin.url, "set_by": "tenant"}]}
+    edge = await start({"shop": shop})
+    # A whole policy put back without the marks, as from a file kept by hand.
+    put = {"hosts": ["shop.test"], "origins": [{"url": origin.url, "read_timeout": 20}]}
+    assert (await edge.api.call("PUT", POLICY, tenant="shop", token=OPERATOR, json=put))[0] == 200
+    _, _, body = await edge.api.call("GET", POLICY, tenant="shop", token=OPERATOR)
+    assert [o["set_by"] for o in body["origins"]] == ["tenant"]
+    status, cache_status, _ = await fetch(client, edge, "shop.test")
+    assert status == 502 and "detail=origin-forbidden-address" in cache_status
+    assert origin.hits["/page"] == 0
+
+    vouched = {"origins": [{"url": origin.url, "set_by": "operator"}]}
+    assert (await edge.api.call("PATCH", POLICY, tenant="shop", token=OPERATOR, json=vouched))[0] == 200
+    assert (await fetch(client, edge, "shop.test"))[0] == 200
+    assert origin.hits["/page"] == 1
 
 
 @pytest.mark.parametrize("host", ["0x7f000001", "2130706433", "0177.0.0.1", "127.1", "127.0.0.0x1"])
