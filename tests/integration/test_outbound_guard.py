@@ -16,10 +16,14 @@ import logging
 
 import pytest
 
+from multidict import CIMultiDict
+
 from edge.config import OutboundConfig
 from edge.observe.events import EventSettings, SecurityEvents, WebhookSender
 from edge.observe.metrics import REGISTRY
 from edge.origin.guard import AddressPolicy, ForbiddenAddress, GuardedResolver
+from edge.origin.pool import Failure, OriginClients, OriginError
+from edge.policy import parse_policy
 from tests.admin_support import OPERATOR, SHOP, Api, OpenApiCheck, admin_config, policy
 from tests.conftest import Origin
 
@@ -169,6 +173,66 @@ async def test_an_operator_vouches_for_a_tenants_origin_only_by_saying_so(start,
     assert (await edge.api.call("PATCH", POLICY, tenant="shop", token=OPERATOR, json=vouched))[0] == 200
     assert (await fetch(client, edge, "shop.test"))[0] == 200
     assert origin.hits["/page"] == 1
+
+
+def requests(tenant: str) -> float:
+    labels = {"tenant": tenant, "status": "5xx", "cache": "miss"}
+    return REGISTRY.get_sample_value("edge_requests_total", labels) or 0.0
+
+
+async def test_a_refused_origin_is_logged_once_however_often_clients_ask(start, origin, client, caplog):
+    shop = {"hosts": ["shop.test"], "origins": [{"url": origin.url, "set_by": "tenant"}]}
+    edge = await start({"shop": shop})
+    before = requests("shop")
+    with caplog.at_level(logging.WARNING, logger="edge.origin"):
+        statuses = [(await fetch(client, edge, "shop.test"))[0] for _ in range(20)]
+    assert statuses == [502] * 20 and origin.hits["/page"] == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "edge.origin"] == [
+        f"origin request refused: origin-forbidden-address {origin.url} 127.0.0.1 is loopback"]
+    # Every refusal is still counted.
+    await until(lambda: requests("shop") >= before + 20)
+    assert requests("shop") == before + 20
+
+
+async def test_refusals_left_out_of_the_log_are_counted_in_a_later_line(origin, caplog):
+    now = [0.0]
+    clients = OriginClients(clock=lambda: now[0], refusal_log_interval=60.0)
+    shop = parse_policy({"hosts": ["shop.test"], "origins": [{"url": origin.url, "set_by": "tenant"},
+                                                             {"url": "http://127.0.0.2", "set_by": "tenant"}]},
+                        tenant="shop", source="test")
+    first, second = shop.origins
+
+    async def ask(o, when: float) -> None:
+        now[0] = when
+        with pytest.raises(OriginError) as refused:
+            await clients.send([o], shop.failover, "GET", "/page", CIMultiDict(), "shop.test", None, retry=False)
+        assert refused.value.failure is Failure.FORBIDDEN
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="edge.origin"):
+            for when in (0, 1, 2, 59):
+                await ask(first, when)
+            await ask(second, 30)
+            await ask(second, 31)
+            await ask(first, 60)
+            await ask(first, 61)
+            await ask(first, 200)  # the second origin's interval is over: its count comes along
+            await ask(first, 201)
+    finally:
+        with caplog.at_level(logging.WARNING, logger="edge.origin"):
+            await clients.close()  # and what was held back until then
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.origin"]
+    assert [line.split(" 127.0.0.")[0] for line in lines] == [
+        f"origin request refused: origin-forbidden-address {origin.url}",
+        "origin request refused: origin-forbidden-address http://127.0.0.2",
+        f"origin request refused: origin-forbidden-address {origin.url}",
+        f"origin request refused: origin-forbidden-address {origin.url}",
+        "origin requests refused: 1 more to http://127.0.0.2 since the last line",
+        f"origin requests refused: 1 more to {origin.url} since the last line",
+    ]
+    assert lines[2].endswith("(and 3 more since the last line)")
+    assert lines[3].endswith("(and 1 more since the last line)")
+    assert origin.hits["/page"] == 0
 
 
 @pytest.mark.parametrize("host", ["0x7f000001", "2130706433", "0177.0.0.1", "127.1", "127.0.0.0x1"])
