@@ -95,6 +95,9 @@ class Timeouts:
 class LogConfig:
     access: bool = True  # access log to stderr, client addresses anonymised
     level: str = "info"  # one of LOG_LEVELS
+    # Seconds between warnings about one refused origin (any client can
+    # cause one per request); those left out are counted in the next.
+    refused_origin_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +278,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "proxy": ("trusted_proxies", "client_address_header"),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
     "timeouts": ("keepalive", "shutdown", "header_read", "body_read", "body_total", "send", "origin_queue"),
-    "log": ("access", "level"),
+    "log": ("access", "level", "refused_origin_interval"),
     "geoip": ("database", "check_interval"),
     "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log", "hosts", "failed_auth_limit",
               "failed_auth_window", "failed_auth_delay"),
@@ -615,6 +618,8 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     log = LogConfig(
         r.get(t, "log", "access", d.log.access, _bool),
         r.get(t, "log", "level", d.log.level, _level),
+        r.get(t, "log", "refused_origin_interval", d.log.refused_origin_interval,
+              _number(0, 86400, "a number of seconds (0: every refusal)")),
     )
 
     t = r.table(data, "geoip")

@@ -33,7 +33,7 @@ from edge.admin.auth import AuthFailure, FailureKeys, MemoryFailures, Principal,
 from edge.admin.control import ControlSocket, FanOutResult
 from edge.admin.errors import ApiError, detail, error_response, field_details
 from edge.admin.hosts import allowed_names, host_allowed
-from edge.admin.provenance import stamp_tenant_write
+from edge.admin.provenance import stamp_operator_write, stamp_tenant_write
 from edge.admin.store import PolicyFiles, Precondition
 from edge.cache.purge import PurgeError, Purger, PurgeSpec, parse_purge
 from edge.config import ConfigError, NodeConfig, read_tokens_file
@@ -533,6 +533,10 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
                 if refused:
                     raise ApiError(403, "this change needs an operator token", refused)
                 policy = parse_policy(data, tenant=tenant, source=source)
+            else:
+                stamped = stamp_operator_write(data, policy, on_disk.current.get(tenant))
+                if stamped != data:
+                    data, policy = stamped, parse_policy(stamped, tenant=tenant, source=source)
             conflicts = _host_conflicts(on_disk.current, policy, principal)
             if conflicts:
                 raise ApiError(422, "invalid policy: nothing was changed", conflicts)

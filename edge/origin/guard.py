@@ -1,6 +1,6 @@
 """Where connections made for a tenant may go: the node's one address policy.
 
-An origin or a security-event webhook whose URL a tenant token wrote
+An origin or a security-event webhook that a tenant token wrote or changed
 (``"set_by": "tenant"`` in the policy) is *guarded*: the node connects to it
 only at addresses that are neither its own nor its network's, nor a cloud
 metadata service. Without that, a tenant could point its origin at

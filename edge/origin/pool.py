@@ -12,6 +12,10 @@ for a free connection when all ``max_connections`` of its origin are busy,
 then fails with ``origin-busy``. That is this node's saturation, not the
 origin's fault: it counts against no origin's health and is not failed over
 (the next origin stands in for a failing one, it is not extra capacity).
+
+A guarded origin at a refused address is refused on every request, and any
+client can ask for it: the warning is written once per origin URL per
+``REFUSAL_LOG_INTERVAL`` seconds, with the count of refusals left out.
 """
 from __future__ import annotations
 
@@ -27,11 +31,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from edge.http.slow import ClientBodyError
+from edge.observe.throttle import LogThrottle
 from edge.origin.guard import AddressPolicy, connector, forbidden
 
 log = logging.getLogger("edge.origin")
 
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+REFUSAL_LOG_INTERVAL = 60.0  # seconds
 
 
 class Failure(enum.Enum):
@@ -107,13 +113,14 @@ class OriginClients:
 
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, node_name: str = "edge", queue_timeout: float = 5.0,
-        guard: AddressPolicy = AddressPolicy(),
+        guard: AddressPolicy = AddressPolicy(), refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
         self._sessions: dict[tuple, aiohttp.ClientSession] = {}
         self._health: dict[str, _Health] = {}
         self._clock = clock
         self._queue_timeout = queue_timeout
         self._guard = guard
+        self._refusals = LogThrottle(refusal_log_interval, clock)
 
     def _session(self, origin) -> aiohttp.ClientSession:
         ident = (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections,
@@ -218,7 +225,7 @@ class OriginClients:
                     # Not the origin's health: another tenant's unguarded
                     # origin at the same URL must not be marked down by it.
                     last = OriginError(Failure.FORBIDDEN, origin.url, str(refused))
-                    log.warning("origin request refused: %s", last)
+                    self._log_refusal(origin.url, last)
                     if not more:
                         break
                     continue
@@ -247,7 +254,19 @@ class OriginClients:
         assert last is not None
         raise last
 
+    def _log_refusal(self, url: str, error: OriginError) -> None:
+        held = self._refusals.admit(url)
+        if held is None:
+            return
+        log.warning("origin request refused: %s%s", error, f" (and {held} more since the last line)" if held else "")
+        self._log_held_refusals()
+
+    def _log_held_refusals(self, *, final: bool = False) -> None:
+        for url, held in self._refusals.expired(final=final):
+            log.warning("origin requests refused: %d more to %s since the last line", held, url)
+
     async def close(self) -> None:
+        self._log_held_refusals(final=True)
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()

@@ -29,8 +29,9 @@ class OriginSpec:
     connect_timeout: float
     read_timeout: float
     max_connections: int
-    # Who wrote the URL: "tenant" (a tenant token, through the admin API)
-    # makes the origin guarded (edge.origin.guard); files and operators vouch.
+    # Who wrote the origin: "tenant" (a tenant token, through the admin API,
+    # edge.admin.provenance) makes it guarded (edge.origin.guard); files and
+    # operators vouch.
     set_by: Literal["operator", "tenant"] = "operator"
 
     @property

@@ -16,11 +16,15 @@ import logging
 
 import pytest
 
+from multidict import CIMultiDict
+
 from edge.config import OutboundConfig
 from edge.observe.events import EventSettings, SecurityEvents, WebhookSender
 from edge.observe.metrics import REGISTRY
 from edge.origin.guard import AddressPolicy, ForbiddenAddress, GuardedResolver
-from tests.admin_support import SHOP, Api, OpenApiCheck, admin_config, policy
+from edge.origin.pool import Failure, OriginClients, OriginError
+from edge.policy import parse_policy
+from tests.admin_support import OPERATOR, SHOP, Api, OpenApiCheck, admin_config, policy
 from tests.conftest import Origin
 
 POLICY = "/v1/tenants/{tenant}/policy"
@@ -120,6 +124,115 @@ async def test_a_tenant_token_keeps_the_operators_origin_but_cannot_bring_it_bac
     status, _, body = await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP,
                                           json={"origins": [{"url": origin.url}]})
     assert status == 403 and body["details"][0]["field"] == "origins[0].url"
+
+
+@pytest.mark.parametrize("change", [{"host_header": "grafana.internal"}, {"max_connections": 10000}],
+                         ids=["another-virtual-host", "more-connections"])
+async def test_a_tenant_token_that_changes_the_operators_origin_makes_it_its_own(start, origin, client, change):
+    edge = await start({"shop": policy(origin.url, "shop.test")}, outbound=LOOPBACK_OPEN)
+    changed = {"url": origin.url, **change}
+    status, _, _ = await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json={"origins": [changed]})
+    assert status == 200
+    _, _, body = await edge.api.call("GET", POLICY, tenant="shop", token=SHOP)
+    assert [{k: o[k] for k in (*changed, "set_by")} for o in body["origins"]] == [{**changed, "set_by": "tenant"}]
+
+    later = await start({})  # the same policies, loopback closed again
+    status, cache_status, _ = await fetch(client, later, "shop.test")
+    assert status == 502 and "detail=origin-forbidden-address" in cache_status
+    assert origin.hits["/page"] == 0
+
+
+async def test_the_operators_internal_origin_is_not_the_tenants_to_change(start, origin, client):
+    edge = await start({"shop": policy(origin.url, "shop.test")})
+    change = {"origins": [{"url": origin.url, "host_header": "grafana.internal"}]}
+    status, _, body = await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json=change)
+    assert status == 403 and body["details"][0]["field"] == "origins[0].url"
+    assert "the operator's origin at this URL unchanged" in body["details"][0]["message"]
+    _, _, body = await edge.api.call("GET", POLICY, tenant="shop", token=SHOP)
+    assert [(o["host_header"], o["set_by"]) for o in body["origins"]] == [(None, "operator")]
+    # Sent back exactly as the operator set it, it stays the operator's.
+    same = {"origins": body["origins"], "rules": [{"match": {"path_prefix": "/a/"}, "bypass": True}]}
+    assert (await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json=same))[0] == 200
+    assert (await fetch(client, edge, "shop.test"))[0] == 200
+    assert origin.hits["/page"] == 1
+
+
+async def test_an_operator_vouches_for_a_tenants_origin_only_by_saying_so(start, origin, client):
+    shop = {"hosts": ["shop.test"], "origins": [{"url": origin.url, "set_by": "tenant"}]}
+    edge = await start({"shop": shop})
+    # A whole policy put back without the marks, as from a file kept by hand.
+    put = {"hosts": ["shop.test"], "origins": [{"url": origin.url, "read_timeout": 20}]}
+    assert (await edge.api.call("PUT", POLICY, tenant="shop", token=OPERATOR, json=put))[0] == 200
+    _, _, body = await edge.api.call("GET", POLICY, tenant="shop", token=OPERATOR)
+    assert [o["set_by"] for o in body["origins"]] == ["tenant"]
+    status, cache_status, _ = await fetch(client, edge, "shop.test")
+    assert status == 502 and "detail=origin-forbidden-address" in cache_status
+    assert origin.hits["/page"] == 0
+
+    vouched = {"origins": [{"url": origin.url, "set_by": "operator"}]}
+    assert (await edge.api.call("PATCH", POLICY, tenant="shop", token=OPERATOR, json=vouched))[0] == 200
+    assert (await fetch(client, edge, "shop.test"))[0] == 200
+    assert origin.hits["/page"] == 1
+
+
+def requests(tenant: str) -> float:
+    labels = {"tenant": tenant, "status": "5xx", "cache": "miss"}
+    return REGISTRY.get_sample_value("edge_requests_total", labels) or 0.0
+
+
+async def test_a_refused_origin_is_logged_once_however_often_clients_ask(start, origin, client, caplog):
+    shop = {"hosts": ["shop.test"], "origins": [{"url": origin.url, "set_by": "tenant"}]}
+    edge = await start({"shop": shop})
+    before = requests("shop")
+    with caplog.at_level(logging.WARNING, logger="edge.origin"):
+        statuses = [(await fetch(client, edge, "shop.test"))[0] for _ in range(20)]
+    assert statuses == [502] * 20 and origin.hits["/page"] == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "edge.origin"] == [
+        f"origin request refused: origin-forbidden-address {origin.url} 127.0.0.1 is loopback"]
+    # Every refusal is still counted.
+    await until(lambda: requests("shop") >= before + 20)
+    assert requests("shop") == before + 20
+
+
+async def test_refusals_left_out_of_the_log_are_counted_in_a_later_line(origin, caplog):
+    now = [0.0]
+    clients = OriginClients(clock=lambda: now[0], refusal_log_interval=60.0)
+    shop = parse_policy({"hosts": ["shop.test"], "origins": [{"url": origin.url, "set_by": "tenant"},
+                                                             {"url": "http://127.0.0.2", "set_by": "tenant"}]},
+                        tenant="shop", source="test")
+    first, second = shop.origins
+
+    async def ask(o, when: float) -> None:
+        now[0] = when
+        with pytest.raises(OriginError) as refused:
+            await clients.send([o], shop.failover, "GET", "/page", CIMultiDict(), "shop.test", None, retry=False)
+        assert refused.value.failure is Failure.FORBIDDEN
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="edge.origin"):
+            for when in (0, 1, 2, 59):
+                await ask(first, when)
+            await ask(second, 30)
+            await ask(second, 31)
+            await ask(first, 60)
+            await ask(first, 61)
+            await ask(first, 200)  # the second origin's interval is over: its count comes along
+            await ask(first, 201)
+    finally:
+        with caplog.at_level(logging.WARNING, logger="edge.origin"):
+            await clients.close()  # and what was held back until then
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.origin"]
+    assert [line.split(" 127.0.0.")[0] for line in lines] == [
+        f"origin request refused: origin-forbidden-address {origin.url}",
+        "origin request refused: origin-forbidden-address http://127.0.0.2",
+        f"origin request refused: origin-forbidden-address {origin.url}",
+        f"origin request refused: origin-forbidden-address {origin.url}",
+        "origin requests refused: 1 more to http://127.0.0.2 since the last line",
+        f"origin requests refused: 1 more to {origin.url} since the last line",
+    ]
+    assert lines[2].endswith("(and 3 more since the last line)")
+    assert lines[3].endswith("(and 1 more since the last line)")
+    assert origin.hits["/page"] == 0
 
 
 @pytest.mark.parametrize("host", ["0x7f000001", "2130706433", "0177.0.0.1", "127.1", "127.0.0.0x1"])

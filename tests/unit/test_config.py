@@ -184,6 +184,7 @@ GOOD_VALUES = [
     ('[policies]\ndirectory = "policies"\nwatch_interval = 1', lambda c: c.policies.watch_interval == 1.0, "int-seconds"),
     ('[limits]\nmax_body_size = 0', lambda c: c.limits.max_body_size == 0, "no-bodies"),
     ('[log]\nlevel = "Debug"', lambda c: c.log.level == "debug", "level-lowered"),
+    ('[log]\nrefused_origin_interval = 0', lambda c: c.log.refused_origin_interval == 0.0, "every-refusal-logged"),
     ('[proxy]\ntrusted_proxies = []', lambda c: c.trusted_proxies == (), "no-proxies"),
     ('[outbound]\nallow_networks = ["10.20.0.0/16", "fd00:1::/32"]',
      lambda c: [str(n) for n in c.outbound.allow_networks] == ["10.20.0.0/16", "fd00:1::/32"], "outbound-networks"),
@@ -273,7 +274,10 @@ BAD = [
     ("[log]\naccess = \"yes\"", 'log.access: expected true or false, found "yes"', "access-string"),
     ("[log]\naccess = 1", "log.access: expected true or false, found 1", "access-int"),
     ("[log]\nlevel = \"verbose\"", 'log.level: expected one of "debug", "info", "warning", "error", "critical", found "verbose"', "level-unknown"),
-    ("[log]\nformat = \"json\"", "log.format: expected one of the keys access, level, found an unknown key", "log-unknown-key"),
+    ("[log]\nrefused_origin_interval = -1",
+     "log.refused_origin_interval: expected a number of seconds (0: every refusal) from 0 to 86400, found -1",
+     "refused-origin-interval-negative"),
+    ("[log]\nformat = \"json\"", "log.format: expected one of the keys access, level, refused_origin_interval, found an unknown key", "log-unknown-key"),
 ]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from edge.admin.provenance import stamp_tenant_write
+from edge.admin.provenance import stamp_operator_write, stamp_tenant_write
 from edge.origin.guard import AddressPolicy
 from edge.policy import parse_policy
 
@@ -100,6 +100,7 @@ def test_an_opened_range_opens_its_names_too_but_never_metadata():
 
 # --- who wrote a URL --------------------------------------------------------------
 
+INTERNAL = {"url": "http://10.0.0.5"}
 HOOK = {"webhook_url": "https://hooks.example/e", "secret": "0123456789abcdef0123"}
 
 
@@ -107,10 +108,12 @@ def policy(data: dict[str, Any]):
     return parse_policy(data, tenant="shop", source="test")
 
 
-def doc(*urls: str, hook: str | None = None, **marks: str) -> dict[str, Any]:
-    """A policy with these origins and a webhook; ``o0="tenant"`` marks the first origin, ``h=`` the webhook."""
+def doc(*urls: str | dict[str, Any], hook: str | None = None, **marks: str) -> dict[str, Any]:
+    """A policy with these origins (a URL, or a whole origin) and a webhook;
+    ``o0="tenant"`` marks the first origin, ``h=`` the webhook."""
     out: dict[str, Any] = {"hosts": ["shop.example"],
-                           "origins": [{"url": u, **({"set_by": marks[f"o{i}"]} if f"o{i}" in marks else {})}
+                           "origins": [{**({"url": u} if isinstance(u, str) else u),
+                                        **({"set_by": marks[f"o{i}"]} if f"o{i}" in marks else {})}
                                        for i, u in enumerate(urls)]}
     if hook is not None:
         events = {**HOOK, "webhook_url": hook}
@@ -120,11 +123,14 @@ def doc(*urls: str, hook: str | None = None, **marks: str) -> dict[str, Any]:
     return out
 
 
+def marks(data: dict[str, Any]) -> tuple[list[str | None], str | None]:
+    return ([o.get("set_by") for o in data["origins"]],
+            data.get("filters", {}).get("events", {}).get("set_by"))
+
+
 def stamped(new: dict[str, Any], before: dict[str, Any] | None, guard: AddressPolicy = PLAIN):
     data, refused = stamp_tenant_write(new, policy(new), policy(before) if before is not None else None, guard)
-    marks = [o["set_by"] for o in data["origins"]]
-    hook = data.get("filters", {}).get("events", {}).get("set_by")
-    return marks, hook, [r["field"] for r in refused]
+    return *marks(data), [r["field"] for r in refused]
 
 
 @pytest.mark.parametrize(
@@ -158,6 +164,29 @@ def stamped(new: dict[str, Any], before: dict[str, Any] | None, guard: AddressPo
                      ["operator"], "tenant", ["filters.events.webhook_url"], id="loopback-webhook"),
         pytest.param(doc("https://a.example"), doc("https://a.example", hook="https://hooks.example/e", h="operator"),
                      ["operator"], "tenant", [], id="cannot-claim-the-webhook"),
+        # An origin is the operator's as a whole: another virtual host behind
+        # the same internal address, or more load on it, is the tenant's.
+        pytest.param(doc(INTERNAL), doc({**INTERNAL, "host_header": "grafana.internal"}), ["tenant"], None,
+                     ["origins[0].url"], id="host-header-on-the-operators-origin"),
+        pytest.param(doc({**INTERNAL, "host_header": "shop.internal"}), doc(INTERNAL), ["tenant"], None,
+                     ["origins[0].url"], id="host-header-dropped"),
+        pytest.param(doc(INTERNAL), doc({**INTERNAL, "max_connections": 10000}), ["tenant"], None,
+                     ["origins[0].url"], id="more-connections"),
+        pytest.param(doc(INTERNAL), doc({**INTERNAL, "read_timeout": 3600}), ["tenant"], None,
+                     ["origins[0].url"], id="longer-timeout"),
+        pytest.param(doc(INTERNAL), doc({**INTERNAL, "connect_timeout": 1}), ["tenant"], None,
+                     ["origins[0].url"], id="any-change"),
+        pytest.param(doc({**INTERNAL, "host_header": "shop.internal", "max_connections": 50}),
+                     doc({"url": "http://10.0.0.5/", "max_connections": 50, "host_header": "shop.internal",
+                          "read_timeout": 30.0}),
+                     ["operator"], None, [], id="the-same-origin-written-otherwise"),
+        pytest.param(doc(INTERNAL), doc(INTERNAL, {**INTERNAL, "host_header": "grafana.internal"}),
+                     ["operator", "tenant"], None, ["origins[1].url"], id="a-second-vhost-beside-it"),
+        pytest.param(doc("https://a.example"), doc({"url": "https://a.example", "host_header": "b.example"}),
+                     ["tenant"], None, [], id="public-origin-changed"),
+        pytest.param(doc({"url": "https://a.example", "set_by": "tenant"}),
+                     doc({"url": "https://a.example", "host_header": "b.example"}), ["tenant"], None, [],
+                     id="its-own-changed"),
     ],
 )
 def test_what_a_tenant_token_write_records(before, new, marks, hook, refused):
@@ -166,3 +195,45 @@ def test_what_a_tenant_token_write_records(before, new, marks, hook, refused):
 
 def test_an_opened_range_lets_a_tenant_token_write_it():
     assert stamped(doc("http://10.0.0.7"), None, OPENED) == (["tenant"], None, [])
+
+
+def test_a_changed_operators_origin_is_refused_with_what_to_do():
+    new = doc({**INTERNAL, "host_header": "grafana.internal"})
+    _, refused = stamp_tenant_write(new, policy(new), policy(doc(INTERNAL)), PLAIN)
+    assert refused[0]["message"] == (
+        'expected a URL on a public address, or the operator\'s origin at this URL unchanged (only operators '
+        'change its host_header, timeouts or max_connections), found "http://10.0.0.5" (private)')
+
+
+TENANTS = {"url": "http://10.0.0.5", "host_header": "shop.internal", "set_by": "tenant"}
+
+
+@pytest.mark.parametrize(
+    ("before", "new", "origins", "hook"),
+    [
+        pytest.param(doc(TENANTS), doc({"url": "http://10.0.0.5", "host_header": "shop.internal"}),
+                     ["tenant"], None, id="keeps-the-tenants-origin"),
+        pytest.param(doc(TENANTS), doc("http://10.0.0.5"), ["tenant"], None, id="keeps-the-tenants-url"),
+        pytest.param(doc(TENANTS), doc({"url": "http://10.0.0.5", "set_by": "operator"}), ["operator"], None,
+                     id="vouches-when-it-says-so"),
+        pytest.param(doc(TENANTS), doc("https://b.example"), [None], None, id="a-new-url-is-the-operators"),
+        pytest.param(doc(TENANTS, INTERNAL), doc(INTERNAL), [None], None,
+                     id="the-operators-own-beside-the-tenants"),
+        pytest.param(doc(TENANTS, INTERNAL), doc({**INTERNAL, "read_timeout": 5}), ["tenant"], None,
+                     id="changed-where-the-tenant-has-the-url"),
+        pytest.param(None, doc("http://10.0.0.5"), [None], None, id="a-new-tenant"),
+        pytest.param(doc("https://a.example", hook="http://10.0.0.9/e", h="tenant"),
+                     doc("https://a.example", hook="http://10.0.0.9/e"), [None], "tenant",
+                     id="keeps-the-tenants-webhook"),
+        pytest.param(doc("https://a.example", hook="http://10.0.0.9/e", h="tenant"),
+                     doc("https://a.example", hook="http://10.0.0.9/e", h="operator"), [None], "operator",
+                     id="vouches-for-the-webhook-when-it-says-so"),
+        pytest.param(doc("https://a.example", hook="http://10.0.0.9/e", h="tenant"),
+                     doc("https://a.example", hook="http://10.0.0.9/f"), [None], None,
+                     id="its-own-webhook"),
+    ],
+)
+def test_what_an_operator_token_write_records(before, new, origins, hook):
+    """``None``: left out, so "operator" when read."""
+    data = stamp_operator_write(new, policy(new), policy(before) if before is not None else None)
+    assert marks(data) == (origins, hook)
