@@ -161,8 +161,7 @@ def serve(args) -> int:
         if problem:
             return _fail(problem)
         return _supervise(config, spec, demo)
-    _use_uvloop()
-    return asyncio.run(_run_single(config, spec, demo, source))
+    return run(_run_single(config, spec, demo, source))
 
 
 def _apply_flags(config, args, demo: bool):
@@ -314,12 +313,21 @@ def _check_listen(config) -> str | None:
     return None
 
 
-def _use_uvloop() -> None:
+def _loop_factory():
+    """uvloop's event loop when uvloop is installed, else None (asyncio's own)."""
     try:
         import uvloop
     except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main):
+    """Run the coroutine ``main`` on a new event loop, uvloop's when installed.
+    The loop is made by a factory: the process-wide event loop policy, which
+    asyncio deprecates, is left alone."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main)
 
 
 def _banner(config, addresses, demo: bool, workers: int, admin_address=None) -> None:
@@ -371,10 +379,9 @@ def _worker_main(config, spec: SourceSpec) -> None:
     from edge.app import Node, serve_forever
 
     logging.basicConfig(level=config.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _use_uvloop()
     source = make_source(spec)
     source.load()
-    asyncio.run(serve_forever(Node(config, source, reuse_port=True)))
+    run(serve_forever(Node(config, source, reuse_port=True)))
 
 
 def _supervise(config, spec: SourceSpec, demo: bool) -> int:
@@ -458,11 +465,11 @@ def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool) -> int:
 def _demo_main() -> None:
     from edge.demo import start_demo_origin
 
-    async def run() -> None:
+    async def demo() -> None:
         await start_demo_origin(*DEMO_ORIGIN)
         await asyncio.Event().wait()
 
-    asyncio.run(run())
+    run(demo())
 
 
 if __name__ == "__main__":
