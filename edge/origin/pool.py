@@ -12,10 +12,16 @@ for a free connection when all ``max_connections`` of its origin are busy,
 then fails with ``origin-busy``. That is this node's saturation, not the
 origin's fault: it counts against no origin's health and is not failed over
 (the next origin stands in for a failing one, it is not extra capacity).
+
+A kept-alive connection can be spoilt by the origin while it sat in the pool
+(bytes after a HEAD response, a close that crossed the next request). An
+idempotent request without a body that fails on such a reused connection
+before any valid response head is sent once more, on a new connection.
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import logging
 import time
@@ -23,6 +29,7 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -74,8 +81,20 @@ class _PoolBusy(Exception):
     for the origin's own connect error or timeout."""
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """One origin request's use of the pool (see _Connector._get)."""
+
+    fresh: bool = False  # take no kept-alive connection
+    reused: bool = False  # a kept-alive connection was taken
+
+
+_ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("origin_attempt", default=None)
+
+
 class _Connector(aiohttp.TCPConnector):
-    """A connector whose wait for a free connection is bounded."""
+    """A connector whose wait for a free connection is bounded, and which
+    tells a request whether it got a kept-alive connection."""
 
     def __init__(self, *, queue_timeout: float, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -91,6 +110,29 @@ class _Connector(aiohttp.TCPConnector):
             if bound.expired():
                 raise _PoolBusy() from None
             raise
+
+    async def _get(self, key, traces):
+        # aiohttp hands out a kept-alive connection here, or None to make a
+        # new one (aiohttp 3.14 internals). It already closes an idle pooled
+        # connection on which bytes arrive that no request asked for.
+        attempt = _ATTEMPT.get()
+        if attempt is not None and attempt.fresh:
+            return None
+        conn = await super()._get(key, traces)
+        if conn is not None and attempt is not None:
+            attempt.reused = True
+        return conn
+
+
+def _spoilt(exc: BaseException) -> bool:
+    """Whether a failure before the response head can be the connection's
+    own: closed or reset, or bytes before the status line that the previous
+    response left (a body after a HEAD response)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False  # a new connection that could not be made
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+        return True
+    return isinstance(exc, aiohttp.ClientResponseError) and isinstance(exc.__cause__, HttpProcessingError)
 
 
 @dataclass(slots=True)
@@ -198,15 +240,7 @@ class OriginClients:
             headers["Host"] = origin.host_header or client_host
             url = URL(origin.url.rstrip("/") + target, encoded=True)
             try:
-                resp = await self._session(origin).request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    skip_auto_headers=_SKIP_AUTO,
-                    compress=None,
-                )
+                resp = await self._request(self._session(origin), method, url, headers, body, retry)
             except _PoolBusy:
                 # Not the origin's failure: no health change, no failover.
                 raise OriginError(Failure.BUSY, origin.url, "no free connection") from None
@@ -246,6 +280,23 @@ class OriginClients:
                 break
         assert last is not None
         raise last
+
+    async def _request(self, session, method, url, headers, body, retry: bool) -> aiohttp.ClientResponse:
+        attempt = _Attempt()
+        token = _ATTEMPT.set(attempt)
+        try:
+            while True:
+                try:
+                    return await session.request(method, url, headers=headers, data=body, allow_redirects=False,
+                                                 skip_auto_headers=_SKIP_AUTO, compress=None)
+                except aiohttp.ClientError as exc:
+                    if attempt.fresh or not (retry and attempt.reused and _spoilt(exc)):
+                        raise
+                    log.info("origin %s: a kept-alive connection failed (%s), sending again on a new one",
+                             url.origin(), type(exc).__name__)
+                    attempt.fresh = True
+        finally:
+            _ATTEMPT.reset(token)
 
     async def close(self) -> None:
         for session in self._sessions.values():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import web
 
 from edge.config import Timeouts
@@ -250,6 +251,64 @@ async def test_malformed_origin_response_is_502(make_edge, client):
         async with client.get(edge.url + "/") as r:
             assert r.status == 502
             assert "detail=origin-protocol" in r.headers["Cache-Status"]
+    finally:
+        server.close()
+
+
+class BodyAfterHead:
+    """A raw origin that sends a body after its answer to HEAD. The stray
+    bytes reach the edge just before its answer to the next request on that
+    kept-alive connection, as they do when the origin is slow to write them."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, str, str]] = []  # (connection, method, path)
+        self._connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
+        conn, owed = self._connections, b""
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, path = head.decode("latin-1").split(" ", 2)[:2]
+                length = next((int(line.split(":", 1)[1]) for line in head.decode("latin-1").split("\r\n")
+                               if line.lower().startswith("content-length:")), 0)
+                await reader.readexactly(length)
+                self.seen.append((conn, method, path))
+                body = f"body of {path}".encode()
+                writer.write(owed + b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\n"
+                             + b"Content-Length: %d\r\n\r\n" % len(body))
+                owed = body if method == "HEAD" else b""
+                if method != "HEAD":
+                    writer.write(body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(("method", "status", "sent"), [
+    ("GET", 200, 2),  # idempotent without a body: sent again on a new connection
+    ("DELETE", 200, 2),
+    ("POST", 502, 1),  # never sent twice
+])
+async def test_a_body_after_head_does_not_break_the_next_request_on_that_connection(make_edge, client, method,
+                                                                                     status, sent):
+    origin = BodyAfterHead()
+    server = await asyncio.start_server(origin.handle, "127.0.0.1", 0)
+    try:
+        edge = await make_edge(quick_origin=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        async with client.head(edge.url + "/first") as r:
+            assert r.status == 200
+        async with client.request(method, edge.url + "/next") as r:
+            assert r.status == status, (r.headers.get("Cache-Status"), origin.seen)
+            if status == 200:
+                assert await r.read() == b"body of /next"
+        assert origin.seen[0] == (1, "HEAD", "/first")
+        nexts = [(conn, m) for conn, m, path in origin.seen if path == "/next"]
+        # The first try went on the HEAD's kept-alive connection, a retry on a new one.
+        assert nexts == [(1, method), (2, method)][:sent]
     finally:
         server.close()
 
