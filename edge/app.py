@@ -237,10 +237,12 @@ class Node:
         self.runner: web.ServerRunner | None = None
         self._watch: asyncio.Task | None = None
         self._geo_watch: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.addresses: list[tuple[str, int]] = []
         self.admin = None  # edge.admin.app.AdminServer when [admin] is enabled
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         access = AccessLog() if self.config.log.access else None
         if access is not None:
             access.start()
@@ -303,7 +305,18 @@ class Node:
             if self.state is not None:
                 for warning in delivery_warnings(self.state):
                     log.warning("%s", warning)
+                origins = [o for policy in self.policies.current.tenants.values() for o in policy.origins]
+                self._on_loop(self.state.origins.retain, origins)
         return report
+
+    def _on_loop(self, fn, *args) -> None:
+        """Call ``fn`` on the node's event loop (the admin API reloads in a thread)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop.call_soon_threadsafe(fn, *args)
+        else:
+            fn(*args)
 
     async def _watcher(self, interval: float) -> None:
         while True:

@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 
 from edge.config import Timeouts
-from tests.conftest import Origin, free_port, raw_request
+from tests.conftest import Origin, free_port, raw_request, until
 
 
 async def test_hop_by_hop_headers_are_removed_both_ways(origin, make_edge, client):
@@ -379,3 +379,50 @@ async def test_all_origins_down_still_tries_the_one_back_soonest(make_edge, clie
             assert r.status == 200  # a single origin is never shut out entirely
     finally:
         await only.stop()
+
+
+async def test_a_reload_that_removes_an_origin_closes_its_connections_after_requests_in_flight(
+        make_edge, client, tmp_path):
+    kept, gone = Origin(), Origin()
+    await kept.start()
+    await gone.start()
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Cache-Control": "no-store"})
+        resp.enable_chunked_encoding()  # streamed on by the edge as it comes
+        await resp.prepare(request)
+        await resp.write(b"first")
+        await release.wait()
+        await resp.write(b"-last")
+        return resp
+
+    try:
+        kept.respond("/k", "kept", headers={"Cache-Control": "no-store"})
+        gone.respond("/g", "gone", headers={"Cache-Control": "no-store"})
+        gone.route("/slow", slow)
+        edge = await make_edge(policies={
+            "kept": {"hosts": ["kept.test"], "origins": [{"url": kept.url}]},
+            "gone": {"hosts": ["gone.test"], "origins": [{"url": gone.url}]},
+        })
+        for host, path, origin in (("kept.test", "/k", kept), ("gone.test", "/g", gone)):
+            async with client.get(edge.url + path, headers={"Host": host}) as r:
+                assert r.status == 200
+            assert len(origin.runner.server.connections) == 1  # kept alive by the edge
+        async with client.get(edge.url + "/slow", headers={"Host": "gone.test"}) as slow_response:
+            assert await slow_response.content.readexactly(5) == b"first"
+            (tmp_path / "policies" / "gone.json").unlink()
+            # As the admin API reloads: in a thread.
+            report = await asyncio.get_running_loop().run_in_executor(None, edge.node.reload)
+            assert report.removed == ["gone"]
+            # The request in flight is not cut.
+            release.set()
+            assert await slow_response.content.read() == b"-last"
+        await until(lambda: not gone.runner.server.connections, "the removed origin's connections are closed")
+        assert len(kept.runner.server.connections) == 1
+        async with client.get(edge.url + "/k", headers={"Host": "kept.test"}) as r:
+            assert r.status == 200
+    finally:
+        await kept.stop()
+        await gone.stop()
+
