@@ -256,8 +256,12 @@ class Node:
         )
         await self.runner.setup()
         for listen in self.config.listen:
-            site_class = ProxyProtocolSite if listen.proxy_protocol else web.TCPSite
-            site = site_class(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None, backlog=1024)
+            if listen.proxy_protocol:
+                site = ProxyProtocolSite(self.runner, listen.host, listen.port, peers=listen.proxy_protocol_from,
+                                         reuse_port=self.reuse_port or None, backlog=1024)
+            else:
+                site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None,
+                                   backlog=1024)
             await site.start()
         for site in self.runner.sites:
             server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor
