@@ -15,6 +15,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from edge.admin.control import ControlSocket
+from edge.cache.purge import Purger, PurgeSpec
 from edge.shipped import policies_dir
 from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore
@@ -62,6 +64,7 @@ class NodeState:
     waf: WafFilter | None = None
     ip_lists: IpListFilter | None = None
     pipeline: Pipeline | None = None  # set by make_server
+    control: ControlSocket | None = None  # the worker's, with several workers (set by Node.start)
 
 
 class _Protocol(HeadTimeoutHandler):
@@ -240,6 +243,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.addresses: list[tuple[str, int]] = []
         self.admin = None  # edge.admin.app.AdminServer when [admin] is enabled
+        self.control: ControlSocket | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -251,6 +255,15 @@ class Node:
             self.state.events.start()
         for warning in delivery_warnings(self.state):
             log.warning("%s", warning)
+        run_dir = self.config.admin.run_dir
+        if self.config.workers > 1 and run_dir is not None:
+            # Registered before the first request is served: from here on,
+            # every purge and policy write of a sibling reaches this worker.
+            self.control = self.state.control = ControlSocket(
+                run_dir, {"reload": self._on_reload, "purge": self._on_purge})
+            await self.control.start()
+            if self.policies.changed():
+                self.reload()  # a write that came before the registration
         self.runner = web.ServerRunner(
             make_server(self.state), handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
         )
@@ -322,6 +335,15 @@ class Node:
         else:
             fn(*args)
 
+    async def _on_reload(self, payload: dict) -> dict:
+        report = await asyncio.get_running_loop().run_in_executor(None, self.reload)
+        return {"loaded": report.loaded, "removed": report.removed}
+
+    async def _on_purge(self, payload: dict) -> dict:
+        # This worker's memory tier only: the sender purges the shared disk.
+        spec = PurgeSpec.from_json(payload["spec"])
+        return {"affected": await Purger(self.state.store).apply(spec, memory=True, disk=False)}
+
     async def _watcher(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
@@ -334,6 +356,8 @@ class Node:
     async def stop(self) -> None:
         if self.admin is not None:
             await self.admin.stop()
+        log.info("worker %d stopping: finishing the requests in progress (at most %g s)", os.getpid(),
+                 self.config.timeouts.shutdown)
         for task in (self._watch, self._geo_watch):
             if task is not None:
                 task.cancel()
@@ -345,6 +369,13 @@ class Node:
             await self.state.pipeline.close()
         if self.state is not None:
             await self.state.origins.close()
+            await self.state.store.drain()
+        if self.control is not None:
+            # Only now: until its last write to the shared disk tier is done,
+            # a sibling's purge must reach this worker's barriers.
+            await self.control.stop()
+            self.control = None
+        if self.state is not None:
             await self.state.store.close()
             if self.state.events is not None:
                 await self.state.events.close()
