@@ -391,18 +391,17 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
     from edge.app import node_secret
 
     node_secret()  # made here, inherited by every worker
-    run_dir = None
-    if config.admin.enabled:
-        # The workers' control sockets (edge.admin.control): this run's only, mode 0700.
-        run_dir = Path(tempfile.mkdtemp(prefix=f"edge-{config.admin.listen.port}-"))
-        config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, run_dir=run_dir))
+    # The workers' control sockets (edge.admin.control): this run's only, mode 0700.
+    # Purges, and invalidations after unsafe requests, reach every worker through them.
+    port = config.admin.listen.port if config.admin.enabled else config.listen[0].port
+    run_dir = Path(tempfile.mkdtemp(prefix=f"edge-{port}-"))
+    config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, run_dir=run_dir))
     try:
         return _supervise_workers(ctx, config, spec, demo)
     finally:
-        if run_dir is not None:
-            import shutil
+        import shutil
 
-            shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool) -> int:

@@ -164,7 +164,8 @@ class AdminConfig:
     failed_auth_limit: int = 10  # the next failure in the window gets 429
     failed_auth_window: float = 60.0  # seconds
     # Not a file setting: the per-run directory where workers put their
-    # control sockets (set by the supervisor when node.workers > 1).
+    # control sockets (set by the supervisor when node.workers > 1, with or
+    # without the admin API).
     run_dir: Path | None = None
 
 

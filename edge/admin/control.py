@@ -3,9 +3,9 @@
 Every worker of a node with several listens on a Unix socket
 ``<run_dir>/<pid>.sock``; the run directory is made by the supervisor for
 this run only, mode 0700, so only the node's own user reaches it. A worker
-that changed state (a purge, a policy write) lists the directory and asks
-every sibling to do the same; it answers only when every live sibling has
-acknowledged. A socket that
+that changed state (a purge, an invalidation after an unsafe request, a
+policy write) lists the directory and asks every sibling to do the same;
+it answers only when every live sibling has acknowledged. A socket that
 refuses connections belongs to a worker that died: it is removed and
 ignored (its replacement starts from the files and an empty memory tier,
 so it has nothing stale to drop).
