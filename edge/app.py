@@ -15,6 +15,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from edge.admin.control import ControlSocket
+from edge.cache.purge import Purger, PurgeSpec
 from edge.shipped import policies_dir
 from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore
@@ -62,6 +64,7 @@ class NodeState:
     waf: WafFilter | None = None
     ip_lists: IpListFilter | None = None
     pipeline: Pipeline | None = None  # set by make_server
+    control: ControlSocket | None = None  # the worker's, with several workers (set by Node.start)
 
 
 class _Protocol(HeadTimeoutHandler):
@@ -238,10 +241,13 @@ class Node:
         self.runner: web.ServerRunner | None = None
         self._watch: asyncio.Task | None = None
         self._geo_watch: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.addresses: list[tuple[str, int]] = []
         self.admin = None  # edge.admin.app.AdminServer when [admin] is enabled
+        self.control: ControlSocket | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         access = AccessLog() if self.config.log.access else None
         if access is not None:
             access.start()
@@ -250,13 +256,26 @@ class Node:
             self.state.events.start()
         for warning in delivery_warnings(self.state):
             log.warning("%s", warning)
+        run_dir = self.config.admin.run_dir
+        if self.config.workers > 1 and run_dir is not None:
+            # Registered before the first request is served: from here on,
+            # every purge and policy write of a sibling reaches this worker.
+            self.control = self.state.control = ControlSocket(
+                run_dir, {"reload": self._on_reload, "purge": self._on_purge})
+            await self.control.start()
+            if self.policies.changed():
+                self.reload()  # a write that came before the registration
         self.runner = web.ServerRunner(
             make_server(self.state), handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
         )
         await self.runner.setup()
         for listen in self.config.listen:
-            site_class = ProxyProtocolSite if listen.proxy_protocol else web.TCPSite
-            site = site_class(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None, backlog=1024)
+            if listen.proxy_protocol:
+                site = ProxyProtocolSite(self.runner, listen.host, listen.port, peers=listen.proxy_protocol_from,
+                                         reuse_port=self.reuse_port or None, backlog=1024)
+            else:
+                site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None,
+                                   backlog=1024)
             await site.start()
         for site in self.runner.sites:
             server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor
@@ -304,7 +323,27 @@ class Node:
             if self.state is not None:
                 for warning in delivery_warnings(self.state):
                     log.warning("%s", warning)
+                origins = [o for policy in self.policies.current.tenants.values() for o in policy.origins]
+                self._on_loop(self.state.origins.retain, origins)
         return report
+
+    def _on_loop(self, fn, *args) -> None:
+        """Call ``fn`` on the node's event loop (the admin API reloads in a thread)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop.call_soon_threadsafe(fn, *args)
+        else:
+            fn(*args)
+
+    async def _on_reload(self, payload: dict) -> dict:
+        report = await asyncio.get_running_loop().run_in_executor(None, self.reload)
+        return {"loaded": report.loaded, "removed": report.removed}
+
+    async def _on_purge(self, payload: dict) -> dict:
+        # This worker's memory tier only: the sender purges the shared disk.
+        spec = PurgeSpec.from_json(payload["spec"])
+        return {"affected": await Purger(self.state.store).apply(spec, memory=True, disk=False)}
 
     async def _watcher(self, interval: float) -> None:
         while True:
@@ -318,6 +357,8 @@ class Node:
     async def stop(self) -> None:
         if self.admin is not None:
             await self.admin.stop()
+        log.info("worker %d stopping: finishing the requests in progress (at most %g s)", os.getpid(),
+                 self.config.timeouts.shutdown)
         for task in (self._watch, self._geo_watch):
             if task is not None:
                 task.cancel()
@@ -329,6 +370,13 @@ class Node:
             await self.state.pipeline.close()
         if self.state is not None:
             await self.state.origins.close()
+            await self.state.store.drain()
+        if self.control is not None:
+            # Only now: until its last write to the shared disk tier is done,
+            # a sibling's purge must reach this worker's barriers.
+            await self.control.stop()
+            self.control = None
+        if self.state is not None:
             await self.state.store.close()
             if self.state.events is not None:
                 await self.state.events.close()

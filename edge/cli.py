@@ -192,8 +192,7 @@ def _serve(config, spec: SourceSpec, demo: bool, state=None) -> int:
         if problem:
             return _fail(problem)
         return _supervise(config, spec, demo, state)
-    _use_uvloop()
-    return asyncio.run(_run_single(config, spec, demo, source, state))
+    return run(_run_single(config, spec, demo, source, state))
 
 
 def _seed_state(source) -> str | None:
@@ -377,12 +376,21 @@ def _check_listen(config) -> str | None:
     return None
 
 
-def _use_uvloop() -> None:
+def _loop_factory():
+    """uvloop's event loop when uvloop is installed, else None (asyncio's own)."""
     try:
         import uvloop
     except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main):
+    """Run the coroutine ``main`` on a new event loop, uvloop's when installed.
+    The loop is made by a factory: the process-wide event loop policy, which
+    asyncio deprecates, is left alone."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main)
 
 
 def _banner(config, addresses, demo: bool, workers: int, admin_address=None, state=None) -> None:
@@ -438,10 +446,9 @@ def _worker_main(config, spec: SourceSpec) -> None:
     from edge.app import Node, serve_forever
 
     logging.basicConfig(level=config.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _use_uvloop()
     source = make_source(spec)
     source.load()
-    asyncio.run(serve_forever(Node(config, source, reuse_port=True)))
+    run(serve_forever(Node(config, source, reuse_port=True)))
 
 
 def _supervise(config, spec: SourceSpec, demo: bool, state=None) -> int:
@@ -451,18 +458,17 @@ def _supervise(config, spec: SourceSpec, demo: bool, state=None) -> int:
     from edge.app import node_secret
 
     node_secret()  # made here, inherited by every worker
-    run_dir = None
-    if config.admin.enabled:
-        # The workers' control sockets (edge.admin.control): this run's only, mode 0700.
-        run_dir = Path(tempfile.mkdtemp(prefix=f"edge-{config.admin.listen.port}-"))
-        config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, run_dir=run_dir))
+    # The workers' control sockets (edge.admin.control): this run's only, mode 0700.
+    # Purges, and invalidations after unsafe requests, reach every worker through them.
+    port = config.admin.listen.port if config.admin.enabled else config.listen[0].port
+    run_dir = Path(tempfile.mkdtemp(prefix=f"edge-{port}-"))
+    config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, run_dir=run_dir))
     try:
         return _supervise_workers(ctx, config, spec, demo, state)
     finally:
-        if run_dir is not None:
-            import shutil
+        import shutil
 
-            shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool, state) -> int:
@@ -525,11 +531,11 @@ def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool, state) -> int:
 def _demo_main() -> None:
     from edge.demo import start_demo_origin
 
-    async def run() -> None:
+    async def demo() -> None:
         await start_demo_origin(*DEMO_ORIGIN)
         await asyncio.Event().wait()
 
-    asyncio.run(run())
+    run(demo())
 
 
 if __name__ == "__main__":

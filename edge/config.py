@@ -52,6 +52,9 @@ class ListenAddress:
     # Connections start with a PROXY protocol v1/v2 header (an L4 load
     # balancer in front); a connection without a valid one is closed.
     proxy_protocol: bool = False
+    # The peers allowed to send that header (the header names any address
+    # its sender likes); connections from elsewhere are closed unread.
+    proxy_protocol_from: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,8 @@ class AdminConfig:
     failed_auth_window: float = 60.0  # seconds
     failed_auth_delay: float = 1.0  # seconds before each attempt from an address over the limit
     # Not a file setting: the per-run directory where workers put their
-    # control sockets (set by the supervisor when node.workers > 1).
+    # control sockets (set by the supervisor when node.workers > 1, with or
+    # without the admin API).
     run_dir: Path | None = None
 
 
@@ -272,7 +276,7 @@ def describe(value: object) -> str:
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("name", "country", "workers"),
-    "listen": ("address", "proxy_protocol"),
+    "listen": ("address", "proxy_protocol", "proxy_protocol_from"),
     "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size"),
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies", "client_address_header"),
@@ -293,6 +297,7 @@ _HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]
 _ADDRESS_EXPECTED = 'an address such as "0.0.0.0:8080" or "[::]:8080" (port 0 to 65535)'
 
 _MISSING = object()
+_PROXY_PEERS = 'the networks of the load balancers that send PROXY protocol headers, such as ["10.0.0.0/8"]'
 
 
 class _Reader:
@@ -785,6 +790,13 @@ def _listen(r: _Reader, value: object, default: tuple[ListenAddress, ...]) -> tu
             r.error(f"{where}.address", "each address once", f"{describe(table['address'])} again")
             continue
         if r.get(table, where, "proxy_protocol", False, _bool):
-            addr = ListenAddress(addr.host, addr.port, True)
+            peers = _networks(r, table.get("proxy_protocol_from", []), f"{where}.proxy_protocol_from", ())
+            if not peers and "proxy_protocol_from" not in table:
+                r.error(f"{where}.proxy_protocol_from", _PROXY_PEERS, "nothing")
+            elif table["proxy_protocol_from"] == []:
+                r.error(f"{where}.proxy_protocol_from", _PROXY_PEERS, "an empty array")
+            addr = ListenAddress(addr.host, addr.port, True, peers)
+        elif "proxy_protocol_from" in table:
+            r.error(f"{where}.proxy_protocol_from", "it only with proxy_protocol = true", "it without")
         out.append(addr)
     return tuple(out) or default

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from edge.admin.control import purge_everywhere
 from edge.cache import conditional as cond
 from edge.cache import compress as cz
 from edge.cache import freshness as fr
@@ -48,7 +49,7 @@ from edge.cache.key import (
     vary_key,
     vary_names,
 )
-from edge.cache.purge import PurgeSpec, Purger, Target, tag_extra
+from edge.cache.purge import PurgeSpec, Target, tag_extra
 from edge.cache.store import Hit, Meta, Removal
 from edge.filters.request_limits import body_limit
 from edge.filters.under_attack import CHALLENGE_PATH
@@ -870,7 +871,8 @@ class Pipeline:
     async def _invalidate(self, ctx: Ctx, policy, path: str, raw_query: str, headers) -> None:
         """RFC 9111 §4.4: a successful unsafe request invalidates what is
         stored for its URL and for same-origin Location / Content-Location
-        (all Vary variants; this worker's memory tier and the disk tier)."""
+        (all Vary variants; every worker's memory tier and the disk tier,
+        before the answer goes out)."""
         targets = {(path, raw_query)}
         for name in ("Location", "Content-Location"):
             ref = headers.get(name)
@@ -883,7 +885,7 @@ class Pipeline:
             query = normalise_query(target_query, opts) if target_query else ""
             urls.append(Target(ctx.host, target_path, query))
         try:
-            await Purger(self.state.store).apply(PurgeSpec(policy.tenant, urls=tuple(urls)))
+            await purge_everywhere(self.state.control, self.state.store, PurgeSpec(policy.tenant, urls=tuple(urls)))
         except Exception:
             log.exception("invalidation after %s failed (request %s)", ctx.method, ctx.rid)
 

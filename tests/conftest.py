@@ -173,3 +173,13 @@ async def raw_request(port: int, data: bytes, host: str = "127.0.0.1", read_unti
         return await asyncio.wait_for(reader.read(65536), 10)
     finally:
         writer.close()
+
+
+async def until(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true; fail naming ``what`` after ``timeout`` seconds (a bound, not a measure)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        pytest.fail(f"not within {timeout:g} s: {what}")

@@ -30,12 +30,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge.admin.audit import AuditLog
 from edge.admin.auth import AuthFailure, FailureKeys, MemoryFailures, Principal, SharedFailures, TokenSet
-from edge.admin.control import ControlSocket, FanOutResult
+from edge.admin.control import ControlSocket, FanOutResult, purge_everywhere
 from edge.admin.errors import ApiError, detail, error_response, field_details
 from edge.admin.hosts import allowed_names, host_allowed
 from edge.admin.provenance import stamp_operator_write, stamp_tenant_write
 from edge.admin.store import PolicyFiles, Precondition
-from edge.cache.purge import PurgeError, Purger, PurgeSpec, parse_purge
+from edge.cache.purge import PurgeError, PurgeSpec, parse_purge
 from edge.config import ConfigError, NodeConfig, read_tokens_file
 from edge.observe import metrics
 from edge.origin.guard import AddressPolicy
@@ -66,7 +66,7 @@ class AdminContext:
     limiter: MemoryFailures | SharedFailures = field(default_factory=MemoryFailures)
     hosts: frozenset[str] = frozenset()  # Host names besides loopback and the connection's own address
     files: PolicyFiles | None = None  # None when the policies come from one file: nothing to write to
-    control: ControlSocket | None = None  # None with one worker
+    control: ControlSocket | None = None  # the worker's (edge.app.Node); None with one worker
     started: float = field(default_factory=time.time)
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # One lock per address over its failure limit; gone when nobody waits.
@@ -466,8 +466,7 @@ async def delete_policy(request: web.Request) -> web.Response:
         # A tenant created later under the same id must not inherit this one's
         # cached responses: everything it stored goes with it.
         spec = PurgeSpec(tenant=tenant, urls=(), prefixes=(), tags=(), all=True, soft=False)
-        purge_fan = await _fan_out(ctx, "purge", {"spec": spec.to_json()})
-        request[SUMMARY]["purged"] = await Purger(ctx.state.store).apply(spec, memory=True, disk=True)
+        request[SUMMARY]["purged"], purge_fan = await purge_everywhere(ctx.control, ctx.state.store, spec)
     _require_all(fan, "the tenant was removed, but not every worker has reloaded")
     _require_all(purge_fan, "the tenant was removed, but not every worker has dropped its cached responses")
     if tenant in ctx.state.policies.current.tenants:
@@ -607,12 +606,8 @@ async def purge(request: web.Request) -> web.Response:
     purge_id = str(uuid.uuid4())
     wire = spec.to_json()
     request[SUMMARY] = {"purge_id": purge_id, "spec": wire}
-    # The siblings' memory first, then this worker's memory and the shared
-    # disk: every worker has stopped admitting the purged entries before the
-    # disk copies go, so none can be written back by a sibling's fetch in
-    # between. When the answer is sent no worker can serve them any more.
-    fan = await _fan_out(ctx, "purge", {"spec": wire})
-    affected = await Purger(ctx.state.store).apply(spec, memory=True, disk=True)
+    # When the answer is sent no worker can serve the purged entries any more.
+    affected, fan = await purge_everywhere(ctx.control, ctx.state.store, spec)
     request[SUMMARY]["affected"] = affected
     metrics.record_purge(tenant, affected)
     _require_all(fan, "the purge is not complete on every worker")
@@ -682,8 +677,9 @@ class _Runner(web.AppRunner):
 
 
 class AdminServer:
-    """The admin listener of one worker, and its control socket when the
-    node has several workers. ``Node`` starts and stops it."""
+    """The admin listener of one worker. ``Node`` starts and stops it; with
+    several workers, changes reach the siblings through the worker's control
+    socket (``state.control``)."""
 
     def __init__(self, config: NodeConfig, state: Any, reload: Callable[[], LoadReport], *,
                  reuse_port: bool = False) -> None:
@@ -692,7 +688,6 @@ class AdminServer:
         self.reload_policies = reload
         self.reuse_port = reuse_port
         self.runner: web.AppRunner | None = None
-        self.control: ControlSocket | None = None
         self.ctx: AdminContext | None = None
         self.addresses: list[tuple[str, int]] = []
 
@@ -736,11 +731,8 @@ class AdminServer:
             limiter = MemoryFailures(admin.failed_auth_limit, admin.failed_auth_window)
         self.ctx = AdminContext(self.config, self.state, self.reload_policies, tokens, AuditLog(admin.audit_log),
                                 FailureKeys(node_secret()), limiter,
-                                allowed_names(admin.hosts, admin.listen.host), files=files)
-        if self.config.workers > 1 and admin.run_dir is not None:
-            self.control = ControlSocket(admin.run_dir, {"reload": self._on_reload, "purge": self._on_purge})
-            await self.control.start()
-            self.ctx.control = self.control
+                                allowed_names(admin.hosts, admin.listen.host), files=files,
+                                control=self.state.control)
         metrics.CACHE_SIZE.read = lambda: tier_sizes(self.state.store)
         self.runner = _Runner(make_app(self.ctx), access_log=None, handle_signals=False,
                                     shutdown_timeout=min(self.config.timeouts.shutdown, 5.0))
@@ -752,19 +744,7 @@ class AdminServer:
         if server is not None:
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
 
-    async def _on_reload(self, payload: dict[str, Any]) -> dict[str, Any]:
-        report = await asyncio.get_running_loop().run_in_executor(None, self.reload_policies)
-        return {"loaded": report.loaded, "removed": report.removed}
-
-    async def _on_purge(self, payload: dict[str, Any]) -> dict[str, Any]:
-        spec = PurgeSpec.from_json(payload["spec"])
-        affected = await Purger(self.state.store).apply(spec, memory=True, disk=False)
-        return {"affected": affected}
-
     async def stop(self) -> None:
-        if self.control is not None:
-            await self.control.stop()
-            self.control = None
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

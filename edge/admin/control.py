@@ -1,13 +1,20 @@
 """The workers of one node tell each other about state changes.
 
-Every worker listens on a Unix socket ``<run_dir>/<pid>.sock``; the run
-directory is made by the supervisor for this run only, mode 0700, so only
-the node's own user reaches it. A worker that changed state (a purge, a
+Every worker of a node with several listens on a Unix socket
+``<run_dir>/<pid>.sock``; the run directory is made by the supervisor for
+this run only, mode 0700, so only the node's own user reaches it. A worker
+that changed state (a purge, an invalidation after an unsafe request, a
 policy write) lists the directory and asks every sibling to do the same;
-the admin API answers only when every live sibling has acknowledged. A
-socket that refuses connections belongs to a worker that died: it is
-removed and ignored (its replacement starts from the files and an empty
-memory tier, so it has nothing stale to drop).
+it answers only when every live sibling has acknowledged. A socket that
+refuses connections belongs to a worker that died: it is removed and
+ignored (its replacement starts from the files and an empty memory tier,
+so it has nothing stale to drop).
+
+No worker misses a change while it could serve: a worker registers its
+socket before it serves its first request and removes it only after its
+last write to the shared disk tier (edge.app.Node). ``purge_everywhere``
+lists the siblings again once the disk is purged, for a worker that
+registered in between and may have read a purged entry from disk.
 
 The messages are small JSON documents over HTTP on that socket:
 ``POST /reload`` and ``POST /purge`` (``{"spec": <PurgeSpec.to_json()>}``).
@@ -19,13 +26,15 @@ import contextlib
 import errno
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from edge.cache.purge import Purger, PurgeSpec
 
 log = logging.getLogger("edge.admin")
 
@@ -43,6 +52,15 @@ class FanOutResult:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def contacted(self) -> set[int]:
+        return {*self.acknowledged, *self.stale, *self.failed}
+
+    def add(self, other: FanOutResult) -> None:
+        self.acknowledged += other.acknowledged
+        self.stale += other.stale
+        self.failed.update(other.failed)
 
 
 class ControlSocket:
@@ -91,11 +109,12 @@ class ControlSocket:
         own = self.path.name
         return sorted(self.run_dir / n for n in names if n.endswith(".sock") and n != own and n[:-5].isdigit())
 
-    async def fan_out(self, name: str, payload: dict[str, Any], timeout: float = ACK_TIMEOUT) -> FanOutResult:
-        """Send ``name`` to every sibling; return when each acknowledged, was
-        found dead, or failed (timeout, error)."""
+    async def fan_out(self, name: str, payload: dict[str, Any], timeout: float = ACK_TIMEOUT,
+                      skip: Collection[int] = ()) -> FanOutResult:
+        """Send ``name`` to every sibling but the pids in ``skip``; return
+        when each acknowledged, was found dead, or failed (timeout, error)."""
         result = FanOutResult()
-        paths = self.siblings()
+        paths = [p for p in self.siblings() if int(p.name[:-5]) not in skip]
         if not paths:
             return result
         outcomes = await asyncio.gather(*(self._send(p, name, payload, timeout) for p in paths))
@@ -132,3 +151,23 @@ class ControlSocket:
             return "failed", f"no answer within {timeout:g} s"
         except aiohttp.ClientError as exc:
             return "failed", f"{type(exc).__name__}: {exc}"
+
+
+async def purge_everywhere(control: ControlSocket | None, store, spec: PurgeSpec) -> tuple[int, FanOutResult | None]:
+    """Purge ``spec`` from every worker's memory tier and the shared disk
+    tier; returns this worker's count of affected entries and the siblings'
+    answers (None with one worker).
+
+    The siblings' memory first, then this worker's memory and the disk:
+    every worker has stopped admitting the purged entries before the disk
+    copies go, so none can be written back by a sibling's fetch in between.
+    Then the siblings that registered meanwhile, which may have read an
+    entry from the disk before it went.
+    """
+    if control is None:
+        return await Purger(store).apply(spec, memory=True, disk=True), None
+    payload = {"spec": spec.to_json()}
+    fan = await control.fan_out("purge", payload)
+    affected = await Purger(store).apply(spec, memory=True, disk=True)
+    fan.add(await control.fan_out("purge", payload, skip=fan.contacted))
+    return affected, fan

@@ -9,8 +9,10 @@ with a header.
 
 The spec forbids guessing: a listener with the PROXY protocol accepts only
 connections that start with a valid header, and closes all others without
-answering. Only trusted load balancers must be able to reach it (it lets the
-sender choose its address).
+answering. A header lets its sender choose the client address, so it is
+read only from the peers the listener trusts (``[[listen]]
+proxy_protocol_from``); a connection from any other peer is closed before a
+byte of it is read, and logged (anonymised, at most one line a minute).
 """
 from __future__ import annotations
 
@@ -18,11 +20,15 @@ import asyncio
 import ipaddress
 import logging
 import struct
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from edge.geo.client import Trusted
+from edge.observe.anon import anonymise
 
 log = logging.getLogger("edge.geo.proxy_protocol")
 
@@ -259,20 +265,53 @@ class ProxiedTransport(asyncio.Transport):
         return f"<ProxiedTransport peer={self._peername} {self._transport!r}>"
 
 
+class RefusedPeers:
+    """Connections refused for their peer, told to the log: the first at
+    once, then at most one line per ``interval`` seconds with the count in
+    between, so that a flood of connections is no flood of log lines."""
+
+    def __init__(self, listener: str, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.listener = listener
+        self.interval = interval
+        self._clock = clock
+        self._next = 0.0
+        self._unsaid = 0
+
+    def refused(self, peer: str | None) -> None:
+        now = self._clock()
+        if now < self._next:
+            self._unsaid += 1
+            return
+        more = f" ({self._unsaid} more since the last such line)" if self._unsaid else ""
+        log.warning("PROXY protocol listener %s: closed a connection from %s, which is not in proxy_protocol_from%s",
+                    self.listener, anonymise(peer), more)
+        self._unsaid = 0
+        self._next = now + self.interval
+
+
 class _HeaderReader(asyncio.Protocol):
     """Owns a connection until its PROXY header is complete, then hands the
     transport to the real protocol. Nothing reaches that protocol before."""
 
-    __slots__ = ("_buffer", "_factory", "_timeout", "_timer", "_transport")
+    __slots__ = ("_buffer", "_factory", "_peers", "_refusals", "_timeout", "_timer", "_transport")
 
-    def __init__(self, factory: Callable[[], asyncio.BaseProtocol], timeout: float) -> None:
+    def __init__(self, factory: Callable[[], asyncio.BaseProtocol], timeout: float, peers: Trusted,
+                 refusals: RefusedPeers) -> None:
         self._factory = factory
         self._timeout = timeout
+        self._peers = peers
+        self._refusals = refusals
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        if not isinstance(host, str) or not self._peers.contains(host):
+            self._refusals.refused(host if isinstance(host, str) else None)
+            transport.abort()  # type: ignore[attr-defined]
+            return
         self._transport = transport  # type: ignore[assignment]
         self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expired)
 
@@ -340,16 +379,17 @@ def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
 
 
 def wrap_protocol_factory(
-    factory: Callable[[], asyncio.BaseProtocol], *, timeout: float = 5.0
+    factory: Callable[[], asyncio.BaseProtocol], *, peers: Trusted, refusals: RefusedPeers, timeout: float = 5.0
 ) -> Callable[[], asyncio.Protocol]:
     """A protocol factory for ``loop.create_server`` whose connections must
-    start with a PROXY header (v1 or v2) within ``timeout`` seconds; then
-    ``factory()`` gets the connection, with ``peername`` from the header."""
+    come from ``peers`` and start with a PROXY header (v1 or v2) within
+    ``timeout`` seconds; then ``factory()`` gets the connection, with
+    ``peername`` from the header."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
 
     def make() -> asyncio.Protocol:
-        return _HeaderReader(factory, timeout)
+        return _HeaderReader(factory, timeout, peers, refusals)
 
     return make
 
@@ -357,22 +397,26 @@ def wrap_protocol_factory(
 class ProxyProtocolSite(web.TCPSite):
     """``web.TCPSite`` for a listener behind a PROXY-protocol load balancer.
 
-    ``request.remote`` is the client named in the header. TLS on the same
+    ``request.remote`` is the client named in the header; only ``peers``
+    (networks, the load balancers) may connect. TLS on the same
     listener is not supported yet: the header precedes the TLS handshake, so
     it must be read before ``start_tls``, which ``create_server(ssl=...)``
     does not allow.
     """
 
-    __slots__ = ("_header_timeout",)
+    __slots__ = ("_header_timeout", "_peers")
 
     def __init__(self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
-                 header_timeout: float = 5.0, **kwargs: Any) -> None:
+                 peers: Iterable, header_timeout: float = 5.0, **kwargs: Any) -> None:
         if kwargs.get("ssl_context") is not None:
             raise ValueError("PROXY protocol listeners do not support TLS yet")
         super().__init__(runner, host, port, **kwargs)
         if header_timeout <= 0:
             raise ValueError("header_timeout must be positive")
         self._header_timeout = header_timeout
+        self._peers = Trusted(peers)
+        if not self._peers:
+            raise ValueError("a PROXY protocol listener needs the networks of its load balancers (proxy_protocol_from)")
 
     @property
     def name(self) -> str:
@@ -384,7 +428,8 @@ class ProxyProtocolSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
         self._server = await loop.create_server(
-            wrap_protocol_factory(server, timeout=self._header_timeout),
+            wrap_protocol_factory(server, peers=self._peers, refusals=RefusedPeers(f"{self._host}:{self._port}"),
+                                  timeout=self._header_timeout),
             self._host,
             self._port,
             backlog=self._backlog,

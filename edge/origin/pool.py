@@ -16,17 +16,28 @@ origin's fault: it counts against no origin's health and is not failed over
 A guarded origin at a refused address is refused on every request, and any
 client can ask for it: the warning is written once per origin URL per
 ``REFUSAL_LOG_INTERVAL`` seconds, with the count of refusals left out.
+
+A kept-alive connection can be spoilt by the origin while it sat in the pool
+(bytes after a HEAD response, a close that crossed the next request). An
+idempotent request without a body that fails on such a reused connection
+before any valid response head is sent once more, on a new connection.
+
+A policy reload that leaves an origin out of every policy retires its pool:
+its connections are closed as soon as the requests using them are done.
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
+import functools
 import logging
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -80,8 +91,20 @@ class _PoolBusy(Exception):
     for the origin's own connect error or timeout."""
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """One origin request's use of the pool (see _Connector._get)."""
+
+    fresh: bool = False  # take no kept-alive connection
+    reused: bool = False  # a kept-alive connection was taken
+
+
+_ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("origin_attempt", default=None)
+
+
 class _Connector(aiohttp.TCPConnector):
-    """A connector whose wait for a free connection is bounded."""
+    """A connector whose wait for a free connection is bounded, and which
+    tells a request whether it got a kept-alive connection."""
 
     def __init__(self, *, queue_timeout: float, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -98,6 +121,43 @@ class _Connector(aiohttp.TCPConnector):
                 raise _PoolBusy() from None
             raise
 
+    async def _get(self, key, traces):
+        # aiohttp hands out a kept-alive connection here, or None to make a
+        # new one (aiohttp 3.14 internals). It already closes an idle pooled
+        # connection on which bytes arrive that no request asked for.
+        attempt = _ATTEMPT.get()
+        if attempt is not None and attempt.fresh:
+            return None
+        conn = await super()._get(key, traces)
+        if conn is not None and attempt is not None:
+            attempt.reused = True
+        return conn
+
+
+def _spoilt(exc: BaseException) -> bool:
+    """Whether a failure before the response head can be the connection's
+    own: closed or reset, or bytes before the status line that the previous
+    response left (a body after a HEAD response)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False  # a new connection that could not be made
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+        return True
+    return isinstance(exc, aiohttp.ClientResponseError) and isinstance(exc.__cause__, HttpProcessingError)
+
+
+@dataclass(slots=True, eq=False)
+class _Pool:
+    """One origin's connections, and the requests using them: counted from
+    their start until their response is released."""
+
+    session: aiohttp.ClientSession
+    busy: int = 0
+    retired: bool = False  # no policy names the origin any more: closed once idle
+
+
+def _ident(origin) -> tuple:
+    return (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections, origin.guarded)
+
 
 @dataclass(slots=True)
 class _Health:
@@ -107,7 +167,8 @@ class _Health:
 
 class OriginClients:
     """All origin connection pools of a node process, shared by tenants whose
-    origins are identical, kept across policy reloads. Guarded origins
+    origins are identical, kept across policy reloads that keep their origin
+    (see ``retain``). Guarded origins
     (set by tenant tokens) get pools of their own whose every connect is
     checked against ``guard``."""
 
@@ -115,42 +176,77 @@ class OriginClients:
         self, *, clock: Callable[[], float] = time.monotonic, node_name: str = "edge", queue_timeout: float = 5.0,
         guard: AddressPolicy = AddressPolicy(), refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
-        self._sessions: dict[tuple, aiohttp.ClientSession] = {}
+        self._pools: dict[tuple, _Pool] = {}
+        self._retired: set[_Pool] = set()  # retired while requests still used them
+        self._wanted: frozenset[tuple] | None = None  # the pools the policies use; None: before any reload
+        self._closing: set[asyncio.Task] = set()
         self._health: dict[str, _Health] = {}
         self._clock = clock
         self._queue_timeout = queue_timeout
         self._guard = guard
         self._refusals = LogThrottle(refusal_log_interval, clock)
 
-    def _session(self, origin) -> aiohttp.ClientSession:
-        ident = (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections,
-                 origin.guarded)
-        session = self._sessions.get(ident)
-        if session is None or session.closed:
-            pool = connector(
-                self._guard if origin.guarded else None,
-                cls=_Connector,
-                queue_timeout=self._queue_timeout,
-                limit=origin.max_connections,
-                limit_per_host=origin.max_connections,
-                ttl_dns_cache=60,
-                keepalive_timeout=30,
-            )
-            session = aiohttp.ClientSession(
-                connector=pool,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=origin.connect_timeout, sock_read=origin.read_timeout
-                ),
-                # The edge forwards bytes as the origin encoded them; decoding
-                # would break Content-Length, ETags and stored variants.
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                max_line_size=16384,
-                max_field_size=16384,
-                read_bufsize=2**16,
-            )
-            self._sessions[ident] = session
-        return session
+    def _pool(self, origin) -> _Pool:
+        ident = _ident(origin)
+        pool = self._pools.get(ident)
+        if pool is not None and not pool.session.closed:
+            return pool
+        pool = _Pool(self._new_session(origin))
+        if self._wanted is not None and ident not in self._wanted:
+            # A request that began under a policy a reload has since replaced:
+            # a pool of its own, closed when it is done.
+            pool.retired = True
+            self._retired.add(pool)
+        else:
+            self._pools[ident] = pool
+        return pool
+
+    def _new_session(self, origin) -> aiohttp.ClientSession:
+        conns = connector(
+            self._guard if origin.guarded else None,
+            cls=_Connector,
+            queue_timeout=self._queue_timeout,
+            limit=origin.max_connections,
+            limit_per_host=origin.max_connections,
+            ttl_dns_cache=60,
+            keepalive_timeout=30,
+        )
+        return aiohttp.ClientSession(
+            connector=conns,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=origin.connect_timeout, sock_read=origin.read_timeout
+            ),
+            # The edge forwards bytes as the origin encoded them; decoding
+            # would break Content-Length, ETags and stored variants.
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            max_line_size=16384,
+            max_field_size=16384,
+            read_bufsize=2**16,
+        )
+
+    def retain(self, origins: Iterable) -> None:
+        """Keep the pools of ``origins`` (every origin of the policies now in
+        force); close the others once the requests using them are done.
+        Called on the event loop after each policy reload."""
+        self._wanted = frozenset(_ident(o) for o in origins)
+        for ident in [i for i in self._pools if i not in self._wanted]:
+            pool = self._pools.pop(ident)
+            pool.retired = True
+            self._retired.add(pool)
+            if pool.busy == 0:
+                self._close_later(pool)
+
+    def _done(self, pool: _Pool) -> None:
+        pool.busy -= 1
+        if pool.retired and pool.busy == 0:
+            self._close_later(pool)
+
+    def _close_later(self, pool: _Pool) -> None:
+        self._retired.discard(pool)
+        task = asyncio.ensure_future(pool.session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def health(self, url: str) -> _Health:
         h = self._health.get(url)
@@ -205,15 +301,7 @@ class OriginClients:
             headers["Host"] = origin.host_header or client_host
             url = URL(origin.url.rstrip("/") + target, encoded=True)
             try:
-                resp = await self._session(origin).request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    skip_auto_headers=_SKIP_AUTO,
-                    compress=None,
-                )
+                resp = await self._request(self._pool(origin), method, url, headers, body, retry)
             except _PoolBusy:
                 # Not the origin's failure: no health change, no failover.
                 raise OriginError(Failure.BUSY, origin.url, "no free connection") from None
@@ -270,3 +358,38 @@ class OriginClients:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+
+    async def _request(self, pool: _Pool, method, url, headers, body, retry: bool) -> aiohttp.ClientResponse:
+        pool.busy += 1
+        attempt = _Attempt()
+        token = _ATTEMPT.set(attempt)
+        try:
+            while True:
+                try:
+                    resp = await pool.session.request(method, url, headers=headers, data=body, allow_redirects=False,
+                                                      skip_auto_headers=_SKIP_AUTO, compress=None)
+                    break
+                except aiohttp.ClientError as exc:
+                    if attempt.fresh or not (retry and attempt.reused and _spoilt(exc)):
+                        raise
+                    log.info("origin %s: a kept-alive connection failed (%s), sending again on a new one",
+                             url.origin(), type(exc).__name__)
+                    attempt.fresh = True
+        except BaseException:
+            self._done(pool)
+            raise
+        finally:
+            _ATTEMPT.reset(token)
+        if resp.connection is None:  # nothing left to read: already back in the pool
+            self._done(pool)
+        else:
+            resp.connection.add_callback(functools.partial(self._done, pool))
+        return resp
+
+    async def close(self) -> None:
+        pools = [*self._pools.values(), *self._retired]
+        self._pools.clear()
+        self._retired.clear()
+        for pool in pools:
+            await pool.session.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)

@@ -142,6 +142,83 @@ def test_purge_and_policy_writes_reach_every_worker(run_edge, upstream, port, tm
     assert not os.path.exists(run_dir)  # the run directory goes with the node
 
 
+def test_a_stopping_worker_takes_part_in_purges_until_its_last_write(run_edge, upstream, port, tmp_path):
+    """A worker told to stop still finishes its requests, and may store what
+    they fetched: until that last write it must get every purge, or an
+    answer fetched before the purge lands on the shared disk after it."""
+    import asyncio
+
+    versions = {"/page": "v1"}
+    gate = asyncio.Event()  # bound to the origin's loop on first use
+
+    async def page(req: web.Request) -> web.StreamResponse:
+        version = versions["/page"]  # as the origin had it when the request came
+        body = f"page {version}"
+        headers = {"Cache-Control": "max-age=600", "Content-Type": "text/plain", "X-Version": version}
+        if req.method == "HEAD":
+            return web.Response(headers=headers)
+        resp = web.StreamResponse(headers=headers)
+        resp.enable_chunked_encoding()
+        await resp.prepare(req)
+        await resp.write(body[:5].encode())  # the edge sends the client its head with the first bytes
+        await gate.wait()
+        await resp.write(body[5:].encode())
+        return resp
+
+    upstream.route("/page", page)
+    admin = free_port()
+    config = node_config(tmp_path, upstream.url, port)
+    config.write_text(config.read_text() + "[timeouts]\nshutdown = 60.0\n")
+    node = run_edge("--config", str(config), "--workers", "2", "--admin", f"127.0.0.1:{admin}",
+                    port=port, listen=False, env={"EDGE_ADMIN_TOKEN": TOKEN})
+
+    # A request in flight on one worker, the origin halfway through its answer.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", "/page", headers={"Host": "shop.test"})
+        in_flight = conn.getresponse()
+        low = int(in_flight.headers["X-Request-Id"].split("-", 1)[0][:4], 16)
+        (stopping,) = [pid for pid in descendants(node.pid) if pid & 0xFFFF == low]
+        registered = lambda: sorted(int(n[:-5]) for n in os.listdir(run_dir_of(admin)) if n.endswith(".sock"))
+        wait_until(lambda: len(registered()) == 2, timeout=20, message=lambda: f"{registered()}\n{node.describe()}")
+        (other,) = set(registered()) - {stopping}
+
+        os.kill(stopping, signal.SIGTERM)
+        wait_until(lambda: f"worker {stopping} stopping" in node.stderr, timeout=20,
+                   message=lambda: f"worker {stopping} did not begin to stop\n{node.describe()}")
+        versions["/page"] = "v2"
+        done = cli("purge", "--tenant", "shop", "--url", "http://shop.test/page", "--admin",
+                   f"http://127.0.0.1:{admin}")
+        assert done.returncode == 0, done.stderr
+        assert "on 2 workers" in done.stdout, (done.stdout, node.describe())  # the stopping one too
+
+        upstream.call_soon(gate.set)
+        assert in_flight.read() == b"page v1"  # the client in flight gets its answer
+    finally:
+        conn.close()
+    wait_until(lambda: not alive(stopping), timeout=60, message=lambda: f"worker {stopping} did not stop\n{node.describe()}")
+
+    # Its replacement starts from the shared disk: what the stopped worker
+    # fetched before the purge must not be there. (HEAD: never stored, so
+    # the other worker's answers cannot replace what is on disk.)
+    def from_replacement():
+        r = request(port, "/page", host="shop.test", method="HEAD")
+        assert r.headers["X-Version"] == "v2", (r, r.headers["X-Version"], node.describe())
+        return r if r.worker not in (stopping & 0xFFFF, other & 0xFFFF) else None
+
+    replaced = wait_until(from_replacement, timeout=30, interval=0.01,
+                          message=lambda: f"no replacement worker answered\n{node.describe()}")
+    (replacement,) = [pid for pid in descendants(node.pid) if pid & 0xFFFF == replaced.worker]
+    # It registered for purges before it served.
+    assert os.path.exists(os.path.join(run_dir_of(admin), f"{replacement}.sock"))
+
+
+def run_dir_of(admin: int) -> str:
+    """The node's run directory of control sockets (made by the supervisor)."""
+    (found,) = glob.glob(os.path.join(tempfile.gettempdir(), f"edge-{admin}-*"))
+    return found
+
+
 def test_failed_logins_are_counted_over_all_workers_and_never_lock_out_a_valid_token(run_edge, upstream, port,
                                                                                      tmp_path):
     admin = free_port()

@@ -96,3 +96,42 @@ def test_two_workers_share_the_port_and_the_disk_tier_and_stop_together(run_edge
     else:
         raise AssertionError("something still answers on the port after SIGTERM")
 
+
+
+def test_a_post_through_one_worker_invalidates_the_other_workers_memory(run_edge, upstream, port):
+    """RFC 9111 §4.4 across workers: after a successful POST answered by one
+    worker, no worker serves what it had stored for that URL."""
+    versions = {"/item": 1}
+
+    async def item(req: web.Request) -> web.Response:
+        if req.method == "POST":
+            versions["/item"] += 1
+            return web.Response(text="changed\n", headers={"Cache-Control": "no-store"})
+        return web.Response(text=f"item v{versions['/item']}\n", headers={"Cache-Control": "max-age=600"})
+
+    upstream.route("/item", item)
+    # Memory tiers only: each worker holds its own copy.
+    node = run_edge("--origin", upstream.url, "--workers", "2", port=port)
+
+    hits: set[int] = set()
+
+    def both_hit() -> bool:
+        r = node.get("/item")
+        assert r.body == b"item v1\n", r
+        if r.is_hit:
+            hits.add(r.worker)
+        return len(hits) == 2
+
+    wait_until(both_hit, timeout=20, interval=0.01, message=lambda: f"workers with hits: {hits}\n{node.describe()}")
+
+    posted = node.get("/item", method="POST")
+    assert posted.status == 200, posted
+    seen: set[int] = set()
+
+    def every_worker_fresh() -> bool:
+        r = node.get("/item")
+        assert r.body == b"item v2\n", (r, f"POST answered by {posted.worker:04x}")
+        seen.add(r.worker)
+        return len(seen) == 2
+
+    wait_until(every_worker_fresh, timeout=20, interval=0.01, message=lambda: f"answered: {seen}\n{node.describe()}")

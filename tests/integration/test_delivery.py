@@ -3,6 +3,7 @@ addresses that a test GeoIP database places in countries."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 
@@ -219,7 +220,8 @@ async def test_proxy_protocol_listener_gives_the_client_address(origin, make_edg
         policies={"shop": policy},
         geoip=GeoIPConfig(geodb),
         country="DE",
-        listen=(ListenAddress("127.0.0.1", 0, proxy_protocol=True),),
+        listen=(ListenAddress("127.0.0.1", 0, proxy_protocol=True,
+                              proxy_protocol_from=(ipaddress.ip_network("127.0.0.0/8"),)),),
     )
 
     async def through_balancer(header: bytes) -> bytes:

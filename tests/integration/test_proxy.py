@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import web
 
 from edge.config import Timeouts
-from tests.conftest import Origin, free_port, raw_request
+from tests.conftest import Origin, free_port, raw_request, until
 
 
 async def test_hop_by_hop_headers_are_removed_both_ways(origin, make_edge, client):
@@ -254,6 +255,64 @@ async def test_malformed_origin_response_is_502(make_edge, client):
         server.close()
 
 
+class BodyAfterHead:
+    """A raw origin that sends a body after its answer to HEAD. The stray
+    bytes reach the edge just before its answer to the next request on that
+    kept-alive connection, as they do when the origin is slow to write them."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, str, str]] = []  # (connection, method, path)
+        self._connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
+        conn, owed = self._connections, b""
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, path = head.decode("latin-1").split(" ", 2)[:2]
+                length = next((int(line.split(":", 1)[1]) for line in head.decode("latin-1").split("\r\n")
+                               if line.lower().startswith("content-length:")), 0)
+                await reader.readexactly(length)
+                self.seen.append((conn, method, path))
+                body = f"body of {path}".encode()
+                writer.write(owed + b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\n"
+                             + b"Content-Length: %d\r\n\r\n" % len(body))
+                owed = body if method == "HEAD" else b""
+                if method != "HEAD":
+                    writer.write(body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(("method", "status", "sent"), [
+    ("GET", 200, 2),  # idempotent without a body: sent again on a new connection
+    ("DELETE", 200, 2),
+    ("POST", 502, 1),  # never sent twice
+])
+async def test_a_body_after_head_does_not_break_the_next_request_on_that_connection(make_edge, client, method,
+                                                                                     status, sent):
+    origin = BodyAfterHead()
+    server = await asyncio.start_server(origin.handle, "127.0.0.1", 0)
+    try:
+        edge = await make_edge(quick_origin=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        async with client.head(edge.url + "/first") as r:
+            assert r.status == 200
+        async with client.request(method, edge.url + "/next") as r:
+            assert r.status == status, (r.headers.get("Cache-Status"), origin.seen)
+            if status == 200:
+                assert await r.read() == b"body of /next"
+        assert origin.seen[0] == (1, "HEAD", "/first")
+        nexts = [(conn, m) for conn, m, path in origin.seen if path == "/next"]
+        # The first try went on the HEAD's kept-alive connection, a retry on a new one.
+        assert nexts == [(1, method), (2, method)][:sent]
+    finally:
+        server.close()
+
+
 async def test_expect_100_continue_upload(origin, make_edge):
     async def echo(request: web.Request) -> web.Response:
         return web.Response(text=str(len(await request.read())))
@@ -320,3 +379,50 @@ async def test_all_origins_down_still_tries_the_one_back_soonest(make_edge, clie
             assert r.status == 200  # a single origin is never shut out entirely
     finally:
         await only.stop()
+
+
+async def test_a_reload_that_removes_an_origin_closes_its_connections_after_requests_in_flight(
+        make_edge, client, tmp_path):
+    kept, gone = Origin(), Origin()
+    await kept.start()
+    await gone.start()
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Cache-Control": "no-store"})
+        resp.enable_chunked_encoding()  # streamed on by the edge as it comes
+        await resp.prepare(request)
+        await resp.write(b"first")
+        await release.wait()
+        await resp.write(b"-last")
+        return resp
+
+    try:
+        kept.respond("/k", "kept", headers={"Cache-Control": "no-store"})
+        gone.respond("/g", "gone", headers={"Cache-Control": "no-store"})
+        gone.route("/slow", slow)
+        edge = await make_edge(policies={
+            "kept": {"hosts": ["kept.test"], "origins": [{"url": kept.url}]},
+            "gone": {"hosts": ["gone.test"], "origins": [{"url": gone.url}]},
+        })
+        for host, path, origin in (("kept.test", "/k", kept), ("gone.test", "/g", gone)):
+            async with client.get(edge.url + path, headers={"Host": host}) as r:
+                assert r.status == 200
+            assert len(origin.runner.server.connections) == 1  # kept alive by the edge
+        async with client.get(edge.url + "/slow", headers={"Host": "gone.test"}) as slow_response:
+            assert await slow_response.content.readexactly(5) == b"first"
+            (tmp_path / "policies" / "gone.json").unlink()
+            # As the admin API reloads: in a thread.
+            report = await asyncio.get_running_loop().run_in_executor(None, edge.node.reload)
+            assert report.removed == ["gone"]
+            # The request in flight is not cut.
+            release.set()
+            assert await slow_response.content.read() == b"-last"
+        await until(lambda: not gone.runner.server.connections, "the removed origin's connections are closed")
+        assert len(kept.runner.server.connections) == 1
+        async with client.get(edge.url + "/k", headers={"Host": "kept.test"}) as r:
+            assert r.status == 200
+    finally:
+        await kept.stop()
+        await gone.stop()
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from edge.geo.proxy_protocol import V2_SIGNATURE, ProxyProtocolSite
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n"
 TIMEOUT = 0.3
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)  # where the test clients connect from
 
 
 def v2_tcp4(src: str, sport: int, dst: str = "198.51.100.2", dport: int = 443, tlvs: bytes = b"") -> bytes:
@@ -48,7 +50,7 @@ async def start_listener() -> Listener:
     server = web.Server(echo)
     runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
-    site = ProxyProtocolSite(runner, "127.0.0.1", 0, header_timeout=TIMEOUT)
+    site = ProxyProtocolSite(runner, "127.0.0.1", 0, peers=LOOPBACK, header_timeout=TIMEOUT)
     await site.start()
     return Listener(runner, site)
 
@@ -60,10 +62,11 @@ async def listener() -> AsyncIterator[Listener]:
     await lst.runner.cleanup()
 
 
-async def exchange(port: int, *chunks: bytes, pause: float = 0.0) -> bytes:
-    """Send ``chunks`` as separate TCP writes, then read until the server
-    closes. A reset counts as closed: what was read so far is returned."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def exchange(port: int, *chunks: bytes, pause: float = 0.0, source: str = "127.0.0.1") -> bytes:
+    """Send ``chunks`` as separate TCP writes from the address ``source``,
+    then read until the server closes. A reset counts as closed: what was
+    read so far is returned."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     received = b""
     try:
         for chunk in chunks:
@@ -190,7 +193,7 @@ async def test_file_response_through_the_wrapper(tmp_path: Path) -> None:
 
     runner = web.ServerRunner(web.Server(handler), handle_signals=False)
     await runner.setup()
-    site = ProxyProtocolSite(runner, "127.0.0.1", 0, header_timeout=TIMEOUT)
+    site = ProxyProtocolSite(runner, "127.0.0.1", 0, peers=LOOPBACK, header_timeout=TIMEOUT)
     await site.start()
     try:
         response = await exchange(site.port, v2_tcp4("192.0.2.1", 1) + REQUEST)
@@ -209,7 +212,7 @@ def test_site_refuses_tls() -> None:
             import ssl
 
             with pytest.raises(ValueError, match="TLS"):
-                ProxyProtocolSite(runner, "127.0.0.1", 0, ssl_context=ssl.create_default_context())
+                ProxyProtocolSite(runner, "127.0.0.1", 0, peers=LOOPBACK, ssl_context=ssl.create_default_context())
         finally:
             await runner.cleanup()
 
@@ -237,3 +240,36 @@ def test_works_under_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(go())
+
+
+async def test_only_the_load_balancers_in_proxy_protocol_from_are_believed(origin, make_edge, caplog) -> None:
+    """A PROXY header names any address its sender likes: the node reads it
+    only from the peers in proxy_protocol_from, closes every other
+    connection unanswered and says so in the log, anonymised."""
+    from edge.config import ListenAddress
+
+    origin.respond("/who", "who", headers={"Cache-Control": "no-store"})
+    balancer = ipaddress.ip_network("127.0.0.2/32")
+    edge = await make_edge(quick_origin=origin.url, listen=(
+        ListenAddress("127.0.0.1", 0, proxy_protocol=True, proxy_protocol_from=(balancer,)),))
+    header = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n"
+    request = b"GET /who HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n"
+
+    assert (await exchange(edge.port, header + request, source="127.0.0.2")).startswith(b"HTTP/1.1 200")
+    with caplog.at_level(logging.WARNING, logger="edge.geo.proxy_protocol"):
+        for source in ("127.0.0.3", "127.0.0.1"):
+            assert await exchange(edge.port, header + request, source=source) == b"", source
+    assert origin.hits["/who"] == 1
+    refused = [r.getMessage() for r in caplog.records if "proxy_protocol_from" in r.getMessage()]
+    assert len(refused) == 1 and "127.0.0.0/24" in refused[0], refused  # the second is counted, not logged
+    assert "127.0.0.3" not in caplog.text
+
+
+async def test_a_proxy_protocol_listener_without_trusted_peers_is_refused() -> None:
+    runner = web.ServerRunner(web.Server(echo), handle_signals=False)
+    await runner.setup()
+    try:
+        with pytest.raises(ValueError, match="proxy_protocol_from"):
+            ProxyProtocolSite(runner, "127.0.0.1", 0, peers=())
+    finally:
+        await runner.cleanup()

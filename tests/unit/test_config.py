@@ -203,6 +203,7 @@ def test_good_values(confdir: Path, text: str, check) -> None:  # type: ignore[n
 SIZE = 'expected a size such as "256MiB" or a number of bytes'
 CIDR = 'expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32"'
 ADDR = 'expected an address such as "0.0.0.0:8080" or "[::]:8080" (port 0 to 65535)'
+PROXY_PEERS = 'the networks of the load balancers that send PROXY protocol headers, such as ["10.0.0.0/8"]'
 NAME = (
     'expected a name of letters, digits, ".", "_" or "-" that starts with a letter '
     "(at most 63 characters)"
@@ -234,8 +235,13 @@ BAD = [
     ("[[listen]]\naddress = \"a.com:http\"", f'listen[0].address: {ADDR}, found "a.com:http"', "address-named-port"),
     ("[[listen]]\naddress = \"a_b:80\"", f'listen[0].address: {ADDR}, found "a_b:80"', "address-bad-hostname"),
     ("[[listen]]\naddress = 8080", f"listen[0].address: {ADDR}, found 8080", "address-int"),
-    ("[[listen]]\nport = 8080", f"listen[0].port: expected one of the keys address, proxy_protocol, found an unknown key\nedge.toml: listen[0].address: {ADDR}, found nothing", "listen-missing-address"),
+    ("[[listen]]\nport = 8080", f"listen[0].port: expected one of the keys address, proxy_protocol, proxy_protocol_from, found an unknown key\nedge.toml: listen[0].address: {ADDR}, found nothing", "listen-missing-address"),
     ("[listen]\naddress = \"0.0.0.0:80\"", "listen: expected an array of tables ([[listen]]), found a table", "listen-single-table"),
+    ("[[listen]]\naddress = \"0.0.0.0:80\"\nproxy_protocol = true", f"listen[0].proxy_protocol_from: expected {PROXY_PEERS}, found nothing", "proxy-protocol-without-peers"),
+    ("[[listen]]\naddress = \"0.0.0.0:80\"\nproxy_protocol = true\nproxy_protocol_from = []", f"listen[0].proxy_protocol_from: expected {PROXY_PEERS}, found an empty array", "proxy-protocol-no-peers"),
+    ("[[listen]]\naddress = \"0.0.0.0:80\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.1/8\"]", 'listen[0].proxy_protocol_from[0]: expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found "10.0.0.1/8" (has host bits set)', "proxy-protocol-peer-host-bits"),
+    ("[[listen]]\naddress = \"0.0.0.0:80\"\nproxy_protocol = true\nproxy_protocol_from = \"10.0.0.0/8\"", 'listen[0].proxy_protocol_from: expected an array of CIDR strings, found "10.0.0.0/8"', "proxy-protocol-peers-not-array"),
+    ("[[listen]]\naddress = \"0.0.0.0:80\"\nproxy_protocol_from = [\"10.0.0.0/8\"]", "listen[0].proxy_protocol_from: expected it only with proxy_protocol = true, found it without", "proxy-protocol-peers-without-proxy-protocol"),
     ("listen = []", "listen: expected at least one [[listen]] address, found none", "listen-empty"),
     ("[[listen]]\naddress = \"0.0.0.0:80\"\n[[listen]]\naddress = \"0.0.0.0:80\"", 'listen[1].address: expected each address once, found "0.0.0.0:80" again', "listen-duplicate"),
     ("[node]\nworkers = 2\n[[listen]]\naddress = \"127.0.0.1:0\"", "listen: expected fixed ports when node.workers > 1, found port 0", "port-0-with-workers"),
@@ -431,12 +437,13 @@ def test_geoip_and_proxy_protocol(tmp_path):
         '[policies]\ndirectory = "policies"\n'
         '[geoip]\ndatabase = "GeoLite2-Country.mmdb"\ncheck_interval = 60\n'
         '[[listen]]\naddress = "0.0.0.0:8080"\n'
-        '[[listen]]\naddress = "0.0.0.0:8081"\nproxy_protocol = true\n'
+        '[[listen]]\naddress = "0.0.0.0:8081"\nproxy_protocol = true\nproxy_protocol_from = ["10.0.0.0/8", "fd00::/8"]\n'
     )
     config = load_config(path)
     assert config.geoip.database == tmp_path / "GeoLite2-Country.mmdb"
     assert config.geoip.check_interval == 60
     assert [a.proxy_protocol for a in config.listen] == [False, True]
+    assert config.listen[1].proxy_protocol_from == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 
 
 def test_missing_geoip_database_is_an_error(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import struct
 
 import pytest
@@ -12,6 +13,7 @@ from edge.geo.proxy_protocol import (
     NeedMore,
     ProxyHeader,
     ProxyProtocolError,
+    RefusedPeers,
     parse,
 )
 
@@ -158,3 +160,31 @@ def test_error_is_a_value_error_with_short_reason() -> None:
     with pytest.raises(ValueError) as info:
         parse(b"GET / HTTP/1.1\r\n")
     assert len(str(info.value)) < 60
+
+
+# (seconds since the first refusal, peer) -> the log line it gives, if any.
+REFUSALS = [
+    (0.0, "198.51.100.7", "from 198.51.100.0/24, which is not in proxy_protocol_from"),
+    (1.0, "198.51.100.8", None),
+    (59.0, "2001:db8:1:2::9", None),
+    (60.0, "2001:db8:1:2::9", "from 2001:db8:1::/48, which is not in proxy_protocol_from (2 more since the last such line)"),
+    (61.0, None, None),
+    (200.0, None, "from -, which is not in proxy_protocol_from (1 more since the last such line)"),
+    (260.0, "192.0.2.1", "from 192.0.2.0/24, which is not in proxy_protocol_from"),
+]
+
+
+def test_refused_peers_are_logged_anonymised_at_most_once_a_minute(caplog) -> None:
+    now = [0.0]
+    refusals = RefusedPeers("0.0.0.0:8443", interval=60.0, clock=lambda: now[0])
+    for at, peer, line in REFUSALS:
+        now[0] = at
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edge.geo.proxy_protocol"):
+            refusals.refused(peer)
+        said = [r.getMessage() for r in caplog.records]
+        if line is None:
+            assert said == [], (at, said)
+        else:
+            assert len(said) == 1 and said[0].startswith("PROXY protocol listener 0.0.0.0:8443: closed a connection")
+            assert said[0].endswith(line), (at, said)
