@@ -353,12 +353,6 @@ class OriginClients:
         for url, held in self._refusals.expired(final=final):
             log.warning("origin requests refused: %d more to %s since the last line", held, url)
 
-    async def close(self) -> None:
-        self._log_held_refusals(final=True)
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
-
     async def _request(self, pool: _Pool, method, url, headers, body, retry: bool) -> aiohttp.ClientResponse:
         pool.busy += 1
         attempt = _Attempt()
@@ -387,6 +381,7 @@ class OriginClients:
         return resp
 
     async def close(self) -> None:
+        self._log_held_refusals(final=True)
         pools = [*self._pools.values(), *self._retired]
         self._pools.clear()
         self._retired.clear()
