@@ -109,6 +109,10 @@ def _fail(message: str) -> int:
 
 
 def serve(args) -> int:
+    # prometheus-client reads this when first imported: the node sets it
+    # itself (_supervise), never to a directory of another run.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(name, None)
     demo = False
     if args.config:
         if args.origin or args.policy:
@@ -384,13 +388,17 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
     from edge.app import node_secret
 
     node_secret()  # made here, inherited by every worker
-    run_dir = None
+    run_dir = metrics_dir = None
     if config.admin.enabled:
         # The workers' control sockets (edge.admin.control): this run's only, mode 0700.
         run_dir = Path(tempfile.mkdtemp(prefix=f"edge-{config.admin.listen.port}-"))
         config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, run_dir=run_dir))
+        # Every worker's metrics, for the one that answers a scrape (edge.observe.metrics).
+        metrics_dir = run_dir / "metrics"
+        metrics_dir.mkdir(mode=0o700)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     try:
-        return _supervise_workers(ctx, config, spec, demo)
+        return _supervise_workers(ctx, config, spec, demo, metrics_dir)
     finally:
         if run_dir is not None:
             import shutil
@@ -398,7 +406,7 @@ def _supervise(config, spec: SourceSpec, demo: bool) -> int:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool) -> int:
+def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool, metrics_dir: Path | None) -> int:
     demo_proc = None
     if demo:
         demo_proc = ctx.Process(target=_demo_main, name="edge-demo-origin", daemon=True)
@@ -440,6 +448,11 @@ def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool) -> int:
                     failed = True
                     break
                 log.warning("worker %d exited with %s; restarting", i, proc.exitcode)
+                if metrics_dir is not None:
+                    # Its gauges go; its counter files stay, so the node's sums never go back.
+                    from prometheus_client.multiprocess import mark_process_dead
+
+                    mark_process_dead(proc.pid, str(metrics_dir))
                 start(i)
     for proc in workers:
         if proc is not None and proc.is_alive():
