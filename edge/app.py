@@ -32,6 +32,7 @@ from edge.filters.waf import WafFilter
 from edge.geo.db import GeoDB
 from edge.geo.proxy_protocol import ProxyProtocolSite
 from edge.http.slow import HeadTimeoutHandler
+from edge.observe import metrics
 from edge.observe.access import AccessLog
 from edge.observe.events import SecurityEvents, WebhookSender
 from edge.origin.guard import AddressPolicy
@@ -261,7 +262,7 @@ class Node:
             # Registered before the first request is served: from here on,
             # every purge and policy write of a sibling reaches this worker.
             self.control = self.state.control = ControlSocket(
-                run_dir, {"reload": self._on_reload, "purge": self._on_purge})
+                run_dir, {"reload": self._on_reload, "purge": self._on_purge, "publish": self._on_publish})
             await self.control.start()
             if self.policies.changed():
                 self.reload()  # a write that came before the registration
@@ -339,6 +340,11 @@ class Node:
     async def _on_reload(self, payload: dict) -> dict:
         report = await asyncio.get_running_loop().run_in_executor(None, self.reload)
         return {"loaded": report.loaded, "removed": report.removed}
+
+    async def _on_publish(self, payload: dict) -> dict:
+        """A sibling answers a scrape: this worker's counts go to the files now."""
+        metrics.publish(self.state.store.memory)
+        return {}
 
     async def _on_purge(self, payload: dict) -> dict:
         # This worker's memory tier only: the sender purges the shared disk.

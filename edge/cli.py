@@ -116,6 +116,10 @@ def _fail(message: str) -> int:
 
 
 def serve(args) -> int:
+    # prometheus-client reads this when first imported: the node sets it
+    # itself (_supervise), never to a directory of another run.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(name, None)
     demo = False
     seed = None
     if args.config:
@@ -463,15 +467,21 @@ def _supervise(config, spec: SourceSpec, demo: bool, state=None) -> int:
     port = config.admin.listen.port if config.admin.enabled else config.listen[0].port
     run_dir = Path(tempfile.mkdtemp(prefix=f"edge-{port}-"))
     config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, run_dir=run_dir))
+    metrics_dir = None
+    if config.admin.enabled:
+        # Every worker's metrics, for the one that answers a scrape (edge.observe.metrics).
+        metrics_dir = run_dir / "metrics"
+        metrics_dir.mkdir(mode=0o700)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     try:
-        return _supervise_workers(ctx, config, spec, demo, state)
+        return _supervise_workers(ctx, config, spec, demo, state, metrics_dir)
     finally:
         import shutil
 
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool, state) -> int:
+def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool, state, metrics_dir: Path | None) -> int:
     demo_proc = None
     if demo:
         demo_proc = ctx.Process(target=_demo_main, name="edge-demo-origin", daemon=True)
@@ -513,6 +523,11 @@ def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool, state) -> int:
                     failed = True
                     break
                 log.warning("worker %d exited with %s; restarting", i, proc.exitcode)
+                if metrics_dir is not None:
+                    # Its gauges go; its counter files stay, so the node's sums never go back.
+                    from prometheus_client.multiprocess import mark_process_dead
+
+                    mark_process_dead(proc.pid, str(metrics_dir))
                 start(i)
     for proc in workers:
         if proc is not None and proc.is_alive():

@@ -11,6 +11,7 @@ nosniff`` and ``Cache-Control: no-store``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -47,6 +48,9 @@ log = logging.getLogger("edge.admin")
 
 MAX_BODY = 1 << 20  # request bodies: policies are at most 1 MiB as files, too
 PROBE_TIMEOUT = 5.0
+# Seconds sibling workers have to publish their counts for a scrape; one
+# that takes longer is shown as it last published (at most a second ago).
+SCRAPE_WAIT = 2.0
 # Methods that change state: audited, and answered only once every worker has it.
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # On every answer: no version banner, no content sniffing, no caching.
@@ -68,6 +72,7 @@ class AdminContext:
     files: PolicyFiles | None = None  # None when the policies come from one file: nothing to write to
     control: ControlSocket | None = None  # the worker's (edge.app.Node); None with one worker
     started: float = field(default_factory=time.time)
+    view: metrics.NodeView = field(default_factory=metrics.NodeView)  # the node's metrics
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # One lock per address over its failure limit; gone when nobody waits.
     slow_lanes: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
@@ -360,17 +365,26 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(document())
 
 
+async def _publish_all(ctx: AdminContext) -> None:
+    """This worker's counts, and every sibling's, into the node's metrics."""
+    metrics.publish(ctx.state.store.memory)
+    if ctx.control is not None:
+        await ctx.control.fan_out("publish", {}, timeout=SCRAPE_WAIT)
+
+
 async def metrics_text(request: web.Request) -> web.Response:
     _operator(request)
-    body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, metrics.REGISTRY)
+    ctx = request.app[ADMIN]
+    await _publish_all(ctx)
+    body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, ctx.view)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def tier_sizes(store) -> dict[str, tuple[int | None, int | None]]:
-    out: dict[str, tuple[int | None, int | None]] = {"memory": (len(store.memory), store.memory.bytes_used)}
-    if store.disk is not None:
-        out["disk"] = (_disk_entries(store.disk), store.disk.bytes_used)
-    return out
+def shared_tiers(store) -> metrics.Tiers:
+    """The tiers every worker shares, as (entries, bytes): the disk tier."""
+    if store.disk is None:
+        return {}
+    return {"disk": (_disk_entries(store.disk), store.disk.bytes_used)}
 
 
 def _disk_entries(disk) -> int | None:
@@ -387,13 +401,19 @@ def _disk_entries(disk) -> int | None:
 async def stats(request: web.Request) -> web.Response:
     _operator(request)
     ctx = request.app[ADMIN]
-    sizes = await asyncio.get_running_loop().run_in_executor(None, tier_sizes, ctx.state.store)
+    await _publish_all(ctx)
+    families = await asyncio.get_running_loop().run_in_executor(None, lambda: list(ctx.view.collect()))
+    node = metrics.node_stats(families)
+    now = time.time()
+    workers = [{"worker": pid, "uptime_seconds": round(max(0.0, now - started), 3)}
+               for pid, started in sorted(node.workers.items())]
     policies = ctx.state.policies.current
     return _json({
         "worker": os.getpid(),
-        "uptime_seconds": round(time.time() - ctx.started, 3),
-        "tiers": {tier: {"entries": n, "bytes": b} for tier, (n, b) in sizes.items()},
-        "requests": metrics.requests_by_tenant(),
+        "workers": workers,
+        "uptime_seconds": max((w["uptime_seconds"] for w in workers), default=0.0),
+        "tiers": node.tiers,
+        "requests": node.requests,
         "policies": {p.tenant: p.version for p in policies},
     })
 
@@ -690,6 +710,7 @@ class AdminServer:
         self.runner: web.AppRunner | None = None
         self.ctx: AdminContext | None = None
         self.addresses: list[tuple[str, int]] = []
+        self._publisher: asyncio.Task | None = None
 
     @property
     def port(self) -> int:
@@ -733,7 +754,11 @@ class AdminServer:
                                 FailureKeys(node_secret()), limiter,
                                 allowed_names(admin.hosts, admin.listen.host), files=files,
                                 control=self.state.control)
-        metrics.CACHE_SIZE.read = lambda: tier_sizes(self.state.store)
+        self.ctx.view = metrics.NodeView(lambda: shared_tiers(self.state.store))
+        metrics.start_worker()
+        if metrics.MULTIPROCESS_DIR is not None:
+            self._publisher = asyncio.ensure_future(
+                metrics.publish_every(metrics.PUBLISH_INTERVAL, self.state.store.memory))
         self.runner = _Runner(make_app(self.ctx), access_log=None, handle_signals=False,
                                     shutdown_timeout=min(self.config.timeouts.shutdown, 5.0))
         await self.runner.setup()
@@ -745,6 +770,12 @@ class AdminServer:
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
 
     async def stop(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
+        metrics.publish(self.state.store.memory)  # its last counts stay in the node's sums
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

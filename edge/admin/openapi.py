@@ -156,12 +156,12 @@ def _document() -> dict[str, Any]:
             (), public=True)},
         "/openapi.json": {"get": _op("This document", {200: _ok("OpenAPI 3.1.", {"type": "object"})}, (), public=True)},
         "/metrics": {"get": _op(
-            "Prometheus metrics of the worker that answers (operator token)",
+            "Prometheus metrics of the node, all workers together (operator token)",
             {200: {"description": "Prometheus text exposition format.",
                    "content": {"text/plain": {"schema": {"type": "string"}}}}},
             (403,))},
         "/v1/stats": {"get": _op("Cache tiers, requests per tenant, uptime, policy versions (operator token)",
-                                 {200: _ok("Statistics of the worker that answers.", _ref("Stats"))}, (403,))},
+                                 {200: _ok("Statistics of the node, all workers together.", _ref("Stats"))}, (403,))},
         "/v1/tenants": {"get": _op(
             "Tenants: all for an operator token, its own for a tenant token",
             {200: _ok("The tenants.", {"type": "array", "items": _ref("TenantSummary")})}, ())},
@@ -229,10 +229,14 @@ def _document() -> dict[str, Any]:
                  "properties": {"entries": {"type": ["integer", "null"]}, "bytes": {"type": ["integer", "null"]}}},
         "Stats": {
             "type": "object",
-            "required": ["worker", "uptime_seconds", "tiers", "requests", "policies"],
+            "required": ["worker", "workers", "uptime_seconds", "tiers", "requests", "policies"],
             "properties": {
                 "worker": {"type": "integer", "description": "pid of the answering worker"},
-                "uptime_seconds": {"type": "number"},
+                "workers": {"type": "array", "description": "the node's live workers",
+                            "items": {"type": "object", "required": ["worker", "uptime_seconds"],
+                                      "properties": {"worker": {"type": "integer"},
+                                                     "uptime_seconds": {"type": "number"}}}},
+                "uptime_seconds": {"type": "number", "description": "of the longest-running live worker"},
                 "tiers": {"type": "object", "additionalProperties": _ref("Tier")},
                 "requests": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "policies": {"type": "object", "additionalProperties": {"type": "string"}},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from edge.observe.anon import anonymise
-from edge.observe.metrics import FILTER_DECISIONS
+from edge.observe.metrics import FILTER_DECISIONS, tally
 
 log = logging.getLogger("edge.filters")
 
@@ -13,8 +13,8 @@ _MAX_CHILDREN = 100_000
 
 
 class Recorder:
-    """Bound counter children per (tenant, filter, rule, action): labels() is
-    called once per key, not per request."""
+    """Counter tallies per (tenant, filter, rule, action), looked up once per
+    key, not per request."""
 
     def __init__(self, filter_name: str) -> None:
         self.filter = filter_name
@@ -26,7 +26,7 @@ class Recorder:
         if child is None:
             if len(self._children) > _MAX_CHILDREN:  # tenants come and go on reload
                 self._children.clear()
-            child = self._children[key] = FILTER_DECISIONS.labels(tenant, self.filter, rule, action)
+            child = self._children[key] = tally(FILTER_DECISIONS, tenant, self.filter, rule, action)
         child.inc()
 
     def refused(self, tenant: str, rule: str, action: str, client: str | None) -> None:

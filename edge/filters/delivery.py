@@ -9,7 +9,7 @@ from edge.filters.chain import Verdict
 from edge.geo.db import GeoDB
 from edge.geo.decide import Outcome, decide
 from edge.observe.anon import anonymise
-from edge.observe.metrics import DELIVERY_DECISIONS
+from edge.observe.metrics import DELIVERY_DECISIONS, tally
 
 log = logging.getLogger("edge.delivery")
 
@@ -52,10 +52,11 @@ class DeliveryFilter:
         key = (policy.tenant, country, outcome, decision.rule)
         counter = self._counters.get(key)
         if counter is None:
-            # labels() costs a microsecond; a bound child is reused.
+            # Looked up once per key: bumping a tally is one addition on the hit path.
             if len(self._counters) > 100_000:
                 self._counters.clear()
-            counter = self._counters[key] = DELIVERY_DECISIONS.labels(policy.tenant, country or "XX", outcome.value, decision.rule)
+            counter = self._counters[key] = tally(DELIVERY_DECISIONS, policy.tenant, country or "XX", outcome.value,
+                                                  decision.rule)
         counter.inc()
         if outcome is Outcome.DELIVER:
             return None

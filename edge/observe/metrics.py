@@ -1,20 +1,109 @@
-"""Process metrics (prometheus-client). Labels are tenant ids and small
-fixed sets, never client addresses.
+"""Metrics (prometheus-client). Labels are tenant ids and small fixed sets,
+never client addresses.
 
-Every worker process counts its own requests; ``GET /metrics`` on the admin
-listener shows the worker that answered it (the ``worker`` label of
-``edge_worker_info`` says which).
+A node with several workers keeps its metrics in prometheus-client's
+multiprocess mode: ``edge serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a
+directory made for this run (edge.cli), every worker writes its values to
+its own memory-mapped files there, and whichever worker answers a scrape
+reads them all (``NodeView``). Counters are summed over the workers, also
+those that died (their files stay, so a restart never makes a counter go
+back); the gauges below are ``livesum``: a dead worker's are removed by the
+supervisor (``mark_process_dead``), and a ``worker`` label keeps apart what
+is per worker. With one worker the same names come from this process.
+
+Counters bumped by every request are ``Tally``s: plain integers on the
+event loop, added to their counters by ``publish()`` (at least every
+``PUBLISH_INTERVAL`` seconds, and before a scrape is answered). A memory-
+mapped write per request would cost several times what counting does.
 """
 from __future__ import annotations
 
+import asyncio
+import glob
 import os
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+# Read by prometheus-client when it is first imported, which chooses how
+# every value is kept; read here after that import, so both agree.
+MULTIPROCESS_DIR: str | None = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+PUBLISH_INTERVAL = 1.0  # seconds: what a worker killed with -9 can lose, at most
+_HEADER = 8  # bytes at the start of every multiprocess file: its used length and padding
+
+
+class Tally:
+    """A counter child bumped as a plain number on the event loop; publish()
+    adds what is new. Only the loop writes ``count`` and only publish()
+    writes ``published``, so a publish from another thread loses nothing."""
+
+    __slots__ = ("child", "count", "published")
+
+    def __init__(self, child) -> None:
+        self.child = child
+        self.count = 0
+        self.published = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.count += amount
+
+
+_tallies: dict[tuple[object, tuple[str, ...]], Tally] = {}
+_publish_lock = threading.Lock()
+
+
+def tally(counter: Counter, *labels: str) -> Tally:
+    """The one tally of ``counter`` with these label values."""
+    key = (counter, labels)
+    found = _tallies.get(key)
+    if found is None:
+        found = _tallies[key] = Tally(counter.labels(*labels))
+    return found
+
+
+def _flush() -> None:
+    with _publish_lock:
+        for t in list(_tallies.values()):
+            count = t.count
+            if count != t.published:
+                t.child.inc(count - t.published)
+                t.published = count
+
+
+class _Flush(Collector):
+    """Registered first, so that whoever collects REGISTRY sees every tally."""
+
+    def collect(self) -> Iterator[Metric]:
+        _flush()
+        return iter(())
+
+    def describe(self) -> list:
+        return []
+
+
+REGISTRY = CollectorRegistry(auto_describe=True)  # this process's metrics
+REGISTRY.register(_Flush())
+
+REQUESTS = Counter(
+    "edge_requests",
+    "Client requests, by tenant (- for an unknown host), status class and cache outcome "
+    "(hit, miss, stale, bypass; none: answered by the edge itself).",
+    ("tenant", "status", "cache"),
+    registry=REGISTRY,
+)
+
+RESPONSE_BYTES = Counter(
+    "edge_response_bytes",
+    "Response body bytes sent to clients, by tenant.",
+    ("tenant",),
+    registry=REGISTRY,
+)
 
 DELIVERY_DECISIONS = Counter(
     "edge_delivery_decisions_total",
@@ -59,6 +148,42 @@ ADMIN_AUTH_DELAYED = Counter(
     registry=REGISTRY,
 )
 
+WORKERS = Gauge(
+    "edge_worker_info",
+    "The node's live worker processes, 1 each; worker is the process id.",
+    ("worker",),
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+
+WORKER_STARTED = Gauge(
+    "edge_worker_start_time_seconds",
+    "When each live worker process started (Unix time).",
+    ("worker",),
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+
+# The memory tier is per worker (summed here); the disk tier is shared and
+# is read by the worker that answers (NodeView), never summed.
+_ENTRIES = "Entries in each cache tier (memory: over all workers)."
+_BYTES = "Bytes used by each cache tier (memory: over all workers)."
+CACHE_ENTRIES = Gauge(
+    "edge_cache_entries",
+    _ENTRIES,
+    ("tier",),
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+
+CACHE_BYTES = Gauge(
+    "edge_cache_bytes",
+    _BYTES,
+    ("tier",),
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+
 # Cache outcomes, from the fwd= parameter of Cache-Status (RFC 9211).
 _OUTCOMES = {
     "uri-miss": "miss",
@@ -81,21 +206,21 @@ def cache_outcome(cache_status: str) -> str:
     return _OUTCOMES.get(cache_status[i + 4 : j] if j >= 0 else cache_status[i + 4 :], "miss")
 
 
-# (tenant, outcome, status // 100) -> [requests, body bytes]. Plain integers
-# bumped on the event loop and turned into counters when scraped: a request
-# costs a dictionary probe and two additions, no lock and no formatting.
-_counts: dict[tuple[str, str, int], list[int]] = {}
+# (tenant, outcome, status // 100) -> (requests, body bytes)
+_request_tallies: dict[tuple[str, str, int], tuple[Tally, Tally]] = {}
 _origin_children: dict[str, object] = {}
 
 
 def record_request(ctx) -> None:
     """Called once per request by the pipeline's log phase."""
     key = (ctx.tenant, cache_outcome(ctx.cache), ctx.status // 100)
-    entry = _counts.get(key)
-    if entry is None:
-        entry = _counts[key] = [0, 0]
-    entry[0] += 1
-    entry[1] += ctx.size
+    pair = _request_tallies.get(key)
+    if pair is None:
+        tenant, outcome, cls = key
+        status = _STATUS_CLASSES[cls] if 0 <= cls < len(_STATUS_CLASSES) else "other"
+        pair = _request_tallies[key] = (tally(REQUESTS, tenant, status, outcome), tally(RESPONSE_BYTES, tenant))
+    pair[0].count += 1
+    pair[1].count += ctx.size
     origin = ctx.origin_time
     if origin:
         child = _origin_children.get(ctx.tenant)
@@ -110,66 +235,102 @@ def record_purge(tenant: str, affected: int) -> None:
         PURGED_ENTRIES.labels(tenant).inc(affected)
 
 
-def requests_by_tenant() -> dict[str, int]:
-    out: dict[str, int] = {}
-    for (tenant, _, _), (n, _) in list(_counts.items()):
-        out[tenant] = out.get(tenant, 0) + n
+# --- this worker's share ---------------------------------------------------------------
+
+
+def start_worker() -> None:
+    """Announce this process as a live worker of the node."""
+    pid = str(os.getpid())
+    WORKERS.labels(pid).set(1)
+    WORKER_STARTED.labels(pid).set(time.time())
+
+
+def publish(memory=None) -> None:
+    """Make this worker's counts and gauges visible to whichever worker
+    collects: the tallies, and its memory tier (``len()``, ``bytes_used``)."""
+    _flush()
+    if memory is not None:
+        CACHE_ENTRIES.labels("memory").set(len(memory))
+        CACHE_BYTES.labels("memory").set(memory.bytes_used)
+
+
+async def publish_every(interval: float, memory=None) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        publish(memory)
+
+
+# --- the node's view ------------------------------------------------------------------
+
+Tiers = dict[str, tuple[int | None, int | None]]  # tier -> (entries, bytes)
+
+
+class NodeView(Collector):
+    """The node's metrics, whichever worker collects them: every worker's
+    files in multiprocess mode, else this process's registry; plus the
+    tiers the workers share, read here (``shared``)."""
+
+    def __init__(self, shared: Callable[[], Tiers] | None = None) -> None:
+        self.shared = shared
+
+    def collect(self) -> Iterator[Metric]:
+        base = _worker_files(MULTIPROCESS_DIR) if MULTIPROCESS_DIR else REGISTRY.collect()
+        shared = self.shared() if self.shared is not None else {}
+        sizes = {"edge_cache_entries": (0, _ENTRIES), "edge_cache_bytes": (1, _BYTES)}
+        for family in base:
+            size = sizes.pop(family.name, None)
+            if size is not None:
+                _add_tiers(family, shared, size[0])
+            yield family
+        for name, (i, text) in sizes.items():  # no worker has published that gauge yet
+            family = GaugeMetricFamily(name, text, labels=("tier",))
+            _add_tiers(family, shared, i)
+            yield family
+
+    def describe(self) -> list:
+        return []
+
+
+def _worker_files(directory: str) -> Iterable[Metric]:
+    """Every worker's values, merged. A file is created empty and sized a
+    moment later: one without its header yet holds nothing, and is skipped
+    rather than failing the whole scrape (as it would, for good, when its
+    worker was killed in that moment)."""
+    files = []
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        try:
+            if os.stat(path).st_size >= _HEADER:
+                files.append(path)
+        except FileNotFoundError:  # a dead worker's gauges, just removed
+            pass
+    return MultiProcessCollector.merge(files, accumulate=True)
+
+
+def _add_tiers(family: Metric, tiers: Tiers, i: int) -> None:
+    for tier, values in tiers.items():
+        if values[i] is not None:
+            family.add_sample(family.name, {"tier": tier}, values[i])
+
+
+@dataclass
+class NodeStats:
+    """What ``GET /v1/stats`` reports, read from the node's metrics."""
+
+    requests: dict[str, int] = field(default_factory=dict)  # tenant -> requests
+    tiers: dict[str, dict[str, int | None]] = field(default_factory=dict)  # tier -> entries, bytes
+    workers: dict[int, float] = field(default_factory=dict)  # pid -> start time
+
+
+def node_stats(families: Iterable[Metric]) -> NodeStats:
+    out = NodeStats()
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "edge_requests_total":
+                tenant = sample.labels["tenant"]
+                out.requests[tenant] = out.requests.get(tenant, 0) + int(sample.value)
+            elif sample.name in ("edge_cache_entries", "edge_cache_bytes"):
+                tier = out.tiers.setdefault(sample.labels["tier"], {"entries": None, "bytes": None})
+                tier["entries" if sample.name == "edge_cache_entries" else "bytes"] = int(sample.value)
+            elif sample.name == "edge_worker_start_time_seconds":
+                out.workers[int(sample.labels["worker"])] = sample.value
     return out
-
-
-class _Requests(Collector):
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        requests = CounterMetricFamily(
-            "edge_requests",
-            "Client requests, by tenant (- for an unknown host), status class and cache outcome "
-            "(hit, miss, stale, bypass; none: answered by the edge itself).",
-            labels=("tenant", "status", "cache"),
-        )
-        sent = CounterMetricFamily("edge_response_bytes", "Response body bytes sent to clients, by tenant.",
-                                   labels=("tenant",))
-        per_tenant: dict[str, int] = {}
-        for (tenant, outcome, cls), (n, size) in sorted(list(_counts.items())):
-            status = _STATUS_CLASSES[cls] if 0 <= cls < len(_STATUS_CLASSES) else "other"
-            requests.add_metric((tenant, status, outcome), n)
-            per_tenant[tenant] = per_tenant.get(tenant, 0) + size
-        for tenant, size in per_tenant.items():
-            sent.add_metric((tenant,), size)
-        yield requests
-        yield sent
-
-    def describe(self) -> list:
-        return []
-
-
-REGISTRY.register(_Requests())
-
-
-class _Scrape(Collector):
-    """Read when scraped: this worker's pid, and entries and bytes per cache
-    tier (a gauge kept up to date on every store would cost the hit path)."""
-
-    def __init__(self) -> None:
-        self.read: Callable[[], dict[str, tuple[int | None, int | None]]] | None = None
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        worker = GaugeMetricFamily("edge_worker_info", "The worker process that answered this scrape.",
-                                   labels=("worker",))
-        worker.add_metric((str(os.getpid()),), 1)
-        yield worker
-        entries = GaugeMetricFamily("edge_cache_entries", "Entries in each cache tier.", labels=("tier",))
-        size = GaugeMetricFamily("edge_cache_bytes", "Bytes used by each cache tier.", labels=("tier",))
-        if self.read is not None:
-            for tier, (n, b) in self.read().items():
-                if n is not None:
-                    entries.add_metric((tier,), n)
-                if b is not None:
-                    size.add_metric((tier,), b)
-        yield entries
-        yield size
-
-    def describe(self) -> list:
-        return []
-
-
-CACHE_SIZE = _Scrape()
-REGISTRY.register(CACHE_SIZE)

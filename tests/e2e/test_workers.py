@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
+import urllib.request
 
 from aiohttp import web
 
-from .support import alive, cmdline, descendants, request, wait_until
+from .support import alive, cmdline, descendants, free_port, request, wait_until
 
 
 def test_two_workers_share_the_port_and_the_disk_tier_and_stop_together(run_edge, upstream, port, tmp_path):
@@ -135,3 +137,87 @@ def test_a_post_through_one_worker_invalidates_the_other_workers_memory(run_edge
         return len(seen) == 2
 
     wait_until(every_worker_fresh, timeout=20, interval=0.01, message=lambda: f"answered: {seen}\n{node.describe()}")
+
+
+TOKEN = "e2e-operator-token"
+
+
+def admin(port: int, path: str) -> bytes:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=15) as r:  # a new connection each: any worker may answer
+        assert r.status == 200
+        return r.read()
+
+
+def scraped(port: int) -> dict[str, float]:
+    """Sums over label sets of the samples a scrape of /metrics shows."""
+    sums: dict[str, float] = {}
+    for line in admin(port, "/metrics").decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.split("{", 1)[0].split(" ", 1)[0], float(line.rsplit(" ", 1)[1])
+            sums[name] = sums.get(name, 0.0) + value
+    return sums
+
+
+def test_metrics_and_stats_count_the_whole_node_whichever_worker_answers(run_edge, upstream, port):
+    upstream.respond("/page", "page\n", headers={"Cache-Control": "max-age=600"})
+    admin_port = free_port()
+    node = run_edge("--origin", upstream.url, "--workers", "2", "--admin", f"127.0.0.1:{admin_port}", port=port,
+                    env={"EDGE_ADMIN_TOKEN": TOKEN})
+    sent = 0
+    served_by: set[int] = set()
+
+    def both_serve() -> bool:
+        nonlocal sent
+        r = node.get("/page")
+        sent += 1
+        assert r.status == 200, r
+        served_by.add(r.worker)
+        return len(served_by) == 2
+
+    wait_until(both_serve, timeout=20, interval=0.01, message=lambda: f"only {served_by} served\n{node.describe()}")
+    for _ in range(20):
+        assert node.get("/page").status == 200
+        sent += 1
+    assert upstream.count("/page") == 2  # one miss per worker: each holds its own copy in memory
+
+    def agree(expected: int, workers: int, memory_entries: int) -> set[int]:
+        """20 scrapes of each, and more until both workers have answered; all tell the same."""
+        answered: set[int] = set()
+        scrapes = 0
+
+        def scrape() -> bool:
+            nonlocal scrapes
+            sums = scraped(admin_port)
+            assert sums.get("edge_requests_total") == expected, (sums.get("edge_requests_total"), expected)
+            assert sums.get("edge_worker_info") == workers, sums.get("edge_worker_info")
+            stats = json.loads(admin(admin_port, "/v1/stats"))
+            assert sum(stats["requests"].values()) == expected, stats
+            assert len(stats["workers"]) == workers, stats
+            assert stats["tiers"]["memory"]["entries"] == memory_entries, stats
+            answered.add(stats["worker"])
+            scrapes += 1
+            return scrapes >= 20 and len(answered) == 2
+
+        wait_until(scrape, timeout=30, interval=0,
+                   message=lambda: f"only workers {answered} answered the admin port\n{node.describe()}")
+        return answered
+
+    pids = agree(sent, 2, 2)
+
+    # A worker killed with -9 is replaced: the node's counters keep what it
+    # counted, and its gauges go with it.
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: not alive(victim), timeout=10, message="the killed worker did not die")
+
+    def replaced() -> bool:
+        workers = {w["worker"] for w in json.loads(admin(admin_port, "/v1/stats"))["workers"]}
+        return len(workers) == 2 and victim not in workers
+
+    wait_until(replaced, timeout=20, interval=0.05, message=lambda: f"no replacement answered\n{node.describe()}")
+    agree(sent, 2, 1)
+    for _ in range(10):
+        assert node.get("/page").status == 200
+        sent += 1
+    agree(sent, 2, upstream.count("/page") - 1)

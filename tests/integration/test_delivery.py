@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from edge.config import GeoIPConfig
-from edge.observe.metrics import DELIVERY_DECISIONS
+from edge.observe.metrics import REGISTRY
 from tests.geo_support import replace_atomically, write_country_db
 
 DE, US, UNKNOWN, FR = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
@@ -155,13 +155,14 @@ async def test_node_inside_the_region_serves(start):
 
 async def test_refusals_are_logged_anonymised_and_counted(start, caplog):
     edge = await start(GERMANY_ONLY)
-    before = DELIVERY_DECISIONS.labels("shop", "US", "block", "allow_countries")._value.get()
+    labels = {"tenant": "shop", "country": "US", "outcome": "block", "rule": "allow_countries"}
+    before = REGISTRY.get_sample_value("edge_delivery_decisions_total", labels) or 0.0
     with caplog.at_level(logging.INFO, logger="edge.delivery"):
         await get(edge, US)
     line = next(r.getMessage() for r in caplog.records if r.name == "edge.delivery")
     assert "tenant=shop" in line and "country=US" in line and "rule=allow_countries" in line
     assert "client=127.0.0.0/24" in line and US not in line
-    assert DELIVERY_DECISIONS.labels("shop", "US", "block", "allow_countries")._value.get() == before + 1
+    assert REGISTRY.get_sample_value("edge_delivery_decisions_total", labels) == before + 1
 
 
 async def test_database_swapped_under_load(start, geodb):

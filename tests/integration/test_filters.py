@@ -8,9 +8,14 @@ import aiohttp
 import pytest
 
 from edge.filters.rate_limits import RateLimitFilter
-from edge.observe.metrics import FILTER_DECISIONS
+from edge.observe.metrics import REGISTRY
 
 A, B, C = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+
+
+def denied(tenant: str) -> float:
+    labels = {"tenant": tenant, "filter": "ip_lists", "rule": "deny", "action": "block"}
+    return REGISTRY.get_sample_value("edge_filter_decisions_total", labels) or 0.0
 
 
 @pytest.fixture
@@ -46,14 +51,14 @@ def limited(rate: float = 0.001, burst: int = 2, mode: str = "block", **rule) ->
 
 async def test_deny_list_refuses_with_403(start, origin, caplog):
     edge = await start({"ip_lists": {"deny": [f"{A}/32"]}})
-    before = FILTER_DECISIONS.labels("shop", "ip_lists", "deny", "block")._value.get()
+    before = denied("shop")
     with caplog.at_level(logging.INFO, logger="edge.filters"):
         status, headers = await get(edge, A)
     assert status == 403
     assert headers["Cache-Status"] == "edge; detail=filter.ip_lists"
     assert origin.hits["/page"] == 0
     assert (await get(edge, B))[0] == 200
-    assert FILTER_DECISIONS.labels("shop", "ip_lists", "deny", "block")._value.get() == before + 1
+    assert denied("shop") == before + 1
     assert any("tenant=shop" in r.message and "127.0.0.0/24" in r.message for r in caplog.records)
 
 
