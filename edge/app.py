@@ -102,12 +102,13 @@ class _Protocol(HeadTimeoutHandler):
 
 class _Server(web.Server):
     def __init__(self, handler, line_limit: int, node: str, header_read: float = 10.0, send: float = 30.0,
-                 **kwargs) -> None:
+                 send_min_rate: int = 1024, **kwargs) -> None:
         super().__init__(handler, **kwargs)
         self._line_limit = line_limit
         self._node = node
         self._header_read = header_read
         self._send = send
+        self._send_min_rate = send_min_rate
 
     def __call__(self) -> RequestHandler:
         return _Protocol(
@@ -117,6 +118,7 @@ class _Server(web.Server):
             node=self._node,
             header_read=self._header_read,
             send=self._send,
+            send_min_rate=self._send_min_rate,
             **self._kwargs,
         )
 
@@ -220,6 +222,7 @@ def make_server(state: NodeState) -> web.Server:
         state.config.name,
         state.config.timeouts.header_read,
         state.config.timeouts.send,
+        state.config.timeouts.send_min_rate,
         max_line_size=line_limit,
         max_field_size=limits.max_header_size,
         max_headers=limits.max_headers,

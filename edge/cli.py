@@ -156,6 +156,7 @@ def serve(args) -> int:
         return _fail(str(exc))
     problem = (
         _check_cache_dir(config) or _check_geoip(config) or _check_lists(config) or _check_waf() or _check_admin(config)
+        or _check_aiohttp()
     )
     if problem:
         return _fail(problem)
@@ -357,6 +358,22 @@ def _check_waf() -> str | None:
         load_ruleset(default_rules_dir())
     except WafRuleError as exc:
         return f"WAF rules: {exc}"
+    return None
+
+
+def _check_aiohttp() -> str | None:
+    """The slow-client deadlines and the bounded wait for an origin
+    connection override aiohttp internals: without them the node must not
+    start, rather than run without those protections."""
+    import aiohttp
+
+    from edge.http import slow
+    from edge.origin import pool
+
+    missing = slow.missing_internals() + pool.missing_internals()
+    if missing:
+        return (f"aiohttp {aiohttp.__version__} lacks {', '.join(missing)}, which the node relies on; "
+                "install an aiohttp from 3.12 to 3.14")
     return None
 
 

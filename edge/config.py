@@ -90,8 +90,9 @@ class Timeouts:
     header_read: float = 10.0  # from a request's first byte (or the accept) to its complete head: else 408
     body_read: float = 30.0  # at most between two chunks of a request body: else 408
     body_total: float = 300.0  # for a whole request body: else 408
-    send: float = 30.0  # a client that takes none of its response for this long is cut off
+    send: float = 30.0  # a client that takes under send_min_rate of its response for this long is cut off
     origin_queue: float = 5.0  # wait for a free origin connection: else 503 (0: no wait)
+    send_min_rate: int = 1024  # bytes/second a client must take in each send period (0: any byte)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +282,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies", "client_address_header"),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
-    "timeouts": ("keepalive", "shutdown", "header_read", "body_read", "body_total", "send", "origin_queue"),
+    "timeouts": ("keepalive", "shutdown", "header_read", "body_read", "body_total", "send", "origin_queue",
+                 "send_min_rate"),
     "log": ("access", "level", "refused_origin_interval"),
     "geoip": ("database", "check_interval"),
     "admin": ("enabled", "listen", "tokens", "tokens_file", "audit_log", "hosts", "failed_auth_limit",
@@ -370,6 +372,21 @@ def _size(low: int, high: int = MAX_SIZE) -> Callable[[Any], int]:
         n = parse_size(value)
         if not low <= n <= high:
             raise ValueError(f"expected a size from {low} to {high} bytes, found {describe(value)}")
+        return n
+
+    return convert
+
+
+def _per_second(high: int) -> Callable[[Any], int]:
+    """Bytes a second, written as a size."""
+    def convert(value: Any) -> int:
+        try:
+            n = parse_size(value)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= high:
+            raise ValueError(f'expected bytes a second from 0 to {high}: an integer, or a size like "1KiB", '
+                             f"found {describe(value)}")
         return n
 
     return convert
@@ -617,6 +634,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         r.get(t, "timeouts", "body_total", dt.body_total, _number(0, 86400, "a number of seconds (0: off)")),
         r.get(t, "timeouts", "send", dt.send, _number(0, 3600, "a number of seconds (0: off)")),
         r.get(t, "timeouts", "origin_queue", dt.origin_queue, _number(0, 3600, "a number of seconds (0: no wait)")),
+        r.get(t, "timeouts", "send_min_rate", dt.send_min_rate, _per_second(2**30)),
     )
 
     t = r.table(data, "log")

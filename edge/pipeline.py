@@ -120,6 +120,7 @@ class Pipeline:
         self.body_timeouts = BodyTimeouts(cfg.timeouts.body_read, cfg.timeouts.body_total)
         self._limits = next((f for f in state.filters.filters if f.name == "request_limits"), None)
         self._slots = self._limits.slots if self._limits is not None else None
+        self._share_wait = cfg.timeouts.origin_queue  # for a client over its share of the origin's connections
         self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
         self._compressing: set[str] = set()  # variant keys being compressed now
         self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
@@ -145,8 +146,7 @@ class Pipeline:
         ctx = Ctx(f"{self._rid_prefix}-{next(self._rid):x}", time.monotonic(), request.method, peer)
         try:
             resp = await self._handle(request, ctx)
-            if not resp.prepared:
-                await self._finish(request, ctx, resp)
+            await self._finish(request, ctx, resp)
         except asyncio.CancelledError:
             raise
         except ConnectionError:
@@ -172,9 +172,14 @@ class Pipeline:
     async def _finish(self, request: web.BaseRequest, ctx: Ctx, resp: web.StreamResponse) -> None:
         """Write an answer the phases left unsent, where aiohttp's own
         writing after the handler returns would not do."""
-        if resp.keep_alive is False and request.body_exists and not request.content.is_eof():
-            # aiohttp would read and discard the unread body for up to 10 s
-            # (its lingering close) before closing: close at once instead.
+        # Answered before the body was read (a refusal, an early origin
+        # answer): aiohttp would read and discard the rest for up to 10 s
+        # (its lingering close) before closing; close at once instead.
+        unread = request.body_exists and not request.content.is_eof()
+        if resp.prepared:
+            if unread and request.protocol is not None:
+                request.protocol.force_close()  # what was written still goes out
+        elif unread:
             await close_after(request, resp)
         elif ctx.slot is not None:
             # The client's concurrency slot counts the request until its
@@ -200,14 +205,14 @@ class Pipeline:
                 ctx.blocked,
             )
 
-    def _origin_gate(self, request, ctx: Ctx, policy):
+    async def _origin_gate(self, request, ctx: Ctx, policy):
         """What a request must pass before it may go to the origin: the
-        client's concurrency limit and every WAF rule."""
+        client's concurrency limits and every WAF rule."""
         verdict = self._waf_full(request, ctx, policy)
         if verdict is not None:
             return verdict  # an attack is an attack, counted as such, whatever the client's slots
         limits = self._limits
-        return limits.take_slot(ctx, policy) if limits is not None else None
+        return await limits.take_slot(ctx, policy, self._share_wait) if limits is not None else None
 
     def _waf_full(self, request, ctx: Ctx, policy, quiet: bool = False):
         """Every WAF rule on the request head before the origin sees it (the
@@ -397,7 +402,7 @@ class Pipeline:
             # The client's range goes to the origin as asked; the whole
             # object is fetched for the cache beside it, once per key: both
             # only when the client may reach the origin at all.
-            verdict = self._origin_gate(request, ctx, policy)
+            verdict = await self._origin_gate(request, ctx, policy)
             if verdict is not None:
                 return self._refuse(ctx, policy, verdict)
             self._refresh_later(request, ctx, policy, key, target, None)
@@ -823,7 +828,7 @@ class Pipeline:
         target = path + "?" + raw_query if raw_query else path
         ctx.cache = f"{self.node}; fwd={why}"
         if not gated:
-            verdict = self._origin_gate(request, ctx, policy)
+            verdict = await self._origin_gate(request, ctx, policy)
             if verdict is not None:
                 return self._refuse(ctx, policy, verdict)
         prefix = None  # the body's head, when the WAF read it first
@@ -901,7 +906,7 @@ class Pipeline:
         """Fetch from the origin; with ``stale`` (a stored entry that has a
         validator) the fetch is a validation (RFC 9111 §4.3.1), and a failed
         fetch may be answered with it (RFC 5861 stale-if-error)."""
-        verdict = self._origin_gate(request, ctx, policy)
+        verdict = await self._origin_gate(request, ctx, policy)
         if verdict is not None:
             return self._refuse(ctx, policy, verdict)
         request_time = time.time()

@@ -12,6 +12,9 @@ max_body_size     a larger Content-Length: 413 before any byte of the body
                   is read (the pipeline applies the same limit while
                   streaming, for chunked uploads)
 max_concurrent    requests in flight per client and tenant: 429, Retry-After: 1
+origin_share      the share of an origin's connections one client may hold:
+                  a request beyond it waits for one of the client's own to
+                  end (``timeouts.origin_queue``), then 429, Retry-After: 1
 
 The section is on by default (mode "block") with limits no ordinary client
 meets; the node-wide ``[limits]`` still apply first, in the parser.
@@ -20,13 +23,16 @@ The shape checks cost a few attribute reads and length comparisons per
 request; summing the header bytes walks the parser's raw header tuple
 without decoding or copying it. Concurrency is counted per worker process
 (like the rate limits): with N workers a client may have up to N times
-``max_concurrent`` requests in flight. IPv6 clients count by their /64, as
+``max_concurrent`` requests in flight (each worker has its own origin
+connections, so the share holds per worker). IPv6 clients count by their /64, as
 one subscriber holds a whole /64. Allow-listed clients (``ip_lists``) are not
 counted. The counter of a client is dropped when its last request ends, so
 memory is bounded by the requests in flight.
 """
 from __future__ import annotations
 
+import asyncio
+import collections
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +49,8 @@ DEFAULT_MAX_QUERY_LENGTH = 4096
 DEFAULT_MAX_HEADERS = 100
 DEFAULT_MAX_HEADER_BYTES = 32768
 DEFAULT_MAX_CONCURRENT = 256
+# Four clients that never read fill an origin's pool, not one.
+DEFAULT_ORIGIN_SHARE = 0.25
 
 MAX_LENGTH = 1 << 20  # the node's max_request_line cannot exceed it either
 MAX_HEADERS = 10_000
@@ -52,7 +60,7 @@ MAX_METHODS = 64
 
 KEYS: dict[str, tuple[str, ...]] = {
     "request_limits": ("mode", "methods", "max_url_length", "max_query_length", "max_headers",
-                       "max_header_bytes", "max_body_size", "max_concurrent"),
+                       "max_header_bytes", "max_body_size", "max_concurrent", "origin_share"),
 }
 
 # What a value should have been, for the policy's error messages.
@@ -65,6 +73,7 @@ HEADER_BYTES = f'a size 1..{MAX_HEADER_BYTES} bytes: an integer, or a string wit
 BODY_SIZE = ('null (the node\'s limits.max_body_size) or a size: bytes as an integer, '
              'or a string with a unit like "10MiB"')
 CONCURRENT = f"an integer 0..{MAX_CONCURRENT} (0: no limit)"
+SHARE = "a number 0..1 (1: a client may hold every connection)"
 
 _METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 
@@ -82,6 +91,7 @@ class RequestLimits:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_body_size: int | None = None  # None: the node's limits.max_body_size
     max_concurrent: int = DEFAULT_MAX_CONCURRENT  # 0: no limit
+    origin_share: float = DEFAULT_ORIGIN_SHARE  # of the smallest origin pool, per client; 1: no bound
     method_set: frozenset[str] = field(init=False, compare=False, repr=False)
     allow: str = field(init=False, compare=False, repr=False)  # the Allow header of a 405
     active: bool = field(init=False, compare=False)
@@ -109,7 +119,7 @@ def parse_request_limits(c, o: dict[str, Any] | None, path: str) -> RequestLimit
     """``o`` is the section after ``c.object(raw, path, "request_limits")``
     (unknown keys already reported); every bad value is reported to ``c``."""
     # Imported here: edge.policy.model imports this module for the dataclass.
-    from edge.policy.parse import _BAD, _MODE, FILTER_MODE, _int_in, _size
+    from edge.policy.parse import _BAD, _MODE, FILTER_MODE, _fraction, _int_in, _size
 
     if o is None:
         return RequestLimits()
@@ -140,6 +150,7 @@ def parse_request_limits(c, o: dict[str, Any] | None, path: str) -> RequestLimit
         max_header_bytes=c.get(o, path, "max_header_bytes", d.max_header_bytes, HEADER_BYTES, header_bytes),
         max_body_size=c.get(o, path, "max_body_size", d.max_body_size, BODY_SIZE, body_size),
         max_concurrent=c.get(o, path, "max_concurrent", d.max_concurrent, CONCURRENT, _int_in(0, MAX_CONCURRENT)),
+        origin_share=c.get(o, path, "origin_share", d.origin_share, SHARE, _fraction),
     )
 
 
@@ -154,44 +165,106 @@ def request_limits_data(r: RequestLimits) -> dict[str, Any]:
         "max_header_bytes": r.max_header_bytes,
         "max_body_size": r.max_body_size,
         "max_concurrent": r.max_concurrent,
+        "origin_share": r.origin_share,
     }
 
 
 # --- concurrency --------------------------------------------------------------------
 
 
-class ClientSlots:
-    """Requests in flight per ``(tenant, client)`` key in this worker. An
-    entry exists only while its count is above 0. The key is one tuple,
-    built once per request and kept in ``ctx.slot`` for the release."""
+def share_of(limits: RequestLimits, origins) -> int:
+    """Origin-bound requests one client may have at once: ``origin_share``
+    of the smallest pool among the tenant's origins (whichever serves, the
+    client cannot fill it), at least 1; 0 for no bound."""
+    share = limits.origin_share
+    if share >= 1 or not origins:
+        return 0
+    return max(1, int(share * min(o.max_connections for o in origins)))
 
-    __slots__ = ("_counts",)
+
+class _Client:
+    __slots__ = ("held", "waiting")
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[str, str], int] = {}
+        self.held = 0
+        self.waiting: collections.deque[asyncio.Future] = collections.deque()
+
+
+class ClientSlots:
+    """Requests in flight per ``(tenant, client)`` key in this worker: those
+    holding a slot and those waiting for one. An entry exists only while
+    there are any. The key is one tuple, built once per request and kept in
+    ``ctx.slot`` for the release."""
+
+    __slots__ = ("_clients",)
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, str], _Client] = {}
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return len(self._clients)
 
     def count(self, key: tuple[str, str]) -> int:
-        return self._counts.get(key, 0)
+        """Requests holding a slot."""
+        c = self._clients.get(key)
+        return 0 if c is None else c.held
 
-    def acquire(self, key: tuple[str, str], limit: int) -> bool:
-        """Take a slot unless ``limit`` are taken already."""
-        counts = self._counts
-        n = counts.get(key, 0)
-        if n >= limit:
-            return False
-        counts[key] = n + 1
-        return True
+    async def acquire(self, key: tuple[str, str], limit: int, share: int, wait: float) -> str | None:
+        """Take a slot. None when taken, else the rule that refuses:
+        ``max_concurrent`` at once when ``limit`` requests are in flight,
+        waiting ones included; ``origin_share`` when ``share`` hold a slot
+        and none was given back within ``wait`` seconds. 0: no such limit."""
+        clients = self._clients
+        c = clients.get(key)
+        if c is None:
+            c = clients[key] = _Client()
+        if limit and c.held + len(c.waiting) >= limit:
+            refusal = "max_concurrent"
+        elif not share or c.held < share:
+            c.held += 1
+            return None
+        elif wait <= 0:
+            refusal = "origin_share"
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            c.waiting.append(waiter)
+            try:
+                async with asyncio.timeout(wait):
+                    await waiter
+                return None  # handed over by release()
+            except TimeoutError:
+                if waiter.done() and not waiter.cancelled():
+                    return None  # handed over just as the wait ran out
+                refusal = "origin_share"
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.release(key)  # handed over to a request that is gone
+                raise
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                try:
+                    c.waiting.remove(waiter)
+                except ValueError:
+                    pass  # release() took it
+        if not c.held and not c.waiting:
+            clients.pop(key, None)
+        return refusal
 
     def release(self, key: tuple[str, str]) -> None:
-        counts = self._counts
-        n = counts.get(key, 0)
-        if n > 1:
-            counts[key] = n - 1
-        else:
-            counts.pop(key, None)
+        """Give a slot back: to the first request of the client waiting for
+        one, or free."""
+        c = self._clients.get(key)
+        if c is None:
+            return
+        while c.waiting:
+            waiter = c.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        c.held -= 1
+        if c.held <= 0:
+            del self._clients[key]
 
 
 # --- the filter ------------------------------------------------------------------------
@@ -208,6 +281,7 @@ _REFUSALS = {
     "max_header_bytes": _refusal(431, "header fields too large", "max_header_bytes"),
     "max_body_size": _refusal(413, "request body too large", "max_body_size"),
     "max_concurrent": _refusal(429, "too many requests in flight", "max_concurrent", {"Retry-After": "1"}),
+    "origin_share": _refusal(429, "too many requests in flight", "origin_share", {"Retry-After": "1"}),
 }
 
 
@@ -235,23 +309,27 @@ class RequestLimitFilter:
     def wants(self, policy) -> bool:
         return policy.filters.request_limits.active
 
-    def take_slot(self, ctx, policy) -> Verdict | None:
-        """``max_concurrent``: called by the pipeline for requests that go to
-        the origin (a cache hit from memory is over in microseconds and
-        holds nothing worth a slot). The slot is released when the request
-        ends (``ctx.slot``)."""
+    async def take_slot(self, ctx, policy, wait: float) -> Verdict | None:
+        """``max_concurrent`` and ``origin_share``: called by the pipeline
+        for requests that go to the origin (a cache hit from memory is over
+        in microseconds and holds nothing worth a slot). A request over the
+        client's share waits up to ``wait`` seconds for one of the client's
+        own to end. The slot is released when the request ends
+        (``ctx.slot``)."""
         limits = policy.filters.request_limits
-        cap = limits.max_concurrent
-        if not cap or not limits.active or ctx.allowlisted or not ctx.peer or ctx.slot is not None:
+        if not limits.active or ctx.allowlisted or not ctx.peer or ctx.slot is not None:
+            return None
+        cap, share = limits.max_concurrent, share_of(limits, policy.origins)
+        if not cap and not share:
             return None
         key = (policy.tenant, _client_key(ctx.peer))
-        if self.slots.acquire(key, cap):
+        block = limits.mode == "block"
+        rule = await self.slots.acquire(key, cap, share, wait if block else 0.0)
+        if rule is None:
             ctx.slot = key
             return None
-        self._record.refused(policy.tenant, "max_concurrent", limits.mode, ctx.peer)
-        if limits.mode == "block":
-            return _REFUSALS["max_concurrent"]
-        return None
+        self._record.refused(policy.tenant, rule, limits.mode, ctx.peer)
+        return _REFUSALS[rule] if block else None
 
     def check(self, request, ctx, policy) -> Verdict | None:
         limits = policy.filters.request_limits

@@ -15,27 +15,30 @@ head   ``[timeouts] header_read`` seconds from the first byte of a request
 body   ``[timeouts] body_read`` seconds at most between two chunks, and
        ``[timeouts] body_total`` for the whole body; the upload to the origin
        is aborted and the client gets ``408`` (if nothing was sent to it yet).
-send   ``[timeouts] send`` seconds at most in which the client takes none of
-       the response bytes waiting for it; then the connection is aborted,
-       which ends the request and releases its origin connection. A slow
-       client that keeps taking bytes is not cut.
+send   ``[timeouts] send`` seconds at most in which the client takes less
+       than ``[timeouts] send_min_rate`` bytes a second of the response
+       waiting for it; then the connection is aborted, which ends the
+       request and releases its origin connection. A slow client that keeps
+       taking bytes at that rate is not cut; one that takes a segment now
+       and then, to keep the deadline from firing, is.
 
 The head and send deadlines live in the connection handler: one
 ``loop.call_at`` handle per request head that does not arrive in one piece,
 none for a head that does (the common case); one per stretch in which the
 transport's write buffer is full, none while the client keeps up; no task.
-They rely on aiohttp's ``RequestHandler`` internals as of 3.14
-(``_messages``, ``_request_count``, ``_request_in_progress``, ``_paused``);
-the tests over real sockets catch a change.
+They rely on aiohttp's ``RequestHandler`` internals (3.12 to 3.14:
+``_messages``, ``_request_count``, ``_request_in_progress``, ``_paused``);
+``edge serve`` refuses to start on an aiohttp without them
+(``missing_internals``), and the tests over real sockets catch a change of
+their meaning.
 """
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import socket
 import struct
-import termios
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,7 +48,16 @@ from aiohttp.web_protocol import RequestHandler
 from edge.http.dates import format_http_date
 from edge.observe.anon import anonymise
 
+try:
+    from fcntl import ioctl
+    from termios import TIOCOUTQ
+except ImportError:  # not Linux: the transport's buffer alone
+    ioctl = TIOCOUTQ = None
+
 log = logging.getLogger("edge.slow")
+
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_ACKED = slice(120, 128)  # tcpi_bytes_acked in Linux's struct tcp_info (since 4.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +124,12 @@ async def read_body(content, timeouts: BodyTimeouts) -> AsyncIterator[bytes]:
 async def close_after(request, response):
     """Send ``response`` now and close the connection behind it.
 
-    For a request whose body is left unread on purpose (a stalled upload):
+    For a request whose body is left unread (a refusal, a stalled upload):
     aiohttp would otherwise keep reading and discarding it for its lingering
     time before closing.
     """
+    if not response.prepared:
+        response.force_close()  # says "Connection: close"
     await response.prepare(request)
     await response.write_eof()
     protocol = request.protocol
@@ -124,16 +138,35 @@ async def close_after(request, response):
     return response
 
 
+def acked(transport) -> int | None:
+    """Bytes written on this connection that the client's TCP has
+    acknowledged, a count that only grows; None where the OS does not say.
+
+    Once the client's receive window is full it grows only as fast as the
+    client reads, whatever is written meanwhile: the measure of its pace."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or _TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _ACKED.stop)
+    except (OSError, ValueError):
+        return None
+    if len(info) < _ACKED.stop:
+        return None  # a kernel older than the field
+    return int.from_bytes(info[_ACKED], sys.byteorder)
+
+
 def unsent(transport) -> int:
     """Bytes written for the client that it has not taken yet: the
-    transport's buffer and the socket's send queue. The queue (megabytes,
-    as the kernel sizes it) drains in steps too coarse to tell a slow client
-    from a stalled one by the transport's buffer alone."""
+    transport's buffer and, where the OS reports it, the socket's send
+    queue. The queue (megabytes, as the kernel sizes it) drains in steps too
+    coarse to tell a slow client from a stalled one by the transport's
+    buffer alone."""
     n = transport.get_write_buffer_size()
     sock = transport.get_extra_info("socket")
-    if sock is not None:
+    if sock is not None and ioctl is not None:
         try:
-            n += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            n += struct.unpack("i", ioctl(sock.fileno(), TIOCOUTQ, b"\0\0\0\0"))[0]
         except (OSError, ValueError):
             pass  # not a socket the OS reports on: the buffer alone
     return n
@@ -169,25 +202,39 @@ class HeadTimeoutHandler(RequestHandler):
     just closed, since a browser may have opened it speculatively and would
     otherwise read the 408 as the answer to its next request.
 
-    The send timer runs while the transport holds more than its high-water
-    mark (aiohttp's writes wait for it to drain then). When it expires and
-    the client has taken nothing since it was armed (``unsent`` did not
-    shrink), the connection is aborted: the waiting write fails and the
-    request ends, whether it streams from the origin or from the cache, or
-    aiohttp writes a whole body after the handler returned. A client that
-    took something is slow, not stalled: the timer starts again.
+    The send timer is armed when the transport first holds more than its
+    high-water mark (aiohttp's writes wait for it to drain then) and runs
+    ``send`` seconds. When it expires while writes wait and the client
+    acknowledged less than ``send_min_rate`` bytes a second since it was
+    armed (``acked``), the connection is aborted: the waiting write fails
+    and the request ends, whether it streams from the origin or from the
+    cache, or aiohttp writes a whole body after the handler returned. A
+    client that kept the pace is slow, not stalled: the timer starts again.
+    The buffer draining in between does not stop the timer, or a client
+    could restart it with a burst now and then.
+
+    Where the OS counts no acknowledged bytes (not Linux) the pace cannot
+    be told: any shrinking of ``unsent`` restarts the timer, and a drained
+    buffer stops it.
     """
 
-    def __init__(self, manager, *, header_read: float = 10.0, send: float = 30.0, node: str = "edge", **kwargs) -> None:
+    # aiohttp internals this class reads or overrides.
+    INTERNALS = ("_messages", "_request_count", "_request_in_progress", "_paused", "_upgraded",
+                 "_force_close", "_close", "pause_writing", "resume_writing", "data_received")
+
+    def __init__(self, manager, *, header_read: float = 10.0, send: float = 30.0, send_min_rate: int = 1024,
+                 node: str = "edge", **kwargs) -> None:
         super().__init__(manager, **kwargs)
         self.header_read = header_read
         self.send = send
+        self.send_need = max(1, int(send * send_min_rate))  # bytes to take in each send period
         self.node = node
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_started = False  # bytes of the awaited head have arrived
         self._payload = None  # body of the last parsed request, to tell body bytes from head bytes
         self._send_timer: asyncio.TimerHandle | None = None
-        self._send_backlog = 0  # bytes the client had not taken when the send timer was armed
+        self._send_mark: int | None = None  # acked() when the send timer was armed
+        self._send_backlog = 0  # unsent() then, where acked() says nothing
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -210,7 +257,7 @@ class HeadTimeoutHandler(RequestHandler):
 
     def resume_writing(self) -> None:
         timer = self._send_timer
-        if timer is not None:
+        if timer is not None and self._send_mark is None:
             timer.cancel()
             self._send_timer = None
         super().resume_writing()
@@ -219,7 +266,9 @@ class HeadTimeoutHandler(RequestHandler):
         transport = self.transport
         if transport is None:
             return
-        self._send_backlog = unsent(transport)
+        self._send_mark = mark = acked(transport)
+        if mark is None:
+            self._send_backlog = unsent(transport)
         loop = self._loop
         self._send_timer = loop.call_at(loop.time() + self.send, self._send_timeout)
 
@@ -227,14 +276,21 @@ class HeadTimeoutHandler(RequestHandler):
         self._send_timer = None
         transport = self.transport
         if transport is None or not self._paused:
-            return
-        if unsent(transport) < self._send_backlog:
-            self._arm_send()  # the client took some: slow, not stalled
+            return  # the client keeps up: the next full buffer arms the timer anew
+        mark = self._send_mark
+        if mark is None:
+            kept_pace = unsent(transport) < self._send_backlog
+        else:
+            now = acked(transport)
+            kept_pace = now is not None and now - mark >= self.send_need
+        if kept_pace:
+            self._arm_send()  # slow, not stalled
             return
         peer = transport.get_extra_info("peername")
         log.debug(
-            "aborted a connection from %s: the client took no response bytes for %gs",
+            "aborted a connection from %s: the client took less than %d response bytes in %gs",
             anonymise(peer[0] if isinstance(peer, tuple) and peer else None),
+            self.send_need,
             self.send,
         )
         sock = transport.get_extra_info("socket")
@@ -286,3 +342,9 @@ class HeadTimeoutHandler(RequestHandler):
             "partial head" if self._head_started else "nothing sent",
         )
         self.force_close()
+
+
+def missing_internals() -> list[str]:
+    """The aiohttp internals ``HeadTimeoutHandler`` relies on that the
+    installed aiohttp lacks."""
+    return [f"RequestHandler.{name}" for name in HeadTimeoutHandler.INTERNALS if not hasattr(RequestHandler, name)]

@@ -31,6 +31,7 @@ import asyncio
 import contextvars
 import enum
 import functools
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -112,7 +113,7 @@ class _Connector(aiohttp.TCPConnector):
 
     async def _wait_for_available_connection(self, key, traces) -> None:
         # aiohttp waits here, without a bound of its own, while every
-        # connection the limits allow is taken (aiohttp 3.14 internals).
+        # connection the limits allow is taken (aiohttp 3.12 to 3.14 internals).
         try:
             async with asyncio.timeout(self._queue_timeout) as bound:
                 await super()._wait_for_available_connection(key, traces)
@@ -157,6 +158,15 @@ class _Pool:
 
 def _ident(origin) -> tuple:
     return (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections, origin.guarded)
+
+
+def missing_internals() -> list[str]:
+    """The aiohttp internals ``_Connector`` overrides that the installed
+    aiohttp lacks (its wait would silently lose its bound)."""
+    wait = getattr(aiohttp.TCPConnector, "_wait_for_available_connection", None)
+    if wait is None or list(inspect.signature(wait).parameters) != ["self", "key", "traces"]:
+        return ["TCPConnector._wait_for_available_connection(key, traces)"]
+    return []
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -131,6 +132,8 @@ async def test_a_full_origin_pool_is_a_bounded_wait_and_no_origin_failure(make_e
     await primary.start()
     await backup.start()
     gate = asyncio.Event()
+    # Another client holds the connection: one client alone may not (origin_share).
+    other = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
 
     async def held(request: web.Request) -> web.Response:
         await gate.wait()
@@ -150,7 +153,7 @@ async def test_a_full_origin_pool_is_a_bounded_wait_and_no_origin_failure(make_e
         edge = await make_edge(policies={"t": policy}, timeouts=Timeouts(origin_queue=0.2))
         async with client.get(edge.url + "/page") as r:
             assert await r.text() == "primary"
-        hold = asyncio.ensure_future(client.get(edge.url + "/held"))
+        hold = asyncio.ensure_future(other.get(edge.url + "/held"))
         async with asyncio.timeout(10):
             while primary.hits["/held"] < 1:  # the one connection is taken
                 await asyncio.sleep(0.01)
@@ -172,6 +175,7 @@ async def test_a_full_origin_pool_is_a_bounded_wait_and_no_origin_failure(make_e
         assert backup.hits["/small"] == 0
     finally:
         gate.set()
+        await other.close()
         await primary.stop()
         await backup.stop()
 

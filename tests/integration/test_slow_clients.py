@@ -273,6 +273,77 @@ async def test_an_oversized_upload_gets_413_and_the_connection_closes_at_once(ed
     assert uploads(origin) == []
 
 
+async def keep_sending(sock: socket.socket) -> None:
+    """A body that never ends, sent as fast as the edge takes it, until the
+    edge closes the connection."""
+    loop = asyncio.get_running_loop()
+    chunk = b"x" * 2**16
+    try:
+        while True:
+            await loop.sock_sendall(sock, chunk)
+    except ConnectionError:
+        pass
+
+
+async def received_until_closed(sock: socket.socket) -> bytes:
+    """Everything the edge sends until it closes the connection or resets
+    it (a close with the client's bytes unread is a reset: what came before
+    it is still read)."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    try:
+        while chunk := await loop.sock_recv(sock, 65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+@pytest.mark.parametrize(("host", "target", "status", "detail"), [
+    (b"unknown.example", b"/upload", 421, "unknown-host"),
+    (HOST, b"/upload?q=1%27%20OR%20%271%27%3D%271", 403, "filter.waf"),
+], ids=["unknown-host", "waf"])
+async def test_a_refused_upload_is_not_read_on_and_the_connection_closes_at_once(edge, origin, host, target, status, detail):
+    """Whatever the refusal, the node does not go on reading and discarding
+    a body the client keeps sending."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", edge.port))
+    await loop.sock_sendall(sock, b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n" % (
+        target, host, 10 * 2**30))
+    sending = asyncio.ensure_future(keep_sending(sock))
+    try:
+        # The answer, then EOF while the client is still sending (a guard,
+        # not a measured bound: the node would otherwise keep reading for
+        # its 10 s lingering time).
+        data = await asyncio.wait_for(received_until_closed(sock), 5)
+        await asyncio.wait_for(sending, GUARD)
+    finally:
+        sending.cancel()
+        sock.close()
+    head = data.partition(b"\r\n\r\n")[0] + b"\r\n"
+    assert head.startswith(b"HTTP/1.1 %d " % status), data[:100]
+    assert b"\r\nConnection: close\r\n" in head and f"detail={detail}\r\n".encode() in head
+    assert uploads(origin) == []
+
+
+async def test_requests_whose_body_was_read_keep_their_connection(edge, origin):
+    reader, writer = await connect(edge)
+    try:
+        # Forwarded whole, then refused with the whole body at hand: neither closes.
+        writer.write(upload(5, b"hello"))
+        assert (await read_response(reader))[0] == 200
+        writer.write(b"POST / HTTP/1.1\r\nHost: unknown.example\r\nContent-Length: 5\r\n\r\nhello")
+        status, fields, _ = await read_response(reader)
+        assert status == 421 and fields.get("connection") != "close"
+        writer.write(b"GET / HTTP/1.1\r\nHost: " + HOST + b"\r\n\r\n")
+        assert (await read_response(reader))[0] == 200
+    finally:
+        writer.close()
+    assert [r["body"] for r in uploads(origin)] == [b"hello"]
+
+
 # --- slow readers ------------------------------------------------------------------------
 
 BIG = 32 * 2**20  # more than the socket buffers between origin and client hold (megabytes on loopback)
@@ -309,9 +380,10 @@ def streamed(streams: Streams, size: int, cache_control: str = "no-store"):
     return handler
 
 
-async def start_readers(origin, make_edge, *, send: float = 1.0, **changes):
-    """An edge whose clients must take some of their answer every ``send``
-    seconds, with POOL connections to the origin and a 1 s wait for one."""
+async def start_readers(origin, make_edge, *, send: float = 1.0, min_rate: int = 1024, **changes):
+    """An edge whose clients must take ``min_rate`` bytes a second of their
+    answer in every ``send`` seconds, with POOL connections to the origin
+    and a 1 s wait for one."""
     streams = Streams()
     origin.route("/big", streamed(streams, BIG))
     origin.route("/cached", streamed(streams, BIG, "max-age=600"))
@@ -326,7 +398,7 @@ async def start_readers(origin, make_edge, *, send: float = 1.0, **changes):
                 "filters": {"request_limits": {"max_concurrent": 2}},
             },
         },
-        timeouts=Timeouts(keepalive=75.0, shutdown=1.0, send=send, origin_queue=1.0),
+        timeouts=Timeouts(keepalive=75.0, shutdown=1.0, send=send, origin_queue=1.0, send_min_rate=min_rate),
         **changes,
     )
     node.streams = streams
@@ -342,15 +414,25 @@ async def until(predicate, what: str) -> None:
         pytest.fail(f"not within {GUARD} s: {what}")
 
 
-async def stalled_reader(edge, target: str, host: bytes = HOST) -> socket.socket:
-    """A client that asks for ``target`` and never reads a byte of the answer."""
+async def stalled_reader(edge, target: str, host: bytes = HOST, source: str = "127.0.0.1") -> socket.socket:
+    """A client at ``source`` that asks for ``target`` and never reads a
+    byte of the answer."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: it sizes the window
+    sock.bind((source, 0))
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     await loop.sock_connect(sock, ("127.0.0.1", edge.port))
     await loop.sock_sendall(sock, b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), host))
     return sock
+
+
+def answered(sock: socket.socket) -> bytes:
+    """What of the answer waits unread in the client's socket."""
+    try:
+        return sock.recv(4096, socket.MSG_PEEK)
+    except BlockingIOError:
+        return b""
 
 
 def cut_off(sock: socket.socket) -> bool:
@@ -373,7 +455,8 @@ async def head(client, edge, target: str) -> dict:
 
 async def test_clients_that_never_read_do_not_pin_the_origin_connections(origin, make_edge, client):
     edge = await start_readers(origin, make_edge)
-    stalled = [await stalled_reader(edge, f"/big?{n}") for n in range(2 * POOL)]
+    # Many clients: one alone may not take every connection (origin_share).
+    stalled = [await stalled_reader(edge, f"/big?{n}", source=f"127.0.1.{n + 1}") for n in range(2 * POOL)]
     try:
         await until(lambda: edge.streams.started >= POOL, "every origin connection streams to a stalled client")
         # Saturated: another client's miss is answered, at worst with a 503
@@ -394,6 +477,29 @@ async def test_clients_that_never_read_do_not_pin_the_origin_connections(origin,
     # Waiting for a connection of the edge's own is no failure of the origin.
     health = edge.node.state.origins.health(origin.url)
     assert (health.failures, health.down_until) == (0, 0.0)
+
+
+async def test_one_client_that_never_reads_cannot_take_every_origin_connection(origin, make_edge, client):
+    """origin_share (a quarter: one of POOL connections here): the client's
+    further requests wait for its own, then get 429, while another client's
+    miss is served."""
+    edge = await start_readers(origin, make_edge, send=0.0)  # no send deadline: stalled as long as the test wants
+    stalled = [await stalled_reader(edge, f"/big?{n}", source="127.0.0.3") for n in range(2 * POOL)]
+    try:
+        await until(lambda: edge.streams.started + sum(answered(s).startswith(b"HTTP/1.1 ") and
+                                                       not answered(s).startswith(b"HTTP/1.1 200 ") for s in stalled)
+                    == len(stalled), "every request of the stalled client streams or was refused")
+        status, headers, body = await get(client, edge, "/small")
+        assert (status, body) == (200, b"fine"), headers.get("Cache-Status")
+        assert edge.streams.started == POOL // 4
+        for sock in stalled:
+            head = answered(sock)
+            if not head.startswith(b"HTTP/1.1 200 "):
+                assert head.startswith(b"HTTP/1.1 429 ") and b"\r\nRetry-After: 1\r\n" in head, head[:100]
+                assert b"detail=filter.request_limits.origin_share\r\n" in head
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 @pytest.mark.parametrize("tier", ["memory", "disk"])
@@ -431,6 +537,29 @@ async def test_a_client_that_reads_slowly_is_not_cut_off(origin, make_edge):
             await asyncio.sleep(0.05)
     finally:
         sock.close()
+
+
+async def test_a_client_that_takes_a_trickle_is_cut_off(origin, make_edge):
+    """Taking a little in every send period, below timeouts.send_min_rate,
+    does not keep the deadline from firing."""
+    edge = await start_readers(origin, make_edge, min_rate=64 * 2**10)
+    sock = await stalled_reader(edge, "/big")
+    loop = asyncio.get_running_loop()
+    got = 0
+    try:
+        while True:  # 4 KiB every 0.25 s: some in every second, a quarter of the rate
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 4096), GUARD)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            got += len(data)
+            assert got < 256 * 2**10, "a client taking 16 KiB/s of 64 KiB/s was never cut off"
+            await asyncio.sleep(0.25)
+    finally:
+        sock.close()
+    await until(lambda: edge.streams.ended >= 1, "the origin's stream to the trickling client ended")
 
 
 @pytest.mark.parametrize(("target", "how"), [

@@ -73,6 +73,7 @@ EVERYTHING: dict[str, Any] = {
         "request_limits": {
             "$comment": "c", "mode": "log", "methods": ["GET", "POST"], "max_url_length": 4096, "max_query_length": 2048,
             "max_headers": 50, "max_header_bytes": "16KiB", "max_body_size": "1MiB", "max_concurrent": 32,
+            "origin_share": 0.5,
         },
         "waf": {
             "$comment": "c", "mode": "log", "threshold": 10, "paranoia": 2, "inspect_body": False, "max_body": 4096,

@@ -6,9 +6,11 @@ import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
+import aiohttp
 import pytest
 from aiohttp import streams
 from aiohttp.test_utils import make_mocked_request
+from aiohttp.web_protocol import RequestHandler
 
 from edge.config import ConfigError, Timeouts, default_config, load_config
 from edge.filters.request_limits import (
@@ -19,9 +21,12 @@ from edge.filters.request_limits import (
     body_limit,
     parse_request_limits,
     request_limits_data,
+    share_of,
 )
+from edge.http import slow
 from edge.http.slow import BodyTimeout, BodyTimeouts, read_body, timeout_response
 from edge.observe.metrics import REGISTRY
+from edge.origin import pool
 from edge.policy import parse as policy_parse
 
 WHERE = "filters.request_limits"
@@ -51,7 +56,7 @@ def test_defaults():
     assert limits.methods == ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     assert (limits.max_url_length, limits.max_query_length, limits.max_headers, limits.max_header_bytes) == (
         8192, 4096, 100, 32768)
-    assert limits.max_body_size is None and limits.max_concurrent == 256
+    assert limits.max_body_size is None and limits.max_concurrent == 256 and limits.origin_share == 0.25
 
 
 GOOD = [
@@ -67,6 +72,8 @@ GOOD = [
     ("body size in bytes", {"max_body_size": 1000}, "max_body_size", 1000),
     ("body size null: the node's", {"max_body_size": None}, "max_body_size", None),
     ("concurrency off", {"max_concurrent": 0}, "max_concurrent", 0),
+    ("origin share", {"origin_share": 0.5}, "origin_share", 0.5),
+    ("origin share bound off", {"origin_share": 1}, "origin_share", 1.0),
 ]
 
 
@@ -95,6 +102,10 @@ BAD = [
     ("body size unit", {"max_body_size": "10 parsecs"}, "max_body_size: expected null (the node's limits.max_body_size) or a size"),
     ("body size 0", {"max_body_size": 0}, "max_body_size: expected null (the node's limits.max_body_size) or a size"),
     ("concurrency float", {"max_concurrent": 2.5}, "max_concurrent: expected an integer 0..1000000 (0: no limit), found 2.5"),
+    ("origin share over 1", {"origin_share": 1.5},
+     "origin_share: expected a number 0..1 (1: a client may hold every connection), found 1.5"),
+    ("origin share string", {"origin_share": "25%"},
+     'origin_share: expected a number 0..1 (1: a client may hold every connection), found "25%"'),
     ("unknown key", {"max_url": 10}, 'max_url: expected a known key (did you mean "max_url_length"?), found an unknown key'),
 ]
 
@@ -119,7 +130,8 @@ def test_not_an_object():
 
 def test_data_round_trips():
     section = {"mode": "log", "methods": ["GET", "HEAD"], "max_url_length": 100, "max_query_length": 10,
-               "max_headers": 5, "max_header_bytes": 999, "max_body_size": 4096, "max_concurrent": 3}
+               "max_headers": 5, "max_header_bytes": 999, "max_body_size": 4096, "max_concurrent": 3,
+               "origin_share": 0.5}
     limits, errors = parse(section)
     assert errors == []
     assert request_limits_data(limits) == section
@@ -134,8 +146,10 @@ def test_body_limit_never_exceeds_the_node(tenant, node, limit):
 # --- the filter ---------------------------------------------------------------------
 
 
-def policy(tenant: str = "shop", **section):
-    return SimpleNamespace(tenant=tenant, filters=SimpleNamespace(request_limits=RequestLimits(**section)))
+def policy(tenant: str = "shop", pools: tuple[int, ...] = (100,), **section):
+    """A tenant with origins of ``pools`` connections each."""
+    return SimpleNamespace(tenant=tenant, filters=SimpleNamespace(request_limits=RequestLimits(**section)),
+                           origins=tuple(SimpleNamespace(max_connections=n) for n in pools))
 
 
 def ctx(peer: str | None = "192.0.2.1", allowlisted: bool = False):
@@ -212,66 +226,125 @@ def test_refusals_are_counted_and_logged_without_the_address(caplog):
 # --- concurrency ----------------------------------------------------------------------
 
 
-def test_concurrency_limit_per_client_and_tenant():
+async def test_concurrency_limit_per_client_and_tenant():
     f = RequestLimitFilter()
     p = policy(max_concurrent=2)
     held = [ctx("192.0.2.1"), ctx("192.0.2.1")]
     for c in held:
-        assert f.take_slot(c, p) is None and c.slot is not None
+        assert await f.take_slot(c, p, 0) is None and c.slot is not None
     third = ctx("192.0.2.1")
-    verdict = f.take_slot(third, p)
+    verdict = await f.take_slot(third, p, 5)
     assert verdict is not None and (verdict.status, verdict.headers) == (429, {"Retry-After": "1"})
+    assert verdict.detail == "filter.request_limits.max_concurrent"  # at once: no wait for this one
     assert third.slot is None  # nothing to give back
     # Another client, and the same client at another tenant, have their own slots.
-    assert f.take_slot(ctx("192.0.2.2"), p) is None
-    assert f.take_slot(ctx("192.0.2.1"), policy("other", max_concurrent=2)) is None
+    assert await f.take_slot(ctx("192.0.2.2"), p, 0) is None
+    assert await f.take_slot(ctx("192.0.2.1"), policy("other", max_concurrent=2), 0) is None
     # A finished request frees its slot.
     f.slots.release(held[0].slot)
-    assert f.take_slot(ctx("192.0.2.1"), p) is None
+    assert await f.take_slot(ctx("192.0.2.1"), p, 0) is None
 
 
-def test_ipv6_clients_share_their_64():
+async def test_ipv6_clients_share_their_64():
     f = RequestLimitFilter()
     p = policy(max_concurrent=1)
-    assert f.take_slot(ctx("2001:db8:1:2::1"), p) is None
-    assert f.take_slot(ctx("2001:db8:1:2:ffff::9"), p).status == 429
-    assert f.take_slot(ctx("2001:db8:1:3::1"), p) is None
+    assert await f.take_slot(ctx("2001:db8:1:2::1"), p, 0) is None
+    assert (await f.take_slot(ctx("2001:db8:1:2:ffff::9"), p, 0)).status == 429
+    assert await f.take_slot(ctx("2001:db8:1:3::1"), p, 0) is None
 
 
 @pytest.mark.parametrize(("name", "c", "section"), [
     ("allow-listed client", ctx(allowlisted=True), {"max_concurrent": 1}),
     ("no address", ctx(peer=None), {"max_concurrent": 1}),
-    ("limit 0", ctx(), {"max_concurrent": 0}),
+    ("no limits", ctx(), {"max_concurrent": 0, "origin_share": 1}),
     ("off", ctx(), {"mode": "off", "max_concurrent": 1}),
 ])
-def test_not_counted(name, c, section):
+async def test_not_counted(name, c, section):
     f = RequestLimitFilter()
     for _ in range(3):
-        assert f.take_slot(c, policy(**section)) is None
+        assert await f.take_slot(c, policy(pools=(1,), **section), 0) is None
     assert c.slot is None and len(f.slots) == 0
 
 
-def test_log_mode_lets_the_excess_through_without_a_slot():
+async def test_log_mode_lets_the_excess_through_without_a_slot_or_a_wait():
     f = RequestLimitFilter()
-    p = policy(mode="log", max_concurrent=1)
-    first, second = ctx(), ctx()
-    assert f.take_slot(first, p) is None and first.slot is not None
-    assert f.take_slot(second, p) is None and second.slot is None
+    for section in ({"max_concurrent": 1}, {"max_concurrent": 0, "origin_share": 0.1}):
+        p = policy(pools=(4,), mode="log", **section)
+        first, second = ctx(), ctx()
+        assert await f.take_slot(first, p, 0) is None and first.slot is not None
+        async with asyncio.timeout(5):  # a guard: log mode never waits
+            assert await f.take_slot(second, p, 60) is None and second.slot is None
+        f.slots.release(first.slot)
 
 
-def test_refused_request_takes_no_slot():
+async def test_refused_request_takes_no_slot():
     f = RequestLimitFilter()
     c = ctx()
     assert f.check(request("DELETE"), c, policy(methods=["GET"])) is not None
     assert c.slot is None and len(f.slots) == 0
 
 
-def test_slots_hold_memory_only_while_requests_are_in_flight():
+# (name, origin_share, the tenant's origin pools, origin-bound requests one client may have at once; 0: no bound)
+SHARES = [
+    ("default: a quarter of the pool", 0.25, (100,), 25),
+    ("rounded down", 0.25, (10,), 2),
+    ("at least one", 0.25, (3,), 1),
+    ("the smallest pool of the tenant's origins", 0.25, (100, 8), 2),
+    ("a share of 1: no bound of its own", 1.0, (100,), 0),
+    ("a share of 0: one each", 0.0, (100,), 1),
+]
+
+
+@pytest.mark.parametrize(("name", "share", "pools", "expected"), SHARES, ids=[s[0] for s in SHARES])
+def test_origin_share(name, share, pools, expected):
+    p = policy(pools=pools, origin_share=share)
+    assert share_of(p.filters.request_limits, p.origins) == expected
+
+
+async def test_a_client_over_its_origin_share_waits_for_its_own_request_to_end():
+    f = RequestLimitFilter()
+    p = policy(pools=(8,), max_concurrent=4)  # a share of 2
+    held = [ctx(), ctx()]
+    for c in held:
+        assert await f.take_slot(c, p, 0) is None
+    # Another client is not held up by this one's share.
+    assert await f.take_slot(ctx("192.0.2.9"), p, 0) is None
+    third = ctx()
+    waiting = asyncio.ensure_future(f.take_slot(third, p, 60))
+    await asyncio.sleep(0)
+    assert not waiting.done() and f.slots.count(third_key := ("shop", "192.0.2.1")) == 2
+    f.slots.release(held[0].slot)  # handed over to the waiting request
+    async with asyncio.timeout(5):
+        assert await waiting is None and third.slot == third_key
+    assert f.slots.count(third_key) == 2
+
+
+async def test_a_wait_for_the_origin_share_is_bounded_and_counts_as_in_flight():
+    f = RequestLimitFilter()
+    p = policy(pools=(4,), max_concurrent=2)  # a share of 1
+    first = ctx()
+    assert await f.take_slot(first, p, 0) is None
+    async with asyncio.timeout(5):  # a guard: the wait is 0.05 s
+        verdict = await f.take_slot(ctx(), p, 0.05)
+    assert (verdict.status, verdict.detail, verdict.headers) == (
+        429, "filter.request_limits.origin_share", {"Retry-After": "1"})
+    # One request holding and one waiting are two in flight: a third is refused at once.
+    waiting = asyncio.ensure_future(f.take_slot(ctx(), p, 60))
+    await asyncio.sleep(0)
+    assert (await f.take_slot(ctx(), p, 60)).detail == "filter.request_limits.max_concurrent"
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    f.slots.release(first.slot)
+    assert len(f.slots) == 0  # the gone waiter left nothing behind
+
+
+async def test_slots_hold_memory_only_while_requests_are_in_flight():
     slots = ClientSlots()
     keys = [("shop", f"10.0.{i // 256}.{i % 256}") for i in range(1000)]
     for key in keys:
-        assert slots.acquire(key, 2) and slots.acquire(key, 2)
-        assert not slots.acquire(key, 2)
+        assert await slots.acquire(key, 2, 0, 0) is None and await slots.acquire(key, 2, 0, 0) is None
+        assert await slots.acquire(key, 2, 0, 0) == "max_concurrent"
     assert len(slots) == 1000 and slots.count(keys[0]) == 2
     for key in keys:
         slots.release(key)
@@ -279,6 +352,10 @@ def test_slots_hold_memory_only_while_requests_are_in_flight():
     assert len(slots) == 0
     slots.release(keys[0])  # a stray release neither fails nor goes below zero
     assert slots.count(keys[0]) == 0 and len(slots) == 0
+    assert await slots.acquire(keys[0], 0, 1, 0) is None
+    assert await slots.acquire(keys[0], 0, 1, 0) == "origin_share"  # no wait allowed
+    slots.release(keys[0])
+    assert len(slots) == 0
 
 
 # --- [timeouts] for slow clients -----------------------------------------------------
@@ -298,6 +375,14 @@ def test_timeouts_defaults_and_values(tmp_path):
     path.write_text("[timeouts]\nheader_read = 2\nbody_read = 0.5\nbody_total = 0\nsend = 0\norigin_queue = 0.5\n")
     t = load_config(path, require_policies=False).timeouts
     assert (t.header_read, t.body_read, t.body_total, t.send, t.origin_queue) == (2.0, 0.5, 0.0, 0.0, 0.5)
+    assert t.send_min_rate == 1024
+    path.write_text('[timeouts]\nsend_min_rate = "4KiB"\n')
+    assert load_config(path, require_policies=False).timeouts.send_min_rate == 4096
+    path.write_text("[timeouts]\nsend_min_rate = 0\n")
+    assert load_config(path, require_policies=False).timeouts.send_min_rate == 0
+
+
+RATE = 'expected bytes a second from 0 to 1073741824: an integer, or a size like "1KiB"'
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -311,8 +396,12 @@ def test_timeouts_defaults_and_values(tmp_path):
     ('send = "30s"', 'timeouts.send: expected a number of seconds (0: off) from 0 to 3600, found "30s"'),
     ("origin_queue = 3601", "timeouts.origin_queue: expected a number of seconds (0: no wait) from 0 to 3600, found 3601"),
     ("origin_queue = false", "timeouts.origin_queue: expected a number of seconds (0: no wait) from 0 to 3600, found false"),
+    ("send_min_rate = -1", f"timeouts.send_min_rate: {RATE}, found -1"),
+    ('send_min_rate = "fast"', f'timeouts.send_min_rate: {RATE}, found "fast"'),
+    ("send_min_rate = 1.5", f"timeouts.send_min_rate: {RATE}, found 1.5"),
+    ('send_min_rate = "2GiB"', f'timeouts.send_min_rate: {RATE}, found "2GiB"'),
     ("header_reed = 1", 'timeouts.header_reed: expected one of the keys body_read, body_total, header_read, keepalive, '
-                        'origin_queue, send, shutdown, found an unknown key (did you mean "header_read"?)'),
+                        'origin_queue, send, send_min_rate, shutdown, found an unknown key (did you mean "header_read"?)'),
 ])
 def test_timeouts_bad_values(tmp_path, text, message):
     assert errors_of(tmp_path, "[timeouts]\n" + text + "\n") == [message]
@@ -384,3 +473,47 @@ def test_timeout_response_is_a_complete_closing_408():
     fields = dict(line.split(": ", 1) for line in lines[1:])
     assert fields["Connection"] == "close" and fields["Cache-Status"] == "edge-1; detail=header-timeout"
     assert int(fields["Content-Length"]) == len(body) and fields["Date"].endswith(" GMT")
+
+
+# --- what the send deadline reads of a connection -----------------------------------------
+
+
+async def test_acknowledged_and_unsent_bytes_of_a_real_connection(monkeypatch):
+    """acked() counts what the client's TCP took; where the OS reports no
+    count (not Linux) it is None, and unsent() falls back to the buffer."""
+    ready = asyncio.get_running_loop().create_future()
+
+    async def serve(reader, writer):
+        writer.write(b"x" * 2**22)  # more than the socket buffers take: some stays in the transport
+        ready.set_result(writer.transport)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    try:
+        transport = await asyncio.wait_for(ready, 10)
+        await reader.readexactly(2**16)
+        async with asyncio.timeout(10):
+            while (taken := slow.acked(transport)) is None or taken < 2**16:
+                await asyncio.sleep(0.01)
+        assert taken + slow.unsent(transport) == 2**22  # every byte written is one or the other
+        buffered = transport.get_write_buffer_size()
+        monkeypatch.setattr(slow, "_TCP_INFO", None)
+        monkeypatch.setattr(slow, "ioctl", None)
+        assert slow.acked(transport) is None
+        assert slow.unsent(transport) == buffered
+    finally:
+        writer.close()
+        server.close()
+
+
+def test_a_missing_aiohttp_internal_stops_the_start(monkeypatch):
+    from edge.cli import _check_aiohttp
+
+    assert _check_aiohttp() is None
+    assert slow.missing_internals() == [] and pool.missing_internals() == []
+    monkeypatch.delattr(aiohttp.BaseConnector, "_wait_for_available_connection")
+    monkeypatch.delattr(RequestHandler, "_request_in_progress")
+    message = _check_aiohttp()
+    assert message is not None and message.startswith(f"aiohttp {aiohttp.__version__} lacks ")
+    assert "RequestHandler._request_in_progress" in message
+    assert "TCPConnector._wait_for_available_connection(key, traces)" in message
