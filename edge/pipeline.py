@@ -51,6 +51,7 @@ from edge.cache.key import (
 )
 from edge.cache.purge import PurgeSpec, Target, tag_extra
 from edge.cache.store import Hit, Meta, Removal
+from edge.filters.chain import Verdict
 from edge.filters.request_limits import body_limit
 from edge.filters.under_attack import CHALLENGE_PATH
 from edge.http.slow import BodyTimeout, BodyTimeouts, ClientBodyError, close_after, read_body
@@ -208,11 +209,24 @@ class Pipeline:
     async def _origin_gate(self, request, ctx: Ctx, policy):
         """What a request must pass before it may go to the origin: the
         client's concurrency limits and every WAF rule."""
+        if self._looped(request.headers.getall("Via", ())):
+            # A tenant origin that leads back to this node (its public
+            # address, a CNAME to the CDN): each lap would hold a slot.
+            return _LOOP
         verdict = self._waf_full(request, ctx, policy)
         if verdict is not None:
             return verdict  # an attack is an attack, counted as such, whatever the client's slots
         limits = self._limits
         return await limits.take_slot(ctx, policy, self._share_wait) if limits is not None else None
+
+    def _looped(self, via: list[str]) -> bool:
+        """Whether this node's own Via element (RFC 9110 §7.6.3) is among ``via``."""
+        for line in via:
+            for element in line.split(","):
+                element = element.strip()
+                if element == self.via or element.startswith(self.via + " "):
+                    return True
+        return False
 
     def _waf_full(self, request, ctx: Ctx, policy, quiet: bool = False):
         """Every WAF rule on the request head before the origin sees it (the
@@ -1425,6 +1439,7 @@ _UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 # Filter answers that refuse (a challenge page or a redirect is not a block).
 _BLOCK_STATUSES = frozenset({403, 405, 413, 414, 429, 431})
 _RANGE_FIELDS = frozenset({"range", "if-range"})
+_LOOP = Verdict(508, "loop detected: this request has passed this node before", "loop")
 # Background fetches (refreshes, range fills) at once per worker; beyond,
 # requests are served without starting another.
 _MAX_BACKGROUND = 64

@@ -430,3 +430,16 @@ async def test_a_reload_that_removes_an_origin_closes_its_connections_after_requ
         await kept.stop()
         await gone.stop()
 
+
+
+async def test_an_origin_that_leads_back_to_the_node_is_a_loop_not_a_flood(make_edge, client):
+    from edge.config import ListenAddress
+
+    port = free_port()
+    edge = await make_edge(quick_origin=f"http://127.0.0.1:{port}", listen=(ListenAddress("127.0.0.1", port),))
+    async with client.get(f"{edge.url}/page", headers={"Cache-Control": "no-cache"}) as r:
+        # The second lap sees its own Via and stops; the first passes that on.
+        assert r.status == 508
+        assert "loop detected" in await r.text()
+    async with client.get(f"{edge.url}/page", headers={"Via": "1.1 edge"}) as r:
+        assert r.status == 508 and r.headers["Cache-Status"].endswith("detail=loop")
