@@ -89,7 +89,8 @@ class _Protocol(HeadTimeoutHandler):
                 status, text = 431, "too many header fields"
             else:
                 text = "malformed request"
-            log.debug("bad request from client: %s", exc)
+            # The kind only: a parser's message can quote the raw line (a cookie, a token).
+            log.debug("bad request from client: %s", type(exc).__name__)
             resp = web.Response(
                 status=status,
                 text=f"{status} {text}\n",

@@ -674,7 +674,8 @@ class _Protocol(RequestHandler):
     def handle_error(self, request, status=500, exc=None, message=None):
         if request.writer.output_size > 0:
             raise ConnectionError("the answer has begun: no error answer can follow")  # as aiohttp does
-        log.debug("admin API: request not handled (%d): %s", status, exc)
+        # The kind only: a parser's message can quote the raw header line (a token).
+        log.debug("admin API: request not handled (%d): %s", status, type(exc).__name__)
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
