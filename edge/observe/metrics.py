@@ -167,3 +167,28 @@ class _Scrape(Collector):
 
 CACHE_SIZE = _Scrape()
 REGISTRY.register(CACHE_SIZE)
+
+
+class _Fills(Collector):
+    """Read when scraped: body bytes that shared fills hold in memory
+    (``edge/cache/collapse.py``; ``read`` is set by the pipeline)."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], int] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "edge_fill_buffer_bytes",
+            "Bytes of large bodies being fetched that this worker holds in memory for the requests reading them "
+            "as they arrive (at most about cache.fill_buffer per fetch; the rest is read from the disk tier).",
+        )
+        if self.read is not None:
+            gauge.add_metric((), self.read())
+        yield gauge
+
+    def describe(self) -> list:
+        return []
+
+
+FILL_BUFFER = _Fills()
+REGISTRY.register(FILL_BUFFER)
