@@ -499,22 +499,26 @@ def bench_miss(args) -> str:
 # ----------------------------------------------------------------------- herd
 
 
-async def _herd(edge_url: str, path: str, n: int) -> tuple[list[float], collections.Counter, float]:
+async def _herd(edge_url: str, path: str, n: int, size: int | None = None) -> tuple[list[float], collections.Counter, float]:
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
         start = asyncio.Event()
 
         async def one() -> tuple[float, str]:
             await start.wait()
             t0 = time.perf_counter()
+            got = 0
             async with session.get(edge_url + path) as resp:
-                await resp.read()
+                async for chunk in resp.content.iter_any():  # counted, not kept: bodies may be large
+                    got += len(chunk)
                 cs = resp.headers.get("Cache-Status", "")
                 status = resp.status
             dt = time.perf_counter() - t0
-            if status != 200:
+            if status == 200 and size is not None and got != size:
+                kind = f"short body ({got} of {size} bytes)"
+            elif status != 200:
                 kind = f"status {status}"
             elif "collapsed" in cs:
                 kind = "hit; collapsed"
@@ -560,41 +564,55 @@ def bench_herd(args) -> str:
         origin, origin_url = st.origin()
         edge, edge_url = st.edge(origin_url, cache_dir=st.dir / "cache")
         nodisk, nodisk_url = st.edge(origin_url, name="edge-nodisk")
+        big = args.herd_big
         cases = [
-            ("2 KiB, origin answers after 100 ms", "slow", edge, edge_url, args.herd, False),
-            ("4 MiB (streamed), origin answers after 100 ms", "slowbig", edge, edge_url, args.herd, False),
-            ("4 MiB, edge without a disk tier (quick mode default)", "slowbig", nodisk, nodisk_url, args.herd, False),
+            ("2 KiB, origin answers after 100 ms", "slow", edge, edge_url, args.herd, False, None),
+            ("4 MiB (streamed), origin answers after 100 ms", "slowbig", edge, edge_url, args.herd, False, 4 * MiB),
+            ("4 MiB, edge without a disk tier (quick mode default)", "slowbig", nodisk, nodisk_url, args.herd, False,
+             4 * MiB),
+            (f"{big // MiB} MiB, Content-Length", f"big/cache/{big}", edge, edge_url, args.herd_large, False, big),
+            (f"{big // MiB} MiB, chunked (no Content-Length)", f"big/chunked/{big}", edge, edge_url, args.herd_large,
+             False, big),
         ]
         if args.slow_leader:
             cases.append(("32 MiB, first client stalls after the headers; then 20 requests", f"big/cache/{32 * MiB}",
-                          edge, edge_url, 20, True))
-        for label, kind, proc, url, n, stall in cases:
+                          edge, edge_url, 20, True, 32 * MiB))
+        for label, kind, proc, url, n, stall, size in cases:
             path = f"/{kind}/herd-{uuid.uuid4().hex[:8]}"
             log(f"herd: {n} concurrent requests for {path}{' behind a stalled first client' if stall else ''}")
             leader = None
+            time.sleep(0.3)  # let the previous row's disk writes settle before the RSS baseline
+            start_rss = rss_kib(proc.pid)
+            sampler = RssSampler(proc.pid, 0.02)
+            sampler.start()
             try:
                 if stall:
                     leader = _stalled_leader(url, path)
                     time.sleep(0.5)
-                lat, kinds, wall = asyncio.run(_herd(url, path, n))
+                lat, kinds, wall = asyncio.run(_herd(url, path, n, size))
             finally:
+                samples = sampler.stop()
                 if leader is not None:
                     leader.close()
             origin_reqs = origin_stats(origin_url)["paths"].get(path, 0)
+            growth = (max(samples + [start_rss]) - start_rss) / 1024
             rows.append([label, n, origin_reqs, "; ".join(f"{k}: {v}" for k, v in sorted(kinds.items())),
                          f"{min(lat) * 1000:.0f}", f"{statistics.median(lat) * 1000:.0f}", f"{pct(lat, 99) * 1000:.0f}",
-                         f"{max(lat) * 1000:.0f}", f"{wall * 1000:.0f}"])
+                         f"{max(lat) * 1000:.0f}", f"{wall * 1000:.0f}", f"{growth:.1f}"])
     notes = [
         "aiohttp client, one connection per request (no pool limit), all requests released at once; the client "
-        f"runs on core {LOAD_CORE} with the origin, the edge on core {EDGE_CORE}.",
-        "Expected origin requests: 1 (request collapsing). Latency includes the 100 ms the origin takes.",
+        f"runs on core {LOAD_CORE} with the origin, the edge on core {EDGE_CORE}. Bodies are counted and checked "
+        "for length, not kept.",
+        "Expected origin requests: 1 (request collapsing). Latency includes the 100 ms the origin takes (the "
+        f"{big // MiB} MiB rows: the origin streams at once, in 1 MiB writes).",
+        "RSS growth: the edge's peak VmRSS during the row (sampled every 20 ms) minus its VmRSS before it.",
         "The edge runs with a disk tier (--cache-dir in a temp dir) so that the 4 MiB object is storable, except in "
         "the row that says otherwise (memory_max_object is 1 MiB, so a 4 MiB object needs the disk tier).",
     ]
     if args.slow_leader:
         notes.append("Stalled-leader row: origin requests include the stalled client's own.")
     headers = ["object", "concurrent requests", "origin requests", "answers (Cache-Status)", "min ms", "p50 ms", "p99 ms",
-               "max ms", "burst wall ms"]
+               "max ms", "burst wall ms", "RSS growth MiB"]
     return table("Herd: a burst for one cold URL", headers, rows, notes)
 
 
@@ -1568,8 +1586,8 @@ def _use_uvloop() -> None:
 def origin_main(args) -> None:
     """A plain aiohttp origin (low-level server, uvloop). Paths:
     /2k/*, /1m/* (max-age=3600), /nostore/* (2 KiB, no-store), /slow/* (2 KiB
-    after 100 ms), /slowbig/* (4 MiB after 100 ms), /big/<cache|nostore>/<bytes>/*
-    (streamed, generated), /html/* (a 30 KiB HTML page, max-age=3600, made on
+    after 100 ms), /slowbig/* (4 MiB after 100 ms), /big/<cache|nostore|chunked>/<bytes>/*
+    (streamed, generated; chunked: cacheable, without Content-Length), /html/* (a 30 KiB HTML page, max-age=3600, made on
     first use), /__stats (counters, never stored)."""
     from aiohttp import web
 
@@ -1607,8 +1625,9 @@ def origin_main(args) -> None:
             paths[path] += 1
             _, _, mode, size, *_ = path.split("/")
             size = int(size)
-            resp = web.StreamResponse(headers=cacheable if mode == "cache" else nostore)
-            resp.content_length = size
+            resp = web.StreamResponse(headers=nostore if mode == "nostore" else cacheable)
+            if mode != "chunked":
+                resp.content_length = size
             await resp.prepare(request)
             if request.method == "HEAD":  # aiohttp's StreamResponse would send the body
                 await resp.write_eof()
@@ -1682,6 +1701,8 @@ def main(argv=None) -> int:
         s = sub.add_parser(name)
         s.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
         s.add_argument("--herd", type=int, default=200, help="concurrent requests in the herd (default 200)")
+        s.add_argument("--herd-large", type=int, default=20, help="concurrent requests in the large-object herd rows (default 20)")
+        s.add_argument("--herd-big", type=int, default=64 * MiB, help="bytes of the large-object herd rows (default 64 MiB)")
         s.add_argument("--slow-leader", action="store_true",
                        help="herd: add a row where the first client of a cold 32 MiB URL stalls (takes ~35 s)")
         s.add_argument("--big-size", type=int, default=GiB, help="bytes of the big object (default 1 GiB)")

@@ -63,6 +63,9 @@ class CacheConfig:
     memory_max_object: int = 2**20  # larger objects live only on disk, streamed
     disk_path: Path | None = None  # absolute; None: no disk tier
     disk_size: int = 10 * 2**30
+    # Bytes of a large body being fetched kept in memory for the requests
+    # reading it as it arrives (edge/cache/collapse.py), per fetch.
+    fill_buffer: int = 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +281,7 @@ def describe(value: object) -> str:
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("name", "country", "workers"),
     "listen": ("address", "proxy_protocol", "proxy_protocol_from"),
-    "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size"),
+    "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size", "fill_buffer"),
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies", "client_address_header"),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
@@ -572,15 +575,13 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     memory_max_object = r.get(t, "cache", "memory_max_object", dc.memory_max_object, _size(1))
     disk_path = r.get(t, "cache", "disk_path", dc.disk_path, r.path)
     disk_size = r.get(t, "cache", "disk_size", dc.disk_size, _size(1))
-    if memory_max_object > memory_size:
-        r.error(
-            "cache.memory_max_object",
-            f"at most cache.memory_size ({memory_size} bytes)",
-            f"{memory_max_object} bytes",
-        )
+    fill_buffer = r.get(t, "cache", "fill_buffer", dc.fill_buffer, _size(64 * 1024))
+    for key, value in (("memory_max_object", memory_max_object), ("fill_buffer", fill_buffer)):
+        if value > memory_size:
+            r.error(f"cache.{key}", f"at most cache.memory_size ({memory_size} bytes)", f"{value} bytes")
     if "disk_size" in t and "disk_path" not in t:
         r.error("cache.disk_size", "cache.disk_path to be set as well (no path, no disk tier)", "no disk_path")
-    cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size)
+    cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size, fill_buffer)
 
     t = r.table(data, "policies")
     directory = r.get(t, "policies", "directory", None, r.path)

@@ -15,6 +15,7 @@ neither the origin nor the disk when memory holds the object.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -51,6 +52,7 @@ from edge.cache.key import (
 )
 from edge.cache.purge import PurgeSpec, Target, tag_extra
 from edge.cache.store import Hit, Meta, Removal
+from edge.cache.collapse import Fill, FillBroken, State, held_bytes
 from edge.filters.chain import Verdict
 from edge.filters.request_limits import body_limit
 from edge.filters.under_attack import CHALLENGE_PATH
@@ -59,7 +61,7 @@ from edge.http.codings import CodingError, UnknownCoding, inspection_view
 from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens, forwardable_name
 from edge.geo.client import Trusted, client_address
-from edge.observe.metrics import record_request
+from edge.observe.metrics import record_request, watch_fills
 from edge.origin.pool import Failure, OriginError
 
 log = logging.getLogger("edge.pipeline")
@@ -118,6 +120,8 @@ class Pipeline:
         self._rid_prefix = f"{os.getpid() & 0xFFFF:04x}{int(time.time()) & 0xFFFFFF:06x}"
         self._rid = itertools.count(1)
         self.collapse_wait = 30.0
+        self.fill_buffer = cfg.cache.fill_buffer
+        watch_fills(held_bytes)
         self.body_timeouts = BodyTimeouts(cfg.timeouts.body_read, cfg.timeouts.body_total)
         self._limits = next((f for f in state.filters.filters if f.name == "request_limits"), None)
         self._slots = self._limits.slots if self._limits is not None else None
@@ -428,10 +432,17 @@ class Pipeline:
                     await stale.chunks.aclose()
                 stale = None
                 outcome = None
+                until = asyncio.get_running_loop().time() + self.collapse_wait
                 try:
                     outcome = await asyncio.wait_for(asyncio.shield(waiter), self.collapse_wait)
                 except asyncio.TimeoutError:
                     pass
+                if isinstance(outcome, Fill):
+                    # A large body on its way: read along from its first byte.
+                    resp = await self._serve_fill(request, ctx, policy, key, outcome, req_cc, until)
+                    if resp is not None:
+                        return resp
+                    outcome = _RELEASED if outcome.released else None
                 hit, _ = await self._lookup(key, req_headers)
                 if hit is not None:
                     now = time.time()
@@ -503,7 +514,7 @@ class Pipeline:
             ttl = int(meta.lifetime) - int(age)
             status_value = f"{self.node}; hit; ttl={ttl}; collapsed" if collapsed else f"{self.node}; hit; ttl={ttl}"
         ctx.cache = status_value
-        if "If-None-Match" in rh or "If-Modified-Since" in rh or "If-Match" in rh or "If-Unmodified-Since" in rh:
+        if _has_preconditions(rh):
             # RFC 9110 §13.2.2, RFC 9111 §4.3.2: preconditions against the stored response.
             outcome = cond.evaluate(request.method, rh, _template(meta, policy, ctx.path), status=meta.status, now=meta.response_time)
             if outcome is not None:
@@ -1063,12 +1074,7 @@ class Pipeline:
                     return
                 if upstream.status in _ERROR_STATUSES:
                     return
-                clen = upstream.content_length
-                if not done.done() and (clen is None or clen > _BUFFER_LIMIT):
-                    # A big fill goes at the origin's pace: misses meanwhile
-                    # fetch for themselves rather than wait for it.
-                    done.set_result(_RELEASED)
-                if not await self._store_only(request, bg, policy, key, upstream, request_time):
+                if not await self._store_only(request, bg, policy, key, upstream, request_time, done):
                     if len(self._no_fill) >= _MAX_BACKGROUND * 64:
                         self._no_fill.clear()
                     self._no_fill[key] = time.monotonic() + _NO_FILL_SECONDS
@@ -1294,15 +1300,17 @@ class Pipeline:
         headers["X-Request-Id"] = ctx.rid
         headers["Age"] = fr.age_header_value(d.initial_age)
         clen = upstream.content_length
-        sink = _Sink(self.state.store, key, store_key, d.meta, names, policy.cache.max_object_size, clen)
-        if done is not None and (clen is None or clen > _BUFFER_LIMIT) and not done.done():
-            # A streamed fill goes at the pace of this one client; waiters
-            # must not hang on it. They fetch for themselves, without storing.
-            done.set_result(_RELEASED)
+        fill = None
+        if done is not None and not done.done() and _read_along(upstream.status, clen):
+            fill = Fill(d.meta, store_key, clen, self.fill_buffer)
+        sink = _Sink(self.state.store, key, store_key, d.meta, names, policy.cache.max_object_size, clen, fill)
+        if fill is not None:
+            return await self._fill_for_all(request, ctx, key, done, upstream, headers, fill, sink)
         return await self._stream(request, ctx, upstream, headers, sink)
 
-    async def _store_only(self, request, ctx, policy, key, upstream, request_time) -> bool:
-        """A background fetch's 200: stored if it may be, sent to nobody.
+    async def _store_only(self, request, ctx, policy, key, upstream, request_time, done=None) -> bool:
+        """A background fetch's 200: stored if it may be, sent to nobody but
+        the misses meanwhile (``done``), which read a large body along.
         False when the object is not to be stored (not fetched again soon)."""
         d = self._store_decision(request, ctx, policy, upstream, request_time, True)
         if d.reason is not None:
@@ -1313,7 +1321,14 @@ class Pipeline:
         names = d.names
         store_key = key + _VARIANT_SEP + vary_key(names, request.headers) if names else key
         clen = upstream.content_length
-        sink = _Sink(self.state.store, key, store_key, d.meta, names, policy.cache.max_object_size, clen)
+        fill = None
+        if done is not None and not done.done() and _read_along(upstream.status, clen):
+            fill = Fill(d.meta, store_key, clen, self.fill_buffer, for_client=False)
+        sink = _Sink(self.state.store, key, store_key, d.meta, names, policy.cache.max_object_size, clen, fill)
+        if fill is not None:
+            done.set_result(fill)
+            await fill.run(upstream.content.iter_chunked(_CHUNK), sink)
+            return not sink.too_large
         try:
             async for chunk in upstream.content.iter_chunked(_CHUNK):
                 await sink.feed(chunk)
@@ -1406,6 +1421,141 @@ class Pipeline:
             await sink.commit()
         return resp
 
+    # --------------------------------------------------------- shared fills
+
+    async def _fill_for_all(self, request, ctx: Ctx, key: str, done, upstream, headers, fill: Fill, sink) -> web.StreamResponse:
+        """A large body fetched once for this client and every request that
+        waits for the key (edge/cache/collapse.py): this request copies it
+        from the origin into the store, while its client reads it like any
+        waiter, so that a slow client holds back no one."""
+        own = fill.join()
+        assert own is not None
+        done.set_result(fill)  # waiters read along from now on
+        resp = web.StreamResponse(status=upstream.status, headers=headers)
+        if fill.length is not None:
+            resp.content_length = fill.length
+        client = asyncio.ensure_future(self._relay_own(request, ctx, resp, own, upstream))
+        try:
+            await fill.run(upstream.content.iter_chunked(_CHUNK), sink)
+        except BaseException:
+            client.cancel()
+            client.add_done_callback(_retrieve)
+            own.close()  # the task may never start to close it
+            raise
+        finally:
+            if self._inflight.get(key) is done:
+                del self._inflight[key]  # stored or not, later requests do not join a fill that is over
+        if fill.state is State.FAILED and fill.error is not None:
+            log.warning("origin body broke after %d bytes (request %s): %s", fill.received, ctx.rid, fill.error)
+        return await client
+
+    async def _relay_own(self, request, ctx: Ctx, resp, own, upstream) -> web.StreamResponse:
+        """The filling request's own answer: as a waiter's, but a fill that
+        fails before the first byte is the origin's error."""
+        chunks = own.chunks()
+        try:
+            return await self._relay(request, ctx, resp, chunks)
+        except FillBroken as exc:
+            return self._origin_error(ctx, _body_error(exc.__cause__ or exc, upstream))
+        finally:
+            await chunks.aclose()
+            own.close()
+
+    async def _serve_fill(self, request, ctx: Ctx, policy, key: str, fill: Fill, req_cc, until: float) -> web.StreamResponse | None:
+        """A waiter's answer from a fill in progress: the response being
+        stored, as a collapsed hit, its body read as it arrives; ranges and
+        preconditions as for any hit. None: not from this fill (another Vary
+        variant, the client's freshness demands, a fill that ended or was
+        released before this answer began): the request fetches instead."""
+        meta = fill.meta
+        if meta.vary and key + _VARIANT_SEP + vary_key(meta.vary, request.headers) != fill.store_key:
+            return None
+        age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+        if req_cc is not None and cond.reuse(req_cc, age, meta.lifetime, meta.headers) is not None:
+            return None
+        reader = fill.join()
+        if reader is None:
+            return None
+        chunks = reader.chunks()
+        try:
+            try:
+                async with asyncio.timeout_at(until):
+                    if not await fill.ready():
+                        return None
+            except TimeoutError:
+                return None
+            age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+            status_value = f"{self.node}; hit; ttl={int(meta.lifetime) - int(age)}; collapsed"
+            ctx.cache = status_value
+            tpl = _template(meta, policy, ctx.path)
+            rh = request.headers
+            if _has_preconditions(rh):
+                outcome = cond.evaluate(request.method, rh, tpl, status=meta.status, now=meta.response_time)
+                if outcome is not None:
+                    return self._conditional(ctx, meta, policy, age, status_value, outcome)
+            if "Range" in rh and meta.status == 200 and fill.length is not None:
+                # Cut as from a stored body; of a body of unknown length the
+                # whole is sent (RFC 9110 §14.2 lets a server ignore Range).
+                partial = Hit(dataclasses.replace(meta, size=fill.length), None, chunks)
+                try:
+                    resp = await self._ranged(request, ctx, partial, tpl, age, status_value)
+                except FillBroken:
+                    _break(request)
+                    raise ConnectionResetError("the shared fill broke") from None
+                if resp is not None:
+                    return resp
+            resp = web.StreamResponse(status=meta.status, headers=tpl)
+            if fill.length is not None:
+                resp.content_length = fill.length
+            resp.headers["Age"] = fr.age_header_value(age)
+            resp.headers.add("Cache-Status", status_value)
+            resp.headers["X-Request-Id"] = ctx.rid
+            try:
+                return await self._relay(request, ctx, resp, chunks)
+            except FillBroken:
+                return None  # nothing sent yet: fetch for itself
+        finally:
+            await chunks.aclose()
+            reader.close()
+
+    async def _relay(self, request, ctx: Ctx, resp: web.StreamResponse, chunks) -> web.StreamResponse:
+        """Send a fill's body as it arrives. A fill that fails before the
+        first byte raises FillBroken; after it, the connection is cut, so
+        the body never looks complete."""
+        first = True
+        try:
+            async for chunk in chunks:
+                if first:
+                    await resp.prepare(request)
+                    first = False
+                await resp.write(chunk)
+                ctx.size += len(chunk)
+        except FillBroken:
+            if first:
+                raise
+            _break(request)
+            ctx.status = 502
+            return resp
+        if first:
+            await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+
+
+def _read_along(status: int, clen: int | None) -> bool:
+    """A body too large to read whole before answering: requests waiting
+    for it read it as it arrives (a shared fill)."""
+    return status != 204 and (clen is None or clen > _BUFFER_LIMIT)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _has_preconditions(headers) -> bool:
+    return "If-None-Match" in headers or "If-Modified-Since" in headers or "If-Match" in headers or "If-Unmodified-Since" in headers
+
 
 def _break(request: web.BaseRequest) -> None:
     """Close the client connection so a cut body is visibly incomplete."""
@@ -1459,7 +1609,7 @@ class _Sink:
     """Collects a body for the store: in memory while small, streamed to the
     disk tier once it outgrows the memory tier's object limit."""
 
-    def __init__(self, store, key, store_key, meta: Meta, vary, max_size: int, clen: int | None) -> None:
+    def __init__(self, store, key, store_key, meta: Meta, vary, max_size: int, clen: int | None, follower=None) -> None:
         self.store = store
         self.key = key
         self.store_key = store_key
@@ -1470,34 +1620,43 @@ class _Sink:
         self.size = 0
         self.writer = None
         self.dead = False
+        self.too_large = False
+        self.follower = follower  # reads the disk file as it is written (a collapse.Fill)
         if clen is not None and clen > store.max_memory_object:
             self._to_disk()
 
     def _to_disk(self) -> None:
         if not self.store.can_stream:
-            self.dead = True
+            self.dead = self.too_large = True
             self.parts = None
             return
-        self.writer = self.store.writer(self.store_key)
+        self.writer = self.store.writer(self.store_key, self.follower)
 
     async def feed(self, chunk: bytes) -> None:
         if self.dead:
             return
         self.size += len(chunk)
         if self.size > self.max_size:
+            self.too_large = True
             await self.abort()
             return
         if self.writer is None:
             assert self.parts is not None
             self.parts.append(chunk)
-            if self.size > self.store.max_memory_object:
-                self._to_disk()
-                if self.writer is not None:
-                    parts, self.parts = self.parts, None
-                    for part in parts:
-                        await self.writer.write(part)
-            return
-        await self.writer.write(chunk)
+            if self.size <= self.store.max_memory_object:
+                return
+            self._to_disk()
+            if self.writer is None:
+                return
+            parts, self.parts = self.parts, None
+        else:
+            parts = (chunk,)
+        try:
+            for part in parts:
+                await self.writer.write(part)
+        except OSError:
+            log.warning("disk tier write failed; the body is not stored")
+            await self.abort()
 
     async def commit(self) -> None:
         if self.dead:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import diskcache
 
-from edge.cache.store import Admit, Hit, Meta, Removal
+from edge.cache.store import Admit, Follower, Hit, Meta, Removal
 
 log = logging.getLogger("edge.cache.disk")
 
@@ -58,7 +58,7 @@ class _Disk(diskcache.Disk):
         # next DiskStore (remove_partial), never kept outside the accounting.
         partial = os.path.join(self._directory, PARTIAL_DIR, f"{os.getpid()}-{os.path.basename(full_path)}")
         try:
-            size = self._write(partial, iter(functools.partial(value.read, CHUNK), b""), "xb")
+            size = _write_body(partial, value)
             os.makedirs(os.path.dirname(full_path), exist_ok=True)
             os.rename(partial, full_path)
         except BaseException:
@@ -69,6 +69,22 @@ class _Disk(diskcache.Disk):
 
 
 PARTIAL_DIR = "partial"
+
+
+def _write_body(path: str, source: _QueueReader) -> int:
+    """Write a streamed body, unbuffered: what ``source`` is told is written
+    can be read back at once through another descriptor of the file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "xb", buffering=0) as out:
+        source.opened(path)
+        size = 0
+        while chunk := source.read(CHUNK):
+            view = memoryview(chunk)
+            while view:
+                view = view[out.write(view) :]
+            size += len(chunk)
+            source.wrote(size)
+        return size
 
 
 def remove_partial(directory: Path) -> None:
@@ -98,10 +114,29 @@ class _QueueReader:
     so diskcache writes a streamed body in its worker thread with one copy
     and with back-pressure towards the origin."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, follower: Follower | None = None) -> None:
         self._loop = loop
         self._queue = queue
         self._done = False
+        self._follower = follower
+
+    def opened(self, path: str) -> None:
+        """In the writing thread: the body's file exists. A follower gets a
+        descriptor of its own to read it with (it closes it)."""
+        follower = self._follower
+        if follower is None:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._loop.call_soon_threadsafe(follower.opened, fd)
+        except RuntimeError:  # the loop is closed: nobody will read
+            os.close(fd)
+
+    def wrote(self, size: int) -> None:
+        """In the writing thread: the first ``size`` bytes are in the file."""
+        if self._follower is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._follower.written, size)
 
     def read(self, _size: int = -1) -> bytes:
         if self._done:
@@ -146,9 +181,10 @@ def _chunks(items: list, size: int = 500) -> list[list]:
 
 
 class DiskWriter:
-    def __init__(self, store: DiskStore, key: str) -> None:
+    def __init__(self, store: DiskStore, key: str, follower: Follower | None = None) -> None:
         self._store = store
         self._key = key
+        self._follower = follower
         self._body_key = f"b\0{key}\0{uuid.uuid4().hex}"
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=8)
         self._size = 0
@@ -157,14 +193,25 @@ class DiskWriter:
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        reader = _QueueReader(loop, self._queue)
+        reader = _QueueReader(loop, self._queue, self._follower)
         self._task = loop.run_in_executor(
             self._store.executor, functools.partial(self._store.cache.set, self._body_key, reader, read=True)
         )
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, _task) -> None:
+        # Nothing takes from the queue any more: a write waiting for room
+        # must not wait forever when the thread failed (a full disk).
+        while not self._queue.empty():
+            self._queue.get_nowait()
 
     async def write(self, chunk: bytes) -> None:
+        """Raises OSError when the writing thread failed; ``commit`` then
+        raises its error."""
         if self._task is None:
             self._start()
+        elif self._task.done():
+            raise OSError("writing the body to the disk tier failed")
         self._size += len(chunk)
         await self._queue.put(bytes(chunk))
 
@@ -389,8 +436,8 @@ class DiskStore:
                 if meta.extra.get("tags"):
                     self._untag_sync([(key, _version(body_key))])
 
-    def writer(self, key: str) -> DiskWriter:
-        return DiskWriter(self, key)
+    def writer(self, key: str, follower: Follower | None = None) -> DiskWriter:
+        return DiskWriter(self, key, follower)
 
     async def delete(self, key: str, reason: Removal) -> bool:
         return await self._run(self._delete_sync, key)

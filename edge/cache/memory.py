@@ -140,7 +140,7 @@ class MemoryStore:
     async def update(self, key: str, meta: Meta, expected: float | None = None) -> bool:
         return self.update_now(key, meta, expected)
 
-    def writer(self, key: str):  # pragma: no cover - large bodies never go to memory
+    def writer(self, key: str, follower=None):  # pragma: no cover - large bodies never go to memory
         raise NotImplementedError("the memory tier stores whole bodies only")
 
     async def delete(self, key: str, reason: Removal) -> bool:

@@ -128,6 +128,20 @@ class BodyWriter(Protocol):
     async def abort(self) -> None: ...
 
 
+class Follower(Protocol):
+    """Reads a streamed body while it is written (``collapse.Fill``). Called
+    on the event loop, in this order."""
+
+    def opened(self, fd: int) -> None:
+        """A read-only descriptor of the body's file, the follower's to close;
+        it stays valid when the file is renamed, evicted or aborted."""
+        ...
+
+    def written(self, size: int) -> None:
+        """The first ``size`` bytes of the body are in the file."""
+        ...
+
+
 class Store(Protocol):
     name: str
 
@@ -135,7 +149,7 @@ class Store(Protocol):
 
     async def put(self, key: str, meta: Meta, body: bytes) -> None: ...
 
-    def writer(self, key: str) -> BodyWriter: ...
+    def writer(self, key: str, follower: Follower | None = None) -> BodyWriter: ...
 
     async def update(self, key: str, meta: Meta, expected: float | None = None) -> bool:
         """Replace the metadata of the entry under ``key``, keeping its body

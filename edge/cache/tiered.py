@@ -21,7 +21,7 @@ import time
 from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore
 from edge.cache.purge import Barriers
-from edge.cache.store import Admit, Hit, Meta, Removal
+from edge.cache.store import Admit, Follower, Hit, Meta, Removal
 
 log = logging.getLogger("edge.cache")
 
@@ -194,10 +194,10 @@ class TieredStore:
         except Exception:
             log.exception("disk tier update failed")
 
-    def writer(self, key: str):
+    def writer(self, key: str, follower: Follower | None = None):
         if self.disk is None:
             return _MemoryOnlyWriter()
-        return _TrackedWriter(self.disk.writer(key), self._writers, next(self._writer_ids))
+        return _TrackedWriter(self.disk.writer(key, follower), self._writers, next(self._writer_ids))
 
     async def delete(self, key: str, reason: Removal) -> bool:
         found = await self.memory.delete(key, reason)

@@ -245,13 +245,32 @@ def start_worker() -> None:
     WORKER_STARTED.labels(pid).set(time.time())
 
 
+FILL_BUFFER = Gauge(
+    "edge_fill_buffer_bytes",
+    "Bytes of large bodies being fetched that the workers hold in memory for the requests reading them "
+    "as they arrive (at most about cache.fill_buffer per fetch; the rest is read from the disk tier).",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+_fill_bytes: Callable[[], int] | None = None
+
+
+def watch_fills(held: Callable[[], int]) -> None:
+    """``held``: the bytes this worker's shared fills hold (edge.cache.collapse)."""
+    global _fill_bytes
+    _fill_bytes = held
+
+
 def publish(memory=None) -> None:
     """Make this worker's counts and gauges visible to whichever worker
-    collects: the tallies, and its memory tier (``len()``, ``bytes_used``)."""
+    collects: the tallies, its memory tier (``len()``, ``bytes_used``) and
+    what its fills hold."""
     _flush()
     if memory is not None:
         CACHE_ENTRIES.labels("memory").set(len(memory))
         CACHE_BYTES.labels("memory").set(memory.bytes_used)
+    if _fill_bytes is not None:
+        FILL_BUFFER.set(_fill_bytes())
 
 
 async def publish_every(interval: float, memory=None) -> None:

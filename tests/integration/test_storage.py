@@ -238,7 +238,8 @@ async def test_a_stalled_client_filling_a_large_object_does_not_hold_others(orig
     data = _blob(32 * MiB)
     origin.route("/video", lambda r: _stream(r, data))
     edge = await make_edge(quick_origin=origin.url)
-    # The first client asks and then stops reading: its fill goes at its pace.
+    # The first client asks and then stops reading: the fill goes on at the
+    # origin's pace, and the next client reads along.
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", edge.port))
@@ -250,6 +251,22 @@ async def test_a_stalled_client_filling_a_large_object_does_not_hold_others(orig
         async with client.get(edge.url + "/video") as r:
             body = await asyncio.wait_for(r.read(), 20)
             assert body == data
-            assert "detail=filling" in r.headers["Cache-Status"]
+            assert r.headers["Cache-Status"] == "edge; hit; ttl=600; collapsed"
+        assert origin.hits["/video"] == 1
     finally:
         writer.close()
+
+
+async def test_a_disk_tier_that_cannot_write_still_serves_the_body(origin, make_edge, client):
+    data = _blob(4 * MiB)
+    origin.route("/big", lambda r: _stream(r, data))
+    edge = await make_edge(quick_origin=origin.url)
+    partial = edge.store.disk.cache.directory + "/partial"
+    os.rmdir(partial)
+    with open(partial, "w"):  # where bodies are written while they arrive: now unusable
+        pass
+    for _ in range(2):
+        async with asyncio.timeout(20):  # against a hang only
+            async with client.get(edge.url + "/big") as r:
+                assert r.status == 200 and await r.read() == data
+    assert origin.hits["/big"] == 2  # nothing was stored

@@ -42,6 +42,7 @@ memory_size = "256MiB"
 memory_max_object = "1MiB"
 disk_path = "var/cache"
 disk_size = "10GiB"
+fill_buffer = "512KiB"
 
 [policies]
 directory = "policies"
@@ -99,7 +100,7 @@ def test_full_file(confdir: Path) -> None:
         country="DE",
         workers=4,
         listen=(ListenAddress("0.0.0.0", 8080), ListenAddress("::", 8443)),
-        cache=CacheConfig(256 * 2**20, 2**20, confdir.resolve() / "var/cache", 10 * 2**30),
+        cache=CacheConfig(256 * 2**20, 2**20, confdir.resolve() / "var/cache", 10 * 2**30, 512 * 2**10),
         policies=PoliciesConfig(confdir.resolve() / "policies", 0.0),
         trusted_proxies=(
             ipaddress.ip_network("10.0.0.0/8"),
@@ -258,6 +259,9 @@ BAD = [
     ("[cache]\nmemory_size = inf", f"cache.memory_size: {SIZE}, found inf", "size-inf"),
     ("[cache]\nmemory_size = [1]", f"cache.memory_size: {SIZE}, found an array", "size-array"),
     ("[cache]\nmemory_size = \"1MiB\"\nmemory_max_object = \"2MiB\"", "cache.memory_max_object: expected at most cache.memory_size (1048576 bytes), found 2097152 bytes", "max-object-over-memory"),
+    ("[cache]\nfill_buffer = \"4KiB\"", 'cache.fill_buffer: expected a size from 65536 to 1125899906842624 bytes, found "4KiB"', "fill-buffer-small"),
+    ("[cache]\nmemory_size = \"1MiB\"\nfill_buffer = \"2MiB\"", "cache.fill_buffer: expected at most cache.memory_size (1048576 bytes), found 2097152 bytes", "fill-buffer-over-memory"),
+    ("[cache]\nfill_bufer = \"1MiB\"", 'cache.fill_bufer: expected one of the keys disk_path, disk_size, fill_buffer, memory_max_object, memory_size, found an unknown key (did you mean "fill_buffer"?)', "fill-buffer-typo"),
     ("[cache]\ndisk_path = \"\"", 'cache.disk_path: expected a path (relative to the config file), found ""', "disk-path-empty"),
     ("[cache]\ndisk_path = 1", "cache.disk_path: expected a path (relative to the config file), found 1", "disk-path-int"),
     ("[cache]\ndisk_size = \"1GiB\"", "cache.disk_size: expected cache.disk_path to be set as well (no path, no disk tier), found no disk_path", "disk-size-without-path"),
