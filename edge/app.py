@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -137,6 +138,8 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
     geo = GeoDB(config.geoip.database, check_interval=config.geoip.check_interval or 5.0) if config.geoip.database else None
     memory = MemoryStore(cache.memory_size, cache.memory_max_object)
     disk = DiskStore(cache.disk_path, cache.disk_size) if cache.disk_path else None
+    if disk is not None:
+        disk.quota = functools.partial(tenant_disk_quota, policies, cache.tenant_quota)
     ip_lists = IpListFilter(*node_lists(config))  # ConfigError for a broken list file
     under_attack = UnderAttackFilter(node_secret())
     rules, engine = compiled_waf(default_rules_dir())  # WafRuleError refuses the start
@@ -169,6 +172,15 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         waf=waf,
         ip_lists=ip_lists,
     )
+
+
+def tenant_disk_quota(policies: PolicySource, node_default: int, tenant: str) -> int:
+    """Of the disk tier, what ``tenant`` may hold: its policy's
+    ``cache.disk_quota``, else the node's ``cache.tenant_disk_quota``. Read
+    at every disk write, so a reloaded policy counts from the next one."""
+    policy = policies.current.tenants.get(tenant)
+    quota = policy.cache.disk_quota if policy is not None else None
+    return node_default if quota is None else quota
 
 
 def node_lists(config: NodeConfig) -> tuple[CidrSet, CidrSet]:

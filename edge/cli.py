@@ -288,6 +288,9 @@ def _apply_flags(config, args, demo: bool):
         cache = dataclasses.replace(cache, disk_path=Path(args.cache_dir).resolve())
     elif demo and cache.disk_path is None:
         cache = dataclasses.replace(cache, disk_path=Path(tempfile.gettempdir()) / "edge-demo-cache")
+    if not args.config:
+        # Quick and demo mode serve one tenant: no one to keep a share for.
+        cache = dataclasses.replace(cache, tenant_disk_quota=cache.disk_size)
     changes["cache"] = cache
     return dataclasses.replace(config, **changes)
 

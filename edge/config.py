@@ -66,6 +66,14 @@ class CacheConfig:
     # Bytes of a large body being fetched kept in memory for the requests
     # reading it as it arrives (edge/cache/collapse.py), per fetch.
     fill_buffer: int = 2**20
+    # Of the disk tier, what one tenant may hold unless its policy says
+    # otherwise (cache.disk_quota). None: half of disk_size, so that one
+    # tenant's flood of distinct URLs leaves the others at least the rest.
+    tenant_disk_quota: int | None = None
+
+    @property
+    def tenant_quota(self) -> int:
+        return self.tenant_disk_quota if self.tenant_disk_quota is not None else self.disk_size // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +289,7 @@ def describe(value: object) -> str:
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("name", "country", "workers"),
     "listen": ("address", "proxy_protocol", "proxy_protocol_from"),
-    "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size", "fill_buffer"),
+    "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size", "fill_buffer", "tenant_disk_quota"),
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies", "client_address_header"),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
@@ -581,7 +589,12 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
             r.error(f"cache.{key}", f"at most cache.memory_size ({memory_size} bytes)", f"{value} bytes")
     if "disk_size" in t and "disk_path" not in t:
         r.error("cache.disk_size", "cache.disk_path to be set as well (no path, no disk tier)", "no disk_path")
-    cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size, fill_buffer)
+    tenant_disk_quota = r.get(t, "cache", "tenant_disk_quota", dc.tenant_disk_quota, _size(1))
+    if "tenant_disk_quota" in t and "disk_path" not in t:
+        r.error("cache.tenant_disk_quota", "cache.disk_path to be set as well (no path, no disk tier)", "no disk_path")
+    elif tenant_disk_quota is not None and tenant_disk_quota > disk_size:
+        r.error("cache.tenant_disk_quota", f"at most cache.disk_size ({disk_size} bytes)", f"{tenant_disk_quota} bytes")
+    cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size, fill_buffer, tenant_disk_quota)
 
     t = r.table(data, "policies")
     directory = r.get(t, "policies", "directory", None, r.path)

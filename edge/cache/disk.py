@@ -19,6 +19,14 @@ replaced or deleted. Eviction (diskcache's own SQL) leaves its rows behind:
 they are harmless (a purge checks the entry's version and tags before acting)
 and are removed when a tag purge meets them and by a sweep that tagged puts
 advance a few rows at a time (``prune_tags_sync``).
+
+Each tenant has a quota of the tier (``quota``): SQLite triggers on
+diskcache's table keep the bytes of each tenant's items (file or in-table
+value, plus key) in ``EdgeTenantBytes``, in the transaction of every write,
+delete and eviction, whichever process or code path runs it; a tenant over
+its quota loses its own entries, the least recently used of its oldest
+stored first (``_fit_quota_sync``), so a flood of distinct keys never pushes
+out other tenants' entries.
 """
 from __future__ import annotations
 
@@ -31,12 +39,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import diskcache
 
+from edge.cache.key import SEP
 from edge.cache.store import Admit, Follower, Hit, Meta, Removal
 
 log = logging.getLogger("edge.cache.disk")
@@ -175,6 +184,81 @@ def _version(body_key: str | None) -> str:
     return body_key.rpartition("\0")[2] if body_key else ""
 
 
+# --- per-tenant accounting, in cache.db itself ---------------------------------
+# An item's key is "m\0tenant\n..." or "b\0tenant\n...": the tenant is the
+# bytes between the two-byte prefix and the first "\n". Keys hold NUL, so
+# they are read as blobs (SQLite's text functions stop at a NUL).
+_TENANT_OF = "substr(CAST({r}key AS BLOB), 3, instr(CAST({r}key AS BLOB), X'0A') - 3)"
+_IS_ENTRY_ITEM = "{r}raw = 1 AND instr(CAST({r}key AS BLOB), X'0A') > 3"
+# A body in a file counts its size, one in the table its length; both count
+# the key (a flood of tiny entries is mostly keys and metadata).
+_ITEM_BYTES = "{r}size + coalesce(length({r}value), 0) + length(CAST({r}key AS BLOB))"
+_QUOTA_TABLE = "EdgeTenantBytes"
+_QUOTA_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {_QUOTA_TABLE} (tenant BLOB PRIMARY KEY, bytes INTEGER NOT NULL) WITHOUT ROWID",
+    # A tenant's items in the order they were stored (rowid), for eviction
+    # to sample its oldest. Not by access time: every read sets that, and an
+    # index on it would cost every disk hit a write.
+    f"CREATE INDEX IF NOT EXISTS EdgeTenantItems ON Cache ({_TENANT_OF.format(r='')})",
+    f"INSERT INTO {_QUOTA_TABLE} (tenant, bytes) SELECT {_TENANT_OF.format(r='')}, sum({_ITEM_BYTES.format(r='')})"
+    f" FROM Cache WHERE {_IS_ENTRY_ITEM.format(r='')} GROUP BY 1",
+    f"CREATE TRIGGER IF NOT EXISTS EdgeTenantBytes_insert AFTER INSERT ON Cache"
+    f" WHEN {_IS_ENTRY_ITEM.format(r='NEW.')} BEGIN"
+    f" INSERT INTO {_QUOTA_TABLE} (tenant, bytes) VALUES ({_TENANT_OF.format(r='NEW.')}, {_ITEM_BYTES.format(r='NEW.')})"
+    f" ON CONFLICT (tenant) DO UPDATE SET bytes = bytes + excluded.bytes; END",
+    # diskcache never changes a row's key; only the columns counted matter
+    # (not the access time every read updates).
+    f"CREATE TRIGGER IF NOT EXISTS EdgeTenantBytes_update AFTER UPDATE OF size, value ON Cache"
+    f" WHEN {_IS_ENTRY_ITEM.format(r='NEW.')} BEGIN"
+    f" UPDATE {_QUOTA_TABLE} SET bytes = bytes + ({_ITEM_BYTES.format(r='NEW.')}) - ({_ITEM_BYTES.format(r='OLD.')})"
+    f" WHERE tenant = {_TENANT_OF.format(r='NEW.')}; END",
+    f"CREATE TRIGGER IF NOT EXISTS EdgeTenantBytes_delete AFTER DELETE ON Cache"
+    f" WHEN {_IS_ENTRY_ITEM.format(r='OLD.')} BEGIN"
+    f" UPDATE {_QUOTA_TABLE} SET bytes = bytes - ({_ITEM_BYTES.format(r='OLD.')})"
+    f" WHERE tenant = {_TENANT_OF.format(r='OLD.')}; END",
+)
+TENANT_OLDEST_QUERY = (
+    f"SELECT rowid, key, filename, access_time, {_ITEM_BYTES.format(r='')} FROM Cache"
+    f" WHERE {_TENANT_OF.format(r='')} = ? ORDER BY rowid LIMIT ?"
+)
+EVICT_SAMPLE = 64  # a tenant's oldest-stored items among which the least recently used go first
+EVICT_ROWS = 1000  # items evicted at most per put of a tenant over its quota
+
+
+def _entry_key(item_key: str) -> str:
+    """The entry a diskcache item belongs to: ``m\\0<key>`` or ``b\\0<key>\\0<id>``."""
+    return item_key[2:] if item_key.startswith("m\0") else item_key[2:].rpartition("\0")[0]
+
+
+def _ensure_quota_schema(cache: diskcache.Cache) -> None:
+    """Create the accounting once per database, counting what a tier
+    written before it already holds. One transaction: workers starting
+    together wait for it (retry) instead of counting twice."""
+    exists = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_QUOTA_TABLE}'"
+    if cache._sql(exists).fetchone():
+        return
+    with cache.transact(retry=True):
+        if cache._sql(exists).fetchone():
+            return
+        for statement in _QUOTA_SCHEMA:
+            cache._sql(statement)
+
+
+def _rows(sql, item_keys: list[str], columns: str = "rowid, mode, filename, value") -> dict[str, tuple]:
+    """diskcache item key -> ``columns`` of those stored."""
+    found = {}
+    for chunk in _chunks(item_keys):
+        marks = ",".join("?" * len(chunk))
+        for row in sql(f"SELECT key, {columns} FROM Cache WHERE key IN ({marks}) AND raw = 1", chunk):
+            found[row[0]] = row[1:]
+    return found
+
+
+def _delete_rows(sql, rowids: list[int]) -> None:
+    for chunk in _chunks(rowids):
+        sql(f"DELETE FROM Cache WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+
+
 def _chunks(items: list, size: int = 500) -> list[list]:
     """SQLite takes a bounded number of parameters per statement."""
     return [items[i : i + size] for i in range(0, len(items), size)]
@@ -190,6 +274,7 @@ class DiskWriter:
         self._size = 0
         self._task: asyncio.Future | None = None
         self._closed = False
+        self._limit = store.quota_of(key)
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -208,14 +293,23 @@ class DiskWriter:
     async def write(self, chunk: bytes) -> None:
         """Raises OSError when the writing thread failed; ``commit`` then
         raises its error."""
+        if self._closed:
+            return
+        self._size += len(chunk)
+        if self._limit is not None and self._size > self._limit:
+            # Larger than its tenant's whole quota: stored, it would only
+            # push out everything else of the tenant. Not written on.
+            await self.abort()
+            return
         if self._task is None:
             self._start()
         elif self._task.done():
             raise OSError("writing the body to the disk tier failed")
-        self._size += len(chunk)
         await self._queue.put(bytes(chunk))
 
     async def commit(self, meta: Meta) -> None:
+        if self._closed:
+            return  # refused by the quota (write), or aborted
         if self._task is None:
             self._start()
         await self._queue.put(_END)
@@ -256,6 +350,10 @@ class DiskStore:
         # Set by the TieredStore: decides, inside the transaction that
         # commits an entry, whether a purge since its fetch forbids it.
         self.admit = None
+        # Set by the node: tenant -> bytes of this tier it may hold (None: no
+        # cap but the tier's size). Called from any thread, at every write.
+        self.quota: Callable[[str], int | None] | None = None
+        _ensure_quota_schema(self.cache)
         self._tags_path = str(Path(path) / TAGS_DB)
         self._tags_local = threading.local()
         self._tags_cons: list[sqlite3.Connection] = []
@@ -329,19 +427,29 @@ class DiskStore:
         await self._run(self._put_sync, key, meta, body)
 
     def _put_sync(self, key: str, meta: Meta, body: bytes) -> None:
+        limit = self.quota_of(key)
+        if limit is not None and len(body) > limit:
+            return  # larger than its tenant's whole quota (see DiskWriter.write)
         if meta.vary and not body and meta.status == 0:
             meta.extra.pop("body", None)
-        else:
-            body_key = f"b\0{key}\0{uuid.uuid4().hex}"
-            self.cache.set(body_key, body)
-            meta.size = len(body)
-            meta.extra["body"] = body_key
+            self._set_meta_sync(key, meta)
+            return
+        meta.size = len(body)
+        meta.extra["body"] = body_key = f"b\0{key}\0{uuid.uuid4().hex}"
+        if len(body) < self.cache._disk.min_file_size:
+            # Kept in the table: written in the transaction of the metadata
+            # (one commit, not two), as no file is written under the lock.
+            self._set_meta_sync(key, meta, body=body)
+            return
+        self.cache.set(body_key, body)
         self._set_meta_sync(key, meta)
 
     async def _set_meta(self, key: str, meta: Meta, streamed: bool = False) -> None:
         await self._run(self._set_meta_sync, key, meta, streamed)
 
-    def _set_meta_sync(self, key: str, meta: Meta, streamed: bool = False) -> None:
+    def _set_meta_sync(self, key: str, meta: Meta, streamed: bool = False, body: bytes | None = None) -> None:
+        """Commit ``meta``; its body is stored already, or is ``body`` (small:
+        then stored in the same transaction)."""
         mk = _meta_key(key)
         body_key = meta.extra.get("body")
         ver = _version(body_key)
@@ -351,6 +459,9 @@ class DiskStore:
             self._tags_write("INSERT OR IGNORE INTO tags (tag, key, ver) VALUES (?, ?, ?)", [(t, key, ver) for t in tags])
         verdict = Admit.KEEP
         old = None
+        tenant = key.partition(SEP)[0]
+        quota = self.quota(tenant) if self.quota is not None else None
+        over = False
         # One transaction for the decision and the write: a purge's deletes
         # (also transactions) run wholly before it, and then its barrier is
         # seen here, or wholly after it, and then they remove this entry.
@@ -362,17 +473,26 @@ class DiskStore:
             if verdict != Admit.DROP:
                 if verdict == Admit.STALE:
                     meta.expire(time.time())
-                old = self.cache.get(mk)
+                if body is not None:
+                    self.cache.set(body_key, body)
+                # Read without diskcache's get, which would also write its
+                # access time (the row is overwritten next anyway).
+                row = _rows(self.cache._sql, [mk]).get(mk)
+                old = self.cache._disk.fetch(*row[1:], False) if row is not None else None
                 self.cache.set(mk, meta.dumps())
+                # Read here, where it costs no lock of its own.
+                over = quota is not None and self.tenant_bytes_sync(tenant) > quota
         if verdict == Admit.DROP:
             # Fetched before a purge that covers it: never becomes visible.
-            if body_key:
+            if body_key and body is None:
                 self.cache.delete(body_key)
             if tags:
                 self._untag_sync([(key, ver)])
             return
         if old is not None:
             self._forget(key, old, keep_body=body_key)
+        if over:
+            self._fit_quota_sync(tenant, quota)
         if tags:
             # Eviction leaves rows behind: sweep SWEEP_STEP versions every
             # SWEEP_EVERY tagged puts, faster than puts can leave stale ones.
@@ -452,6 +572,78 @@ class DiskStore:
     @property
     def bytes_used(self) -> int:
         return int(self.cache.volume())
+
+    # ------------------------------------------------------------------ quotas
+
+    def quota_of(self, key: str) -> int | None:
+        """The quota of the tenant of ``key`` (None: none)."""
+        return self.quota(key.partition(SEP)[0]) if self.quota is not None else None
+
+    def tenant_bytes_sync(self, tenant: str) -> int:
+        """The bytes ``tenant`` holds in this tier (as the quota counts them)."""
+        row = self.cache._sql(f"SELECT bytes FROM {_QUOTA_TABLE} WHERE tenant = ?", (tenant.encode(),)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _fit_quota_sync(self, tenant: str, quota: int) -> int:
+        """Evict ``tenant``'s entries while it holds more than ``quota``:
+        among its EVICT_SAMPLE oldest-stored items the least recently used
+        go first, so an entry still read outlives a flood of new ones. At
+        most EVICT_ROWS items per call: a lowered quota is reached over the
+        tenant's next puts, and each put's work stays bounded. Returns the
+        items removed."""
+        cache = self.cache
+        files: list[str | None] = []
+        untag: list[tuple[str, str]] = []
+        with cache.transact():
+            sql = cache._sql
+            while len(files) < EVICT_ROWS:
+                # Read again each round: another worker may have evicted.
+                excess = self.tenant_bytes_sync(tenant) - quota
+                if excess <= 0:
+                    break
+                sample = sql(TENANT_OLDEST_QUERY, (tenant.encode(), EVICT_SAMPLE)).fetchall()
+                if not sample:
+                    break
+                sample.sort(key=lambda row: row[3])
+                picked: dict[str, tuple[int, str | None]] = {}
+                freed = 0
+                for rowid, item_key, filename, _, nbytes in sample:
+                    if freed >= excess:
+                        break
+                    picked[item_key] = (rowid, filename)
+                    freed += nbytes
+                drop = self._whole_entries(sql, picked, untag)
+                _delete_rows(sql, list(drop))
+                files.extend(drop.values())
+        for filename in files:
+            if filename is not None:
+                cache._disk.remove(filename)
+        self._untag_sync(untag)
+        return len(files)
+
+    def _whole_entries(self, sql, items: dict[str, tuple[int, str | None]], untag: list) -> dict[int, str | None]:
+        """The rows (rowid -> filename) that go with diskcache ``items`` (key
+        -> (rowid, filename)) for whole entries to go: a metadata item takes
+        its body, a body the metadata naming it. Adds their tag rows to
+        ``untag``."""
+        cache = self.cache
+        drop = dict(items.values())
+        bodies: list[str] = []
+        for mk, (rowid, mode, filename, value) in _rows(sql, list(dict.fromkeys(_meta_key(_entry_key(k)) for k in items))).items():
+            try:
+                meta = Meta.loads(cache._disk.fetch(mode, filename, value, False))
+            except Exception:
+                meta = None  # corrupt: goes with its body
+            body_key = meta.extra.get("body") if meta is not None else None
+            if mk in items or body_key in items or meta is None:
+                drop[rowid] = filename
+                if body_key:
+                    bodies.append(body_key)
+                    if meta.extra.get("tags"):
+                        untag.append((mk[2:], _version(body_key)))
+        for rowid, filename in _rows(sql, [b for b in bodies if b not in items], "rowid, filename").values():
+            drop[rowid] = filename
+        return drop
 
     async def close(self) -> None:
         self.cache.close()
@@ -625,17 +817,11 @@ class DiskStore:
         files: list[str] = []
         with cache.transact():
             sql = cache._sql
-            rows = {}
-            for chunk in _chunks([_meta_key(k) for k in want]):
-                marks = ",".join("?" * len(chunk))
-                for rowid, mk, mode, filename, value in sql(
-                    f"SELECT rowid, key, mode, filename, value FROM Cache WHERE key IN ({marks}) AND raw = 1", chunk
-                ):
-                    rows[mk[2:]] = (rowid, mode, filename, value)
+            rows = _rows(sql, [_meta_key(k) for k in want])
             drop: list[int] = []
             bodies: list[str] = []
             for key, vers in want.items():
-                row = rows.get(key)
+                row = rows.get(_meta_key(key))
                 if row is None:
                     untag.extend((key, v) for v in vers or ())
                     continue
@@ -671,13 +857,10 @@ class DiskStore:
                         untag.append((key, ver))
                 if meta.status != 0:
                     affected.append(key)
-            for chunk in _chunks(bodies):
-                marks = ",".join("?" * len(chunk))
-                for rowid, filename in sql(f"SELECT rowid, filename FROM Cache WHERE key IN ({marks}) AND raw = 1", chunk):
-                    drop.append(rowid)
-                    files.append(filename)
-            for chunk in _chunks(drop):
-                sql(f"DELETE FROM Cache WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+            for rowid, filename in _rows(sql, bodies, "rowid, filename").values():
+                drop.append(rowid)
+                files.append(filename)
+            _delete_rows(sql, drop)
         for filename in files:
             if filename is not None:
                 cache._disk.remove(filename)

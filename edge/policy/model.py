@@ -72,6 +72,9 @@ class CacheSettings:
     # RFC 9213 targeted fields, in order of precedence; the first present with
     # a valid value replaces Cache-Control (and Expires) for the edge.
     targeted_fields: tuple[str, ...] = ("cdn-cache-control", "surrogate-control")
+    # Bytes of the node's disk tier this tenant may hold before its own least
+    # recently used entries go; None: the node's cache.tenant_disk_quota.
+    disk_quota: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ MAX_CONNECTIONS = 10_000
 MAX_FAILURES_BEFORE_DOWN = 1000
 MAX_RULES = 1000
 MAX_OBJECT_SIZE = 1 << 40  # 1 TiB
+MAX_DISK_QUOTA = 1 << 50  # 1 PiB, the node's bound on its disk tier
 MAX_EXEMPT_CIDRS = 10_000
 MAX_FILTER_CIDRS = 100_000  # per list; the 1 MiB file limit allows some 50,000
 MAX_RATE_RULES = 100
@@ -88,7 +89,7 @@ OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections", "set_by"),
     "failover": ("retry_on_status", "failures_before_down", "cooldown"),
     "cache": ("enabled", "max_object_size", "strip_set_cookie", "heuristic_fraction", "heuristic_max",
-              "stale_while_revalidate", "stale_if_error", "client_no_cache", "targeted_field", "key"),
+              "stale_while_revalidate", "stale_if_error", "client_no_cache", "targeted_field", "disk_quota", "key"),
     "key": ("tracking_params", "drop_params", "keep_params", "sort_params", "headers", "cookies"),
     "rule": ("match", "edge_ttl", "browser_ttl", "bypass", "key"),
     "match": ("path_prefix", "path_glob", "content_type"),
@@ -156,6 +157,8 @@ ORIGINS = "a non-empty list of origins"
 URL = "an absolute http:// or https:// URL with a host and no path, query or fragment"
 HOST_HEADER = "a hostname or IP address with an optional :port"
 SIZE = 'a size: bytes as an integer, or a string with a unit B, KB, KiB, MB, MiB, GB or GiB like "1.5MiB"'
+DISK_QUOTA = ("null (the node's cache.tenant_disk_quota) or a size from 1 byte to 1048576GiB (1 PiB): bytes as an"
+              ' integer, or a string with a unit B, KB, KiB, MB, MiB, GB or GiB like "2GB"')
 STATUS = "an HTTP status code 400..599"
 STATUS_LIST = "a list of HTTP status codes"
 FRACTION = "a number 0..1"
@@ -258,12 +261,23 @@ def parse_size(value: object) -> int:
     raise ValueError(f"not a size: {value!r}")
 
 
-def _size(v: object) -> Any:
-    try:
-        n = parse_size(v)
-    except ValueError:
-        return _BAD
-    return n if 1 <= n <= MAX_OBJECT_SIZE else _BAD
+def _size_up_to(hi: int) -> Callable[[object], Any]:
+    def convert(v: object) -> Any:
+        try:
+            n = parse_size(v)
+        except ValueError:
+            return _BAD
+        return n if 1 <= n <= hi else _BAD
+
+    return convert
+
+
+_size = _size_up_to(MAX_OBJECT_SIZE)
+_quota_size = _size_up_to(MAX_DISK_QUOTA)
+
+
+def _disk_quota(v: object) -> Any:
+    return None if v is None else _quota_size(v)
 
 
 def _host(v: object) -> Any:
@@ -565,6 +579,7 @@ def _cache(c: _Check, raw: object, path: str) -> CacheSettings:
         stale_if_error=c.get(o, path, "stale_if_error", 0, SECONDS, _int_in(0, MAX_SECONDS)),
         client_no_cache=c.get(o, path, "client_no_cache", "revalidate", CLIENT_NO_CACHE, _one_of("revalidate", "ignore")),
         targeted_fields=_targeted_fields(c.get(o, path, "targeted_field", None, TARGETED_FIELD, _targeted_field)),
+        disk_quota=c.get(o, path, "disk_quota", None, DISK_QUOTA, _disk_quota),
     )
 
 
@@ -986,6 +1001,7 @@ def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failove
             "stale_if_error": cache.stale_if_error,
             "client_no_cache": cache.client_no_cache,
             "targeted_field": cache.targeted_fields[0] if len(cache.targeted_fields) > 2 else None,
+            "disk_quota": cache.disk_quota,
             "key": _key_data(cache.key),
         },
         "rules": [_rule_data(r) for r in rules],

@@ -43,6 +43,7 @@ memory_max_object = "1MiB"
 disk_path = "var/cache"
 disk_size = "10GiB"
 fill_buffer = "512KiB"
+tenant_disk_quota = "2GiB"
 
 [policies]
 directory = "policies"
@@ -100,7 +101,7 @@ def test_full_file(confdir: Path) -> None:
         country="DE",
         workers=4,
         listen=(ListenAddress("0.0.0.0", 8080), ListenAddress("::", 8443)),
-        cache=CacheConfig(256 * 2**20, 2**20, confdir.resolve() / "var/cache", 10 * 2**30, 512 * 2**10),
+        cache=CacheConfig(256 * 2**20, 2**20, confdir.resolve() / "var/cache", 10 * 2**30, 512 * 2**10, 2 * 2**30),
         policies=PoliciesConfig(confdir.resolve() / "policies", 0.0),
         trusted_proxies=(
             ipaddress.ip_network("10.0.0.0/8"),
@@ -129,6 +130,7 @@ def test_defaults() -> None:
     assert cfg.name == "edge" and cfg.country is None and cfg.workers == 1
     assert cfg.listen == (ListenAddress("127.0.0.1", 8080),)
     assert cfg.cache == CacheConfig(256 * 2**20, 2**20, None, 10 * 2**30)
+    assert cfg.cache.tenant_quota == 5 * 2**30  # unset: half of the disk tier
     assert cfg.policies == PoliciesConfig(None, 2.0)
     assert cfg.trusted_proxies == ()
     assert cfg.limits == Limits(8190, 8190, 100, 100 * 2**20)
@@ -265,6 +267,11 @@ BAD = [
     ("[cache]\ndisk_path = \"\"", 'cache.disk_path: expected a path (relative to the config file), found ""', "disk-path-empty"),
     ("[cache]\ndisk_path = 1", "cache.disk_path: expected a path (relative to the config file), found 1", "disk-path-int"),
     ("[cache]\ndisk_size = \"1GiB\"", "cache.disk_size: expected cache.disk_path to be set as well (no path, no disk tier), found no disk_path", "disk-size-without-path"),
+    ("[cache]\ntenant_disk_quota = \"1GiB\"", "cache.tenant_disk_quota: expected cache.disk_path to be set as well (no path, no disk tier), found no disk_path", "tenant-quota-without-path"),
+    ("[cache]\ndisk_path = \"c\"\ndisk_size = \"1GiB\"\ntenant_disk_quota = \"2GiB\"", "cache.tenant_disk_quota: expected at most cache.disk_size (1073741824 bytes), found 2147483648 bytes", "tenant-quota-over-disk"),
+    ("[cache]\ndisk_path = \"c\"\ntenant_disk_quota = -1", f"cache.tenant_disk_quota: {SIZE}, found -1", "tenant-quota-negative"),
+    ("[cache]\ndisk_path = \"c\"\ntenant_disk_quota = 0", "cache.tenant_disk_quota: expected a size from 1 to 1125899906842624 bytes, found 0", "tenant-quota-zero"),
+    ("[cache]\ndisk_path = \"c\"\ntenant_disk_quota = \"half\"", f'cache.tenant_disk_quota: {SIZE}, found "half"', "tenant-quota-word"),
     ("[proxy]\ntrusted_proxies = \"10.0.0.0/8\"", 'proxy.trusted_proxies: expected an array of CIDR strings, found "10.0.0.0/8"', "proxies-not-array"),
     ("[proxy]\ntrusted_proxies = [\"10.0.0.1/8\"]", f'proxy.trusted_proxies[0]: {CIDR}, found "10.0.0.1/8" (has host bits set)', "proxies-host-bits"),
     ("[proxy]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", 10]", f'proxy.trusted_proxies[1]: {CIDR}, found "10.0.0.0/33"\nedge.toml: proxy.trusted_proxies[2]: {CIDR}, found 10', "proxies-each-element"),
@@ -497,3 +504,19 @@ def test_missing_node_list_file_is_a_clear_error(tmp_path):
     config = dataclasses.replace(default_config(), filters=NodeLists(allow_file=tmp_path / "nope.txt"))
     with pytest.raises(ConfigError, match="nope.txt: cannot be read"):
         node_lists(config)
+
+
+@pytest.mark.parametrize(
+    "argv,quota",
+    [
+        (["--origin", "http://127.0.0.1:9", "--cache-dir", "c", "--cache-size", "1GiB"], 2**30),
+        (["--origin", "http://127.0.0.1:9", "--cache-dir", "c"], 10 * 2**30),
+    ],
+    ids=["quick-mode-sized", "quick-mode-default"],
+)
+def test_quick_mode_gives_its_one_tenant_the_whole_disk_tier(argv, quota) -> None:
+    """No other tenant to keep a share for (a node's default is half)."""
+    from edge.cli import _apply_flags, build_parser
+
+    config = _apply_flags(default_config(), build_parser().parse_args(["serve", *argv]), demo=False)
+    assert config.cache.tenant_quota == config.cache.disk_size == quota

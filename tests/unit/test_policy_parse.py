@@ -56,6 +56,8 @@ def errors_of(data: object, **kw: Any) -> list[FieldError]:
 SECONDS = "an integer number of seconds 0..31536000"
 TIMEOUT = "a number of seconds > 0 and <= 3600"
 SIZE = 'a size: bytes as an integer, or a string with a unit B, KB, KiB, MB, MiB, GB or GiB like "1.5MiB"'
+DISK_QUOTA = ("null (the node's cache.tenant_disk_quota) or a size from 1 byte to 1048576GiB (1 PiB): bytes as an"
+              ' integer, or a string with a unit B, KB, KiB, MB, MiB, GB or GiB like "2GB"')
 URL = "an absolute http:// or https:// URL with a host and no path, query or fragment"
 HOST = 'a hostname, an IP address, "*.suffix" or "*"'
 
@@ -130,6 +132,16 @@ BAD_FIELDS = [
     ("size without unit", with_("cache", {"max_object_size": "100"}), "cache.max_object_size", SIZE, '"100"'),
     ("negative size", with_("cache", {"max_object_size": -5}), "cache.max_object_size", SIZE, "-5"),
     ("zero size", with_("cache", {"max_object_size": 0}), "cache.max_object_size", SIZE, "0"),
+    ("negative disk quota", with_("cache", {"disk_quota": -1}), "cache.disk_quota", DISK_QUOTA, "-1"),
+    ("negative disk quota text", with_("cache", {"disk_quota": "-2GB"}), "cache.disk_quota", DISK_QUOTA, '"-2GB"'),
+    ("zero disk quota", with_("cache", {"disk_quota": 0}), "cache.disk_quota", DISK_QUOTA, "0"),
+    ("garbage disk quota", with_("cache", {"disk_quota": "lots"}), "cache.disk_quota", DISK_QUOTA, '"lots"'),
+    ("disk quota unit unknown", with_("cache", {"disk_quota": "2TB"}), "cache.disk_quota", DISK_QUOTA, '"2TB"'),
+    ("disk quota as boolean", with_("cache", {"disk_quota": True}), "cache.disk_quota", DISK_QUOTA, "true"),
+    ("disk quota fraction", with_("cache", {"disk_quota": 2.5}), "cache.disk_quota", DISK_QUOTA, "2.5"),
+    ("disk quota over 1 PiB", with_("cache", {"disk_quota": "1048577GiB"}), "cache.disk_quota", DISK_QUOTA, '"1048577GiB"'),
+    ("disk quota over 1 PiB in bytes", with_("cache", {"disk_quota": (1 << 50) + 1}), "cache.disk_quota", DISK_QUOTA,
+     str((1 << 50) + 1)),
     ("fraction over 1", with_("cache", {"heuristic_fraction": 1.5}), "cache.heuristic_fraction", "a number 0..1", "1.5"),
     ("enabled as text", with_("cache", {"enabled": "false"}), "cache.enabled", "true or false", '"false"'),
     ("cookie header in key", with_("cache", {"key": {"headers": ["Accept-Language", "Cookie"]}}), "cache.key.headers[1]",
@@ -151,7 +163,7 @@ BAD_FIELDS = [
     ("host label too long", with_("hosts", ["a" * 64 + ".example"]), "hosts[0]", HOST, '"' + "a" * 58 + "…"),
     ("unknown top-level key, close", with_("rule", []), "rule", 'a known key (did you mean "rules"?)', "an unknown key"),
     ("unknown nested key", with_("cache", {"ttl": 5}), "cache.ttl",
-     "one of the keys enabled, max_object_size, strip_set_cookie, heuristic_fraction, heuristic_max, stale_while_revalidate, stale_if_error, client_no_cache, targeted_field, key", "an unknown key"),
+     "one of the keys enabled, max_object_size, strip_set_cookie, heuristic_fraction, heuristic_max, stale_while_revalidate, stale_if_error, client_no_cache, targeted_field, disk_quota, key", "an unknown key"),
     ("unknown key in rule match", with_("rules", [{"match": {"path": "/a"}, "bypass": True}]), "rules[0].match.path",
      'a known key (did you mean "path_glob"?)', "an unknown key"),
     ("unknown key with odd name", with_("cache", {"max size": 5}), 'cache["max size"]',
@@ -309,6 +321,28 @@ def test_duplicate_hosts_in_one_file_count_once():
 def test_sizes(size, nbytes):
     assert parse_size(size) == nbytes
     assert parse(with_("cache", {"max_object_size": size})).cache.max_object_size == nbytes
+
+
+@pytest.mark.parametrize(
+    ("value", "nbytes"),
+    [
+        (None, None),
+        ("2GB", 2_000_000_000),
+        ("500MiB", 500 << 20),
+        (1, 1),
+        ("1048576GiB", 1 << 50),
+    ],
+    ids=["null-node-default", "2GB", "500MiB", "one-byte", "1PiB"],
+)
+def test_disk_quota(value, nbytes):
+    assert parse(with_("cache", {"disk_quota": value})).cache.disk_quota == nbytes
+
+
+def test_disk_quota_defaults_to_the_node_and_round_trips():
+    assert parse(BASE).cache.disk_quota is None
+    p = parse(with_("cache", {"disk_quota": "2GB"}))
+    assert to_data(p)["cache"]["disk_quota"] == 2_000_000_000
+    assert parse(to_data(p)).cache.disk_quota == 2_000_000_000
 
 
 def test_rule_key_replaces_only_the_fields_it_names():
