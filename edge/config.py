@@ -59,6 +59,9 @@ class CacheConfig:
     memory_max_object: int = 2**20  # larger objects live only on disk, streamed
     disk_path: Path | None = None  # absolute; None: no disk tier
     disk_size: int = 10 * 2**30
+    # Per worker: what compressions of stored responses running at once may
+    # hold (bodies plus coder states); beyond it clients get identity. 0: none.
+    compress_budget: int = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +250,7 @@ def describe(value: object) -> str:
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("name", "country", "workers"),
     "listen": ("address", "proxy_protocol"),
-    "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size"),
+    "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size", "compress_budget"),
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies",),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
@@ -514,6 +517,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     memory_max_object = r.get(t, "cache", "memory_max_object", dc.memory_max_object, _size(1))
     disk_path = r.get(t, "cache", "disk_path", dc.disk_path, r.path)
     disk_size = r.get(t, "cache", "disk_size", dc.disk_size, _size(1))
+    compress_budget = r.get(t, "cache", "compress_budget", dc.compress_budget, _size(0))
     if memory_max_object > memory_size:
         r.error(
             "cache.memory_max_object",
@@ -522,7 +526,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         )
     if "disk_size" in t and "disk_path" not in t:
         r.error("cache.disk_size", "cache.disk_path to be set as well (no path, no disk tier)", "no disk_path")
-    cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size)
+    cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size, compress_budget)
 
     t = r.table(data, "policies")
     directory = r.get(t, "policies", "directory", None, r.path)
