@@ -70,6 +70,9 @@ class CacheConfig:
     # otherwise (cache.disk_quota). None: half of disk_size, so that one
     # tenant's flood of distinct URLs leaves the others at least the rest.
     tenant_disk_quota: int | None = None
+    # Per worker: what compressions of stored responses running at once may
+    # hold (bodies plus coder states); beyond it clients get identity. 0: none.
+    compress_budget: int = 64 * 2**20
 
     @property
     def tenant_quota(self) -> int:
@@ -289,7 +292,8 @@ def describe(value: object) -> str:
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("name", "country", "workers"),
     "listen": ("address", "proxy_protocol", "proxy_protocol_from"),
-    "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size", "fill_buffer", "tenant_disk_quota"),
+    "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size", "fill_buffer", "tenant_disk_quota",
+              "compress_budget"),
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies", "client_address_header"),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
@@ -583,6 +587,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     memory_max_object = r.get(t, "cache", "memory_max_object", dc.memory_max_object, _size(1))
     disk_path = r.get(t, "cache", "disk_path", dc.disk_path, r.path)
     disk_size = r.get(t, "cache", "disk_size", dc.disk_size, _size(1))
+    compress_budget = r.get(t, "cache", "compress_budget", dc.compress_budget, _size(0))
     fill_buffer = r.get(t, "cache", "fill_buffer", dc.fill_buffer, _size(64 * 1024))
     for key, value in (("memory_max_object", memory_max_object), ("fill_buffer", fill_buffer)):
         if value > memory_size:
@@ -594,7 +599,8 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
         r.error("cache.tenant_disk_quota", "cache.disk_path to be set as well (no path, no disk tier)", "no disk_path")
     elif tenant_disk_quota is not None and tenant_disk_quota > disk_size:
         r.error("cache.tenant_disk_quota", f"at most cache.disk_size ({disk_size} bytes)", f"{tenant_disk_quota} bytes")
-    cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size, fill_buffer, tenant_disk_quota)
+    cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size, fill_buffer, tenant_disk_quota,
+                        compress_budget)
 
     t = r.table(data, "policies")
     directory = r.get(t, "policies", "directory", None, r.path)

@@ -128,6 +128,7 @@ class Pipeline:
         self._share_wait = cfg.timeouts.origin_queue  # for a client over its share of the origin's connections
         self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
         self._compressing: set[str] = set()  # variant keys being compressed now
+        self._compress_budget = cz.Budget(cfg.cache.compress_budget)
         self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
 
     async def close(self) -> None:
@@ -556,64 +557,101 @@ class Pipeline:
         """The stored response compressed with ``coding``: the variant made
         before for this very response, or made now (once: concurrent
         requests get identity meanwhile) and stored beside it. None: serve
-        identity (too small or large, no gain, or being compressed)."""
+        identity (too small or large, no gain, being compressed, or the
+        worker's compression budget spent by others)."""
         key = getattr(hit, "key", None)
         if key is None:
             return None
         meta = hit.meta
         vkey = key + _ENCODED_SEP + coding
-        store = self.state.store
-        found = store.get_now(vkey)
-        if found is None and store.disk is not None:
-            found = await store.get(vkey)
+        found = await self._stored_variant(vkey, meta)
         if found is not None:
-            if found.meta.extra.get("of") == meta.response_time:  # made from this response
-                await self._close_stale(hit)
-                found.key = vkey
-                return found
-            await self._close_stale(found)
+            await self._close_stale(hit)
+            return found
         size = len(hit.body) if hit.body is not None else meta.size
         if vkey in self._compressing or not cz.MIN_SIZE <= size <= cz.MAX_SIZE:
             return None
+        cost = cz.cost(size, coding)
+        if not self._compress_budget.take(cost):
+            return None  # a later hit compresses it, when the others are done
         self._compressing.add(vkey)
         try:
-            body = hit.body
-            if body is None:
-                assert hit.chunks is not None
-                chunks, hit.chunks = hit.chunks, None
-                try:
-                    body = b"".join([chunk async for chunk in chunks])
-                finally:
-                    await chunks.aclose()
-                hit.body = body  # identity stays servable if compressing does not pay
-            data = await cz.compress_async(body, coding)
-            if len(data) >= len(body):
-                meta.extra["cz"] = 0  # incompressible: never tried again for this entry
+            if not await self._store_variant(hit, vkey, coding):
                 return None
-            extra = {"of": meta.response_time}
-            if "tags" in meta.extra:
-                extra["tags"] = meta.extra["tags"]
-            vmeta = Meta(
-                status=meta.status,
-                headers=tuple(cz.variant_headers(meta.headers, coding, len(data))),
-                request_time=meta.request_time,
-                response_time=meta.response_time,
-                initial_age=meta.initial_age,
-                lifetime=meta.lifetime,
-                size=len(data),
-                vary=meta.vary,
-                detail=meta.detail,
-                extra=extra,
-            )
-            await store.put(vkey, vmeta, data)
-            variant = Hit(vmeta, data, None)
-            variant.key = vkey
-            return variant
+            found = await self._stored_variant(vkey, meta)
+            if found is not None:
+                await self._close_stale(hit)
+            return found
         except Exception:
             log.exception("compressing a stored response failed; identity served")
             return None
         finally:
             self._compressing.discard(vkey)
+            self._compress_budget.give(cost)
+
+    async def _stored_variant(self, vkey: str, meta: Meta) -> Hit | None:
+        """The variant stored under ``vkey`` if it was made from the response
+        ``meta`` describes (an older one is left to be replaced)."""
+        store = self.state.store
+        found = store.get_now(vkey)
+        if found is None and store.disk is not None:
+            found = await store.get(vkey)
+        if found is None:
+            return None
+        if found.meta.extra.get("of") != meta.response_time:
+            await self._close_stale(found)
+            return None
+        found.key = vkey
+        return found
+
+    async def _store_variant(self, hit: Hit, vkey: str, coding: str) -> bool:
+        """Streams the stored body of ``hit`` through the coder into the
+        store under ``vkey``: in memory while small, else to the disk tier.
+        False when nothing was stored: no gain (the entry is marked, not to
+        be tried again), or the entry was replaced or purged meanwhile."""
+        meta = hit.meta
+        store = self.state.store
+        size = len(hit.body) if hit.body is not None else meta.size
+        chunks = None
+        if hit.body is not None:
+            source = hit.body
+        else:
+            # A reader of its own: the stream of ``hit`` stays whole, for
+            # identity if compressing fails or does not pay.
+            again = await store.get(hit.key)
+            if again is None or again.meta.response_time != meta.response_time:
+                await self._close_stale(again)
+                return False
+            chunks = again.chunks
+            source = again.body if again.body is not None else chunks
+        extra = {"of": meta.response_time}
+        if "tags" in meta.extra:
+            extra["tags"] = meta.extra["tags"]
+        # Headers once the compressed length is known; nothing rendered for identity.
+        vmeta = dataclasses.replace(meta, headers=(), size=0, extra=extra, template=None, template_version="")
+        # Compressed bytes as many as the identity ones do not pay: the sink gives up.
+        sink = _Sink(store, vkey, vkey, vmeta, (), size - 1, None)
+        encoded = cz.encode(source, coding)
+        try:
+            async for data in encoded:
+                await sink.feed(data)
+                if sink.dead:
+                    break
+        except BaseException:
+            await sink.abort()
+            raise
+        finally:
+            await encoded.aclose()
+            if chunks is not None:
+                await chunks.aclose()
+        if sink.size >= size:
+            meta.extra["cz"] = 0  # incompressible: never tried again for this entry
+            return False
+        if sink.dead:
+            return False  # too large for memory, and there is no disk tier
+        vmeta.headers = tuple(cz.variant_headers(meta.headers, coding, sink.size))
+        await sink.commit()
+        return True
 
     async def _ranged(self, request, ctx: Ctx, hit: Hit, tpl, age: float, status_value: str) -> web.StreamResponse | None:
         """RFC 9110 §14: a 206 or 416 cut from the stored 200; None: serve it whole."""

@@ -1,8 +1,11 @@
 """Compressed variants of cached responses (RFC 9110 §8.4, §12.5.3).
 
-The edge compresses a text-like response once, when it is stored, and keeps
-the compressed bytes as a variant of its own; hits are then served without
-compressing again. To keep the number of variants per URL small, a client's
+The edge compresses a text-like response once, on the first hit that asks
+for a coding, and keeps the compressed bytes as a variant of its own; later
+hits are served without compressing again. A body is compressed as a stream
+(``encode``), one stored chunk at a time, and a worker's compressions running
+at once are bounded by bytes (``Budget``, the node's
+``cache.compress_budget``): past it, clients get identity meanwhile. To keep the number of variants per URL small, a client's
 Accept-Encoding is reduced to one of three buckets ("br", "gzip",
 "identity") before it selects a variant: two clients that accept the same
 coding share one stored copy however they spell their header.
@@ -16,9 +19,9 @@ keep them apart.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import re
-from collections.abc import Iterable
+import zlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 import brotli
 
@@ -31,10 +34,13 @@ __all__ = [
     "INLINE_LIMIT",
     "MAX_SIZE",
     "MIN_SIZE",
+    "Budget",
+    "Encoder",
     "accept_bucket",
     "compress",
-    "compress_async",
     "compressible",
+    "cost",
+    "encode",
     "identity_headers_vary",
     "origin_etag",
     "variant_headers",
@@ -45,14 +51,27 @@ __all__ = [
 # HTML and JS faster too; q11 saves another 10 % at about 1 MB/s, too slow
 # even for a once-per-object cost on the fill path.
 BROTLI_QUALITY = 5
+# The streaming coder's window and input block (log2): 1 MiB each. Its state
+# grows with the window, to about 30 MiB with the library's 4 MiB default on
+# large bodies and to about 7 MiB here; blocks of 1 MiB give the ratio of a
+# one-shot compression, the default 64 KiB ones about 5 % less.
+BROTLI_LGWIN = 20
+BROTLI_LGBLOCK = 20
 GZIP_LEVEL = 6
+# zlib's window bits for a gzip wrapper (RFC 1952) with MTIME 0.
+_GZIP_WBITS = 16 + 15
+# What a coder's state may take at most (measured on large text bodies):
+# counted against the compression budget besides the body.
+CODER_STATE = {"br": 8 * 1024 * 1024, "gzip": 512 * 1024}
 # Below this the savings do not pay for the coding headers and the CPU.
 MIN_SIZE = 512
-# Compressed whole, in memory, once per stored object.
+# Once per stored object; larger ones are served as they are.
 MAX_SIZE = 16 * 1024 * 1024
-# Bodies from this size on are compressed in a worker thread (brotli and
+# Chunks from this size on are compressed in a worker thread (brotli and
 # zlib release the GIL) so the event loop keeps serving meanwhile.
 INLINE_LIMIT = 64 * 1024
+# Pieces a body held in memory is fed to the coder in.
+_PIECE = 256 * 1024
 
 CODINGS = ("br", "gzip")
 _ETAG_SUFFIX = {"br": "-br", "gzip": "-gz"}
@@ -138,7 +157,7 @@ def compressible(
     """Whether the edge may store a compressed variant of this response.
 
     Only 200s of text-like types between ``MIN_SIZE`` and ``MAX_SIZE``
-    bytes (a known size: the body is compressed whole). Never a body that
+    bytes (a known size: the budget counts it). Never a body that
     already has a content coding, nor one whose origin said ``no-transform``
     (RFC 9111 §5.2.2.6, RFC 9110 §7.7).
     """
@@ -164,24 +183,99 @@ def compressible(
 # ------------------------------------------------------------ coding
 
 
+class Encoder:
+    """One body in content coding ``coding`` ("br" or "gzip"), fed in pieces.
+
+    The bytes out do not depend on how the input is cut, and gzip's carry
+    MTIME 0: the same body always gives the same bytes, so two workers that
+    compress one object store identical variants (their entity tag is the
+    same, and ranges are cut from them)."""
+
+    __slots__ = ("_feed", "_finish")
+
+    def __init__(self, coding: str) -> None:
+        if coding == "br":
+            c = brotli.Compressor(quality=BROTLI_QUALITY, lgwin=BROTLI_LGWIN, lgblock=BROTLI_LGBLOCK)
+            self._feed, self._finish = c.process, c.finish
+        elif coding == "gzip":
+            z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+            self._feed, self._finish = z.compress, z.flush
+        else:
+            raise ValueError(f"unsupported content coding {coding!r}")
+
+    def feed(self, data) -> bytes:
+        """Compressed bytes that ``data`` (any bytes-like) completed; often none yet."""
+        return self._feed(data)
+
+    def finish(self) -> bytes:
+        """The rest of the stream; the encoder is done."""
+        return self._finish()
+
+
 def compress(body: bytes, coding: str) -> bytes:
-    """``body`` in content coding ``coding`` ("br" or "gzip"). Deterministic:
-    the same body gives the same bytes (gzip with mtime 0), so two workers
-    that compress one object store identical variants."""
-    if coding == "br":
-        return brotli.compress(body, quality=BROTLI_QUALITY)
-    if coding == "gzip":
-        return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
-    raise ValueError(f"unsupported content coding {coding!r}")
+    """``body`` in content coding ``coding``, at once: the bytes ``encode``
+    gives for it."""
+    encoder = Encoder(coding)
+    return encoder.feed(body) + encoder.finish()
 
 
-async def compress_async(body: bytes, coding: str) -> bytes:
-    """``compress`` without blocking the event loop for large bodies."""
-    if len(body) < INLINE_LIMIT:
-        return compress(body, coding)
-    if coding not in CODINGS:
-        raise ValueError(f"unsupported content coding {coding!r}")
-    return await asyncio.to_thread(compress, body, coding)
+async def _pieces(body: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(body)
+    for start in range(0, len(view), _PIECE):
+        yield view[start : start + _PIECE]
+
+
+async def encode(source: bytes | AsyncIterable[bytes], coding: str) -> AsyncIterator[bytes]:
+    """``source`` (a body, or its chunks as stored) in content coding
+    ``coding``, piece by piece as the coder gives them: one input chunk and
+    its output are held at a time, never the whole body. Chunks from
+    ``INLINE_LIMIT`` on, and the end of a stream that long, are compressed in
+    a worker thread."""
+    encoder = Encoder(coding)
+    chunks = _pieces(source) if isinstance(source, (bytes, bytearray)) else source
+    fed = 0
+    async for chunk in chunks:
+        fed += len(chunk)
+        out = encoder.feed(chunk) if len(chunk) < INLINE_LIMIT else await asyncio.to_thread(encoder.feed, chunk)
+        if out:
+            yield out
+    # Brotli keeps up to a block of input until the end: that is compressed now.
+    out = encoder.finish() if fed < INLINE_LIMIT else await asyncio.to_thread(encoder.finish)
+    if out:
+        yield out
+
+
+def cost(size: int, coding: str) -> int:
+    """What compressing a body of ``size`` bytes counts against the budget:
+    the compressed copy, which may grow to the body's size while it is
+    collected (a streamed one holds less), and the coder's state."""
+    return size + CODER_STATE[coding]
+
+
+class Budget:
+    """Bytes the compressions running at once in one worker may hold.
+
+    Taken and given back on the event loop only. ``peak``: the most ever
+    taken at once."""
+
+    __slots__ = ("limit", "used", "peak")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False (nothing reserved) when they do not fit."""
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        if self.used > self.peak:
+            self.peak = self.used
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
 
 
 # ------------------------------------------------------------ header fields

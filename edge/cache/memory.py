@@ -1,4 +1,5 @@
-"""Memory tier: an LRU bounded by bytes, for hot small objects.
+"""Memory tier: an LRU bounded by bytes, for hot small objects. An entry
+costs what it takes in this process (``entry_cost``), not only its body.
 
 Besides the LRU it keeps two indexes for purges (``edge/cache/purge.py``):
 the keys in sorted order, so that a URL, a prefix or a whole tenant is a
@@ -9,6 +10,7 @@ LRU itself (``_IndexedLRU``); the hit path (``get_now``) does not touch them.
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterator
 
 from cachetools import Cache, LRUCache
@@ -17,16 +19,48 @@ from sortedcontainers import SortedList
 from edge.cache.key import SEP
 from edge.cache.store import Hit, Meta, Removal
 
-# Rough per-entry overhead (dict slot, tuples, strings) so that many tiny
-# entries cannot exceed the configured bound by an order of magnitude.
-_OVERHEAD = 512
 # The character after SEP: "tenant\nhost" + _AFTER_SEP is above every key of that host.
 _AFTER_SEP = chr(ord(SEP) + 1)
 
+# What an entry holds besides its strings, measured with tracemalloc
+# (CPython 3.11, 64-bit): the LRU's slots in its data, size and order maps,
+# the sorted key index, the stored tuple, Meta with its floats and extra
+# dict, and the served headers (``Meta.template``, built on the first hit).
+_ENTRY = 800
+# Per header field: its pair tuple and slot, and its share of the template.
+# A name counts twice: a case-insensitive name carries a lower-case copy.
+_FIELD = 90
+# Per member of a tuple or list, and per tag in the (tenant, tag) index.
+_SLOT = 8
+_TAG = 96
+_getsizeof = sys.getsizeof
 
-def _cost(item: tuple[Meta, bytes]) -> int:
-    meta, body = item
-    return len(body) + _OVERHEAD + sum(len(k) + len(v) for k, v in meta.headers)
+
+def _extra_size(value) -> int:
+    if isinstance(value, (list, tuple)):
+        return _getsizeof(value) + sum(_getsizeof(v) for v in value)
+    return _getsizeof(value)
+
+
+def entry_cost(key: str, meta: Meta, body: bytes) -> int:
+    """The bytes an entry costs this process, not only its body: the key
+    (long URLs), the header fields, Vary names, the extra fields (tags, a
+    disk body's name) and the fixed part of every entry. Many small entries
+    must not take a multiple of ``cache.memory_size``."""
+    size = _ENTRY + _getsizeof(key) + _getsizeof(body)
+    for name, value in meta.headers:
+        size += 2 * _getsizeof(name) + _getsizeof(value) + _FIELD
+    for name in meta.vary:
+        size += _getsizeof(name) + _SLOT
+    extra = meta.extra
+    if extra:
+        size += _getsizeof(extra) + sum(_extra_size(v) for v in extra.values())
+        size += _TAG * len(extra.get("tags", ()))
+    return size
+
+
+def _stored_cost(item: tuple[Meta, bytes, int]) -> int:
+    return item[2]
 
 
 def _tenant(key: str) -> str:
@@ -47,7 +81,7 @@ class _IndexedLRU(LRUCache):
         self.index: SortedList = SortedList()
         self.tags: dict[tuple[str, str], set[str]] = {}
 
-    def __setitem__(self, key: str, value: tuple[Meta, bytes]) -> None:
+    def __setitem__(self, key: str, value: tuple[Meta, bytes, int]) -> None:
         if key in self:
             # Replaced: the old entry's tags go (an eviction of this very key
             # while making room would untag it again, harmlessly).
@@ -73,7 +107,7 @@ class _IndexedLRU(LRUCache):
         self.index.discard(key)
         self._untag(key, value)
 
-    def _untag(self, key: str, value: tuple[Meta, bytes]) -> None:
+    def _untag(self, key: str, value: tuple[Meta, bytes, int]) -> None:
         tags = value[0].extra.get("tags")
         if not tags:
             return
@@ -97,7 +131,7 @@ class MemoryStore:
 
     def __init__(self, max_bytes: int, max_object: int) -> None:
         self.max_object = max_object
-        self._lru: _IndexedLRU = _IndexedLRU(maxsize=max(max_bytes, 1), getsizeof=_cost)
+        self._lru: _IndexedLRU = _IndexedLRU(maxsize=max(max_bytes, 1), getsizeof=_stored_cost)
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -117,11 +151,11 @@ class MemoryStore:
         return self.get_now(key)
 
     def put_now(self, key: str, meta: Meta, body: bytes) -> bool:
-        item = (meta, body)
-        if len(body) > self.max_object or _cost(item) > self._lru.maxsize:
+        cost = entry_cost(key, meta, body)
+        if len(body) > self.max_object or cost > self._lru.maxsize:
             self._lru.pop(key, None)
             return False
-        self._lru[key] = item
+        self._lru[key] = (meta, body, cost)
         return True
 
     async def put(self, key: str, meta: Meta, body: bytes) -> None:
@@ -134,7 +168,11 @@ class MemoryStore:
         item = self._lru.get(key)
         if item is None or expected is not None and item[0].response_time != expected:
             return False
-        self._lru[key] = (meta, item[1])
+        cost = entry_cost(key, meta, item[1])
+        if cost > self._lru.maxsize:
+            self._lru.pop(key, None)
+            return False
+        self._lru[key] = (meta, item[1], cost)
         return True
 
     async def update(self, key: str, meta: Meta, expected: float | None = None) -> bool:
@@ -188,7 +226,7 @@ class MemoryStore:
         lru = self._lru
         if key not in lru:
             return False
-        meta, _ = Cache.__getitem__(lru, key)  # no LRU bump
+        meta = Cache.__getitem__(lru, key)[0]  # no LRU bump
         if not soft:
             del lru[key]
             return meta.status != 0

@@ -2,10 +2,17 @@
 variants made once from the stored identity response, over real sockets."""
 from __future__ import annotations
 
+import asyncio
 import gzip
+import hashlib
+import random
+import tracemalloc
+import zlib
 
 import brotli
 from aiohttp import web
+
+from edge.cache import compress as cz
 
 TEXT = ("<p>Ein Satz, der sich oft wiederholt, damit er sich gut packen lässt.</p>\n" * 200).encode()
 
@@ -95,3 +102,84 @@ async def test_large_disk_entries_are_compressed_too(origin, make_edge, client):
     await asyncio.sleep(0.2)
     _, h, body = await _get(client, edge.url + "/big.js", **{"Accept-Encoding": "br"})
     assert h["Content-Encoding"] == "br" and brotli.decompress(body) == big
+
+
+def _words(size: int, seed: int) -> bytes:
+    """Text that packs about as well as a real page (not a repeated line)."""
+    rng = random.Random(seed)
+    vocabulary = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyzäöü", k=rng.randint(2, 9))) for _ in range(2000)]
+    text = " ".join(rng.choices(vocabulary, k=size // 5)).encode()
+    return text[:size].ljust(size, b".")
+
+
+async def _until_hit(client, url: str) -> None:
+    """Wait until ``url`` is stored (a streamed body is committed after its last byte went out)."""
+    for _ in range(200):
+        async with client.get(url, headers={"Accept-Encoding": "identity"}) as r:
+            await r.read()
+            if "; hit" in r.headers["Cache-Status"]:
+                return
+    raise AssertionError(f"{url} never became a hit")
+
+
+async def _fetch_decoded(client, url: str, accept: str) -> tuple[str, str]:
+    """(Content-Encoding, SHA-256 of the decoded body), decoded as it comes:
+    the client holds no whole body, so that only the edge's memory is measured."""
+    digest = hashlib.sha256()
+    async with client.get(url, headers={"Accept-Encoding": accept}) as r:
+        assert r.status == 200
+        coding = r.headers.get("Content-Encoding", "identity")
+        decoder = {"br": brotli.Decompressor().process, "gzip": zlib.decompressobj(31).decompress}.get(coding)
+        async for chunk in r.content.iter_chunked(64 * 1024):
+            digest.update(decoder(chunk) if decoder else chunk)
+    return coding, digest.hexdigest()
+
+
+async def test_compressions_at_once_stay_within_the_budget(origin, make_edge, client):
+    """Clients asking at once for many large objects, each in a coding not
+    made yet: every answer is right (compressed, or identity while the
+    worker's compression budget is spent), and the worker's memory grows by
+    less than the budget, not by a copy of every body."""
+    size = 4 * 2**20
+    base = _words(size, 1)
+    bodies = {str(i): f"{i:08d}".encode() + base[8:] for i in range(6)}
+    digests = {v: hashlib.sha256(b).hexdigest() for v, b in bodies.items()}
+
+    async def handler(request: web.Request) -> web.Response:
+        headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "max-age=600"}
+        return web.Response(body=bodies[request.query["v"]], headers=headers)
+
+    origin.route("/big.txt", handler)
+    budget = cz.cost(size, "br") + size // 2  # one brotli compression at a time
+    edge = await make_edge(quick_origin=origin.url, cache={"compress_budget": budget})
+    for v in bodies:
+        await _until_hit(client, f"{edge.url}/big.txt?v={v}")
+    accepts = ["br", "gzip, deflate, br", "br;q=0.5, gzip", "br", "gzip", "br"]
+
+    tracemalloc.start()
+    try:
+        answers = await asyncio.gather(
+            *(_fetch_decoded(client, f"{edge.url}/big.txt?v={v}", a) for v, a in zip(bodies, accepts))
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [digest for _, digest in answers] == list(digests.values())
+    assert peak < budget, f"{peak} bytes traced at the peak, budget {budget}"
+    codings = [coding for coding, _ in answers]
+    assert "identity" in codings and {"br", "gzip"} & set(codings), codings
+
+    # Later hits compress what was served as identity meanwhile, and once.
+    for v, accept in zip(bodies, accepts):
+        coding, digest = await _fetch_decoded(client, f"{edge.url}/big.txt?v={v}", accept)
+        assert coding == cz.accept_bucket(accept) and digest == digests[v]
+    assert origin.hits["/big.txt"] == len(bodies)
+
+
+async def test_a_zero_budget_serves_identity(origin, make_edge, client):
+    _origin(origin)
+    edge = await make_edge(quick_origin=origin.url, cache={"compress_budget": 0})
+    for _ in range(3):
+        status, h, body = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "br, gzip"})
+        assert status == 200 and body == TEXT and "Content-Encoding" not in h
+        assert "Accept-Encoding" in h["Vary"]

@@ -185,26 +185,111 @@ def test_compress_refuses_other_codings(coding):
         cz.compress(b"x" * 1000, coding)
 
 
+async def _chunks(body: bytes, cuts: list[int]):
+    last = 0
+    for cut in cuts + [len(body)]:
+        yield body[last:cut]
+        last = cut
+
+
+async def _encoded(source, coding: str) -> bytes:
+    return b"".join([piece async for piece in cz.encode(source, coding)])
+
+
+TEXT = BODIES[2][1] * 40  # 5.2 MB: several of brotli's windows and of the store's chunks
+# (case, cut points into TEXT)
+CHUNKINGS = [
+    ("whole", []),
+    ("one byte first", [1]),
+    ("the store's chunks", list(range(256 * 1024, len(TEXT), 256 * 1024))),
+    ("uneven", [7, 7, 70_000, 1_048_575, 1_048_577, len(TEXT) - 1]),
+    ("many small", list(range(0, len(TEXT), 9_973))),
+]
+
+
+@pytest.mark.parametrize("coding", ["br", "gzip"])
+@pytest.mark.parametrize("name, cuts", CHUNKINGS, ids=[c[0] for c in CHUNKINGS])
+async def test_encode_round_trip_whatever_the_chunks(name, cuts, coding):
+    """RFC 9110 §8.4.1: the client decodes exactly the identity bytes; and
+    the bytes do not depend on how the stored body is cut (two workers, one
+    reading memory and one the disk, store the same variant)."""
+    out = await _encoded(_chunks(TEXT, cuts), coding)
+    assert DECODE[coding](out) == TEXT
+    assert out == cz.compress(TEXT, coding) == await _encoded(TEXT, coding)
+
+
+@pytest.mark.parametrize("coding", ["br", "gzip"])
+@pytest.mark.parametrize("name, body", BODIES, ids=[b[0] for b in BODIES])
+async def test_encode_round_trip_of_a_body_in_memory(name, body, coding):
+    assert DECODE[coding](await _encoded(body, coding)) == body
+
+
+@pytest.mark.parametrize("coding", ["br", "gzip"])
+async def test_encode_streams(coding):
+    """Output comes while input still does: the whole body is never held
+    (brotli keeps about two windows of input)."""
+    taken = 0
+    first_output_at = None
+
+    async def source():
+        nonlocal taken
+        for start in range(0, len(TEXT), 64 * 1024):
+            taken += 64 * 1024
+            yield TEXT[start : start + 64 * 1024]
+
+    async for _ in cz.encode(source(), coding):
+        if first_output_at is None:
+            first_output_at = taken
+    assert first_output_at is not None and first_output_at <= 2 * 2**20 + 64 * 1024 < len(TEXT)
+
+
 @pytest.mark.parametrize("coding", ["br", "gzip"])
 @pytest.mark.parametrize("size, off_loop", [(100, False), (cz.INLINE_LIMIT - 1, False), (cz.INLINE_LIMIT, True), (1_000_000, True)])
-async def test_compress_async_moves_large_bodies_off_the_event_loop(monkeypatch, coding, size, off_loop):
+async def test_encode_moves_large_chunks_off_the_event_loop(monkeypatch, coding, size, off_loop):
     threads = []
-    real = cz.compress
 
-    def spy(body, c):
-        threads.append(threading.get_ident())
-        return real(body, c)
+    class Spy(cz.Encoder):
+        def feed(self, data):
+            threads.append(threading.get_ident())
+            return super().feed(data)
 
-    monkeypatch.setattr(cz, "compress", spy)
+    monkeypatch.setattr(cz, "Encoder", Spy)
     body = (b"edge cache " * (size // 11 + 1))[:size]
-    out = await cz.compress_async(body, coding)
+    out = await _encoded(_chunks(body, []), coding)
     assert DECODE[coding](out) == body
     assert (threads[0] != threading.get_ident()) is off_loop
 
 
-async def test_compress_async_refuses_other_codings():
+@pytest.mark.parametrize("coding", ["identity", "deflate", "x-gzip", "", "BR"])
+async def test_encode_refuses_other_codings(coding):
     with pytest.raises(ValueError, match="unsupported content coding"):
-        await cz.compress_async(b"x" * 100_000, "deflate")
+        await _encoded(b"x" * 100_000, coding)
+
+
+# (case, limit, operations as (take n | give n), expected answers, used, peak)
+BUDGET = [
+    ("fits", 100, [("take", 60)], [True], 60, 60),
+    ("exactly full", 100, [("take", 60), ("take", 40)], [True, True], 100, 100),
+    ("over: refused, nothing taken", 100, [("take", 60), ("take", 41)], [True, False], 60, 60),
+    ("given back: fits again", 100, [("take", 60), ("give", 60), ("take", 100)], [True, None, True], 100, 100),
+    ("peak stays", 100, [("take", 70), ("give", 70), ("take", 10)], [True, None, True], 10, 70),
+    ("zero budget: nothing compressed", 0, [("take", 1)], [False], 0, 0),
+    ("larger than the budget: never", 10, [("take", 11)], [False], 0, 0),
+]
+
+
+@pytest.mark.parametrize("case, limit, ops, answers, used, peak", BUDGET, ids=[b[0] for b in BUDGET])
+def test_budget(case, limit, ops, answers, used, peak):
+    budget = cz.Budget(limit)
+    got = [budget.take(n) if op == "take" else budget.give(n) for op, n in ops]
+    assert got == answers
+    assert (budget.used, budget.peak) == (used, peak)
+
+
+@pytest.mark.parametrize("coding", ["br", "gzip"])
+def test_cost_counts_the_body_and_the_coder(coding):
+    assert cz.cost(cz.MAX_SIZE, coding) == cz.MAX_SIZE + cz.CODER_STATE[coding]
+    assert cz.cost(0, coding) > 0
 
 
 def _fields(pairs) -> dict[str, list[str]]:
