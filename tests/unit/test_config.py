@@ -265,7 +265,7 @@ BAD = [
     ("[cache]\nmemory_size = \"1MiB\"\nmemory_max_object = \"2MiB\"", "cache.memory_max_object: expected at most cache.memory_size (1048576 bytes), found 2097152 bytes", "max-object-over-memory"),
     ("[cache]\nfill_buffer = \"4KiB\"", 'cache.fill_buffer: expected a size from 65536 to 1125899906842624 bytes, found "4KiB"', "fill-buffer-small"),
     ("[cache]\nmemory_size = \"1MiB\"\nfill_buffer = \"2MiB\"", "cache.fill_buffer: expected at most cache.memory_size (1048576 bytes), found 2097152 bytes", "fill-buffer-over-memory"),
-    ("[cache]\nfill_bufer = \"1MiB\"", 'cache.fill_bufer: expected one of the keys disk_path, disk_size, fill_buffer, memory_max_object, memory_size, tenant_disk_quota, found an unknown key (did you mean "fill_buffer"?)', "fill-buffer-typo"),
+    ("[cache]\nfill_bufer = \"1MiB\"", 'cache.fill_bufer: expected one of the keys compress_budget, disk_path, disk_size, fill_buffer, memory_max_object, memory_size, tenant_disk_quota, found an unknown key (did you mean "fill_buffer"?)', "fill-buffer-typo"),
     ("[cache]\ndisk_path = \"\"", 'cache.disk_path: expected a path (relative to the config file), found ""', "disk-path-empty"),
     ("[cache]\ndisk_path = 1", "cache.disk_path: expected a path (relative to the config file), found 1", "disk-path-int"),
     ("[cache]\ncompress_budget = -1", f"cache.compress_budget: {SIZE}, found -1", "compress-budget-negative"),
