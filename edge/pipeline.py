@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from cachetools import LRUCache
 from multidict import CIMultiDict
 
 from edge.admin.control import purge_everywhere
@@ -127,7 +128,8 @@ class Pipeline:
         self._slots = self._limits.slots if self._limits is not None else None
         self._share_wait = cfg.timeouts.origin_queue  # for a client over its share of the origin's connections
         self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
-        self._compressing: set[str] = set()  # variant keys being compressed now
+        self._compressing: set[str] = set()
+        self._no_variant: LRUCache = LRUCache(maxsize=4096)  # (variant key, response time): compressing did not pay  # variant keys being compressed now
         self._compress_budget = cz.Budget(cfg.cache.compress_budget)
         self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
 
@@ -564,6 +566,8 @@ class Pipeline:
             return None
         meta = hit.meta
         vkey = key + _ENCODED_SEP + coding
+        if (vkey, meta.response_time) in self._no_variant:
+            return None  # tried for this very response: it does not pay
         found = await self._stored_variant(vkey, meta)
         if found is not None:
             await self._close_stale(hit)
@@ -577,6 +581,9 @@ class Pipeline:
         self._compressing.add(vkey)
         try:
             if not await self._store_variant(hit, vkey, coding):
+                # Remembered here too: the mark on a disk entry's metadata
+                # is lost with the copy read for this hit.
+                self._no_variant[(vkey, meta.response_time)] = True
                 return None
             found = await self._stored_variant(vkey, meta)
             if found is not None:

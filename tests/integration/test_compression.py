@@ -96,10 +96,7 @@ async def test_large_disk_entries_are_compressed_too(origin, make_edge, client):
     big = TEXT * 20  # ~1.4 MB, past the memory tier's object limit below
     _origin(origin, "/big.js", big, {"Content-Type": "application/javascript"})
     edge = await make_edge(quick_origin=origin.url, cache={"memory_max_object": 64 * 1024})
-    await _get(client, edge.url + "/big.js")
-    import asyncio
-
-    await asyncio.sleep(0.2)
+    await _until_hit(client, edge.url + "/big.js")
     _, h, body = await _get(client, edge.url + "/big.js", **{"Accept-Encoding": "br"})
     assert h["Content-Encoding"] == "br" and brotli.decompress(body) == big
 
@@ -183,3 +180,24 @@ async def test_a_zero_budget_serves_identity(origin, make_edge, client):
         status, h, body = await _get(client, edge.url + "/page.html", **{"Accept-Encoding": "br, gzip"})
         assert status == 200 and body == TEXT and "Content-Encoding" not in h
         assert "Accept-Encoding" in h["Vary"]
+
+
+async def test_an_incompressible_disk_entry_is_tried_once(origin, make_edge, client, monkeypatch):
+    """A disk entry is read anew on every hit: that compressing it did not pay
+    must be remembered elsewhere, or every hit compresses it again."""
+    noise = random.Random(7).randbytes(300_000)
+    _origin(origin, "/noise.txt", noise, {"Content-Type": "text/plain"})
+    edge = await make_edge(quick_origin=origin.url, cache={"memory_max_object": 64 * 1024})
+    await _until_hit(client, edge.url + "/noise.txt")
+    runs: list[str] = []
+    encode = cz.encode
+
+    def counted(source, coding):
+        runs.append(coding)
+        return encode(source, coding)
+
+    monkeypatch.setattr(cz, "encode", counted)
+    for _ in range(3):
+        _, h, body = await _get(client, edge.url + "/noise.txt", **{"Accept-Encoding": "br"})
+        assert "Content-Encoding" not in h and body == noise
+    assert runs == ["br"]
