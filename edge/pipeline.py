@@ -105,6 +105,7 @@ class Ctx:
     body: object = None  # the one reader of the request body, shared by the WAF and the forwarding
     body_timeout: bool = False
     store_key: str = ""  # the key the entry being served was found under
+    gated: bool = False  # passed _origin_gate (the WAF's full pass, a concurrency slot)
 
 
 class Pipeline:
@@ -215,7 +216,10 @@ class Pipeline:
 
     async def _origin_gate(self, request, ctx: Ctx, policy):
         """What a request must pass before it may go to the origin: the
-        client's concurrency limits and every WAF rule."""
+        client's concurrency limits and every WAF rule. Once passed, passed
+        (``ctx.gated``): the phases may ask again on the way."""
+        if ctx.gated:
+            return None
         if self._looped(request.headers.getall("Via", ())):
             # A tenant origin that leads back to this node (its public
             # address, a CNAME to the CDN): each lap would hold a slot.
@@ -224,7 +228,9 @@ class Pipeline:
         if verdict is not None:
             return verdict  # an attack is an attack, counted as such, whatever the client's slots
         limits = self._limits
-        return await limits.take_slot(ctx, policy, self._share_wait) if limits is not None else None
+        verdict = await limits.take_slot(ctx, policy, self._share_wait) if limits is not None else None
+        ctx.gated = verdict is None
+        return verdict
 
     def _looped(self, via: list[str]) -> bool:
         """Whether this node's own Via element (RFC 9110 §7.6.3) is among ``via``."""
@@ -458,6 +464,14 @@ class Pipeline:
                         return await self._serve_hit(request, ctx, policy, hit, age, collapsed=True)
                     stale = await self._keep_stale(hit, policy, req_headers)
                 return await self._miss(request, ctx, policy, key, target, fwd, None, outcome is not _RELEASED, stale)
+            # The gate (and a wait for the client's share) before leading:
+            # others' misses for this key must not wait on this client's turn.
+            verdict = await self._origin_gate(request, ctx, policy)
+            if verdict is not None:
+                await self._close_stale(stale)
+                return self._refuse(ctx, policy, verdict)
+            if key in self._inflight:  # another took the lead meanwhile: fetch alone
+                return await self._miss(request, ctx, policy, key, target, fwd, None, True, stale)
             done = asyncio.get_running_loop().create_future()
             self._inflight[key] = done
             try:

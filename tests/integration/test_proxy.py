@@ -443,3 +443,45 @@ async def test_an_origin_that_leads_back_to_the_node_is_a_loop_not_a_flood(make_
         assert "loop detected" in await r.text()
     async with client.get(f"{edge.url}/page", headers={"Via": "1.1 edge"}) as r:
         assert r.status == 508 and r.headers["Cache-Status"].endswith("detail=loop")
+
+
+async def test_a_client_waiting_for_its_share_does_not_hold_up_others_misses(origin, make_edge):
+    """A miss that waits for its client's share of the origin pool must not
+    lead the collapse for its key: the others would wait on that client."""
+    import dataclasses
+
+    from edge.config import default_config
+
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="slow", headers={"Cache-Control": "no-store"})
+
+    origin.route("/slow", slow)
+    origin.respond("/popular", "popular", headers={"Cache-Control": "max-age=60"})
+    timeouts = dataclasses.replace(default_config().timeouts, origin_queue=30.0)
+    policy = {"hosts": ["shop.example"], "origins": [{"url": origin.url, "max_connections": 4}]}  # share: 1
+    edge = await make_edge(policies={"shop": policy}, timeouts=timeouts)
+
+    def session(source: str) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)))
+
+    async with session("127.0.0.2") as a, session("127.0.0.3") as b:
+        held = asyncio.ensure_future(a.get(f"{edge.url}/slow", headers={"Host": "shop.example"}))
+        await until(lambda: origin.hits["/slow"] == 1, "the first client holds its one connection")
+        waiting = asyncio.ensure_future(a.get(f"{edge.url}/popular", headers={"Host": "shop.example"}))
+        slots = edge.node.state.pipeline._limits.slots
+
+        def queued() -> bool:
+            return any(c.waiting for c in slots._clients.values())
+
+        await until(queued, "the first client's second miss waits for its share")
+        async with b.get(f"{edge.url}/popular", headers={"Host": "shop.example"},
+                         timeout=aiohttp.ClientTimeout(total=10)) as r:
+            assert r.status == 200 and await r.text() == "popular"
+        release.set()
+        for task in (held, waiting):
+            resp = await task
+            assert resp.status == 200
+            resp.release()
