@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import time
-import weakref
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -74,7 +75,7 @@ class AdminContext:
     started: float = field(default_factory=time.time)
     view: metrics.NodeView = field(default_factory=metrics.NodeView)  # the node's metrics
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # One lock per address over its failure limit; gone when nobody waits.
+    # One lane per address over its failure limit; gone when nobody waits.
     slow_lanes: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
 
     @property
@@ -175,22 +176,43 @@ def _path_trick(raw_path: str) -> str | None:
     return None
 
 
+class _Lane:
+    """The attempts of one address over its failure limit, one at a time."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.queued = 0
+
+
+# Attempts of one limited address that may wait their turn in a worker;
+# more are refused at once, before their token is looked at.
+MAX_SLOW_QUEUE = 8
+
+
 async def _authenticate(request: web.Request, ctx: AdminContext) -> Principal:
-    """A valid token is always accepted: the limiter refuses only failures,
-    so that guesses from an operator's address never lock the operator out.
-    An address over its limit is slowed instead: its attempts, valid ones
-    included, are checked one at a time per worker, each after
-    ``admin.failed_auth_delay`` seconds, so guessing gets no faster than
-    that whatever the client's concurrency."""
+    """A valid token is accepted even from an address over its failure
+    limit; such an address is slowed instead: its attempts are checked one
+    at a time per worker, each after ``admin.failed_auth_delay`` seconds,
+    so guessing gets no faster than that per worker whatever its
+    concurrency. At most MAX_SLOW_QUEUE attempts wait; beyond them the
+    answer is 429 without the token being checked (it tells nothing)."""
     address = ctx.keys.address(request.remote)
-    if await ctx.limiter.over(address):
+    if "Authorization" in request.headers and await ctx.limiter.over(address):
         lane = ctx.slow_lanes.get(address)
         if lane is None:
-            lane = ctx.slow_lanes[address] = asyncio.Lock()
-        async with lane:
-            metrics.ADMIN_AUTH_DELAYED.inc()
-            await asyncio.sleep(ctx.config.admin.failed_auth_delay)
-            return await _check_token(request, ctx, address)
+            lane = ctx.slow_lanes[address] = _Lane()
+        if lane.queued >= MAX_SLOW_QUEUE:
+            wait = math.ceil(ctx.config.admin.failed_auth_delay * MAX_SLOW_QUEUE) or 1
+            raise ApiError(429, "too many authentication attempts waiting from your address; try again later",
+                           headers={"Retry-After": str(wait)})
+        lane.queued += 1
+        try:
+            async with lane.lock:
+                metrics.ADMIN_AUTH_DELAYED.inc()
+                await asyncio.sleep(ctx.config.admin.failed_auth_delay)
+                return await _check_token(request, ctx, address)
+        finally:
+            lane.queued -= 1
     return await _check_token(request, ctx, address)
 
 

@@ -197,6 +197,23 @@ async def test_an_address_over_its_limit_is_slowed_one_attempt_at_a_time(start):
     assert ADMIN_AUTH_DELAYED._value.get() - before == 6
 
 
+async def test_a_limited_address_gets_a_short_queue_not_an_unbounded_one(start):
+    """Waiting attempts hold connections: beyond a few, 429 at once, without
+    the token being checked; requests without a token never queue."""
+    from edge.admin.app import MAX_SLOW_QUEUE
+
+    edge = await start(admin=admin_config(failed_auth_delay=0.3))
+    api = edge.api
+    for i in range(11):
+        await api.call("GET", "/v1/tenants", token=f"guess{i}")
+    answers = await asyncio.gather(*(api.call("GET", "/v1/tenants", token=f"more{i}")
+                                     for i in range(MAX_SLOW_QUEUE + 4)))
+    assert [a[0] for a in answers] == [429] * (MAX_SLOW_QUEUE + 4)
+    busy = [a for a in answers if "waiting" in a[2]["error"]]
+    assert len(busy) == 4 and all(int(a[1]["Retry-After"]) >= 1 for a in busy)
+    assert (await api.call("GET", "/v1/tenants", token=None))[0] == 401
+
+
 async def test_failed_attempts_are_limited_per_address_not_per_network(start):
     edge = await start()
     for i in range(11):
