@@ -929,11 +929,16 @@ class Pipeline:
                 # The origin gets the body as sent; the WAF reads it decoded,
                 # or compressing a payload would be a way past it.
                 view = inspection_view(prefix, request.headers.getall("Content-Encoding", ()), policy.filters.waf.max_body)
-            except UnknownCoding as exc:
-                # RFC 9110 §15.5.16: what the WAF cannot read does not pass unread.
-                return await close_after(request, self._error(ctx, 415, str(exc), "unsupported-body-encoding"))
             except CodingError as exc:
-                return await close_after(request, self._error(ctx, 400, str(exc), "bad-body-encoding"))
+                if policy.filters.waf.mode != "block":
+                    # A WAF on trial refuses nothing: noted, the raw bytes inspected.
+                    log.info("request %s: body not inspected decoded: %s", ctx.rid, exc)
+                    view = prefix
+                elif isinstance(exc, UnknownCoding):
+                    # RFC 9110 §15.5.16: what the WAF cannot read does not pass unread.
+                    return await close_after(request, self._error(ctx, 415, str(exc), "unsupported-body-encoding"))
+                else:
+                    return await close_after(request, self._error(ctx, 400, str(exc), "bad-body-encoding"))
             verdict = await waf.check_body(request, ctx, policy, view, ctx.waf)
             if verdict is not None:
                 return self._refuse(ctx, policy, verdict)

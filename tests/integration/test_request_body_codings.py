@@ -108,3 +108,13 @@ async def test_a_coding_the_waf_cannot_read_is_415(make_edge, client, raw_origin
     async with client.post(f"{edge.url}/api/posts", data=ATTACK, headers={**FORM, "Content-Encoding": coding}) as r:
         assert r.status == 415 and "unsupported-body-encoding" in r.headers["Cache-Status"]
     assert raw_origin.seen == []
+
+
+async def test_a_waf_on_trial_refuses_no_coding(make_edge, client, raw_origin):
+    policies = {"shop": {"hosts": ["shop.example"], "origins": [{"url": raw_origin.url}],
+                         "filters": {"waf": {"mode": "log"}}}}
+    edge = await make_edge(policies=policies)
+    for coding, data in (("zstd", b"zstd bytes"), ("gzip", b"not gzip at all")):
+        async with client.post(f"{edge.url}/api/posts", data=data, headers={**FORM, "Content-Encoding": coding}) as r:
+            assert r.status == 200
+        assert raw_origin.seen[-1][1] == data
