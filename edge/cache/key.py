@@ -174,7 +174,6 @@ def _resolved(segments: Iterable[str]) -> str:
     return "/" + "/".join(out) + ("/" if trailing else "")
 
 
-@lru_cache(maxsize=4096)
 def decoded_view(path: str) -> str:
     """The path as an origin may read it, for rule matching only.
 
@@ -186,6 +185,12 @@ def decoded_view(path: str) -> str:
     uncovers, so a rule for "/account/" also sees "/account%2Forders",
     "/account;x=1/orders" and "/static/..%2Faccount/orders".
     """
+    # Remembered for short paths only: the cache must not hold megabytes of
+    # paths anyone can make up.
+    return _decoded_cached(path) if len(path) <= 512 else _decoded_view(path)
+
+
+def _decoded_view(path: str) -> str:
     if "%" not in path and ";" not in path and "\\" not in path:
         return path  # the common case: normalised is already what every origin reads
     for _ in range(3):
@@ -193,6 +198,9 @@ def decoded_view(path: str) -> str:
             break
         path = unquote(path, errors="surrogateescape")
     return _resolved(seg.partition(";")[0] for seg in path.replace("\\", "/").split("/")[1:])
+
+
+_decoded_cached = lru_cache(maxsize=4096)(_decoded_view)
 
 
 # --- queries -----------------------------------------------------------------

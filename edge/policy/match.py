@@ -125,9 +125,10 @@ class Match:
 
 
 def folded(match: Match) -> Match:
-    """``match`` with its path conditions lower-cased (for case-folded views)."""
-    prefix = match.path_prefix.lower() if match.path_prefix is not None else None
-    glob = match.path_glob.lower() if match.path_glob is not None else None
+    """``match`` with its path conditions case-folded (for case-folded views;
+    casefold, not lower: "ſ" reads as "s" to origins that upper-case)."""
+    prefix = match.path_prefix.casefold() if match.path_prefix is not None else None
+    glob = match.path_glob.casefold() if match.path_glob is not None else None
     if prefix == match.path_prefix and glob == match.path_glob:
         return match
     return Match(prefix, glob, match.content_type)

@@ -357,21 +357,21 @@ class TenantPolicy:
         the case-folded bypass rules (what a case-insensitive origin reads).
         """
         fold = self.rules_case_insensitive
-        sent = path.lower() if fold else path
+        sent = path.casefold() if fold else path
         decoded = None
         if "%" in path or ";" in path or "\\" in path:
             view = decoded_view(path)
             if fold:
-                view = view.lower()
+                view = view.casefold()
             if view != sent:
                 decoded = view
         if fold:
             return sent, decoded, ()
-        low = sent.lower()
+        low = sent.casefold()
         if decoded is None:
             # The common case: one spelling, folded only when that can matter.
             return sent, None, (low,) if low != sent or self._fold_differs else ()
-        low_decoded = decoded.lower()
+        low_decoded = decoded.casefold()
         return sent, decoded, (low,) if low == low_decoded else (low, low_decoded)
 
     def request_decision(self, path: str) -> RequestDecision:
@@ -390,7 +390,7 @@ class TenantPolicy:
             # The common case, kept cheap for hits: one spelling, and folding
             # matters only when the path has upper case.
             slot, bypass = _request_scan(path, rules)
-            if not bypass and (low := path.lower()) != path:
+            if not bypass and (low := path.casefold()) != path:
                 bypass = _bypass_scan(low, self._req_bypass_folded)
             return self._req_table[slot * 2 + bypass]
         if self.rules_case_insensitive:

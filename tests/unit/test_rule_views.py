@@ -114,3 +114,13 @@ def test_rules_case_insensitive_is_validated():
 def test_waf_exclusions_hold_only_where_every_view_is_inside(path, excluded):
     settings = WafSettings(exclusions=(Exclusion("xss-libinjection", "/cms/"),))
     assert ("xss-libinjection" in settings.excluded_for(normalise_path(path))) is excluded
+
+
+def test_folding_is_unicode_casefolding():
+    """.NET and IIS read "ſ" (U+017F) as "s" when they compare without case."""
+    policy = parse_policy({"hosts": ["shop.example"], "origins": [{"url": "http://o.example"}],
+                           "rules": [{"match": {"path_prefix": "/session/"}, "bypass": True}]},
+                          tenant="shop", source="shop.json")
+    assert policy.request_decision(normalise_path("/%C5%BFession/x")).bypass
+    assert policy.request_decision(normalise_path("/SESSION/x")).bypass
+    assert not policy.request_decision(normalise_path("/sessions/x")).bypass
