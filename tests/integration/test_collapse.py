@@ -3,6 +3,7 @@ fetch, read along by every client as it arrives (edge/cache/collapse.py)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import socket
 
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from edge.observe.metrics import REGISTRY, publish
+from tests.conftest import until as wait_until
 
 MiB = 2**20
 GUARD = 20  # seconds: only against a hanging test, never a measured bound
@@ -52,13 +54,7 @@ class Gated:
         return resp
 
 
-async def until(predicate, what: str) -> None:
-    try:
-        async with asyncio.timeout(GUARD):
-            while not predicate():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"not within {GUARD} s: {what}")
+until = functools.partial(wait_until, timeout=GUARD)
 
 
 class Client:

@@ -10,7 +10,6 @@ the node connects, as after a DNS rebinding.
 """
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 
@@ -26,6 +25,7 @@ from edge.origin.pool import Failure, OriginClients, OriginError
 from edge.policy import parse_policy
 from tests.admin_support import OPERATOR, SHOP, Api, OpenApiCheck, admin_config, policy
 from tests.conftest import Origin
+from tests.conftest import until as wait_until
 
 POLICY = "/v1/tenants/{tenant}/policy"
 SECRET = "whsec-0123456789abcdef0123"
@@ -58,11 +58,7 @@ def deliveries(tenant: str, outcome: str) -> float:
 
 
 async def until(condition) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), GUARD)
+    await wait_until(condition, "the condition", GUARD)
 
 
 # --- origins --------------------------------------------------------------------------

@@ -5,12 +5,14 @@ and per-client concurrency answer with precise statuses."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 
 import pytest
 from aiohttp import web
 
 from edge.config import Timeouts
+from tests.conftest import until as wait_until
 
 HOST = b"shop.example"
 GUARD = 10  # seconds: only against a hanging test, never a measured bound
@@ -405,13 +407,7 @@ async def start_readers(origin, make_edge, *, send: float = 1.0, min_rate: int =
     return node
 
 
-async def until(predicate, what: str) -> None:
-    try:
-        async with asyncio.timeout(GUARD):
-            while not predicate():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"not within {GUARD} s: {what}")
+until = functools.partial(wait_until, timeout=GUARD)
 
 
 async def stalled_reader(edge, target: str, host: bytes = HOST, source: str = "127.0.0.1") -> socket.socket:
