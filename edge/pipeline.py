@@ -129,8 +129,8 @@ class Pipeline:
         self._slots = self._limits.slots if self._limits is not None else None
         self._share_wait = cfg.timeouts.origin_queue  # for a client over its share of the origin's connections
         self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
-        self._compressing: set[str] = set()
-        self._no_variant: LRUCache = LRUCache(maxsize=4096)  # (variant key, response time): compressing did not pay  # variant keys being compressed now
+        self._compressing: set[str] = set()  # variant keys being compressed now
+        self._no_variant: LRUCache = LRUCache(maxsize=4096)  # (variant key, response time): compressing did not pay
         self._compress_budget = cz.Budget(cfg.cache.compress_budget)
         self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
 
