@@ -62,7 +62,8 @@ sys.path.insert(0, str(REPO))
 from edge.cache.disk import DiskStore
 from edge.cache.key import KeyOptions, host_key, normalise_path, primary_key
 from edge.cache.memory import MemoryStore
-from edge.cache.purge import Purger, PurgeSpec, Target
+from edge.cache.purge import PurgeSpec, Target
+from edge.cache.purger import Purger
 from edge.cache.store import Meta
 from edge.cache.tiered import TieredStore
 

@@ -17,7 +17,8 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from edge.admin.control import ControlSocket
-from edge.cache.purge import Purger, PurgeSpec
+from edge.cache.purge import PurgeSpec
+from edge.cache.purger import Purger
 from edge.shipped import policies_dir
 from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore

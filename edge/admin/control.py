@@ -34,7 +34,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from edge.cache.purge import Purger, PurgeSpec
+from edge.cache.purge import PurgeSpec
+from edge.cache.purger import Purger
 
 log = logging.getLogger("edge.admin")
 

@@ -8,7 +8,7 @@ is complete, so a process killed mid-write leaves at most an unreferenced
 body that LRU eviction reclaims, never an entry that is served truncated.
 Reads check the body's size against the metadata for the same reason.
 
-Purges (``edge/cache/purge.py``) never scan: a URL, a prefix or a tenant is
+Purges (``edge/cache/purger.py``) never scan: a URL, a prefix or a tenant is
 a range over diskcache's unique index on ``key`` (metadata keys sort as
 ``m\0tenant\nhost\npath\nquery...``), and tags live in ``tags.db`` next to
 ``cache.db``: one row ``(tag, key, ver)`` per tag of a stored entry, where

@@ -1,5 +1,6 @@
-"""Purges: what an operator asks to remove from the cache, which keys that
-is, and removing (or, soft, expiring) them in both tiers without scans.
+"""Purges: what an operator asks to remove from the cache, and which keys
+that is. Removing them from both tiers without scans is ``purger.py``;
+keeping a purged entry from coming back is ``barriers.py``.
 
 The pieces, in the order a purge goes through them:
 
@@ -17,16 +18,11 @@ The pieces, in the order a purge goes through them:
                  ``[tenant\\n, tenant\\n\\U0010ffff)``. Path-only URLs and
                  prefixes apply to every host the tenant has entries for,
                  found by a skip scan over each tier's sorted index.
-``Barriers``     kept by the TieredStore: a purge first records "nothing
-                 fetched before time T and covered by this spec may be stored
-                 or served", checked where entries enter the memory tier and
-                 when they are committed to or read from the disk tier. So an
-                 origin response that was in flight during the purge, a disk
-                 read racing it, or an entry a sibling worker is just writing
-                 can never bring purged content back (see ``Barriers``).
-``Purger``       ``apply(spec)``: barrier, then the memory tier (on the loop,
-                 index lookups), then the disk tier (in its executor, SQL
-                 ranges over diskcache's key index and the tags table).
+``Barriers``     (``barriers.py``) kept by the TieredStore: a purge first
+                 records "nothing fetched before time T and covered by this
+                 spec may be stored or served".
+``Purger``       (``purger.py``) ``apply(spec)``: barrier, then the memory
+                 tier, then the disk tier.
 
 Tags come from the origin's ``Surrogate-Key`` (space-separated) and
 ``Cache-Tag`` (comma-separated) response fields (``tag_extra``); the
@@ -36,40 +32,27 @@ case-sensitively; at most 256 per response (more are ignored).
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
 
 from edge.cache.key import SEP, host_key, normalise_path, normalise_query, tenant_prefix
-from edge.cache.store import Admit, Meta
 
 if TYPE_CHECKING:
-    from edge.cache.disk import DiskStore
-    from edge.cache.tiered import TieredStore
     from edge.policy.model import TenantPolicy
 
 MAX_ITEMS = 1000  # per list in one purge request
 MAX_ITEM_LENGTH = 16384  # characters of one URL or prefix
 MAX_TAGS = 256  # per response; more are ignored
 MAX_TAG_LENGTH = 1024
-BATCH = 1000  # disk entries per transaction: other workers' writes interleave
-_YIELD_EVERY = 2000  # memory entries between returns to the event loop
-_RANGES_PER_YIELD = 500  # memory key ranges (index lookups) between returns to the loop
 # Path-only URLs and prefixes cover every host the tenant has entries for:
 # their ranges are (path-only targets x hosts). Bounded, or a tenant with
 # many cached hosts (wildcards) turns one purge into minutes of work.
 MAX_RANGES = 100_000
 MAX_RANGE_CHARS = 20_000_000  # characters of those ranges' keys (long paths)
-# Barriers per tenant before they are collapsed into one tenant-wide barrier.
-MAX_PREFIX_BARRIERS = 256  # scanned on every put and disk read
-MAX_KEYED_BARRIERS = 4096  # URLs and tags: dictionary probes, copied on each add
-MAX_BARRIER_LIFETIME = 900.0  # seconds, whatever streamed writes still run
-_VARIANT_SEP = "\x1f"
 _URL_END = "\x20"  # above SEP and the variant separator, below every query character
 TOP = "\U0010ffff"  # above every character a key holds after a prefix
 _KINDS = ("urls", "prefixes", "tags", "all")
@@ -420,323 +403,3 @@ def _target(item, prefix, policy, resolve, name, err) -> Target | None:
     # for it drop tracking parameters and sort the rest.
     opts = policy.request_decision(path).key
     return Target(host, path, normalise_query(raw_query, opts) if raw_query else "")
-
-
-# --- barriers ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _TenantBarriers:
-    """One tenant's barriers in force, never changed once built (disk threads
-    read it while the loop builds the next). Times are (hard, soft)."""
-
-    all: tuple[float, float] | None = None
-    urls: dict[tuple[str | None, str], tuple[float, float]] = field(default_factory=dict)
-    prefixes: tuple[tuple[str | None, str, float, float], ...] = ()
-    tags: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def collapsed(self) -> _TenantBarriers:
-        """One tenant-wide barrier at the latest of these times. Safe: a
-        barrier only refuses what was fetched before its time, and this one
-        is no earlier than any it replaces (it refuses more, never less)."""
-        hard_t, soft_t = self.all or (0.0, 0.0)
-        for times in itertools.chain(self.urls.values(), (p[2:] for p in self.prefixes), self.tags.values()):
-            hard_t, soft_t = max(hard_t, times[0]), max(soft_t, times[1])
-        return _TenantBarriers((hard_t, soft_t))
-
-
-def _later(times: tuple[float, float] | None, soft: bool, now: float) -> tuple[float, float]:
-    hard_t, soft_t = times or (0.0, 0.0)
-    return (hard_t, max(soft_t, now)) if soft else (max(hard_t, now), soft_t)
-
-
-def _max_times(a: tuple[float, float] | None, b: tuple[float, float]) -> tuple[float, float]:
-    return b if a is None else (max(a[0], b[0]), max(a[1], b[1]))
-
-
-class Barriers:
-    """Purges as rules over time: an entry whose origin request started
-    before a purge that covers it (``Meta.request_time`` < purge time) is not
-    stored and not served from disk (hard) or only as stale (soft).
-
-    Without them a purge races: a response in flight from the origin, a
-    disk read that started before the disk delete, or a sibling worker's
-    disk write would put the purged content back after ``apply`` returned.
-    Checked by the TieredStore on puts and disk reads (the memory hit path
-    never: the memory tier is purged at once, and whatever enters it later
-    went through a check) and by the DiskStore inside the transaction that
-    commits an entry.
-
-    Bounded whatever the purges: per tenant, more than MAX_PREFIX_BARRIERS
-    prefixes or MAX_KEYED_BARRIERS URLs and tags collapse into one
-    tenant-wide barrier at the latest time (conservative, see
-    ``_TenantBarriers.collapsed``); an ``add`` copies only its tenant's
-    entry. Lookups are dictionary probes per URL, tag and tenant plus a scan
-    of at most MAX_PREFIX_BARRIERS prefixes.
-
-    A barrier is kept ``ttl`` seconds (origin fetches and collapsed waits end
-    long before), and beyond that while a streamed disk write that began
-    before it is still running, but never more than MAX_BARRIER_LIFETIME.
-    What is dropped while such a write runs is remembered per tenant as one
-    ``retired`` (hard, soft) time pair, checked only when a streamed write
-    commits (``verdict(..., streamed=True)``): a write that long which
-    overlapped a purge of its tenant is not stored (or stored stale).
-    """
-
-    def __init__(self, ttl: float = 600.0) -> None:
-        self.ttl = ttl
-        self._snap: dict[str, _TenantBarriers] | None = None
-        self._retired: dict[str, tuple[float, float]] = {}
-        self._next_prune = 0.0
-
-    @property
-    def active(self) -> bool:
-        return self._snap is not None
-
-    def tenant(self, tenant: str) -> _TenantBarriers | None:
-        """The barriers of ``tenant`` in force (for inspection and tests)."""
-        return (self._snap or {}).get(tenant)
-
-    def add(self, spec: PurgeSpec, now: float, oldest_writer: float | None = None) -> None:
-        tenant, soft = spec.tenant, spec.soft
-        old = (self._snap or {}).get(tenant) or _TenantBarriers()
-        everything = old.all
-        if spec.all:
-            everything = _later(everything, soft, now)
-        urls = old.urls
-        if spec.urls:
-            urls = dict(urls)
-            for u in spec.urls:
-                k = (u.host, u.fragment)
-                urls[k] = _later(urls.get(k), soft, now)
-        prefixes = old.prefixes
-        if spec.prefixes:
-            prefixes = prefixes + tuple((p.host, p.fragment, *_later(None, soft, now)) for p in spec.prefixes)
-        tags = old.tags
-        if spec.tags:
-            tags = dict(tags)
-            for tag in spec.tags:
-                tags[tag] = _later(tags.get(tag), soft, now)
-        entry = _TenantBarriers(everything, urls, prefixes, tags)
-        if len(prefixes) > MAX_PREFIX_BARRIERS or len(urls) + len(tags) > MAX_KEYED_BARRIERS:
-            entry = entry.collapsed()
-        snap = dict(self._snap or {})  # one reference per tenant: nothing deep is copied
-        snap[tenant] = entry
-        self._snap = snap
-        if self.due(now):
-            self.prune(now, oldest_writer)
-
-    def prune(self, now: float, oldest_writer: float | None = None) -> None:
-        """Forget barriers older than ``ttl`` that no running streamed write
-        (started at ``oldest_writer``) predates, and every barrier older than
-        MAX_BARRIER_LIFETIME (then retired for streamed commits)."""
-        self._next_prune = now + min(self.ttl, 30.0)
-        retired = {t: v for t, v in self._retired.items() if oldest_writer is not None and oldest_writer < max(v)}
-        snap = self._snap
-        if snap is None:
-            self._retired = retired
-            return
-        cutoff = now - self.ttl
-        if oldest_writer is not None:
-            cutoff = max(min(cutoff, oldest_writer), now - MAX_BARRIER_LIFETIME)
-        pruned: dict[str, _TenantBarriers] = {}
-        for tenant, entry in snap.items():
-            gone: list[tuple[float, float]] = []
-
-            def keep(times, gone=gone):
-                hard_t, soft_t = (t if t >= cutoff else 0.0 for t in times)
-                if (hard_t, soft_t) != tuple(times):
-                    gone.append(tuple(times))
-                return (hard_t, soft_t) if hard_t or soft_t else None
-
-            def kept(d: dict) -> dict:
-                out = {}
-                for k, v in d.items():
-                    v = keep(v)
-                    if v is not None:
-                        out[k] = v
-                return out
-
-            left = _TenantBarriers(
-                keep(entry.all) if entry.all else None,
-                kept(entry.urls),
-                tuple(p for p in entry.prefixes if keep(p[2:]) is not None),
-                kept(entry.tags),
-            )
-            if not gone:
-                left = entry  # unchanged: the same object (readers may hold it)
-            if left.all or left.urls or left.prefixes or left.tags:
-                pruned[tenant] = left
-            if gone and oldest_writer is not None:
-                # A streamed write may predate what was dropped: its commit
-                # still checks the tenant-wide latest time of it.
-                for times in gone:
-                    if oldest_writer < max(times):
-                        retired[tenant] = _max_times(retired.get(tenant), times)
-        self._snap = pruned or None
-        self._retired = retired
-
-    def due(self, now: float) -> bool:
-        return now >= self._next_prune
-
-    def verdict(self, key: str, meta: Meta, streamed: bool = False) -> Admit:
-        """Whether a purge since ``meta``'s fetch covers the entry at ``key``;
-        ``streamed``: a streamed write commits it (long-gone barriers count).
-        Safe from any thread (reads immutable snapshots)."""
-        snap = self._snap
-        if snap is None and not streamed:
-            return Admit.KEEP
-        tenant, _, rest = key.partition(SEP)
-        hard_t = soft_t = 0.0
-        if streamed:
-            times = self._retired.get(tenant)
-            if times:
-                hard_t, soft_t = times
-        entry = snap.get(tenant) if snap is not None else None
-        if entry is not None:
-            host, _, rest = rest.partition(SEP)  # rest: path \n query [\n extras] [\x1f variant]
-            if entry.all:
-                hard_t, soft_t = max(hard_t, entry.all[0]), max(soft_t, entry.all[1])
-            if entry.urls:
-                start = rest.find(SEP) + 1
-                end = len(rest)
-                for sep in (SEP, _VARIANT_SEP):
-                    i = rest.find(sep, start)
-                    if 0 <= i < end:
-                        end = i
-                fragment = rest[:end]
-                for h in (host, None):
-                    times = entry.urls.get((h, fragment))
-                    if times:
-                        hard_t, soft_t = max(hard_t, times[0]), max(soft_t, times[1])
-            for h, fragment, ht, st in entry.prefixes:
-                if (h is None or h == host) and rest.startswith(fragment):
-                    hard_t, soft_t = max(hard_t, ht), max(soft_t, st)
-            if entry.tags:
-                for tag in meta.extra.get("tags") or ():
-                    times = entry.tags.get(tag)
-                    if times:
-                        hard_t, soft_t = max(hard_t, times[0]), max(soft_t, times[1])
-        t = meta.request_time
-        if hard_t > t:
-            return Admit.DROP
-        if soft_t > t:
-            return Admit.STALE
-        return Admit.KEEP
-
-
-# --- applying a purge -----------------------------------------------------------------
-
-
-class Purger:
-    """Applies purges to one worker's TieredStore. Holds no state of its own
-    (the barriers live in the store), so one may be made per purge."""
-
-    def __init__(self, store: TieredStore) -> None:
-        self.store = store
-
-    async def apply(self, spec: PurgeSpec, *, memory: bool = True, disk: bool = True) -> int:
-        """Purge ``spec`` from this worker's memory tier and/or the shared disk
-        tier; returns the stored responses affected, each counted once
-        whichever tiers held it (Vary variants count, their markers do not;
-        soft: entries expired, already stale ones included).
-
-        When it returns, no request of this worker that starts afterwards is
-        answered with a purged entry. The memory tier is per worker: the
-        other workers need ``apply(spec, disk=False)`` each.
-        """
-        store = self.store
-        limit = spec.host_limit()
-        if limit is not None:
-            # Refused before anything is done: path-only targets x hosts
-            # beyond MAX_RANGES (counting stops there).
-            if memory:
-                spec.check_hosts(len(await self._memory_hosts(spec.tenant, limit + 1)))
-            if disk and store.disk is not None:
-                spec.check_hosts(len(await store.disk.run(store.disk.hosts_sync, spec.tenant, limit + 1)))
-        now = time.time()
-        store.barriers.add(spec, now, store.oldest_writer())
-        in_memory: set[str] = set()
-        if memory:
-            in_memory = await self._memory(spec, now)
-        count = len(in_memory)
-        if disk and store.disk is not None:
-            count += await store.disk.run(_purge_disk, store.disk, spec, now, in_memory)
-        return count
-
-    async def _memory_hosts(self, tenant: str, limit: int) -> list[str]:
-        """The memory tier's hosts of ``tenant`` (at most ``limit``), returning
-        to the loop between batches of index probes."""
-        found: list[str] = []
-        for host in self.store.memory.iter_hosts(tenant):
-            found.append(host)
-            if len(found) >= limit:
-                break
-            if len(found) % _RANGES_PER_YIELD == 0:
-                await asyncio.sleep(0)
-        return found
-
-    async def _memory(self, spec: PurgeSpec, now: float) -> set[str]:
-        mem = self.store.memory
-        affected: set[str] = set()
-        if spec.tags:
-            keys: Iterable[str] = sorted({k for tag in spec.tags for k in mem.tag_keys(spec.tenant, tag)})
-        else:
-            known: list[str] = []
-            limit = None if spec.all else spec.host_limit()
-            if limit is not None:
-                known = await self._memory_hosts(spec.tenant, limit + 1)
-                spec.check_hosts(len(known))  # hosts added since apply() checked
-            keys = self._range_keys(spec, known)
-        done = 0
-        for key in keys:
-            if key is None:
-                await asyncio.sleep(0)  # after _RANGES_PER_YIELD index lookups
-                continue
-            if mem.purge_now(key, spec.soft, now):
-                affected.add(key)
-            done += 1
-            if done % _YIELD_EVERY == 0:
-                # A whole tenant must not stall every other request; the
-                # barrier already keeps purged entries from coming back.
-                await asyncio.sleep(0)
-        return affected
-
-    def _range_keys(self, spec: PurgeSpec, known: list[str]) -> Iterable[str | None]:
-        """The memory keys in ``spec``'s ranges, made lazily (the ranges are
-        neither built all at once nor merged: a key met twice is purged once,
-        ``affected`` is a set); None after every _RANGES_PER_YIELD ranges."""
-        mem = self.store.memory
-        for i, (lo, hi) in enumerate(spec.iter_ranges(known), 1):
-            yield from mem.range_keys(lo, hi)
-            if i % _RANGES_PER_YIELD == 0:
-                yield None
-
-
-def _purge_disk(disk: DiskStore, spec: PurgeSpec, now: float, in_memory: set[str]) -> int:
-    """The disk part of a purge, in the disk tier's executor: batches of at
-    most BATCH entries, one transaction each. Returns the entries affected
-    that are not in ``in_memory`` (already counted)."""
-    count = 0
-    if spec.tags:
-        lo, hi = tenant_range(spec.tenant)
-        rows: set[tuple[str, str]] = set()
-        for tag in spec.tags:
-            rows.update(disk.tagged_sync(lo, hi, tag))
-        items: list[tuple[str, str | None]] = sorted(rows)
-        tags = frozenset(spec.tags)
-        for i in range(0, len(items), BATCH):
-            count += sum(k not in in_memory for k in disk.purge_sync(items[i : i + BATCH], spec.soft, now, tags))
-        return count
-    limit = spec.host_limit()
-    for lo, hi in spec.ranges(lambda: disk.hosts_sync(spec.tenant, None if limit is None else limit + 1)):
-        after = None
-        while True:
-            keys = disk.range_keys_sync(lo, hi, after, BATCH)
-            if keys:
-                affected = disk.purge_sync([(k, None) for k in keys], spec.soft, now)
-                count += sum(k not in in_memory for k in affected)
-            if len(keys) < BATCH:
-                break
-            after = keys[-1]
-    return count

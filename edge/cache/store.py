@@ -26,7 +26,7 @@ class Removal(enum.Enum):
 
 class Admit(enum.IntEnum):
     """What a purge decided about an entry that was fetched before it
-    (``edge/cache/purge.py``, ``Barriers``): store or serve it as it is,
+    (``edge/cache/barriers.py``, ``Barriers``): store or serve it as it is,
     only as stale (a soft purge), or not at all (a hard purge)."""
 
     KEEP = 0

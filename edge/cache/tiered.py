@@ -5,7 +5,7 @@ restart and to be shared by the node's workers); large ones only on disk,
 streamed. A disk hit for a small object is promoted to memory.
 A failing disk tier degrades to misses, never to errors for clients.
 
-Purges (``purge.py``) leave ``barriers`` here: an entry whose fetch began
+Purges (``purger.py``) leave ``barriers`` here: an entry whose fetch began
 before a purge that covers it is neither put into memory nor served or
 promoted from disk (or only as stale, for a soft purge). The memory hit
 path (``get_now``) never checks them: the purge empties memory at once.
@@ -20,7 +20,7 @@ import time
 
 from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore
-from edge.cache.purge import Barriers
+from edge.cache.barriers import Barriers
 from edge.cache.store import Admit, Follower, Hit, Meta, Removal
 
 log = logging.getLogger("edge.cache")
@@ -45,7 +45,7 @@ class _MemoryOnlyWriter:
 class _TrackedWriter:
     """A disk writer whose start is known to the barriers: a purge's barrier
     outlives its ttl while a streamed write that began before it runs (up to
-    ``purge.MAX_BARRIER_LIFETIME``; after that the commit checks the tenant's
+    ``barriers.MAX_BARRIER_LIFETIME``; after that the commit checks the tenant's
     retired barrier time, see ``Barriers``)."""
 
     def __init__(self, inner, writers: dict[int, float], wid: int) -> None:

@@ -81,7 +81,8 @@ async def test_never_compressed_ranges_tiny_encoded_or_no_transform(origin, make
 
 
 async def test_a_purge_of_the_url_removes_the_variants(origin, make_edge, client):
-    from edge.cache.purge import PurgeSpec, Purger, Target
+    from edge.cache.purge import PurgeSpec, Target
+    from edge.cache.purger import Purger
 
     _origin(origin)
     edge = await make_edge(quick_origin=origin.url)

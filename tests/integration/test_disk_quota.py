@@ -15,7 +15,8 @@ import pytest
 from edge.cache.disk import TENANT_OLDEST_QUERY, DiskStore
 from edge.cache.key import KeyOptions, primary_key
 from edge.cache.memory import MemoryStore
-from edge.cache.purge import PurgeSpec, Purger, Target
+from edge.cache.purge import PurgeSpec, Target
+from edge.cache.purger import Purger
 from edge.cache.store import Meta, Removal
 from edge.cache.tiered import TieredStore
 

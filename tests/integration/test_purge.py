@@ -1,4 +1,4 @@
-"""Purges over real sockets (edge/cache/purge.py): URL (every Vary variant
+"""Purges over real sockets (edge/cache/purge.py, purger.py): URL (every Vary variant
 and key extra, both tiers), query normalisation, prefix, tag, all, soft,
 path-only URLs over several hosts, and races: hits, disk reads and origin
 fetches running while a purge does never bring purged content back."""
@@ -12,7 +12,8 @@ from aiohttp import web
 
 from edge.cache.disk import DiskStore
 from edge.cache.memory import MemoryStore
-from edge.cache.purge import Purger, PurgeSpec, parse_purge
+from edge.cache.purge import PurgeSpec, parse_purge
+from edge.cache.purger import Purger
 from edge.cache.store import Meta
 from edge.cache.tiered import TieredStore
 

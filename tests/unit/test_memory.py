@@ -1,9 +1,10 @@
-"""The memory tier's bound (edge.cache.memory): ``cache.memory_size`` bounds
-what its entries really take, keys, header fields and bookkeeping included,
-not only their bodies."""
+"""The memory tier (edge.cache.memory): ``cache.memory_size`` bounds what
+its entries really take, keys, header fields and bookkeeping included, not
+only their bodies; its purge indexes follow every change."""
 from __future__ import annotations
 
 import gc
+import random
 import time
 import tracemalloc
 
@@ -13,6 +14,7 @@ from multidict import CIMultiDict, istr
 
 from edge.cache.memory import MemoryStore, entry_cost
 from edge.cache.store import Meta
+from tests.purge_support import TENANTS, random_key
 
 BOUND = 2 * 2**20
 # Known names are shared (aiohttp's parser hands out one object per name).
@@ -137,3 +139,71 @@ def test_an_entry_larger_than_the_bound_is_not_kept():
     assert store.put_now("k", _meta(1), b"")
     assert not store.update_now("k", _meta(1, headers=_headers(1, more=40)))
     assert len(store) == 0 and store.bytes_used == 0
+
+
+# --- purge indexes (sorted keys, tags) ---------------------------------------------------------------------
+
+
+def _tagged(tags=(), status=200, now=None):
+    now = time.time() if now is None else now
+    return Meta(status, (("Content-Type", "text/plain"),), now, now, 0.0, 600.0, extra={"tags": list(tags)} if tags else {})
+
+
+def _check_indexes(store: MemoryStore) -> None:
+    lru = store._lru
+    assert list(lru.index) == sorted(lru.keys())
+    expected: dict = {}
+    for key in lru:
+        meta = lru._Cache__data[key][0]
+        for tag in meta.extra.get("tags", ()):
+            expected.setdefault((key.split("\n")[0], tag), set()).add(key)
+    assert lru.tags == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_memory_indexes_follow_puts_replacements_evictions_and_deletes(seed):
+    rng = random.Random(seed)
+    store = MemoryStore(max_bytes=60_000, max_object=5_000)  # evicts constantly
+    for _ in range(3000):
+        key, _ = random_key(rng)
+        op = rng.random()
+        if op < 0.7:
+            tags = rng.sample(["a", "b", "c", "d"], rng.randint(0, 2))
+            store.put_now(key, _tagged(tags), b"x" * rng.randint(0, 3000))
+        elif op < 0.8:
+            store.put_now(key, _tagged(), b"x" * 6000)  # too large: removes the key
+        elif op < 0.9:
+            store._lru.pop(key, None)
+        else:
+            store.get_now(key)
+    _check_indexes(store)
+    assert len(store) > 0
+    store._lru.clear()
+    _check_indexes(store)
+
+
+def test_memory_hosts_skip_scan_and_range_keys():
+    store = MemoryStore(max_bytes=10**8, max_object=10**6)
+    rng = random.Random(7)
+    keys = {random_key(rng)[0] for _ in range(500)}
+    for key in keys:
+        store.put_now(key, _tagged(), b"")
+    for tenant in TENANTS:
+        assert store.hosts(tenant) == sorted({k.split("\n")[1] for k in keys if k.split("\n")[0] == tenant})
+        lo, hi = f"{tenant}\na.example\n/a", f"{tenant}\na.example\n/a\U0010ffff"
+        assert store.range_keys(lo, hi) == sorted(k for k in keys if lo <= k < hi)
+
+
+def test_memory_purge_now_counts_responses_not_markers_and_soft_only_expires():
+    store = MemoryStore(max_bytes=10**6, max_object=10**5)
+    now = time.time()
+    store.put_now("t\nh\n/a\n", Meta.marker(("accept",), now, 60.0), b"")
+    store.put_now("t\nh\n/a\n\x1f6:accept1:x", _tagged(now=now - 10), b"v")
+    assert store.purge_now("t\nh\n/a\n\x1f6:accept1:x", soft=True, now=now)
+    meta = store.get_now("t\nh\n/a\n\x1f6:accept1:x").meta
+    assert meta.lifetime == pytest.approx(10.0, abs=0.01)  # its age: stale from now on
+    assert not store.purge_now("t\nh\n/a\n", soft=True, now=now)  # a marker: untouched, not counted
+    assert len(store) == 2
+    assert not store.purge_now("t\nh\n/a\n", soft=False, now=now)  # removed, not counted
+    assert store.purge_now("t\nh\n/a\n\x1f6:accept1:x", soft=False, now=now)
+    assert len(store) == 0 and not store.purge_now("t\nh\n/a\n", soft=False, now=now)
