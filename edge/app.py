@@ -261,7 +261,7 @@ class Node:
         self._geo_watch: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.addresses: list[tuple[str, int]] = []
-        self.admin = None  # edge.admin.app.AdminServer when [admin] is enabled
+        self.admin = None  # edge.admin.server.AdminServer when [admin] is enabled
         self.control: ControlSocket | None = None
 
     async def start(self) -> None:
@@ -301,9 +301,10 @@ class Node:
                 for sock in server.sockets:
                     self.addresses.append(sock.getsockname()[:2])
         if self.config.admin.enabled:
-            from edge.admin.app import AdminServer
+            from edge.admin.server import AdminServer
 
-            self.admin = AdminServer(self.config, self.state, self.reload, reuse_port=self.reuse_port)
+            self.admin = AdminServer(self.config, self.state, self.reload, secret=node_secret(),
+                                     reuse_port=self.reuse_port)
             await self.admin.start()
         interval = self.config.policies.watch_interval
         if interval > 0:

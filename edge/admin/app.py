@@ -1,4 +1,5 @@
-"""The admin HTTP API: its routes, authentication, audit and the listener.
+"""The admin HTTP API: its routes, authentication and audit (the listener
+is ``server.py``).
 
 Every route is described in ``openapi.py`` (served as ``/openapi.json``); a
 test checks that the two name the same routes. Handlers raise ``ApiError``
@@ -11,7 +12,6 @@ nosniff`` and ``Cache-Control: no-store``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -21,24 +21,23 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge.admin.audit import AuditLog
 from edge.admin.auth import AuthFailure, FailureKeys, MemoryFailures, Principal, SharedFailures, TokenSet
 from edge.admin.control import ControlSocket, FanOutResult, purge_everywhere
 from edge.admin.errors import ApiError, detail, error_response, field_details
-from edge.admin.hosts import allowed_names, host_allowed
+from edge.admin.hosts import host_allowed
+from edge.admin.openapi import MAX_BODY, document
 from edge.admin.provenance import stamp_operator_write, stamp_tenant_write
 from edge.admin.store import PolicyFiles, Precondition
 from edge.cache.purge import PurgeError, PurgeSpec, parse_purge
-from edge.config import ConfigError, NodeConfig, read_tokens_file
+from edge.config import NodeConfig
 from edge.observe import metrics
 from edge.origin.guard import AddressPolicy
 from edge.policy.errors import PolicyError
@@ -47,7 +46,6 @@ from edge.policy.parse import TENANT, TENANT_ID_RE, parse_policy, to_data
 
 log = logging.getLogger("edge.admin")
 
-MAX_BODY = 1 << 20  # request bodies: policies are at most 1 MiB as files, too
 PROBE_TIMEOUT = 5.0
 # Seconds sibling workers have to publish their counts for a scrape; one
 # that takes longer is shown as it last published (at most a second ago).
@@ -382,8 +380,6 @@ def _probe_disk(disk) -> None:
 
 @_public
 async def openapi(request: web.Request) -> web.Response:
-    from edge.admin.openapi import document
-
     return _json(document())
 
 
@@ -686,123 +682,3 @@ def make_app(ctx: AdminContext) -> web.Application:
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app
-
-
-class _Protocol(RequestHandler):
-    """aiohttp's connection handler, but its own answers to requests it
-    cannot parse carry no version banner, echo nothing of the request and
-    log no client address."""
-
-    def handle_error(self, request, status=500, exc=None, message=None):
-        if request.writer.output_size > 0:
-            raise ConnectionError("the answer has begun: no error answer can follow")  # as aiohttp does
-        # The kind only: a parser's message can quote the raw header line (a token).
-        log.debug("admin API: request not handled (%d): %s", status, type(exc).__name__)
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
-        resp = web.Response(status=status, text=f"{status} {phrase}\n", headers=_HEADERS)
-        resp.force_close()
-        return resp
-
-
-class _Server(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _Protocol(self, loop=self._loop, **self._kwargs)
-
-
-class _Runner(web.AppRunner):
-    async def _make_server(self) -> web.Server:
-        made = await super()._make_server()
-        return _Server(made.request_handler, request_factory=made.request_factory,
-                       handler_cancellation=made.handler_cancellation, loop=made._loop, **made._kwargs)
-
-
-class AdminServer:
-    """The admin listener of one worker. ``Node`` starts and stops it; with
-    several workers, changes reach the siblings through the worker's control
-    socket (``state.control``)."""
-
-    def __init__(self, config: NodeConfig, state: Any, reload: Callable[[], LoadReport], *,
-                 reuse_port: bool = False) -> None:
-        self.config = config
-        self.state = state
-        self.reload_policies = reload
-        self.reuse_port = reuse_port
-        self.runner: web.AppRunner | None = None
-        self.ctx: AdminContext | None = None
-        self.addresses: list[tuple[str, int]] = []
-        self._publisher: asyncio.Task | None = None
-
-    @property
-    def port(self) -> int:
-        return self.addresses[0][1]
-
-    def _tokens(self) -> list:
-        tokens = list(self.config.admin.tokens)
-        if self.config.admin.tokens_file is not None:
-            tokens += read_tokens_file(self.config.admin.tokens_file)
-        return tokens
-
-    def reload_tokens(self) -> None:
-        """SIGHUP: re-read tokens_file; a broken file keeps the previous tokens."""
-        if self.ctx is None or self.config.admin.tokens_file is None:
-            return
-        try:
-            self.ctx.tokens.tokens = tuple(self._tokens())
-        except ConfigError as exc:
-            log.error("admin tokens not reloaded, the previous ones stay in force:\n%s", exc)
-
-    async def start(self) -> None:
-        admin = self.config.admin
-        source = self.state.policies
-        files = PolicyFiles(source.path) if isinstance(source, PolicyDirectory) else None
-        if files is not None:
-            for name in files.remove_leftovers():
-                log.warning("removed %s, left by a policy write that was interrupted", name)
-        tokens = TokenSet(self._tokens())
-        if not tokens:
-            log.warning("admin API without tokens: only /healthz, /readyz and /openapi.json answer; "
-                        "set EDGE_ADMIN_TOKEN or [admin] tokens")
-        from edge.app import node_secret
-
-        if self.config.workers > 1 and admin.run_dir is not None:
-            # Workers share the admin port: the count must be the node's, not each worker's.
-            limiter = SharedFailures(admin.run_dir / "auth-failures.sqlite3", admin.failed_auth_limit,
-                                     admin.failed_auth_window)
-        else:
-            limiter = MemoryFailures(admin.failed_auth_limit, admin.failed_auth_window)
-        self.ctx = AdminContext(self.config, self.state, self.reload_policies, tokens, AuditLog(admin.audit_log),
-                                FailureKeys(node_secret()), limiter,
-                                allowed_names(admin.hosts, admin.listen.host), files=files,
-                                control=self.state.control)
-        self.ctx.view = metrics.NodeView(lambda: shared_tiers(self.state.store))
-        metrics.start_worker()
-        if metrics.MULTIPROCESS_DIR is not None:
-            self._publisher = asyncio.ensure_future(
-                metrics.publish_every(metrics.PUBLISH_INTERVAL, self.state.store.memory))
-        self.runner = _Runner(make_app(self.ctx), access_log=None, handle_signals=False,
-                                    shutdown_timeout=min(self.config.timeouts.shutdown, 5.0))
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, admin.listen.host, admin.listen.port,
-                           reuse_port=self.reuse_port or None)
-        await site.start()
-        server = site._server
-        if server is not None:
-            self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
-
-    async def stop(self) -> None:
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
-            self._publisher = None
-        metrics.publish(self.state.store.memory)  # its last counts stay in the node's sums
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-        if self.ctx is not None:
-            self.ctx.audit.close()
-            if isinstance(self.ctx.limiter, SharedFailures):
-                self.ctx.limiter.close()

@@ -12,9 +12,11 @@ import functools
 import json
 from typing import Any
 
-from edge.shipped import policies_dir
-from edge.admin.app import MAX_BODY
 from edge.policy.load import RESERVED_TENANTS
+from edge.shipped import policies_dir
+
+# Stated here and enforced by the routes (app.py), which serve this document.
+MAX_BODY = 1 << 20  # request bodies: policies are at most 1 MiB as files, too
 
 _SCHEMA_FILE = policies_dir() / "schema.json"
 
