@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.web_protocol import RequestHandler
 
 from edge.admin.control import ControlSocket
 from edge.cache.purge import PurgeSpec
@@ -33,6 +31,7 @@ from edge.filters.under_attack import UnderAttackFilter
 from edge.filters.waf import WafFilter
 from edge.geo.db import GeoDB
 from edge.geo.proxy_protocol import ProxyProtocolSite
+from edge.http.aiohttp_adapter import ParseFailure, Server, line_limit, parse_failure
 from edge.http.slow import HeadTimeoutHandler
 from edge.observe import metrics
 from edge.observe.access import AccessLog
@@ -70,6 +69,14 @@ class NodeState:
     control: ControlSocket | None = None  # the worker's, with several workers (set by Node.start)
 
 
+_PARSE_ANSWERS = {
+    ParseFailure.REQUEST_LINE_TOO_LONG: (414, "request line too long"),
+    ParseFailure.FIELD_TOO_LARGE: (431, "header field too large"),
+    ParseFailure.TOO_MANY_FIELDS: (431, "too many header fields"),
+    ParseFailure.MALFORMED: (400, "malformed request"),
+}
+
+
 class _Protocol(HeadTimeoutHandler):
     """aiohttp's connection handler with precise statuses for parse errors
     (414 for the request line, 431 for header fields), no echo of the
@@ -80,56 +87,18 @@ class _Protocol(HeadTimeoutHandler):
         super().__init__(manager, **kwargs)
         self.line_limit = line_limit
 
-    def handle_error(self, request, status=500, exc=None, message=None):
-        if status == 400 and exc is not None:
-            if isinstance(exc, LineTooLong):
-                # The parser reports both limits with LineTooLong; they are
-                # told apart by the limit it names (see _line_limit below).
-                limit = exc.args[1] if len(exc.args) > 1 else None
-                status, text = (414, "request line too long") if limit == self.line_limit else (431, "header field too large")
-            elif isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc):
-                status, text = 431, "too many header fields"
-            else:
-                text = "malformed request"
-            # The kind only: a parser's message can quote the raw line (a cookie, a token).
-            log.debug("bad request from client: %s", type(exc).__name__)
-            resp = web.Response(
-                status=status,
-                text=f"{status} {text}\n",
-                headers={"Cache-Control": "no-store", "Server": "edge", "Cache-Status": f"{self.node}; detail=bad-request"},
-            )
-            resp.force_close()
-            return resp
-        return super().handle_error(request, status, exc, message)
-
-
-class _Server(web.Server):
-    def __init__(self, handler, line_limit: int, node: str, header_read: float = 10.0, send: float = 30.0,
-                 send_min_rate: int = 1024, **kwargs) -> None:
-        super().__init__(handler, **kwargs)
-        self._line_limit = line_limit
-        self._node = node
-        self._header_read = header_read
-        self._send = send
-        self._send_min_rate = send_min_rate
-
-    def __call__(self) -> RequestHandler:
-        return _Protocol(
-            self,
-            loop=self._loop,
-            line_limit=self._line_limit,
-            node=self._node,
-            header_read=self._header_read,
-            send=self._send,
-            send_min_rate=self._send_min_rate,
-            **self._kwargs,
+    def error_answer(self, status, exc):
+        failure = parse_failure(status, exc, self.line_limit)
+        if failure is None:
+            return None
+        status, text = _PARSE_ANSWERS[failure]
+        # The kind only: a parser's message can quote the raw line (a cookie, a token).
+        log.debug("bad request from client: %s", type(exc).__name__)
+        return web.Response(
+            status=status,
+            text=f"{status} {text}\n",
+            headers={"Cache-Control": "no-store", "Server": "edge", "Cache-Status": f"{self.node}; detail=bad-request"},
         )
-
-
-def _line_limit(config: NodeConfig) -> int:
-    # Keep the two limits distinct so a LineTooLong can say which one it hit.
-    line = config.limits.max_request_line
-    return line + 1 if line == config.limits.max_header_size else line
 
 
 def build_state(config: NodeConfig, policies: PolicySource, *, access_log: AccessLog | None = None) -> NodeState:
@@ -229,18 +198,18 @@ def delivery_warnings(state: NodeState) -> list[str]:
 def make_server(state: NodeState) -> web.Server:
     pipeline = state.pipeline = Pipeline(state)
     limits = state.config.limits
-    line_limit = _line_limit(state.config)
-    return _Server(
+    timeouts = state.config.timeouts
+    max_line = line_limit(limits.max_request_line, limits.max_header_size)
+    connection = functools.partial(_Protocol, line_limit=max_line, node=state.config.name,
+                                   header_read=timeouts.header_read, send=timeouts.send,
+                                   send_min_rate=timeouts.send_min_rate)
+    return Server(
         pipeline.handle,
-        line_limit,
-        state.config.name,
-        state.config.timeouts.header_read,
-        state.config.timeouts.send,
-        state.config.timeouts.send_min_rate,
-        max_line_size=line_limit,
+        connection=connection,
+        max_line_size=max_line,
         max_field_size=limits.max_header_size,
         max_headers=limits.max_headers,
-        keepalive_timeout=state.config.timeouts.keepalive,
+        keepalive_timeout=timeouts.keepalive,
         access_log=None,
         # Request bodies are forwarded byte for byte under the client's own
         # Content-Encoding and Content-Length; limits count what is sent.
@@ -295,11 +264,7 @@ class Node:
                 site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None,
                                    backlog=1024)
             await site.start()
-        for site in self.runner.sites:
-            server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor
-            if server is not None:
-                for sock in server.sockets:
-                    self.addresses.append(sock.getsockname()[:2])
+        self.addresses = [address[:2] for address in self.runner.addresses]
         if self.config.admin.enabled:
             from edge.admin.server import AdminServer
 

@@ -370,13 +370,12 @@ def _check_aiohttp() -> str | None:
     start, rather than run without those protections."""
     import aiohttp
 
-    from edge.http import slow
-    from edge.origin import pool
+    from edge.http import aiohttp_adapter
 
-    missing = slow.missing_internals() + pool.missing_internals()
+    missing = aiohttp_adapter.missing_internals()
     if missing:
         return (f"aiohttp {aiohttp.__version__} lacks {', '.join(missing)}, which the node relies on; "
-                "install an aiohttp from 3.12 to 3.14")
+                f"install an aiohttp from {aiohttp_adapter.SUPPORTED}")
     return None
 
 

@@ -11,7 +11,6 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from edge.admin.app import _HEADERS, AdminContext, make_app, shared_tiers
 from edge.admin.audit import AuditLog
@@ -19,41 +18,26 @@ from edge.admin.auth import FailureKeys, MemoryFailures, SharedFailures, TokenSe
 from edge.admin.hosts import allowed_names
 from edge.admin.store import PolicyFiles
 from edge.config import ConfigError, NodeConfig, read_tokens_file
+from edge.http.aiohttp_adapter import AppRunner, Connection
 from edge.observe import metrics
 from edge.policy.load import LoadReport, PolicyDirectory
 
 log = logging.getLogger("edge.admin")
 
 
-class _Protocol(RequestHandler):
+class _Connection(Connection):
     """aiohttp's connection handler, but its own answers to requests it
     cannot parse carry no version banner, echo nothing of the request and
     log no client address."""
 
-    def handle_error(self, request, status=500, exc=None, message=None):
-        if request.writer.output_size > 0:
-            raise ConnectionError("the answer has begun: no error answer can follow")  # as aiohttp does
+    def error_answer(self, status, exc):
         # The kind only: a parser's message can quote the raw header line (a token).
         log.debug("admin API: request not handled (%d): %s", status, type(exc).__name__)
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "Error"
-        resp = web.Response(status=status, text=f"{status} {phrase}\n", headers=_HEADERS)
-        resp.force_close()
-        return resp
-
-
-class _Server(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _Protocol(self, loop=self._loop, **self._kwargs)
-
-
-class _Runner(web.AppRunner):
-    async def _make_server(self) -> web.Server:
-        made = await super()._make_server()
-        return _Server(made.request_handler, request_factory=made.request_factory,
-                       handler_cancellation=made.handler_cancellation, loop=made._loop, **made._kwargs)
+        return web.Response(status=status, text=f"{status} {phrase}\n", headers=_HEADERS)
 
 
 class AdminServer:
@@ -118,15 +102,13 @@ class AdminServer:
         if metrics.MULTIPROCESS_DIR is not None:
             self._publisher = asyncio.ensure_future(
                 metrics.publish_every(metrics.PUBLISH_INTERVAL, self.state.store.memory))
-        self.runner = _Runner(make_app(self.ctx), access_log=None, handle_signals=False,
-                                    shutdown_timeout=min(self.config.timeouts.shutdown, 5.0))
+        self.runner = AppRunner(make_app(self.ctx), connection=_Connection, access_log=None, handle_signals=False,
+                                shutdown_timeout=min(self.config.timeouts.shutdown, 5.0))
         await self.runner.setup()
         site = web.TCPSite(self.runner, admin.listen.host, admin.listen.port,
                            reuse_port=self.reuse_port or None)
         await site.start()
-        server = site._server
-        if server is not None:
-            self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
+        self.addresses = [address[:2] for address in self.runner.addresses]
 
     async def stop(self) -> None:
         if self._publisher is not None:

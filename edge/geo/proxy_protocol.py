@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from edge.geo.client import Trusted
+from edge.http.aiohttp_adapter import WrappedSite
 from edge.observe.anon import anonymise
 
 log = logging.getLogger("edge.geo.proxy_protocol")
@@ -394,7 +395,7 @@ def wrap_protocol_factory(
     return make
 
 
-class ProxyProtocolSite(web.TCPSite):
+class ProxyProtocolSite(WrappedSite):
     """``web.TCPSite`` for a listener behind a PROXY-protocol load balancer.
 
     ``request.remote`` is the client named in the header; only ``peers``
@@ -422,21 +423,6 @@ class ProxyProtocolSite(web.TCPSite):
     def name(self) -> str:
         return super().name + " (PROXY protocol)"
 
-    async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers the site with the runner
-        loop = asyncio.get_running_loop()
-        server = self._runner.server
-        assert server is not None
-        self._server = await loop.create_server(
-            wrap_protocol_factory(server, peers=self._peers, refusals=RefusedPeers(f"{self._host}:{self._port}"),
-                                  timeout=self._header_timeout),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-        )
-        if self._server.sockets:
-            self._bound_port = self._server.sockets[0].getsockname()[1]
-        else:
-            self._bound_port = self._port
+    def wrap(self, factory: Callable[[], asyncio.BaseProtocol], host: str | None, port: int):
+        return wrap_protocol_factory(factory, peers=self._peers, refusals=RefusedPeers(f"{host}:{port}"),
+                                     timeout=self._header_timeout)

@@ -26,11 +26,9 @@ The head and send deadlines live in the connection handler: one
 ``loop.call_at`` handle per request head that does not arrive in one piece,
 none for a head that does (the common case); one per stretch in which the
 transport's write buffer is full, none while the client keeps up; no task.
-They rely on aiohttp's ``RequestHandler`` internals (3.12 to 3.14:
-``_messages``, ``_request_count``, ``_request_in_progress``, ``_paused``);
-``edge serve`` refuses to start on an aiohttp without them
-(``missing_internals``), and the tests over real sockets catch a change of
-their meaning.
+They read the connection's state through ``edge.http.aiohttp_adapter``
+(aiohttp's internals, checked at start-up there), and the tests over real
+sockets catch a change of their meaning.
 """
 from __future__ import annotations
 
@@ -43,8 +41,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from aiohttp.web_protocol import RequestHandler
-
+from edge.http.aiohttp_adapter import Connection, close_connection
 from edge.http.dates import format_http_date
 from edge.observe.anon import anonymise
 
@@ -132,9 +129,7 @@ async def close_after(request, response):
         response.force_close()  # says "Connection: close"
     await response.prepare(request)
     await response.write_eof()
-    protocol = request.protocol
-    if protocol is not None:
-        protocol.force_close()
+    close_connection(request)
     return response
 
 
@@ -189,7 +184,7 @@ def timeout_response(node: str, detail: str) -> bytes:
     return head.encode("ascii") + body
 
 
-class HeadTimeoutHandler(RequestHandler):
+class HeadTimeoutHandler(Connection):
     """aiohttp's connection handler with a deadline for every request head,
     and one for the client to take what is written to it.
 
@@ -218,10 +213,6 @@ class HeadTimeoutHandler(RequestHandler):
     buffer stops it.
     """
 
-    # aiohttp internals this class reads or overrides.
-    INTERNALS = ("_messages", "_request_count", "_request_in_progress", "_paused", "_upgraded",
-                 "_force_close", "_close", "pause_writing", "resume_writing", "data_received")
-
     def __init__(self, manager, *, header_read: float = 10.0, send: float = 30.0, send_min_rate: int = 1024,
                  node: str = "edge", **kwargs) -> None:
         super().__init__(manager, **kwargs)
@@ -239,7 +230,7 @@ class HeadTimeoutHandler(RequestHandler):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         if self.header_read > 0:
-            loop = self._loop
+            loop = self.loop
             self._head_timer = loop.call_at(loop.time() + self.header_read, self._head_timeout)
 
     def connection_lost(self, exc) -> None:
@@ -269,13 +260,13 @@ class HeadTimeoutHandler(RequestHandler):
         self._send_mark = mark = acked(transport)
         if mark is None:
             self._send_backlog = unsent(transport)
-        loop = self._loop
+        loop = self.loop
         self._send_timer = loop.call_at(loop.time() + self.send, self._send_timeout)
 
     def _send_timeout(self) -> None:
         self._send_timer = None
         transport = self.transport
-        if transport is None or not self._paused:
+        if transport is None or not self.writing_paused:
             return  # the client keeps up: the next full buffer arms the timer anew
         mark = self._send_mark
         if mark is None:
@@ -304,33 +295,33 @@ class HeadTimeoutHandler(RequestHandler):
         transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self.header_read <= 0 or self._upgraded:
+        if self.header_read <= 0 or self.upgraded:
             super().data_received(data)
             return
         payload = self._payload
         in_body = payload is not None and not payload.is_eof()
-        count = self._request_count
+        count = self.requests_parsed
         super().data_received(data)
-        if self._request_count != count:
+        if self.requests_parsed != count:
             # A whole head arrived (or a parse error): the deadline is met.
             timer = self._head_timer
             if timer is not None:
                 timer.cancel()
                 self._head_timer = None
             self._head_started = False
-            self._payload = self._messages[-1][1] if self._messages else None
-        elif data and not in_body and not self._request_in_progress and not self._messages:
+            self._payload = self.last_queued_body
+        elif data and not in_body and not self.in_request and not self.queued:
             self._head_started = True
             if self._head_timer is None and self.transport is not None:
-                loop = self._loop
+                loop = self.loop
                 self._head_timer = loop.call_at(loop.time() + self.header_read, self._head_timeout)
 
     def _head_timeout(self) -> None:
         self._head_timer = None
         transport = self.transport
-        if transport is None or self._force_close or self._close:
+        if transport is None or self.closing:
             return
-        if self._request_in_progress or self._messages:
+        if self.in_request or self.queued:
             return  # a request got through after all; the keep-alive timeout takes over
         peer = transport.get_extra_info("peername")
         if self._head_started:
@@ -343,8 +334,3 @@ class HeadTimeoutHandler(RequestHandler):
         )
         self.force_close()
 
-
-def missing_internals() -> list[str]:
-    """The aiohttp internals ``HeadTimeoutHandler`` relies on that the
-    installed aiohttp lacks."""
-    return [f"RequestHandler.{name}" for name in HeadTimeoutHandler.INTERNALS if not hasattr(RequestHandler, name)]

@@ -31,17 +31,16 @@ import asyncio
 import contextvars
 import enum
 import functools
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
+from edge.http.aiohttp_adapter import Connector, PoolBusy, parse_failed
 from edge.http.slow import ClientBodyError
 from edge.observe.throttle import LogThrottle
 from edge.origin.guard import AddressPolicy, connector, forbidden
@@ -86,15 +85,9 @@ class OriginError(Exception):
         self.origin = origin
 
 
-class _PoolBusy(Exception):
-    """The wait for a free connection expired. Neither a ClientError nor a
-    TimeoutError: aiohttp lets it through unchanged, so it is never taken
-    for the origin's own connect error or timeout."""
-
-
 @dataclass(slots=True)
 class _Attempt:
-    """One origin request's use of the pool (see _Connector._get)."""
+    """One origin request's use of the pool (see _Connector)."""
 
     fresh: bool = False  # take no kept-alive connection
     reused: bool = False  # a kept-alive connection was taken
@@ -103,36 +96,18 @@ class _Attempt:
 _ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("origin_attempt", default=None)
 
 
-class _Connector(aiohttp.TCPConnector):
-    """A connector whose wait for a free connection is bounded, and which
-    tells a request whether it got a kept-alive connection."""
+class _Connector(Connector):
+    """A connector that tells a request whether it got a kept-alive
+    connection, and gives none to a request that must have a new one."""
 
-    def __init__(self, *, queue_timeout: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._queue_timeout = queue_timeout
-
-    async def _wait_for_available_connection(self, key, traces) -> None:
-        # aiohttp waits here, without a bound of its own, while every
-        # connection the limits allow is taken (aiohttp 3.12 to 3.14 internals).
-        try:
-            async with asyncio.timeout(self._queue_timeout) as bound:
-                await super()._wait_for_available_connection(key, traces)
-        except TimeoutError:
-            if bound.expired():
-                raise _PoolBusy() from None
-            raise
-
-    async def _get(self, key, traces):
-        # aiohttp hands out a kept-alive connection here, or None to make a
-        # new one (aiohttp 3.14 internals). It already closes an idle pooled
-        # connection on which bytes arrive that no request asked for.
+    def may_reuse(self) -> bool:
         attempt = _ATTEMPT.get()
-        if attempt is not None and attempt.fresh:
-            return None
-        conn = await super()._get(key, traces)
-        if conn is not None and attempt is not None:
+        return attempt is None or not attempt.fresh
+
+    def reused(self) -> None:
+        attempt = _ATTEMPT.get()
+        if attempt is not None:
             attempt.reused = True
-        return conn
 
 
 def _spoilt(exc: BaseException) -> bool:
@@ -143,7 +118,7 @@ def _spoilt(exc: BaseException) -> bool:
         return False  # a new connection that could not be made
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
         return True
-    return isinstance(exc, aiohttp.ClientResponseError) and isinstance(exc.__cause__, HttpProcessingError)
+    return isinstance(exc, aiohttp.ClientResponseError) and parse_failed(exc.__cause__)
 
 
 @dataclass(slots=True, eq=False)
@@ -158,15 +133,6 @@ class _Pool:
 
 def _ident(origin) -> tuple:
     return (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections, origin.guarded)
-
-
-def missing_internals() -> list[str]:
-    """The aiohttp internals ``_Connector`` overrides that the installed
-    aiohttp lacks (its wait would silently lose its bound)."""
-    wait = getattr(aiohttp.TCPConnector, "_wait_for_available_connection", None)
-    if wait is None or list(inspect.signature(wait).parameters) != ["self", "key", "traces"]:
-        return ["TCPConnector._wait_for_available_connection(key, traces)"]
-    return []
 
 
 @dataclass(slots=True)
@@ -312,7 +278,7 @@ class OriginClients:
             url = URL(origin.url.rstrip("/") + target, encoded=True)
             try:
                 resp = await self._request(self._pool(origin), method, url, headers, body, retry)
-            except _PoolBusy:
+            except PoolBusy:
                 # Not the origin's failure: no health change, no failover.
                 raise OriginError(Failure.BUSY, origin.url, "no free connection") from None
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:

@@ -3,10 +3,11 @@ that names what is wrong, no traceback, nothing left listening."""
 from __future__ import annotations
 
 import socket
+import sys
 
 import pytest
 
-from .support import port_is_free
+from .support import REPO, port_is_free
 
 
 def _problems(node, status: int, must_name: list[str]) -> list[str]:
@@ -76,5 +77,19 @@ def test_unusable_cache_dir_is_refused(run_edge, upstream, port, tmp_path, worke
     problems = _problems(node, status, [str(not_a_dir)])
     if "cannot listen" in node.stderr:
         problems.append("reported as a listening problem")
+    assert not problems, "; ".join(problems) + "\n" + node.describe()
+    assert port_is_free(port)
+
+
+def test_an_aiohttp_without_an_internal_the_node_relies_on_is_refused(run_edge, upstream, port):
+    """Rather than run without its slow-client deadlines: the command is
+    ``edge serve`` on an aiohttp that lost one internal the adapter reads."""
+    lost = ("import sys; from aiohttp import web; del web.RequestHandler._request_in_progress; "
+            "from edge.cli import main; sys.exit(main(sys.argv[1:]))")
+    node = run_edge("--origin", upstream.url, port=port, ready=False, command=[sys.executable, "-c", lost],
+                    env={"PYTHONPATH": str(REPO)})
+    status = node.wait_exit(timeout=60)
+
+    problems = _problems(node, status, ["RequestHandler._request_in_progress", "install an aiohttp from 3.12 to 3.14"])
     assert not problems, "; ".join(problems) + "\n" + node.describe()
     assert port_is_free(port)

@@ -6,11 +6,9 @@ import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
-import aiohttp
 import pytest
 from aiohttp import streams
 from aiohttp.test_utils import make_mocked_request
-from aiohttp.web_protocol import RequestHandler
 
 from edge.config import ConfigError, Timeouts, default_config, load_config
 from edge.filters.request_limits import (
@@ -26,7 +24,6 @@ from edge.filters.request_limits import (
 from edge.http import slow
 from edge.http.slow import BodyTimeout, BodyTimeouts, read_body, timeout_response
 from edge.observe.metrics import REGISTRY
-from edge.origin import pool
 from edge.policy import parse as policy_parse
 
 WHERE = "filters.request_limits"
@@ -504,16 +501,3 @@ async def test_acknowledged_and_unsent_bytes_of_a_real_connection(monkeypatch):
     finally:
         writer.close()
         server.close()
-
-
-def test_a_missing_aiohttp_internal_stops_the_start(monkeypatch):
-    from edge.cli import _check_aiohttp
-
-    assert _check_aiohttp() is None
-    assert slow.missing_internals() == [] and pool.missing_internals() == []
-    monkeypatch.delattr(aiohttp.BaseConnector, "_wait_for_available_connection")
-    monkeypatch.delattr(RequestHandler, "_request_in_progress")
-    message = _check_aiohttp()
-    assert message is not None and message.startswith(f"aiohttp {aiohttp.__version__} lacks ")
-    assert "RequestHandler._request_in_progress" in message
-    assert "TCPConnector._wait_for_available_connection(key, traces)" in message
