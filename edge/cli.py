@@ -151,7 +151,7 @@ def serve(args) -> int:
             seed = Seed("demo", str(demo_file))
 
     try:
-        config = _apply_flags(config, args, demo)
+        config = apply_flags(config, args, demo)
     except (ValueError, ConfigError) as exc:
         return _fail(str(exc))
     problem = (
@@ -229,7 +229,9 @@ def _seed_state(source) -> str | None:
     return None
 
 
-def _apply_flags(config, args, demo: bool):
+def apply_flags(config, args, demo: bool):
+    """``config`` with the ``edge serve`` flags in ``args`` applied (they win
+    over the file); ValueError names a bad flag."""
     changes = {}
     if args.listen:
         changes["listen"] = tuple(args.listen)

@@ -106,7 +106,7 @@ async def _middleware(request: web.Request, handler) -> web.StreamResponse:
     principal: Principal | None = None
     try:
         _check_host(request, ctx)
-        bad = _path_trick(request.raw_path)
+        bad = path_trick(request.raw_path)
         if bad:
             raise ApiError(400, "malformed path", [detail("path", bad)])
         if ctx.via in request.headers.get("Via", ""):
@@ -163,7 +163,7 @@ def _http_error(exc: web.HTTPException) -> web.Response:
     return error_response(exc.status, messages.get(exc.status, exc.reason), headers=headers)
 
 
-def _path_trick(raw_path: str) -> str | None:
+def path_trick(raw_path: str) -> str | None:
     """Dot segments (also percent-encoded), encoded slashes and backslashes are
     never part of a valid admin path; refuse them before any routing."""
     path = raw_path.partition("?")[0]

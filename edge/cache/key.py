@@ -232,7 +232,9 @@ def _build_filter(opts: KeyOptions) -> Callable[[str], bool]:
 _FILTERS: dict[int, tuple[KeyOptions, Callable[[str], bool]]] = {}
 
 
-def _param_filter(opts: KeyOptions) -> Callable[[str], bool]:
+def param_filter(opts: KeyOptions) -> Callable[[str], bool]:
+    """Whether a query parameter (by its canonical name) stays in keys made
+    with ``opts``; built once per options object, and shared by equal ones."""
     entry = _FILTERS.get(id(opts))
     if entry is not None and entry[0] is opts:
         return entry[1]
@@ -257,7 +259,7 @@ def normalise_query(query: str, opts: KeyOptions) -> str:
     """
     if not query:
         return ""
-    keeps = _param_filter(opts)
+    keeps = param_filter(opts)
     canon = _QUERY_UNSAFE.search(query) is not None
     params: list[tuple[str, str]] = []
     for piece in query.split("&"):
@@ -333,6 +335,9 @@ def _host_key(host_header: str) -> str | None:
     return name
 
 
+host_key.cache_info = _host_key.cache_info  # type: ignore[attr-defined] - the memo's size and hits, as lru_cache reports them
+
+
 def _valid_port(rest: str) -> bool:
     """Whether what follows the host is empty or ":" and a port."""
     if not rest:
@@ -359,7 +364,7 @@ def _lp(value: str) -> str:
     return f"{len(value)}:{value}"
 
 
-def _field(headers: Mapping[str, str], name: str) -> str | None:
+def field_value(headers: Mapping[str, str], name: str) -> str | None:
     """One request header's value, field lines combined (RFC 9110 §5.3)."""
     getall = getattr(headers, "getall", None)
     if getall is not None:
@@ -407,7 +412,7 @@ def primary_key(
         return head
     parts = [head, SEP]
     for name in opts.headers:
-        value = _field(headers, name)
+        value = field_value(headers, name)
         parts.append("h" + _lp(name) + (_ABSENT if value is None else _lp(value)))
     for name in opts.cookies:
         value = cookies.get(name)
@@ -450,7 +455,7 @@ def vary_key(names: tuple[str, ...], request_headers: Mapping[str, str]) -> str:
         return ""
     parts = []
     for name in names:
-        value = _field(request_headers, name)
+        value = field_value(request_headers, name)
         if name == "accept-encoding":
             # A few buckets, not every browser's spelling; the origin is sent
             # the bucket too (edge/pipeline.py), so it answers for it.

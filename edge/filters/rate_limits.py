@@ -86,7 +86,7 @@ class RateLimitFilter:
     def check(self, request, ctx, policy) -> Verdict | None:
         if self.client_rate and not ctx.allowlisted:
             now = self.clock()
-            client = _client_key(ctx.peer)
+            client = client_key(ctx.peer)
             bucket = self._node.get(client)
             if bucket is None:
                 bucket = self._node[client] = TokenBucket(float(self.client_burst), now)
@@ -122,7 +122,7 @@ class RateLimitFilter:
                 lru = self._clients.get(key)
                 if lru is None:
                     lru = self._clients[key] = LRUCache(maxsize=self.max_buckets)
-                client = _client_key(ctx.peer)
+                client = client_key(ctx.peer)
                 bucket = lru.get(client)
                 if bucket is None:
                     bucket = lru[client] = TokenBucket(float(rule.burst), now)
@@ -138,7 +138,7 @@ class RateLimitFilter:
 
 
 @functools.lru_cache(maxsize=65536)
-def _client_key(peer: str | None) -> str:
+def client_key(peer: str | None) -> str:
     """IPv4 clients by address, IPv6 clients by their /64: one subscriber
     holds a whole /64 and could take a fresh address (and a full bucket)
     for every request."""

@@ -39,7 +39,7 @@ from typing import Any
 
 from edge.filters._record import Recorder
 from edge.filters.chain import Verdict
-from edge.filters.rate_limits import _client_key
+from edge.filters.rate_limits import client_key
 
 DEFAULT_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Refused by the chain's MethodFilter for every tenant; listing them would mislead.
@@ -322,7 +322,7 @@ class RequestLimitFilter:
         cap, share = limits.max_concurrent, share_of(limits, policy.origins)
         if not cap and not share:
             return None
-        key = (policy.tenant, _client_key(ctx.peer))
+        key = (policy.tenant, client_key(ctx.peer))
         block = limits.mode == "block"
         rule = await self.slots.acquire(key, cap, share, wait if block else 0.0)
         if rule is None:

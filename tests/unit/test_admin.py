@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.admin import auth
-from edge.admin.app import _path_trick, merge_patch
+from edge.admin.app import merge_patch, path_trick
 from edge.admin.auth import AuthFailure, FailureKeys, MemoryFailures, SharedFailures, TokenSet, token_hash
 from edge.admin.hosts import allowed_names, host_allowed
 from edge.admin.store import PolicyFiles, Precondition
@@ -271,7 +271,7 @@ def test_if_match(if_match, current, ok):
     ("/v1/tenants/a%00/policy", True),
 ])
 def test_path_tricks(raw, bad):
-    assert bool(_path_trick(raw)) is bad
+    assert bool(path_trick(raw)) is bad
 
 
 def test_policy_files_write_atomically_and_clean_up_leftovers(tmp_path: Path):

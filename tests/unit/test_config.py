@@ -520,7 +520,7 @@ def test_missing_node_list_file_is_a_clear_error(tmp_path):
 )
 def test_quick_mode_gives_its_one_tenant_the_whole_disk_tier(argv, quota) -> None:
     """No other tenant to keep a share for (a node's default is half)."""
-    from edge.cli import _apply_flags, build_parser
+    from edge.cli import apply_flags, build_parser
 
-    config = _apply_flags(default_config(), build_parser().parse_args(["serve", *argv]), demo=False)
+    config = apply_flags(default_config(), build_parser().parse_args(["serve", *argv]), demo=False)
     assert config.cache.tenant_quota == config.cache.disk_size == quota

@@ -140,6 +140,6 @@ def test_large_deny_list():
     ],
 )
 def test_ipv6_clients_share_a_bucket_per_64(peer, key):
-    from edge.filters.rate_limits import _client_key
+    from edge.filters.rate_limits import client_key
 
-    assert _client_key(peer) == key
+    assert client_key(peer) == key

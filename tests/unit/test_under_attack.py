@@ -50,8 +50,11 @@ def test_client_prefix_is_the_v4_24_or_the_v6_64(peer, prefix):
 
 @pytest.mark.parametrize("secret", [b"k" * 16, b"k" * 64, bytes(range(100)), b"\xff" * 33])
 def test_signatures_are_hmac_sha256(secret):
-    for message in ("", "clear|shop|198.51.100.0/24|1700003600", "\u00e9" * 100):
-        assert ua._mac(secret, message) == hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+    """Of everything signed: nodes that share EDGE_SECRET accept each other's cookies."""
+    for tenant, prefix in (("", ""), ("shop", "198.51.100.0/24"), ("\u00e9" * 100, "2001:db8::/64")):
+        cookie = ua.make_cookie(secret, tenant, prefix, 1700003600)
+        message = f"clear|{tenant}|{prefix}|1700003600".encode()
+        assert cookie == "v1.1700003600." + hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 # --- proof of work --------------------------------------------------------------------------
