@@ -1508,7 +1508,7 @@ def bench_micro(args) -> str:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        port = runner.addresses[0][1]
         cfg = default_config()
         cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, access=False))
         source = FileSource(None, tenant="default", quick_origin=f"http://127.0.0.1:{port}")

@@ -3,81 +3,23 @@ the way production starts it (edge.app.Node), both on loopback."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from edge.app import Node
 from edge.config import ListenAddress, default_config
 from edge.policy.sources import DirectorySource, FileSource
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Origin:
-    """A real aiohttp origin whose routes tests set; it counts what it sees."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Handler] = {}
-        self.hits: collections.Counter[str] = collections.Counter()
-        self.requests: list[dict] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def route(self, path: str, handler: Handler) -> None:
-        self.routes[path] = handler
-
-    def respond(self, path: str, body: bytes | str = b"ok", status: int = 200, headers: dict | None = None) -> None:
-        data = body.encode() if isinstance(body, str) else body
-
-        async def handler(request: web.Request) -> web.Response:
-            return web.Response(body=data, status=status, headers=headers or {})
-
-        self.routes[path] = handler
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] += 1
-        body = await request.read()
-        self.requests.append(
-            {
-                "method": request.method,
-                "path_qs": request.path_qs,
-                "raw_path": request.raw_path,
-                "headers": dict(request.headers),
-                "body": body,
-            }
-        )
-        handler = self.routes.get(request.path)
-        if handler is None:
-            return web.Response(status=404, text="not found")
-        return await handler(request)
-
-    async def start(self, port: int = 0) -> None:
-        app = web.Application(client_max_size=1 << 32)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+from tests.origin_support import Origin
 
 
 @pytest.fixture
 async def origin():
+    """A real origin on this test's loop (tests.origin_support), empty: tests add routes."""
     o = Origin()
     await o.start()
     yield o

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from .support import EdgeProcess, Origin, free_port
+from tests.origin_support import Origin
+
+from .support import EdgeProcess, free_port
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def make_origin():
     origins: list[Origin] = []
 
     def make() -> Origin:
-        o = Origin().start()
+        o = Origin().start_in_thread()
         origins.append(o)
         return o
 

@@ -1,12 +1,12 @@
-"""Helpers for the end-to-end tests: the ``edge`` command as a subprocess,
-a real aiohttp origin in a background thread, and a plain HTTP client.
+"""Helpers for the end-to-end tests: the ``edge`` command as a subprocess
+and a plain HTTP client (the origin is tests.origin_support's, in a
+background thread).
 
 Nothing here asserts on durations: deadlines only bound how long a test
 waits for something that must eventually happen, and are generous.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import http.client
 import json
@@ -17,13 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PORT = 8081  # the built-in demo origin's fixed port; no other test may use it
@@ -302,94 +300,3 @@ def tree_size(path: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-# --- a real origin in a thread ---------------------------------------------------
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Origin:
-    """A real aiohttp origin on its own event loop in a background thread,
-    so tests can stay synchronous. Routes are exact paths, or prefixes
-    ending in ``*``; every request is recorded as (method, path)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="e2e-origin", daemon=True)
-        self.routes: dict[str, Handler] = {}
-        self.seen: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def call(self, coro: Awaitable, timeout: float = 30.0):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call_soon(self, fn: Callable, *args) -> None:
-        self.loop.call_soon_threadsafe(fn, *args)
-
-    def start(self) -> Origin:
-        self.thread.start()
-        self.call(self._start())
-        return self
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        with self._lock:
-            self.seen.append((request.method, request.path))
-        handler = self.routes.get(request.path)
-        if handler is None:
-            prefixes = [p for p in self.routes if p.endswith("*") and request.path.startswith(p[:-1])]
-            if prefixes:
-                handler = self.routes[max(prefixes, key=len)]
-        if handler is None:
-            return web.Response(status=404, text="not found at the origin\n")
-        return await handler(request)
-
-    def route(self, path: str, handler: Handler) -> None:
-        self.routes[path] = handler
-
-    def respond(self, path: str, body: bytes | str = b"ok", *, status: int = 200,
-                headers: dict[str, str] | None = None) -> None:
-        data = body.encode() if isinstance(body, str) else body
-
-        async def handler(request: web.Request) -> web.Response:
-            return web.Response(body=data, status=status, headers=headers or {})
-
-        self.routes[path] = handler
-
-    def count(self, path: str, method: str = "GET") -> int:
-        with self._lock:
-            return sum(1 for m, p in self.seen if m == method and p == path)
-
-    def stop(self) -> None:
-        """Stop serving (the port then refuses connections)."""
-        if self.runner is not None:
-            self.call(self.runner.cleanup())
-            self.runner = None
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            if not self.thread.is_alive():
-                self.loop.close()

@@ -45,7 +45,7 @@ def test_cached_object_survives_a_restart_without_its_origin(run_edge, upstream,
     first = node.get("/doc")
     assert first.status == 200 and "stored" in first.cache_status, first
     assert node.terminate() == 0, node.describe()
-    upstream.stop()  # the origin is gone from now on
+    upstream.call(upstream.stop())  # the origin is gone from now on
 
     node = run_edge(*args, port=port)
     again = node.get("/doc")

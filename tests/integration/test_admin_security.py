@@ -14,6 +14,7 @@ from aiohttp import web
 
 from tests.admin_support import OPERATOR, SHOP, Api, OpenApiCheck, admin_config, policy
 from tests.conftest import raw_request
+from tests.origin_support import Origin
 
 POLICY = "/v1/tenants/{tenant}/policy"
 
@@ -112,21 +113,17 @@ async def test_cli_client_follows_no_redirect_with_the_token():
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(str(request.url.with_path("/stolen")))
 
-    app = web.Application()
-    app.router.add_route("*", "/stolen", elsewhere)
-    app.router.add_route("*", "/{tail:.*}", redirect)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    server = Origin()
+    server.route("/stolen", elsewhere)
+    server.route("/*", redirect)
+    await server.start()
     try:
-        api = AdminClient(f"http://127.0.0.1:{port}", "secret-token-123")
+        api = AdminClient(server.url, "secret-token-123")
         answer = await asyncio.get_running_loop().run_in_executor(None, api.call, "POST", "/v1/tenants/x/purge", {"all": True})
         assert answer.status == 302
         assert seen == []
     finally:
-        await runner.cleanup()
+        await server.stop()
 
 
 # --- reserved tenant ids ---------------------------------------------------------------

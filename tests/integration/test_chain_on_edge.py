@@ -14,6 +14,7 @@ from aiohttp import web
 
 from edge.filters import under_attack as ua
 from edge.observe.events import verify_signature
+from tests.origin_support import Origin
 
 SECRET = "whsec-0123456789abcdef0123"
 
@@ -73,18 +74,14 @@ async def test_blocks_raise_one_signed_event_at_a_real_webhook(origin, make_edge
         arrived.set()
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    receiver = Origin()
+    receiver.route("/hook", hook)
+    await receiver.start()
     try:
         origin.respond("/", b"home")
         filters = {
             "ip_lists": {"deny": ["127.0.0.0/8"]},
-            "events": {"webhook_url": f"http://127.0.0.1:{port}/hook", "secret": SECRET, "client_threshold": 5},
+            "events": {"webhook_url": receiver.url + "/hook", "secret": SECRET, "client_threshold": 5},
         }
         edge = await make_edge(policies={"shop": _site(origin.url, filters)})
         async with aiohttp.ClientSession() as s:
@@ -101,7 +98,7 @@ async def test_blocks_raise_one_signed_event_at_a_real_webhook(origin, make_edge
         assert "127.0.0.1" not in orjson.dumps(event).decode()  # anonymised
         assert origin.hits["/"] == 0
     finally:
-        await runner.cleanup()
+        await receiver.stop()
 
 
 async def test_waf_blocks_attacks_in_query_and_body_before_the_origin(origin, make_edge, client):

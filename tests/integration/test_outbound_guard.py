@@ -24,7 +24,7 @@ from edge.origin.guard import AddressPolicy, ForbiddenAddress, GuardedResolver
 from edge.origin.pool import Failure, OriginClients, OriginError
 from edge.policy import parse_policy
 from tests.admin_support import OPERATOR, SHOP, Api, OpenApiCheck, admin_config, policy
-from tests.conftest import Origin
+from tests.origin_support import Origin
 from tests.conftest import until as wait_until
 
 POLICY = "/v1/tenants/{tenant}/policy"

@@ -8,7 +8,8 @@ import pytest
 from aiohttp import web
 
 from edge.config import Timeouts
-from tests.conftest import Origin, free_port, raw_request, until
+from tests.conftest import free_port, raw_request, until
+from tests.origin_support import Origin
 
 
 async def test_hop_by_hop_headers_are_removed_both_ways(origin, make_edge, client):

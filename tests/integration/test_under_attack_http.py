@@ -65,7 +65,7 @@ async def site():
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
-    s.url = f"http://127.0.0.1:{tcp._server.sockets[0].getsockname()[1]}"
+    s.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         yield s
     finally:
