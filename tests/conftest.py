@@ -3,6 +3,7 @@ the way production starts it (edge.app.Node), both on loopback."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import socket
 from collections.abc import Callable
@@ -12,6 +13,8 @@ import aiohttp
 import pytest
 
 from edge.app import Node
+from edge.cache.key import SEP, tenant_prefix
+from edge.cache.store import Hit
 from edge.config import ListenAddress, default_config
 from edge.policy.sources import DirectorySource, FileSource
 from tests.origin_support import Origin
@@ -118,10 +121,41 @@ async def raw_request(port: int, data: bytes, host: str = "127.0.0.1", read_unti
 
 
 async def until(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    """Wait until ``predicate()`` is true; fail naming ``what`` after ``timeout`` seconds (a bound, not a measure)."""
+    """Wait until ``predicate()`` is true (awaited when it is awaitable: a
+    request, say); fail naming ``what`` after ``timeout`` seconds (a bound,
+    not a measure)."""
     try:
         async with asyncio.timeout(timeout):
-            while not predicate():
+            while True:
+                value = predicate()
+                if inspect.isawaitable(value):
+                    value = await value
+                if value:
+                    return
                 await asyncio.sleep(0.02)
     except TimeoutError:
         pytest.fail(f"not within {timeout:g} s: {what}")
+
+
+def stored(edge: Edge, path: str, tenant: str = "default") -> Hit | None:
+    """What the memory tier holds for ``path`` (any host and query of the
+    tenant), or None: to wait for a background store to land."""
+    lo = tenant_prefix(tenant)
+    for key in edge.store.memory.range_keys(lo, lo + "\U0010ffff"):
+        if key.split(SEP)[2] == path:
+            hit = edge.store.get_now(key)
+            if hit is not None and hit.body is not None:
+                return hit
+    return None
+
+
+def stored_field(edge: Edge, path: str, name: str, tenant: str = "default") -> str:
+    """A header field of what the memory tier holds for ``path`` ("" when none)."""
+    hit = stored(edge, path, tenant)
+    return "" if hit is None else dict(hit.meta.headers).get(name, "")
+
+
+def on_disk(edge: Edge) -> int:
+    """Entries the disk tier has committed (a streamed fill commits just
+    after the client got its last byte)."""
+    return sum(1 for k in edge.store.disk.cache.iterkeys() if k.startswith("m\0"))

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from tests.admin_support import NEWS, SHOP, Api, OpenApiCheck, admin_config, policy
+from tests.conftest import until
 
 PURGE = "/v1/tenants/{tenant}/purge"
 
@@ -150,7 +151,7 @@ async def test_no_stale_read_after_the_purge_answer_while_hits_race_it(edge, cli
     await get(client, edge)
     slow.set()
     tasks = [asyncio.ensure_future(hammer()) for _ in range(8)]
-    await asyncio.sleep(0.05)
+    await until(lambda: len(results) >= 8, "requests before the purge")
     # The new version exists at the origin; requests racing on the miss path
     # may fetch v1 (sent before this line) - the purge must keep it out.
     edge.versions["/page"] = "v2"
@@ -158,7 +159,7 @@ async def test_no_stale_read_after_the_purge_answer_while_hits_race_it(edge, cli
     status, _, body = await edge.api.call("POST", PURGE, tenant="shop", json={"urls": ["/page"]})
     answered = time.monotonic()
     assert status == 200
-    await asyncio.sleep(0.2)
+    await until(lambda: sum(started > answered for started, _ in results) >= 20, "requests after the purge")
     stop.set()
     await asyncio.gather(*tasks)
     after = [text for started, text in results if started > answered]

@@ -39,7 +39,7 @@ async def test_expired_entry_goes_back_to_origin(origin, make_edge, client):
     origin.respond("/short", "x", headers={"Cache-Control": "max-age=1"})
     edge = await make_edge(quick_origin=origin.url)
     await (await client.get(edge.url + "/short")).read()
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.2)  # past max-age: the clock itself, not a state to wait for
     async with client.get(edge.url + "/short") as r:
         assert "fwd=stale" in r.headers["Cache-Status"]
     assert origin.hits["/short"] == 2

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from edge.filters import under_attack as ua
 from edge.observe.events import verify_signature
+from tests.conftest import until
 from tests.origin_support import Origin
 
 SECRET = "whsec-0123456789abcdef0123"
@@ -174,13 +175,10 @@ async def test_a_range_fill_needs_a_free_concurrency_slot(origin, make_edge):
     host = {"Host": "shop.example"}
     async with aiohttp.ClientSession() as s:
         holder = asyncio.ensure_future(s.get(edge.url + "/slow", headers=host))
-        for _ in range(100):
-            if origin.hits["/slow"]:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: origin.hits["/slow"], "the slot holder reached the origin")
         async with s.get(edge.url + "/big", headers={**host, "Range": "bytes=0-9"}) as r:
             assert r.status == 429
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # time for a wrong fill to go out: absence has no event to wait for
         assert origin.hits["/big"] == 0  # neither the range nor a whole-object fill went out
         gate.set()
         (await holder).release()

@@ -99,7 +99,7 @@ async def test_max_stale_serves_a_stale_entry(origin, make_edge, client):
     edge = await make_edge(quick_origin=origin.url)
     await _store(client, edge, origin, "/s", {"Cache-Control": "max-age=1"})
     await _store(client, edge, origin, "/mr", {"Cache-Control": "max-age=1, must-revalidate"})
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.2)  # past max-age: the clock itself, not a state to wait for
     async with client.get(edge.url + "/s", headers={"Cache-Control": "max-stale=60"}) as r:
         assert r.status == 200 and await r.text() == "hello"
         cs = r.headers["Cache-Status"]

@@ -12,6 +12,7 @@ import pytest
 
 from edge.config import GeoIPConfig
 from edge.observe.metrics import REGISTRY
+from tests.conftest import until
 from tests.geo_support import replace_atomically, write_country_db
 
 DE, US, UNKNOWN, FR = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
@@ -180,11 +181,11 @@ async def test_database_swapped_under_load(start, geodb):
                     statuses.append(r.status)
 
     tasks = [asyncio.ensure_future(hammer()) for _ in range(4)]
-    await asyncio.sleep(0.2)
+    await until(lambda: len(statuses) >= 20, "requests before the swap")
     replace_atomically(geodb, {f"{DE}/32": "US"})
     assert geo.maybe_reload(force=True)
     seen = len(statuses)
-    await asyncio.sleep(0.2)
+    await until(lambda: statuses[seen:].count(451) >= 20, "requests after the swap")
     stop.set()
     await asyncio.gather(*tasks)
     assert set(statuses) <= {200, 451}

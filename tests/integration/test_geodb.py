@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.geo.db import GeoDB, GeoDBError, find_default_database
+from tests.conftest import until
 from tests.geo_support import replace_atomically, write_country_db
 
 MAPPING: dict[str, str | None] = {
@@ -315,20 +316,14 @@ async def test_watch_reloads_in_the_background(db_path: Path, caplog: pytest.Log
     task = asyncio.ensure_future(db.watch(0.02))
     try:
         replace_atomically(db_path, NEW_MAPPING)
-        for _ in range(500):
-            if db.country("127.0.0.2") == "AT":
-                break
-            await asyncio.sleep(0.01)
-        assert db.country("127.0.0.2") == "AT"
+        await until(lambda: db.country("127.0.0.2") == "AT", "the watcher loaded the new database")
         # A corrupt replacement under watch: warned about, old answers kept.
         tmp = db_path.with_name("x.tmp")
         tmp.write_bytes(b"broken")
         with caplog.at_level(logging.WARNING, logger="edge.geo"):
             os.replace(tmp, db_path)
-            for _ in range(500):
-                if any("rejected" in r.getMessage() for r in caplog.records):
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: any("rejected" in r.getMessage() for r in caplog.records),
+                        "the watcher rejected the corrupt file")
         assert any(str(db_path) in r.getMessage() for r in caplog.records if r.name == "edge.geo")
         assert db.country("127.0.0.2") == "AT"
         assert not task.done()

@@ -155,9 +155,7 @@ async def test_a_full_origin_pool_is_a_bounded_wait_and_no_origin_failure(make_e
         async with client.get(edge.url + "/page") as r:
             assert await r.text() == "primary"
         hold = asyncio.ensure_future(other.get(edge.url + "/held"))
-        async with asyncio.timeout(10):
-            while primary.hits["/held"] < 1:  # the one connection is taken
-                await asyncio.sleep(0.01)
+        await until(lambda: primary.hits["/held"] >= 1, "the one connection is taken")
         for _ in range(2):
             async with asyncio.timeout(10):  # a guard: without the bound this waits for the gate
                 async with client.get(edge.url + "/small") as r:
@@ -360,7 +358,7 @@ async def test_down_origin_gets_traffic_again_after_cooldown(make_edge, client):
         await (await client.get(edge.url + "/x")).read()
         assert flaky.hits["/x"] == 1  # down after one failure
         flaky.respond("/x", "recovered")
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.4)  # past the cooldown: the clock itself, not a state to wait for
         async with client.get(edge.url + "/x") as r:
             assert await r.text() == "recovered"
         assert flaky.hits["/x"] == 2

@@ -16,6 +16,7 @@ from edge.cache.purge import PurgeSpec, parse_purge
 from edge.cache.purger import Purger
 from edge.cache.store import Meta
 from edge.cache.tiered import TieredStore
+from tests.conftest import until
 
 
 def tenant(origin, *hosts: str, **extra) -> dict:
@@ -262,13 +263,14 @@ async def test_no_request_started_after_the_purge_sees_the_old_body(origin, shop
             seen.append((started, text))
 
     tasks = [asyncio.create_task(hammer()) for _ in range(8)]
-    await asyncio.sleep(0.2)
+    await until(lambda: len(seen) >= 16, "hits before the purge")
     if tier == "disk":
         shop.store.memory._lru.clear()
-        await asyncio.sleep(0.01)
+        cleared = len(seen)
+        await until(lambda: len(seen) >= cleared + 8, "hits racing disk reads")
     assert await purge(shop, {"urls": ["/r"]}) == 1
     done = time.monotonic()
-    await asyncio.sleep(0.3)
+    await until(lambda: sum(started >= done for started, _ in seen) > 20, "hits after the purge")
     stop = True
     await asyncio.gather(*tasks)
     before = [text for started, text in seen if started < done]
@@ -289,8 +291,7 @@ async def test_a_response_in_flight_during_the_purge_is_not_stored(origin, shop,
 
     origin.route("/slow", handler)
     first = asyncio.create_task(get(client, shop, "/slow"))
-    while origin.hits["/slow"] == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: origin.hits["/slow"], "the request reached the origin")
     assert await purge(shop, {"urls": ["/slow"]}) == 0  # nothing stored yet
     body["text"] = "v2"
     release.set()

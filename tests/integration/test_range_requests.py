@@ -2,11 +2,12 @@
 memory and streamed from disk, and range misses, over real sockets."""
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 
 from aiohttp import web
+
+from tests.conftest import on_disk, stored, until
 
 BODY = bytes(range(256)) * 8  # 2048 bytes
 
@@ -89,7 +90,7 @@ async def test_ranges_streamed_from_the_disk_tier(origin, make_edge, client):
     _origin_with_body(origin, "/big", big)
     edge = await make_edge(quick_origin=origin.url, cache={"memory_max_object": 64 * 1024})
     await _warm(client, edge.url + "/big")
-    await asyncio.sleep(0.2)
+    await until(lambda: on_disk(edge) >= 1, "the entry reached the disk tier")
     async with client.get(edge.url + "/big", headers={"Range": "bytes=300000-300099"}) as r:
         assert r.status == 206 and await r.read() == big[300000:300100]
         assert r.headers["Content-Range"] == f"bytes 300000-300099/{len(big)}"
@@ -115,11 +116,8 @@ async def test_range_miss_passes_the_range_and_fills_the_whole_object(origin, ma
     async with client.get(edge.url + "/m", headers={"Range": "bytes=0-9"}) as r:
         assert r.status == 206 and await r.read() == BODY[:10]
         assert "fwd=range" in r.headers["Cache-Status"]
-    for _ in range(100):
-        if len(seen) == 2:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
+    await until(lambda: len(seen) == 2, "the whole object was asked for")
+    await until(lambda: stored(edge, "/m") is not None, "the whole object was stored")
     assert sorted(seen, key=str) == sorted(["bytes=0-9", None], key=str)
     async with client.get(edge.url + "/m", headers={"Range": "bytes=20-29"}) as r:
         assert r.status == 206 and await r.read() == BODY[20:30]

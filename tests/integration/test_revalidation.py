@@ -8,6 +8,7 @@ import time
 from aiohttp import web
 
 from edge.http.dates import format_http_date
+from tests.conftest import until
 
 
 def _etag_origin(origin, path, body: bytes, etag='"v1"', cc="max-age=0", not_modified_headers=None, ctype="text/plain"):
@@ -151,10 +152,7 @@ async def test_9111_4_3_4_large_disk_entry_keeps_its_body_after_304(origin, make
     async with client.get(edge.url + "/big") as r:
         assert await r.read() == body and "stored" in r.headers["Cache-Status"]
     disk = edge.store.disk
-    for _ in range(100):  # the streamed commit finishes after the response
-        if len(disk.cache) >= 2:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: len(disk.cache) >= 2, "the streamed commit, which finishes after the response")
     files_before = len(disk.cache)
     async with client.get(edge.url + "/big") as r:
         got = await r.read()

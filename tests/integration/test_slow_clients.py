@@ -236,9 +236,7 @@ async def test_requests_in_flight_per_client_are_limited_and_given_back(edge, or
 
     held = [asyncio.ensure_future(get(n)) for n in range(2)]
     try:
-        async with asyncio.timeout(GUARD):
-            while origin.hits["/held"] < 2:  # both in flight: the origin holds them
-                await asyncio.sleep(0.01)
+        await until(lambda: origin.hits["/held"] >= 2, "both in flight: the origin holds them")
         status, headers = await get(2)
         assert status == 429 and headers["Retry-After"] == "1"
         assert headers["Cache-Status"].endswith("detail=filter.request_limits.max_concurrent")
@@ -410,6 +408,16 @@ async def start_readers(origin, make_edge, *, send: float = 1.0, min_rate: int =
 until = functools.partial(wait_until, timeout=GUARD)
 
 
+async def served(answer) -> bool:
+    """Whether the request ``answer`` awaits got a 200."""
+    return (await answer)[0] == 200
+
+
+async def hit(answer) -> bool:
+    """Whether the HEAD request ``answer`` awaits was a cache hit."""
+    return "; hit" in (await answer)["Cache-Status"]
+
+
 async def stalled_reader(edge, target: str, host: bytes = HOST, source: str = "127.0.0.1") -> socket.socket:
     """A client at ``source`` that asks for ``target`` and never reads a
     byte of the answer."""
@@ -465,8 +473,8 @@ async def test_clients_that_never_read_do_not_pin_the_origin_connections(origin,
             assert status == 200
         # The stalled clients are cut off and the origin sees its streams end.
         await until(lambda: edge.streams.ended >= POOL, "the origin's streams to stalled clients ended")
-        while (await get(client, edge, "/small"))[0] != 200:
-            await asyncio.sleep(0.05)  # a stalled request that got a connection late may hold it a moment
+        # A stalled request that got a connection late may hold it a moment.
+        await until(lambda: served(get(client, edge, "/small")), "a miss is served again")
     finally:
         for sock in stalled:
             sock.close()
@@ -506,8 +514,8 @@ async def test_clients_that_never_read_a_hit_are_cut_off(origin, make_edge, clie
     edge = await start_readers(origin, make_edge, cache=cache)
     status, headers, body = await get(client, edge, "/cached")
     assert (status, len(body)) == (200, BIG) and "stored" in headers["Cache-Status"]
-    while "; hit" not in (await head(client, edge, "/cached"))["Cache-Status"]:
-        await asyncio.sleep(0.02)  # the disk tier commits the entry just after the last byte went out
+    # The disk tier commits the entry just after the last byte went out.
+    await until(lambda: hit(head(client, edge, "/cached")), "the entry is a hit")
     fetched = edge.streams.started
     stalled = [await stalled_reader(edge, "/cached") for _ in range(2)]
     try:
@@ -581,5 +589,4 @@ async def test_answers_a_client_does_not_read_count_as_its_requests_in_flight(or
         for sock in stalled:
             sock.close()
     # Gone clients give their slots back.
-    while (await get(client, edge, "/small", "strict.example"))[0] != 200:
-        await asyncio.sleep(0.05)
+    await until(lambda: served(get(client, edge, "/small", "strict.example")), "the client's slots are free again")

@@ -7,6 +7,8 @@ import asyncio
 
 from aiohttp import web
 
+from tests.conftest import stored, stored_field, until
+
 
 def _versioned(origin, path, headers, *, delay: float = 0.0):
     """An origin whose body names how often it was asked: v1, v2, ..."""
@@ -28,14 +30,6 @@ async def _get(client, url, **kw):
         return r.status, await r.read(), r.headers
 
 
-async def _eventually(check, tries: int = 200):
-    for _ in range(tries):
-        if check():
-            return True
-        await asyncio.sleep(0.01)
-    return check()
-
-
 # --- RFC 5861 §3 stale-while-revalidate ---------------------------------------------
 
 
@@ -51,8 +45,8 @@ async def test_5861_3_stale_while_revalidate_serves_stale_and_refreshes_once(ori
         assert status == 200 and body == b"v1"
         assert "detail=stale-while-revalidate" in h["Cache-Status"]
         assert int(h["Age"]) >= 5
-    assert await _eventually(lambda: count["n"] == 2)
-    await asyncio.sleep(0.3)  # the refreshed entry lands in the store
+    await until(lambda: count["n"] == 2, "one refresh went out")
+    await until(lambda: (hit := stored(edge, "/swr")) is not None and hit.body == b"v2", "the refreshed entry was stored")
     status, body, h = await _get(client, edge.url + "/swr")
     assert body == b"v2"
     assert count["n"] in (2, 3)  # v2 itself arrived stale (Age 5): at most one more refresh
@@ -72,9 +66,10 @@ async def test_5861_3_refresh_uses_validators_and_304_freshens(origin, make_edge
     await _get(client, edge.url + "/v")
     _, body, h = await _get(client, edge.url + "/v")
     assert body == b"body" and "stale-while-revalidate" in h["Cache-Status"]
-    assert await _eventually(lambda: len(seen) == 2)
+    await until(lambda: len(seen) == 2, "the refresh went out")
     assert seen[1] == '"e1"'
-    await asyncio.sleep(0.2)  # the update lands in the store
+    await until(lambda: "max-age=600" in stored_field(edge, "/v", "Cache-Control"),
+                "the 304's fields were stored")
     _, body, h = await _get(client, edge.url + "/v")
     assert body == b"body" and h["Cache-Status"].startswith("edge; hit; ttl=")
     assert len(seen) == 2
@@ -86,7 +81,7 @@ async def test_tenant_default_stale_while_revalidate_applies_when_origin_names_n
     await _get(client, edge.url + "/d")
     _, body, h = await _get(client, edge.url + "/d")
     assert body == b"v1" and "stale-while-revalidate" in h["Cache-Status"]
-    assert await _eventually(lambda: count["n"] == 2)
+    await until(lambda: count["n"] == 2, "one refresh went out")
 
 
 async def test_9111_4_2_4_must_revalidate_forbids_the_tenant_default(origin, make_edge, client):
@@ -410,7 +405,7 @@ async def test_5861_3_refresh_also_for_clients_sending_connection_keep_alive(ori
     await _get(client, edge.url + "/ka")
     _, body, h = await _get(client, edge.url + "/ka", headers={"Connection": "keep-alive"})
     assert body == b"v1" and "stale-while-revalidate" in h["Cache-Status"]
-    assert await _eventually(lambda: count["n"] == 2)
+    await until(lambda: count["n"] == 2, "one refresh went out")
 
 
 async def test_9111_5_2_2_10_request_stale_if_error_does_not_override_s_maxage(origin, make_edge, client):

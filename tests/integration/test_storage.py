@@ -10,6 +10,7 @@ from aiohttp import web
 
 from edge.cache.disk import DiskStore
 from edge.cache.store import Meta, Removal
+from tests.conftest import on_disk, until
 
 MiB = 1024 * 1024
 
@@ -28,16 +29,6 @@ async def _stream(request: web.Request, data: bytes, chunked: bool = False) -> w
             await resp.write(data[i : i + 256 * 1024])
     await resp.write_eof()
     return resp
-
-
-async def _on_disk(edge, count: int = 1) -> None:
-    """Wait until the disk tier holds ``count`` entries: a streamed fill
-    commits just after the client got its last byte."""
-    for _ in range(200):
-        if sum(1 for k in edge.store.disk.cache.iterkeys() if k.startswith("m\0")) >= count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("entry never reached the disk tier")
 
 
 async def test_large_objects_are_streamed_from_disk_not_kept_in_memory(origin, make_edge, client):
@@ -210,7 +201,7 @@ async def test_head_on_a_disk_hit_sends_no_body(origin, make_edge, client):
     origin.respond("/next", "next", headers={"Cache-Control": "max-age=60"})
     edge = await make_edge(quick_origin=origin.url)
     await (await client.get(edge.url + "/big")).read()
-    await _on_disk(edge)
+    await until(lambda: on_disk(edge) >= 1, "the entry reached the disk tier")
     edge.store.memory._lru.clear()
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     host = f"Host: 127.0.0.1:{edge.port}\r\n".encode()

@@ -17,6 +17,7 @@ from edge.policy import (
     load_policy_file,
     parse_policy,
 )
+from tests.conftest import until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -347,10 +348,7 @@ async def test_watch_reloads_after_a_change(tmp_path):
     task = asyncio.ensure_future(d.watch(0.01, reports.append))
     try:
         write(tmp_path, "news.json", tenant(["news.example"]))
-        for _ in range(200):
-            if reports:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: reports, "the watcher reloaded")
     finally:
         task.cancel()
     assert reports and reports[0].loaded == ["news", "shop"]
