@@ -376,8 +376,9 @@ def _check_aiohttp() -> str | None:
 
     missing = aiohttp_adapter.missing_internals()
     if missing:
+        major, minor = aiohttp_adapter.SUPPORTED
         return (f"aiohttp {aiohttp.__version__} lacks {', '.join(missing)}, which the node relies on; "
-                f"install an aiohttp from {aiohttp_adapter.SUPPORTED}")
+                f"install aiohttp {major}.{minor}")
     return None
 
 

@@ -1,10 +1,11 @@
 """Everything of edge that reaches into aiohttp's internals, behind a small
 API of its own; the rest of edge uses aiohttp's public API and this.
 
-Written against aiohttp 3.14; the internals named below are present from
-3.12 to 3.14 (``pyproject.toml`` caps aiohttp below 3.15, and ``edge
-serve`` refuses to start on an aiohttp that lacks one: ``missing_internals``).
-What is relied on, and for what:
+Written against and tested on aiohttp 3.14 (``SUPPORTED``), the first line
+that has all the internals named below (``RequestHandler._upgraded`` and
+``TCPSite._bound_port`` came with it); ``pyproject.toml`` allows that line
+only, and ``edge serve`` refuses to start on an aiohttp that lacks one of
+them (``missing_internals``). What is relied on, and for what:
 
 ``Connection``      ``web_protocol.RequestHandler`` subclassed: its state read
                     under public names (``_messages``, ``_request_count``,
@@ -39,7 +40,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-SUPPORTED = "3.12 to 3.14"
+SUPPORTED = (3, 14)  # the aiohttp line (major, minor) all of this is written against
 
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 

@@ -47,9 +47,9 @@ def test_every_internal_is_there_and_a_missing_one_is_named(monkeypatch):
     ]
 
 
-def test_the_supported_lines_are_those_pyproject_allows_and_the_installed_one_is_among_them():
-    low, high = (tuple(int(n) for n in v.split(".")) for v in SUPPORTED.split(" to "))
+def test_the_supported_line_is_the_one_pyproject_allows_and_the_one_installed():
+    major, minor = SUPPORTED
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     (requirement,) = [d for d in project["dependencies"] if d.startswith("aiohttp")]
-    assert requirement == f"aiohttp>={low[0]}.{low[1]},<{high[0]}.{high[1] + 1}"
-    assert low <= tuple(int(n) for n in aiohttp.__version__.split(".")[:2]) <= high
+    assert requirement == f"aiohttp>={major}.{minor},<{major}.{minor + 1}"
+    assert tuple(int(n) for n in aiohttp.__version__.split(".")[:2]) == SUPPORTED
