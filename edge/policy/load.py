@@ -12,17 +12,14 @@ from typing import Any
 
 from edge.policy.errors import FieldError, PolicyError
 from edge.policy.model import TenantPolicy
-from edge.policy.parse import TENANT, TENANT_ID_RE, parse_policy
+from edge.policy.parse import parse_policy
 from edge.policy.resolve import PolicySet
+from edge.schema.values import NOT_RESERVED, RESERVED_TENANTS, TENANT, TENANT_ID_RE
 
 MAX_POLICY_FILE_BYTES = 1 << 20
-# Names in the policy directory that are not tenants (schema.json is the
-# policies' JSON Schema, for editors). The loader skips their files, so no
-# tenant may take one: the admin API and token configuration refuse them.
-RESERVED_TENANTS = frozenset({"schema"})
+# The loader skips the files of reserved names (schema.json is the policies'
+# JSON Schema, for editors).
 RESERVED_FILES = frozenset(f"{name}.json" for name in RESERVED_TENANTS)
-NOT_RESERVED = ("a tenant id other than " + ", ".join(f'"{n}"' for n in sorted(RESERVED_TENANTS))
-                + " (reserved: the policy directory's file of that name is not a tenant)")
 DEFAULT_WATCH_INTERVAL = 2.0
 
 HOST_FREE = "a host that no other tenant serves"
@@ -262,3 +259,10 @@ def _settle_hosts(fresh: dict[str, TenantPolicy], old: dict[str, TenantPolicy],
                 ]
                 if policy is not fresh.get(tenant):  # an old policy lost: cannot happen, but never loop
                     old.pop(tenant, None)
+
+
+__all__ = [
+    "DEFAULT_WATCH_INTERVAL", "HOST_FREE", "MAX_POLICY_FILE_BYTES", "NOT_RESERVED", "RESERVED_FILES",
+    "RESERVED_TENANTS", "LoadReport", "PolicyDirectory", "load_policy_file", "no_constant", "object_pairs",
+    "read_policy_json",
+]

@@ -197,7 +197,7 @@ def test_shipped_policies_are_valid_against_the_schema():
         {"rules": [{"edge_ttl": {"override": 1, "default": 2}}]},
         {"rules": [{"match": {"content_type": ["text/html"]}, "key": {"cookies": ["x"]}}]},
         {"rules": [{"match": {"path_prefix": "/x"}}]},
-        {"cache": {"max_object_size": "1TB"}},
+        {"cache": {"max_object_size": "1PB"}},
         {"cache": {"disk_quota": -1}},
         {"cache": {"disk_quota": 0}},
         {"cache": {"disk_quota": "lots"}},
