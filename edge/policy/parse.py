@@ -38,7 +38,7 @@ from edge.policy.sections.origins import (
 from edge.policy.sections.rules import Rule, parse_rules, rule_data
 from edge.schema.check import BAD, BOOL, COMMENT, MISSING, STRING, Check, FieldError, boolean, show, string
 from edge.schema.values import TENANT, TENANT_ID_RE, parse_size
-from edge.waf.rules import default_rules_dir, load_ruleset
+from edge.waf.rules import rule_ids as shipped_waf_rule_ids
 
 # --- the accepted shape ----------------------------------------------------------
 
@@ -106,11 +106,14 @@ def _host(v: object) -> Any:
 # --- the policy ------------------------------------------------------------------
 
 
-def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | None = None) -> TenantPolicy:
+def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | None = None,
+                 waf_rule_ids: frozenset[str] | None = None) -> TenantPolicy:
     """Validate decoded JSON into a TenantPolicy, or raise PolicyError listing every problem.
 
     With ``quick_origin`` (``edge serve --origin URL [--policy FILE]``), hosts
     default to ``["*"]`` and the origins are that one URL, whatever the data says.
+    ``waf_rule_ids``: the WAF rules an exclusion may name, those of the
+    node's rule set; None: the shipped rule set's (``policies/waf``).
     """
     c = Check(source, OBJECT_KEYS)
     if not TENANT_ID_RE.fullmatch(tenant):
@@ -139,7 +142,11 @@ def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | 
     rules = parse_rules(c, o.get("rules", []), cache.key)
     folded = c.get(o, "", "rules_case_insensitive", False, BOOL, boolean)
     delivery = parse_delivery(c, o.get("delivery", MISSING), "delivery")
-    filters = parse_filters(c, o.get("filters", MISSING), "filters", waf_rule_ids)
+
+    def known_waf_rules() -> frozenset[str]:
+        return shipped_waf_rule_ids() if waf_rule_ids is None else waf_rule_ids
+
+    filters = parse_filters(c, o.get("filters", MISSING), "filters", known_waf_rules)
 
     if c.errors:
         raise PolicyError(c.errors)
@@ -148,23 +155,6 @@ def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | 
     version = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return TenantPolicy(tenant, tuple(hosts), tuple(origins), failover, cache, tuple(rules), version, source,
                         delivery, filters, folded)
-
-
-_WAF_RULE_IDS: frozenset[str] | None = None
-
-
-def waf_rule_ids() -> frozenset[str]:
-    """The ids of the node's WAF rules, which exclusions must name. The
-    node sets them when it loads its rule set; until then the shipped set."""
-    global _WAF_RULE_IDS
-    if _WAF_RULE_IDS is None:
-        _WAF_RULE_IDS = load_ruleset(default_rules_dir()).ids
-    return _WAF_RULE_IDS
-
-
-def set_waf_rule_ids(ids: frozenset[str]) -> None:
-    global _WAF_RULE_IDS
-    _WAF_RULE_IDS = ids
 
 
 def default_policy(origin_url: str, tenant: str = "default") -> TenantPolicy:
