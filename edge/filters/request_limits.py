@@ -36,10 +36,10 @@ from __future__ import annotations
 import asyncio
 import collections
 
+from edge.policy.sections.request_limits import RequestLimits
 from edge.filters._record import Recorder
 from edge.filters.chain import Verdict
 from edge.filters.rate_limits import _client_key
-from edge.policy.sections.request_limits import RequestLimits
 
 
 def body_limit(limits: RequestLimits, node_max: int) -> int:
