@@ -43,7 +43,6 @@ from edge.waf import WafRuleError, default_rules_dir
 from edge.waf import compiled as compiled_waf
 from edge.policy.load import LoadReport
 from edge.policy.model import CidrSet
-from edge.policy.parse import set_waf_rule_ids
 from edge.policy.sources import PolicySource
 
 log = logging.getLogger("edge")
@@ -67,6 +66,10 @@ class NodeState:
     ip_lists: IpListFilter | None = None
     pipeline: Pipeline | None = None  # set by make_server
     control: ControlSocket | None = None  # the worker's, with several workers (set by Node.start)
+
+    def waf_rule_ids(self) -> frozenset[str] | None:
+        """The ids of the WAF rules in force, which policies' exclusions must name."""
+        return None if self.waf is None else self.waf.waf.ruleset.ids
 
 
 _PARSE_ANSWERS = {
@@ -113,7 +116,6 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
     ip_lists = IpListFilter(*node_lists(config))  # ConfigError for a broken list file
     under_attack = UnderAttackFilter(node_secret())
     rules, engine = compiled_waf(default_rules_dir())  # WafRuleError refuses the start
-    set_waf_rule_ids(rules.ids)
     waf = WafFilter(engine)
     guard = AddressPolicy(config.outbound.allow_networks)
     # The shared filter chain, in the order every request meets it. The
@@ -295,9 +297,10 @@ class Node:
             except WafRuleError as exc:
                 log.error("WAF rules rejected, the previous rules stay: %s", exc)
             else:
-                set_waf_rule_ids(rules.ids)
                 self.state.waf.waf = engine
-        report = self.policies.load()
+        # Exclusions must name rules of the set in force (before the start:
+        # the shipped set, which the start compiles).
+        report = self.policies.load(waf_rule_ids=self.state.waf_rule_ids() if self.state is not None else None)
         for err in report.errors:
             log.error("policy rejected: %s", err)
         for tenant in report.kept:

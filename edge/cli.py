@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.config import ISO_COUNTRIES, ConfigError, ListenAddress, default_config, load_config, parse_size
+from edge.config import ConfigError, ListenAddress, default_config, load_config
+from edge.schema.values import ISO_COUNTRIES, parse_size
 
 if TYPE_CHECKING:
     from edge.state import Seed

@@ -7,37 +7,25 @@ must not silently leave a default in force.
 """
 from __future__ import annotations
 
-import datetime
-import difflib
 import ipaddress
-import json
-import math
 import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from edge.http.urls import strict_hostname
+from edge.schema.check import describe
+from edge.schema.reader import Reader
+from edge.schema.reader import boolean as _bool
+from edge.schema.reader import integer as _integer
+from edge.schema.reader import number as _number
+from edge.schema.reader import one_of as _one_of
+from edge.schema.reader import size as _size
+from edge.schema.values import COUNTRY, NOT_RESERVED, RESERVED_TENANTS, TENANT_ID_RE, country, parse_size
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# ISO 3166-1 alpha-2, officially assigned codes (as in tzdata's iso3166.tab).
-# Exceptionally reserved codes such as "UK" or "EU" are refused on purpose:
-# data residency decisions compare these codes with the geo database's.
-ISO_COUNTRIES: frozenset[str] = frozenset(
-    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
-    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO
-    DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU
-    GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW
-    KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU
-    MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW
-    PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF
-    TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA
-    ZM ZW""".split()
-)
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 CLIENT_ADDRESS_HEADERS: tuple[str, ...] = ("x-forwarded-for", "forwarded")
@@ -225,68 +213,6 @@ def default_config() -> NodeConfig:
     return NodeConfig()
 
 
-# --- sizes -------------------------------------------------------------------
-
-MAX_SIZE = 2**50  # 1 PiB: anything larger is a typo, not a cache
-_SIZE_UNITS: dict[str, int] = {
-    "": 1, "b": 1,
-    "kb": 10**3, "kib": 2**10,
-    "mb": 10**6, "mib": 2**20,
-    "gb": 10**9, "gib": 2**30,
-    "tb": 10**12, "tib": 2**40,
-}
-_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
-SIZE_EXPECTED = 'a size such as "256MiB" or a number of bytes'
-
-
-def parse_size(value: object) -> int:
-    """Bytes from an int or a string with a unit (B, KB, KiB, ... TB, TiB).
-
-    Units are case-insensitive (there are no bit units to confuse them
-    with); decimal units are powers of 1000, binary ones of 1024. Raises
-    ValueError whose message reads "expected ..., found ...".
-    """
-    amount: Decimal
-    if isinstance(value, bool):  # bool is an int subclass; "true" is no size
-        raise ValueError(f"expected {SIZE_EXPECTED}, found {describe(value)}")
-    if isinstance(value, int):
-        amount = Decimal(value)
-    elif isinstance(value, float) and math.isfinite(value):
-        amount = Decimal(value)
-    elif isinstance(value, str) and (m := _SIZE_RE.fullmatch(value)) and m[2].lower() in _SIZE_UNITS:
-        try:
-            amount = Decimal(m[1]) * _SIZE_UNITS[m[2].lower()]
-        except InvalidOperation:  # pragma: no cover - the regex admits only decimals
-            raise ValueError(f"expected {SIZE_EXPECTED}, found {describe(value)}") from None
-    else:
-        raise ValueError(f"expected {SIZE_EXPECTED}, found {describe(value)}")
-    if amount < 0:
-        raise ValueError(f"expected {SIZE_EXPECTED}, found {describe(value)}")
-    if amount != amount.to_integral_value():
-        raise ValueError(f"expected a whole number of bytes, found {describe(value)}")
-    if amount > MAX_SIZE:
-        raise ValueError(f"expected a size of at most 1024TiB, found {describe(value)}")
-    return int(amount)
-
-
-def describe(value: object) -> str:
-    """A found value as the user wrote it in TOML."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
-        return text if len(text) <= 80 else text[:76] + '..."'
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, (datetime.date, datetime.time)):
-        return f"a date/time ({value.isoformat()})"
-    return repr(value)
-
-
 # --- loading -----------------------------------------------------------------
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
@@ -310,86 +236,10 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
 # which must start with a letter. This satisfies both without quoting.
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 _ADDRESS_EXPECTED = 'an address such as "0.0.0.0:8080" or "[::]:8080" (port 0 to 65535)'
 
 _MISSING = object()
 _PROXY_PEERS = 'the networks of the load balancers that send PROXY protocol headers, such as ["10.0.0.0/8"]'
-
-
-class _Reader:
-    """Reads one parsed file, recording every problem instead of stopping at the first."""
-
-    def __init__(self, file: str, base: Path) -> None:
-        self.file = file
-        self.base = base
-        self.errors: list[str] = []
-
-    def error(self, where: str, expected: str, found: str) -> None:
-        self.errors.append(f"{self.file}: {where}: expected {expected}, found {found}")
-
-    def table(self, data: dict[str, Any], name: str) -> dict[str, Any]:
-        value = data.get(name, {})
-        if not isinstance(value, dict):
-            self.error(name, f"a table ([{name}])", describe(value))
-            return {}
-        self.unknown(value, name, _SECTIONS[name])
-        return value
-
-    def unknown(self, table: dict[str, Any], where: str, known: tuple[str, ...]) -> None:
-        for key in table:
-            if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
-                tail = f' (did you mean "{hint[0]}"?)' if hint else ""
-                self.error(
-                    f"{where}.{key}" if where else key,
-                    f"one of the {'keys' if where else 'sections'} {', '.join(sorted(known))}",
-                    f"an unknown {'key' if where else 'section'}{tail}",
-                )
-
-    def get(self, table: dict[str, Any], where: str, key: str, default: T, convert: Callable[[Any], T]) -> T:
-        """``convert`` returns the value or raises ValueError("expected ..., found ...")."""
-        value = table.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        try:
-            return convert(value)
-        except ValueError as e:
-            self.errors.append(f"{self.file}: {where}.{key}: {e}")
-            return default
-
-    def path(self, value: object) -> Path:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"expected a path (relative to the config file), found {describe(value)}")
-        return self.base / value  # an absolute value replaces the base
-
-
-def _number(low: float, high: float, what: str = "a number of seconds") -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ValueError(f"expected {what} from {low:g} to {high:g}, found {describe(value)}")
-        return float(value)
-
-    return convert
-
-
-def _integer(low: int, high: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"expected an integer from {low} to {high}, found {describe(value)}")
-        return value
-
-    return convert
-
-
-def _size(low: int, high: int = MAX_SIZE) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        n = parse_size(value)
-        if not low <= n <= high:
-            raise ValueError(f"expected a size from {low} to {high} bytes, found {describe(value)}")
-        return n
-
-    return convert
 
 
 def _per_second(high: int) -> Callable[[Any], int]:
@@ -407,12 +257,6 @@ def _per_second(high: int) -> Callable[[Any], int]:
     return convert
 
 
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, found {describe(value)}")
-    return value
-
-
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise ValueError(
@@ -423,27 +267,16 @@ def _name(value: Any) -> str:
 
 
 def _country(value: Any) -> str:
-    if not isinstance(value, str) or value.upper() not in ISO_COUNTRIES:
-        raise ValueError(f'expected an ISO 3166-1 alpha-2 country code such as "DE", found {describe(value)}')
-    return value.upper()
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    """Case-insensitive choice among ``choices`` (lower case), returned lower case."""
-
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or value.lower() not in choices:
-            names = ", ".join(f'"{c}"' for c in choices)
-            raise ValueError(f"expected one of {names}, found {describe(value)}")
-        return value.lower()
-
-    return check
+    code = country(value)
+    if not isinstance(code, str):
+        raise ValueError(f"expected {COUNTRY}, found {describe(value)}")
+    return code
 
 
 _level = _one_of(LOG_LEVELS)
 
 
-def _networks(r: _Reader, value: Any, where: str, default: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
+def _networks(r: Reader, value: Any, where: str, default: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
     """An array of CIDR strings; every bad element is reported."""
     if not isinstance(value, list):
         r.error(where, "an array of CIDR strings", describe(value))
@@ -519,7 +352,7 @@ def parse_listen_address(value: object) -> ListenAddress:
         else:
             host, colon, port = value.rpartition(":")
             # A bare IPv6 address ("::1:80") is ambiguous: brackets required.
-            ok = bool(colon) and (_is_ipv4(host) or bool(_HOSTNAME_RE.fullmatch(host)))
+            ok = bool(colon) and (_is_ipv4(host) or strict_hostname(host))
         if ok and port.isascii() and port.isdigit() and int(port) <= 65535:
             return ListenAddress(host, int(port))
     raise ValueError(f"expected {_ADDRESS_EXPECTED}, found {describe(value)}")
@@ -560,14 +393,14 @@ def load_config(path: str | Path, *, require_policies: bool = True) -> NodeConfi
         raise ConfigError(f"{file}: expected UTF-8 TOML, found an undecodable byte at offset {e.start}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{file}: invalid TOML: {e}") from None  # the message carries line and column
-    r = _Reader(file, Path(path).resolve().parent)
+    r = Reader(file, Path(path).resolve().parent, _SECTIONS)
     cfg = _build(r, data, require_policies)
     if r.errors:
         raise ConfigError(r.errors)
     return cfg
 
 
-def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConfig:
+def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfig:
     d = NodeConfig()
     r.unknown(data, "", tuple(_SECTIONS))
 
@@ -693,7 +526,7 @@ def _build(r: _Reader, data: dict[str, Any], require_policies: bool) -> NodeConf
     )
 
 
-def _admin(r: _Reader, data: dict[str, Any], listen: tuple[ListenAddress, ...], workers: int) -> AdminConfig:
+def _admin(r: Reader, data: dict[str, Any], listen: tuple[ListenAddress, ...], workers: int) -> AdminConfig:
     if "admin" not in data:
         return AdminConfig()
     t = r.table(data, "admin")
@@ -730,7 +563,7 @@ def _admin_hosts(value: object) -> tuple[str, ...]:
     out = []
     for item in value:
         name = item.strip().rstrip(".").lower() if isinstance(item, str) else ""
-        if not (_HOSTNAME_RE.fullmatch(name) or _is_ipv4(name) or _is_ipv6(name.strip("[]"))):
+        if not (strict_hostname(name) or _is_ipv4(name) or _is_ipv6(name.strip("[]"))):
             raise ValueError(f"expected {expected}, found {describe(item)} in it")
         out.append(name.strip("[]"))
     return tuple(out)
@@ -747,11 +580,8 @@ def admin_listen_problem(admin: ListenAddress, listen: tuple[ListenAddress, ...]
     return None
 
 
-def _tokens(r: _Reader, value: object, where: str, file: str) -> list[AdminToken]:
+def _tokens(r: Reader, value: object, where: str, file: str) -> list[AdminToken]:
     """``[{ hash = "sha256:<hex>", tenant = "*" | "<tenant id>" }, ...]``"""
-    from edge.policy.load import NOT_RESERVED, RESERVED_TENANTS
-    from edge.policy.parse import TENANT_ID_RE
-
     out: list[AdminToken] = []
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         r.errors.append(f"{file}: {where}: expected an array of tables {{ hash = \"sha256:<hex>\", tenant = \"*\" }}, "
@@ -795,7 +625,7 @@ def read_tokens_file(path: Path) -> list[AdminToken]:
         raise ConfigError(f"{file}: expected UTF-8 TOML, found an undecodable byte at offset {e.start}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{file}: invalid TOML: {e}") from None
-    r = _Reader(file, Path(path).resolve().parent)
+    r = Reader(file, Path(path).resolve().parent, {})
     for key in data:
         if key != "tokens":
             r.error(key, "only the key tokens", "an unknown key")
@@ -805,7 +635,7 @@ def read_tokens_file(path: Path) -> list[AdminToken]:
     return tokens
 
 
-def _listen(r: _Reader, value: object, default: tuple[ListenAddress, ...]) -> tuple[ListenAddress, ...]:
+def _listen(r: Reader, value: object, default: tuple[ListenAddress, ...]) -> tuple[ListenAddress, ...]:
     if value is _MISSING:
         return default
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
@@ -838,3 +668,4 @@ def _listen(r: _Reader, value: object, default: tuple[ListenAddress, ...]) -> tu
             r.error(f"{where}.proxy_protocol_from", "it only with proxy_protocol = true", "it without")
         out.append(addr)
     return tuple(out) or default
+

@@ -1,7 +1,9 @@
 """Per-tenant request limits (``filters.request_limits``): the shape of a
 request and how many a client may have in flight.
 
-Every rule refuses with the status a client can act on:
+The section (its dataclass, parser and serialiser) is
+:mod:`edge.policy.sections.request_limits`. Every rule refuses with the
+status a client can act on:
 
 methods           not listed: 405 with ``Allow``
 max_url_length    bytes of the raw request target: 414
@@ -33,76 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
-from dataclasses import dataclass, field
-from typing import Any
 
+from edge.policy.sections.request_limits import RequestLimits
 from edge.filters._record import Recorder
 from edge.filters.chain import Verdict
 from edge.filters.rate_limits import client_key
-
-DEFAULT_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-# Refused by the chain's MethodFilter for every tenant; listing them would mislead.
-NEVER_METHODS = frozenset({"CONNECT", "TRACE", "TRACK"})
-DEFAULT_MAX_URL_LENGTH = 8192
-DEFAULT_MAX_QUERY_LENGTH = 4096
-DEFAULT_MAX_HEADERS = 100
-DEFAULT_MAX_HEADER_BYTES = 32768
-DEFAULT_MAX_CONCURRENT = 256
-# Four clients that never read fill an origin's pool, not one.
-DEFAULT_ORIGIN_SHARE = 0.25
-
-MAX_LENGTH = 1 << 20  # the node's max_request_line cannot exceed it either
-MAX_HEADERS = 10_000
-MAX_HEADER_BYTES = 1 << 24
-MAX_CONCURRENT = 1_000_000
-MAX_METHODS = 64
-
-KEYS: dict[str, tuple[str, ...]] = {
-    "request_limits": ("mode", "methods", "max_url_length", "max_query_length", "max_headers",
-                       "max_header_bytes", "max_body_size", "max_concurrent", "origin_share"),
-}
-
-# What a value should have been, for the policy's error messages.
-METHODS = f"a non-empty list of at most {MAX_METHODS} methods"
-METHOD = 'a method name in upper case such as "GET" (CONNECT, TRACE and TRACK are always refused)'
-URL_LENGTH = f"an integer number of bytes 1..{MAX_LENGTH}"
-QUERY_LENGTH = f"an integer number of bytes 0..{MAX_LENGTH}"
-HEADER_COUNT = f"an integer 1..{MAX_HEADERS}"
-HEADER_BYTES = f'a size 1..{MAX_HEADER_BYTES} bytes: an integer, or a string with a unit like "32KiB"'
-BODY_SIZE = ('null (the node\'s limits.max_body_size) or a size: bytes as an integer, '
-             'or a string with a unit like "10MiB"')
-CONCURRENT = f"an integer 0..{MAX_CONCURRENT} (0: no limit)"
-SHARE = "a number 0..1 (1: a client may hold every connection)"
-
-_METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestLimits:
-    """The ``filters.request_limits`` section; the default is in force for
-    every tenant that does not change it."""
-
-    mode: str = "block"  # "block", "log" or "off"
-    methods: tuple[str, ...] = DEFAULT_METHODS  # in the order given, for Allow
-    max_url_length: int = DEFAULT_MAX_URL_LENGTH
-    max_query_length: int = DEFAULT_MAX_QUERY_LENGTH
-    max_headers: int = DEFAULT_MAX_HEADERS
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
-    max_body_size: int | None = None  # None: the node's limits.max_body_size
-    max_concurrent: int = DEFAULT_MAX_CONCURRENT  # 0: no limit
-    origin_share: float = DEFAULT_ORIGIN_SHARE  # of the smallest origin pool, per client; 1: no bound
-    method_set: frozenset[str] = field(init=False, compare=False, repr=False)
-    allow: str = field(init=False, compare=False, repr=False)  # the Allow header of a 405
-    active: bool = field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "method_set", frozenset(self.methods))
-        object.__setattr__(self, "allow", ", ".join(self.methods))
-        object.__setattr__(self, "active", self.mode != "off")
-
-
-NO_REQUEST_LIMITS = RequestLimits(mode="off")
 
 
 def body_limit(limits: RequestLimits, node_max: int) -> int:
@@ -110,63 +47,6 @@ def body_limit(limits: RequestLimits, node_max: int) -> int:
     never above the node's."""
     tenant = limits.max_body_size
     return node_max if tenant is None or tenant > node_max else tenant
-
-
-# --- policy ---------------------------------------------------------------------
-
-
-def parse_request_limits(c, o: dict[str, Any] | None, path: str) -> RequestLimits:
-    """``o`` is the section after ``c.object(raw, path, "request_limits")``
-    (unknown keys already reported); every bad value is reported to ``c``."""
-    # Imported here: edge.policy.model imports this module for the dataclass.
-    from edge.policy.parse import _BAD, _MODE, FILTER_MODE, _fraction, _int_in, _size
-
-    if o is None:
-        return RequestLimits()
-    d = RequestLimits()
-
-    def method(v: object) -> Any:
-        ok = isinstance(v, str) and _METHOD_RE.fullmatch(v) and v not in NEVER_METHODS
-        return v if ok else _BAD
-
-    def header_bytes(v: object) -> Any:
-        n = _size(v)
-        return n if n is not _BAD and n <= MAX_HEADER_BYTES else _BAD
-
-    def body_size(v: object) -> Any:
-        return None if v is None else _size(v)
-
-    mode = c.get(o, path, "mode", d.mode, FILTER_MODE, _MODE)
-    methods = c.list(o, path, "methods", d.methods, METHODS, METHOD, method, non_empty=True)
-    if len(methods) > MAX_METHODS:
-        c.fail(f"{path}.methods", METHODS, o["methods"])
-        methods = d.methods
-    return RequestLimits(
-        mode=mode,
-        methods=methods,
-        max_url_length=c.get(o, path, "max_url_length", d.max_url_length, URL_LENGTH, _int_in(1, MAX_LENGTH)),
-        max_query_length=c.get(o, path, "max_query_length", d.max_query_length, QUERY_LENGTH, _int_in(0, MAX_LENGTH)),
-        max_headers=c.get(o, path, "max_headers", d.max_headers, HEADER_COUNT, _int_in(1, MAX_HEADERS)),
-        max_header_bytes=c.get(o, path, "max_header_bytes", d.max_header_bytes, HEADER_BYTES, header_bytes),
-        max_body_size=c.get(o, path, "max_body_size", d.max_body_size, BODY_SIZE, body_size),
-        max_concurrent=c.get(o, path, "max_concurrent", d.max_concurrent, CONCURRENT, _int_in(0, MAX_CONCURRENT)),
-        origin_share=c.get(o, path, "origin_share", d.origin_share, SHARE, _fraction),
-    )
-
-
-def request_limits_data(r: RequestLimits) -> dict[str, Any]:
-    """The section as JSON data (the policy's normalised form)."""
-    return {
-        "mode": r.mode,
-        "methods": list(r.methods),
-        "max_url_length": r.max_url_length,
-        "max_query_length": r.max_query_length,
-        "max_headers": r.max_headers,
-        "max_header_bytes": r.max_header_bytes,
-        "max_body_size": r.max_body_size,
-        "max_concurrent": r.max_concurrent,
-        "origin_share": r.origin_share,
-    }
 
 
 # --- concurrency --------------------------------------------------------------------

@@ -30,6 +30,9 @@ process (with N workers, the tenant's rate is about N times what one worker
 sees) and estimates the rate over the last second from the current and the
 previous bucket. Over ``auto_rps`` the mode is on until ``auto_hold``
 seconds after the rate was last over it.
+
+The section (its dataclass, parser and serialiser) is
+:mod:`edge.policy.sections.under_attack`.
 """
 from __future__ import annotations
 
@@ -43,13 +46,14 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs
 
 from edge.filters._record import Recorder
 from edge.filters.chain import Verdict
+from edge.policy.sections.under_attack import MAX_DIFFICULTY, MIN_DIFFICULTY, UnderAttack
+from edge.schema.values import TENANT_ID_RE
 
 log = logging.getLogger("edge.filters")
 
@@ -60,127 +64,8 @@ WAIT_SECONDS = 5  # the no-script fallback's price
 MAX_CLOCK_SKEW = 5  # workers share the clock; this is for hosts of one node
 MAX_FORM_BODY = 4096
 MAX_RETURN_URL = 2048
-MAX_EXCLUDE_PATHS = 100
 MIN_SECRET = 16  # bytes
 MAX_VERIFIED = 10_000  # cookie values whose HMAC is not recomputed
-
-DEFAULT_AUTO_RPS = 500.0
-DEFAULT_AUTO_HOLD = 300
-DEFAULT_DIFFICULTY = 16
-DEFAULT_COOKIE_TTL = 3600
-MIN_DIFFICULTY, MAX_DIFFICULTY = 8, 24
-MIN_COOKIE_TTL, MAX_COOKIE_TTL = 60, 86_400
-MAX_AUTO_RPS = 1_000_000.0
-MAX_AUTO_HOLD = 86_400
-
-KEYS = {"under_attack": ("mode", "auto_rps", "auto_hold", "difficulty", "cookie_ttl", "exclude_paths")}
-
-
-@dataclass(frozen=True, slots=True)
-class UnderAttack:
-    """The ``filters.under_attack`` section; the default does nothing."""
-
-    mode: str = "off"  # "off" | "on" | "auto"
-    auto_rps: float = DEFAULT_AUTO_RPS
-    auto_hold: int = DEFAULT_AUTO_HOLD
-    difficulty: int = DEFAULT_DIFFICULTY
-    cookie_ttl: int = DEFAULT_COOKIE_TTL
-    exclude_paths: tuple[str, ...] = ()
-    active: bool = field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "active", self.mode != "off")
-
-
-NO_UNDER_ATTACK = UnderAttack()
-
-
-# --- policy validation ---------------------------------------------------------------
-
-MODE = '"off", "on" or "auto"'
-AUTO_RPS = f"a number of requests per second > 0 and <= {MAX_AUTO_RPS:g}"
-AUTO_HOLD = f"an integer number of seconds 0..{MAX_AUTO_HOLD}"
-DIFFICULTY = f"an integer number of leading zero bits {MIN_DIFFICULTY}..{MAX_DIFFICULTY}"
-COOKIE_TTL = f"an integer number of seconds {MIN_COOKIE_TTL}..{MAX_COOKIE_TTL}"
-EXCLUDE_PATHS = f"a list of at most {MAX_EXCLUDE_PATHS} path prefixes"
-PATH = 'a path starting with "/" (printable ASCII, no spaces)'
-
-_BAD = object()
-_ESCAPE_RE = re.compile(r"%[0-9a-fA-F]{2}")
-
-
-def _int_in(lo: int, hi: int) -> Callable[[object], Any]:
-    def convert(v: object) -> Any:
-        return v if isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi else _BAD
-
-    return convert
-
-
-def _rps(v: object) -> Any:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= MAX_AUTO_RPS:
-        return _BAD
-    return float(v)
-
-
-def _mode(v: object) -> Any:
-    return v if v in ("off", "on", "auto") else _BAD
-
-
-def _prefix(v: object) -> Any:
-    if not isinstance(v, str) or not v.startswith("/") or not all(33 <= ord(ch) <= 126 for ch in v):
-        return _BAD
-    # Paths are matched in normalised form, escapes in upper case (RFC 3986 §6.2.2.1).
-    return _ESCAPE_RE.sub(lambda m: m.group(0).upper(), v)
-
-
-def parse_under_attack(c, o: dict[str, Any], path: str) -> UnderAttack:
-    """``o`` is the section, its keys already checked against ``KEYS``; every
-    bad value is reported on ``c`` (an ``edge.policy.parse._Check``)."""
-
-    def get(key: str, default: Any, expected: str, convert: Callable[[object], Any]) -> Any:
-        if key not in o:
-            return default
-        value = convert(o[key])
-        if value is _BAD:
-            c.fail(f"{path}.{key}", expected, o[key])
-            return default
-        return value
-
-    excludes: tuple[str, ...] = ()
-    if "exclude_paths" in o:
-        raw = o["exclude_paths"]
-        where = f"{path}.exclude_paths"
-        if not isinstance(raw, list) or len(raw) > MAX_EXCLUDE_PATHS:
-            c.fail(where, EXCLUDE_PATHS, raw)
-        else:
-            seen: dict[str, None] = {}
-            for i, item in enumerate(raw):
-                prefix = _prefix(item)
-                if prefix is _BAD:
-                    c.fail(f"{where}[{i}]", PATH, item)
-                else:
-                    seen[prefix] = None
-            excludes = tuple(seen)
-    return UnderAttack(
-        mode=get("mode", "off", MODE, _mode),
-        auto_rps=get("auto_rps", DEFAULT_AUTO_RPS, AUTO_RPS, _rps),
-        auto_hold=get("auto_hold", DEFAULT_AUTO_HOLD, AUTO_HOLD, _int_in(0, MAX_AUTO_HOLD)),
-        difficulty=get("difficulty", DEFAULT_DIFFICULTY, DIFFICULTY, _int_in(MIN_DIFFICULTY, MAX_DIFFICULTY)),
-        cookie_ttl=get("cookie_ttl", DEFAULT_COOKIE_TTL, COOKIE_TTL, _int_in(MIN_COOKIE_TTL, MAX_COOKIE_TTL)),
-        exclude_paths=excludes,
-    )
-
-
-def under_attack_data(u: UnderAttack) -> dict[str, Any]:
-    """The section with every default spelled out (the effective policy)."""
-    return {
-        "mode": u.mode,
-        "auto_rps": u.auto_rps,
-        "auto_hold": u.auto_hold,
-        "difficulty": u.difficulty,
-        "cookie_ttl": u.cookie_ttl,
-        "exclude_paths": list(u.exclude_paths),
-    }
 
 
 # --- signing (pure) ---------------------------------------------------------------------
@@ -232,7 +117,7 @@ def make_challenge(secret: bytes, tenant: str, prefix: str, issued: int, difficu
     return f"{body}.{_mac(secret, body + '|' + prefix)}"
 
 
-_CHALLENGE_RE = re.compile(r"v1\.([a-z0-9][a-z0-9_-]{0,62})\.([0-9]{1,12})\.([0-9a-f]{16})\.([0-9]{1,2})\.([0-9a-f]{64})")
+_CHALLENGE_RE = re.compile(rf"v1\.({TENANT_ID_RE.pattern})\.([0-9]{{1,12}})\.([0-9a-f]{{16}})\.([0-9]{{1,2}})\.([0-9a-f]{{64}})")
 _NONCE_RE = re.compile(r"[0-9]{1,20}")
 
 

@@ -1,8 +1,10 @@
 """Host names, IP literals and absolute http(s) URLs: the one grammar that
-policies (hosts, origins, redirect targets) and security-event webhooks use.
+policies (hosts, origins, redirect targets), security-event webhooks and
+the node configuration use.
 
-Pure: no DNS, no I/O. What each caller allows beyond the grammar (a path,
-a query, which characters) stays with the caller.
+Pure: no DNS, no I/O. :func:`check_url` is the one check of a URL a policy
+names; what a field allows beyond the grammar (a path, a query) is its
+argument.
 """
 from __future__ import annotations
 
@@ -35,6 +37,17 @@ def hostname(name: str) -> str | None:
     if not all(_LABEL_RE.fullmatch(label) for label in labels):
         return None
     return None if _NUMERIC_LABEL_RE.fullmatch(labels[-1]) else name
+
+
+_RFC1123_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+
+
+def strict_hostname(name: str) -> bool:
+    """A host name as RFC 1123 §2.1 writes it (letters, digits, inner
+    hyphens; no underscore, no IDN): the node's own addresses in its
+    configuration. Policies' hosts are :func:`hostname`, which takes what
+    clients send."""
+    return _RFC1123_RE.fullmatch(name) is not None
 
 
 def ip_literal(text: str) -> str | None:
@@ -105,4 +118,40 @@ def split_url(text: str, schemes: tuple[str, ...] = ("http", "https")) -> HttpUr
     return HttpUrl(scheme, host, port, text[len(parts.scheme) + 3 + len(parts.netloc):])
 
 
-__all__ = ["HttpUrl", "hostname", "ip_literal", "normalize_host", "split_url"]
+# RFC 3986 characters only: no whitespace, quotes, "<", ">" or backslashes
+# that could break a header or be read differently by a browser.
+_URI_RE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+# The same, and the characters of an internationalised host name.
+_IRI_RE = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%\u0080-\U0010ffff]+")
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def check_url(value: object, schemes: tuple[str, ...] = ("http", "https"), *, path: bool = True,
+              query: bool = True, fragment: bool = True, idn: bool = False,
+              max_length: int | None = None) -> HttpUrl | None:
+    """The one check of a URL a policy names: an absolute URL as
+    :func:`split_url` takes it, written in RFC 3986 characters with
+    well-formed escapes -> its parts; None otherwise.
+
+    ``path`` False: nothing after the host but an optional "/". ``query``,
+    ``fragment`` False: no "?", no "#". ``idn``: non-ASCII characters are
+    allowed too, for a host name written in Unicode (the parts give it in
+    IDNA); without it a URL fits in a header as it is written.
+    """
+    if not isinstance(value, str) or (max_length is not None and len(value) > max_length):
+        return None
+    if idn and not value.isascii():
+        chars_ok = _IRI_RE.fullmatch(value) is not None and not any(ch.isspace() for ch in value)
+    else:
+        chars_ok = _URI_RE.fullmatch(value) is not None
+    if not chars_ok or _BAD_ESCAPE_RE.search(value):
+        return None
+    if (not query and "?" in value) or (not fragment and "#" in value):
+        return None
+    u = split_url(value, schemes)
+    if u is None or (not path and u.rest not in ("", "/")):
+        return None
+    return u
+
+
+__all__ = ["HttpUrl", "check_url", "hostname", "ip_literal", "normalize_host", "split_url", "strict_hostname"]

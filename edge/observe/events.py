@@ -4,7 +4,7 @@ When the requests of a tenant that the filter chain blocks cross a threshold
 within a time window, the node emits one event: to the log (logger
 ``edge.events``, WARNING, one line) and, when the tenant's policy names a
 webhook, as a signed JSON POST to it. Configured per tenant in
-``filters.events``::
+``filters.events`` (:mod:`edge.policy.sections.events`)::
 
     "events": {"webhook_url": "https://hooks.example.de/edge", "secret": "<16+ characters>",
                "tenant_threshold": 1000, "client_threshold": 100, "window": 60}
@@ -98,12 +98,10 @@ import hmac
 import ipaddress
 import logging
 import random
-import re
 import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
@@ -114,21 +112,12 @@ from prometheus_client import Counter
 from edge.http.urls import split_url
 from edge.observe.anon import anonymise
 from edge.observe.metrics import REGISTRY
-from edge.origin.guard import SET_BY, SET_BY_EXPECTED, AddressPolicy, connector, forbidden
+from edge.origin.guard import AddressPolicy, connector, forbidden
+from edge.policy.sections.events import EventSettings
 
 log = logging.getLogger("edge.events")
 
 # --- bounds and defaults (one place) -----------------------------------------
-
-DEFAULT_TENANT_THRESHOLD = 1000
-DEFAULT_CLIENT_THRESHOLD = 100
-DEFAULT_WINDOW = 60
-MIN_WINDOW = 10
-MAX_WINDOW = 3600
-MAX_THRESHOLD = 1_000_000_000
-MIN_SECRET = 16
-MAX_SECRET = 1024
-MAX_URL = 2048
 
 DEFAULT_MAX_CLIENTS = 10_000  # sources counted per tenant and window
 DEFAULT_MAX_PENDING = 1000  # events waiting to be logged and sent
@@ -166,134 +155,6 @@ DELIVERIES = Counter(
     ("tenant", "outcome"),
     registry=REGISTRY,
 )
-
-
-# --- the policy section -------------------------------------------------------
-
-KEYS: dict[str, tuple[str, ...]] = {
-    "events": ("webhook_url", "secret", "tenant_threshold", "client_threshold", "window", "set_by"),
-}
-
-WEBHOOK_URL = 'an absolute http:// or https:// URL without user info or fragment, such as "https://hooks.example.de/edge"'
-SECRET = (f"a secret of {MIN_SECRET} to {MAX_SECRET} printable ASCII characters without spaces, "
-          'such as the output of "openssl rand -hex 32"')
-SECRET_NEEDED = SECRET + ' (required when "webhook_url" is set)'
-SECRET_UNUSED = 'null unless "webhook_url" is set'
-THRESHOLD = f"an integer 1..{MAX_THRESHOLD}"
-WINDOW = f"an integer number of seconds {MIN_WINDOW}..{MAX_WINDOW}"
-
-
-@dataclass(frozen=True, slots=True)
-class EventSettings:
-    """The ``filters.events`` section; the default logs events and sends none."""
-
-    webhook_url: str | None = None
-    secret: str | None = field(default=None, repr=False)  # never in a repr, a log or an error
-    tenant_threshold: int = DEFAULT_TENANT_THRESHOLD
-    client_threshold: int = DEFAULT_CLIENT_THRESHOLD
-    window: int = DEFAULT_WINDOW
-    # Who wrote webhook_url: "tenant" (a tenant token) makes deliveries
-    # guarded (edge.origin.guard); files and operators vouch.
-    set_by: str = "operator"
-
-    @property
-    def guarded(self) -> bool:
-        return self.set_by == "tenant"
-
-
-# Own sentinels, not edge.policy's: the policy parser imports this module.
-_BAD: Any = object()
-_ABSENT: Any = object()
-_URI_RE = re.compile(r"[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]+")  # RFC 3986, no "#"
-
-
-def _webhook_url(v: object) -> Any:
-    if v is None:
-        return None
-    if not isinstance(v, str) or len(v) > MAX_URL or not _URI_RE.fullmatch(v) or split_url(v) is None:
-        return _BAD
-    return v[:v.index(":")].lower() + v[v.index(":"):]
-
-
-def _threshold(v: object) -> Any:
-    ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_THRESHOLD
-    return v if ok else _BAD
-
-
-def _window(v: object) -> Any:
-    ok = isinstance(v, int) and not isinstance(v, bool) and MIN_WINDOW <= v <= MAX_WINDOW
-    return v if ok else _BAD
-
-
-def _set_by(v: object) -> Any:
-    return v if v in SET_BY else _BAD
-
-
-def _secret_ok(v: object) -> bool:
-    return isinstance(v, str) and MIN_SECRET <= len(v) <= MAX_SECRET and all(33 <= ord(ch) <= 126 for ch in v)
-
-
-def _described(v: object) -> str:
-    """What a rejected secret was, without repeating it: errors reach logs and API answers."""
-    if isinstance(v, str):
-        if all(33 <= ord(ch) <= 126 for ch in v):
-            return f"a string of {len(v)} characters"
-        return f"a string of {len(v)} characters, not all of them printable ASCII without spaces"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return "a number"
-    return "a list" if isinstance(v, list) else "an object"
-
-
-def parse_events(c, o: dict[str, Any], path: str) -> EventSettings:
-    """``filters.events`` (``o``: its object, keys already checked against
-    ``KEYS["events"]``) -> EventSettings; problems go to ``c`` (the policy
-    checker) with the field's path, and the default is returned in their place."""
-
-    def get(key: str, default: Any, expected: str, convert: Callable[[object], Any]) -> Any:
-        value = o.get(key, _ABSENT)
-        if value is _ABSENT:
-            return default
-        out = convert(value)
-        if out is _BAD:
-            c.fail(f"{path}.{key}", expected, value)
-            return default
-        return out
-
-    url = get("webhook_url", None, WEBHOOK_URL, _webhook_url)
-    raw = o.get("secret")
-    where = f"{path}.secret"
-    secret = None
-    if raw is not None and not _secret_ok(raw):
-        # Described, never echoed: a near-miss secret is still a secret.
-        c.fail(where, SECRET_NEEDED if url is not None else SECRET, _described(raw), literal=True)
-    elif raw is None and url is not None:
-        c.fail(where, SECRET_NEEDED, "nothing", literal=True)
-    elif raw is not None and o.get("webhook_url") is None:
-        c.fail(where, SECRET_UNUSED, "a secret", literal=True)
-    else:
-        secret = raw
-    return EventSettings(
-        webhook_url=url,
-        secret=secret,
-        tenant_threshold=get("tenant_threshold", DEFAULT_TENANT_THRESHOLD, THRESHOLD, _threshold),
-        client_threshold=get("client_threshold", DEFAULT_CLIENT_THRESHOLD, THRESHOLD, _threshold),
-        window=get("window", DEFAULT_WINDOW, WINDOW, _window),
-        set_by=get("set_by", "operator", SET_BY_EXPECTED, _set_by),
-    )
-
-
-def events_data(s: EventSettings) -> dict[str, Any]:
-    """The section as data again: ``parse_events`` of it gives an equal value."""
-    return {
-        "webhook_url": s.webhook_url,
-        "secret": s.secret,
-        "tenant_threshold": s.tenant_threshold,
-        "client_threshold": s.client_threshold,
-        "window": s.window,
-        "set_by": s.set_by,
-    }
 
 
 # --- signatures ---------------------------------------------------------------
@@ -713,12 +574,9 @@ class SecurityEvents:
 
 
 __all__ = [
-    "KEYS",
     "EventSettings",
     "SecurityEvents",
     "WebhookSender",
-    "events_data",
-    "parse_events",
     "sign",
     "verify_signature",
 ]

@@ -6,6 +6,8 @@ with ``directory.current.resolve(host)``, then ask the policy
 ``response_decision(path, content_type)`` once the response is known.
 ``policy.delivery`` (regional delivery) is applied by :func:`edge.geo.decide.decide`,
 ``policy.filters`` (address lists, rate limits) by the filters in :mod:`edge.filters`.
+Each section of a policy has its dataclass, parser and serialiser in its own
+module of :mod:`edge.policy.sections`; :mod:`edge.policy.parse` puts them together.
 """
 from __future__ import annotations
 

@@ -1,25 +1,12 @@
-"""Validation errors that name the file, the field and what was wrong."""
+"""Validation errors that name the file, the field and what was wrong.
+
+:class:`FieldError`, ``MISSING`` and ``show`` are the validation kit's
+(:mod:`edge.schema.check`); a policy that cannot be used raises
+:class:`PolicyError` with every one of them.
+"""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
-# Long values are cut so that one bad field cannot flood a log line.
-_FOUND_MAX = 60
-
-
-@dataclass(frozen=True, slots=True)
-class FieldError:
-    """One problem in one policy file: ``source: field: expected X, found Y``."""
-
-    source: str
-    field: str  # "rules[2].edge_ttl.override"; empty for the file as a whole
-    expected: str
-    found: str
-
-    def __str__(self) -> str:
-        where = f"{self.source}: {self.field}" if self.field else self.source
-        return f"{where}: expected {self.expected}, found {self.found}"
+from edge.schema.check import MISSING, FieldError, show
 
 
 class PolicyError(Exception):
@@ -33,22 +20,4 @@ class PolicyError(Exception):
         return (PolicyError, (self.errors,))
 
 
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING = _Missing()
-
-
-def show(value: object) -> str:
-    """Render a JSON value as the user wrote it, for the "found" part of an error."""
-    if value is MISSING:
-        return "nothing"
-    try:
-        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= _FOUND_MAX else text[: _FOUND_MAX - 1] + "…"
+__all__ = ["MISSING", "FieldError", "PolicyError", "show"]

@@ -12,17 +12,14 @@ from typing import Any
 
 from edge.policy.errors import FieldError, PolicyError
 from edge.policy.model import TenantPolicy
-from edge.policy.parse import TENANT, TENANT_ID_RE, parse_policy
+from edge.policy.parse import parse_policy
 from edge.policy.resolve import PolicySet
+from edge.schema.values import NOT_RESERVED, RESERVED_TENANTS, TENANT, TENANT_ID_RE
 
 MAX_POLICY_FILE_BYTES = 1 << 20
-# Names in the policy directory that are not tenants (schema.json is the
-# policies' JSON Schema, for editors). The loader skips their files, so no
-# tenant may take one: the admin API and token configuration refuse them.
-RESERVED_TENANTS = frozenset({"schema"})
+# The loader skips the files of reserved names (schema.json is the policies'
+# JSON Schema, for editors).
 RESERVED_FILES = frozenset(f"{name}.json" for name in RESERVED_TENANTS)
-NOT_RESERVED = ("a tenant id other than " + ", ".join(f'"{n}"' for n in sorted(RESERVED_TENANTS))
-                + " (reserved: the policy directory's file of that name is not a tenant)")
 DEFAULT_WATCH_INTERVAL = 2.0
 
 HOST_FREE = "a host that no other tenant serves"
@@ -86,12 +83,14 @@ def read_policy_json(path: str | os.PathLike[str], source: str | None = None) ->
 
 
 def load_policy_file(path: str | os.PathLike[str], *, tenant: str | None = None,
-                     quick_origin: str | None = None, source: str | None = None) -> TenantPolicy:
-    """One policy file -> TenantPolicy; the tenant id defaults to the file name without ``.json``."""
+                     quick_origin: str | None = None, source: str | None = None,
+                     waf_rule_ids: frozenset[str] | None = None) -> TenantPolicy:
+    """One policy file -> TenantPolicy; the tenant id defaults to the file name without ``.json``.
+    ``waf_rule_ids`` as for :func:`edge.policy.parse.parse_policy`."""
     src = source if source is not None else str(path)
     data = read_policy_json(path, src)
     return parse_policy(data, tenant=tenant if tenant is not None else Path(path).stem,
-                        source=src, quick_origin=quick_origin)
+                        source=src, quick_origin=quick_origin, waf_rule_ids=waf_rule_ids)
 
 
 @dataclass(slots=True)
@@ -156,11 +155,13 @@ class PolicyDirectory:
             return None
         return (dir_ino, tuple(files))
 
-    def load(self) -> LoadReport:
+    def load(self, *, waf_rule_ids: frozenset[str] | None = None) -> LoadReport:
+        """Read every file again. ``waf_rule_ids``: the WAF rules exclusions
+        may name (the node's rule set); None: the shipped set's."""
         with self._lock:
-            return self._load()
+            return self._load(waf_rule_ids)
 
-    def _load(self) -> LoadReport:
+    def _load(self, waf_rule_ids: frozenset[str] | None) -> LoadReport:
         report = LoadReport()
         # Taken before reading: a write racing with this load shows up as a change next time.
         signature = self._scan()
@@ -185,7 +186,7 @@ class PolicyDirectory:
                                                 json.dumps(entry.name)))
                 continue
             try:
-                fresh[tenant] = load_policy_file(entry.path, tenant=tenant, source=source)
+                fresh[tenant] = load_policy_file(entry.path, tenant=tenant, source=source, waf_rule_ids=waf_rule_ids)
             except PolicyError as exc:
                 rejected[tenant] = exc.errors
 
@@ -262,3 +263,10 @@ def _settle_hosts(fresh: dict[str, TenantPolicy], old: dict[str, TenantPolicy],
                 ]
                 if policy is not fresh.get(tenant):  # an old policy lost: cannot happen, but never loop
                     old.pop(tenant, None)
+
+
+__all__ = [
+    "DEFAULT_WATCH_INTERVAL", "HOST_FREE", "MAX_POLICY_FILE_BYTES", "NOT_RESERVED", "RESERVED_FILES",
+    "RESERVED_TENANTS", "LoadReport", "PolicyDirectory", "load_policy_file", "no_constant", "object_pairs",
+    "read_policy_json",
+]

@@ -1,260 +1,30 @@
 """The tenant policy as typed, immutable values, and the two per-request decisions.
 
 Build policies with :func:`edge.policy.parse_policy`; the constructors here do
-no validation of their own.
+no validation of their own. Each section's dataclass is defined by its own
+module in :mod:`edge.policy.sections` and importable from here too.
 """
 from __future__ import annotations
 
-import ipaddress
-import socket
-from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Literal
 
 from edge.cache.key import KeyOptions, decoded_view
-from edge.filters.request_limits import RequestLimits
-from edge.filters.under_attack import NO_UNDER_ATTACK, UnderAttack
-from edge.observe.events import EventSettings
-from edge.waf.settings import WafSettings
 from edge.policy.match import Match, folded, media_type
-
-
-@dataclass(frozen=True, slots=True)
-class OriginSpec:
-    url: str  # normalised "scheme://host[:port]", default port left out
-    scheme: Literal["http", "https"]
-    host: str  # what to connect to; an IPv6 address without brackets
-    port: int
-    host_header: str | None  # "hostname[:port]" sent instead of the client's Host
-    connect_timeout: float
-    read_timeout: float
-    max_connections: int
-    # Who wrote the origin: "tenant" (a tenant token, through the admin API,
-    # edge.admin.provenance) makes it guarded (edge.origin.guard); files and
-    # operators vouch.
-    set_by: Literal["operator", "tenant"] = "operator"
-
-    @property
-    def guarded(self) -> bool:
-        return self.set_by == "tenant"
-
-
-@dataclass(frozen=True, slots=True)
-class Failover:
-    retry_on_status: frozenset[int]
-    failures_before_down: int
-    cooldown: float
-
-
-@dataclass(frozen=True, slots=True)
-class Ttl:
-    """``override`` replaces the origin's lifetime; ``default`` applies only when the origin gives none."""
-
-    mode: Literal["override", "default"]
-    seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSettings:
-    enabled: bool
-    max_object_size: int  # bytes
-    strip_set_cookie: bool
-    heuristic_fraction: float
-    heuristic_max: int  # seconds
-    key: KeyOptions
-    # RFC 5861 windows (seconds) used when the origin's Cache-Control names none.
-    stale_while_revalidate: int = 0
-    stale_if_error: int = 0
-    # "revalidate" (RFC 9111 §5.2.1.4): a client's no-cache / max-age=0 makes the
-    # edge validate with the origin. "ignore": such requests are served from
-    # cache like any other, which shields the origin from forced reloads.
-    client_no_cache: Literal["revalidate", "ignore"] = "revalidate"
-    # RFC 9213 targeted fields, in order of precedence; the first present with
-    # a valid value replaces Cache-Control (and Expires) for the edge.
-    targeted_fields: tuple[str, ...] = ("cdn-cache-control", "surrogate-control")
-    # Bytes of the node's disk tier this tenant may hold before its own least
-    # recently used entries go; None: the node's cache.tenant_disk_quota.
-    disk_quota: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One rule; a setting left None is decided by a later rule or the tenant default."""
-
-    match: Match
-    edge_ttl: Ttl | None = None
-    browser_ttl: Ttl | None = None
-    bypass: bool | None = None
-    # The complete key for requests this rule decides: the tenant's cache.key
-    # with the fields the rule names replaced.
-    key: KeyOptions | None = None
-
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-@dataclass(frozen=True, slots=True)
-class CidrSet:
-    """A set of networks compiled for membership checks that do not scan the list.
-
-    The networks become sorted, merged address ranges, IPv4 and IPv6 apart; a
-    check is one binary search (bisect, in C): about 0.4 µs for 10,000
-    networks, whatever their prefix lengths. IPv4-mapped IPv6 networks and
-    addresses (``::ffff:192.0.2.1``) count as IPv4: that is how IPv4 clients
-    look on a dual-stack socket.
-    """
-
-    networks: tuple[IPNetwork, ...] = ()  # canonical order (see parse), for to_data and equality
-    # (range starts, range ends) as integers, sorted, not overlapping.
-    _v4: tuple[tuple[int, ...], tuple[int, ...]] = field(init=False, repr=False, compare=False)
-    _v6: tuple[tuple[int, ...], tuple[int, ...]] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        v4: list[tuple[int, int]] = []
-        v6: list[tuple[int, int]] = []
-        for net in self.networks:
-            first = int(net.network_address)
-            last = first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1)
-            if net.version == 6 and net.prefixlen >= 96 and first >> 32 == 0xFFFF:
-                v4.append((first & 0xFFFFFFFF, last & 0xFFFFFFFF))
-            else:
-                (v4 if net.version == 4 else v6).append((first, last))
-        object.__setattr__(self, "_v4", _merge(v4))
-        object.__setattr__(self, "_v6", _merge(v6))
-
-    def __len__(self) -> int:
-        return len(self.networks)
-
-    def __contains__(self, address: object) -> bool:
-        """``"192.0.2.7" in cidrs``; anything that is not an IP address is in no network."""
-        if not isinstance(address, str):
-            return False
-        # inet_pton is about ten times faster than ipaddress.ip_address.
-        try:
-            if ":" in address:
-                n = int.from_bytes(socket.inet_pton(socket.AF_INET6, address.partition("%")[0]), "big")
-                if n >> 32 == 0xFFFF:
-                    n &= 0xFFFFFFFF
-                    starts, ends = self._v4
-                else:
-                    starts, ends = self._v6
-            else:
-                n = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
-                starts, ends = self._v4
-        except (OSError, ValueError):
-            return False
-        i = bisect_right(starts, n)
-        return i > 0 and n <= ends[i - 1]
-
-
-def _merge(ranges: list[tuple[int, int]]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Sorted, overlapping or adjacent ranges joined: the range before a bisect point is the only candidate."""
-    starts: list[int] = []
-    ends: list[int] = []
-    for first, last in sorted(ranges):
-        if ends and first <= ends[-1] + 1:
-            ends[-1] = max(ends[-1], last)
-        else:
-            starts.append(first)
-            ends.append(last)
-    return tuple(starts), tuple(ends)
-
-
-NO_CIDRS = CidrSet()
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """Where and to whom a tenant is delivered (the ``delivery`` section).
-
-    The default restricts nothing. :func:`edge.geo.decide.decide` applies it.
-    """
-
-    allow_countries: frozenset[str] = frozenset()  # ISO 3166-1 alpha-2, upper case; empty: all
-    deny_countries: frozenset[str] = frozenset()  # checked after allow: in both is denied
-    unknown: Literal["allow", "deny"] = "allow"  # clients the geo database has no country for
-    action: Literal["block", "redirect"] = "block"  # refused clients: 451, or 307 to redirect_url
-    redirect_url: str | None = None  # set exactly when action is "redirect"
-    exempt_cidrs: CidrSet = NO_CIDRS  # always delivered (on a node in edge_countries)
-    edge_countries: frozenset[str] = frozenset()  # nodes that may cache and serve; empty: any
-    in_region_url: str | None = None  # no trailing slash; None: nodes outside edge_countries answer 421
-
-    # Client-side restriction at all: False lets the hot path skip the client
-    # checks. It says nothing about edge_countries; see ``active``.
-    restricted: bool = field(init=False, compare=False)
-    # restricted, or a node restriction: False means decide() always delivers.
-    active: bool = field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        restricted = bool(self.allow_countries or self.deny_countries) or self.unknown == "deny"
-        object.__setattr__(self, "restricted", restricted)
-        object.__setattr__(self, "active", restricted or bool(self.edge_countries))
-
-
-NO_RESTRICTION = Delivery()
-
-
-FilterMode = Literal["block", "log", "off"]
-
-
-@dataclass(frozen=True, slots=True)
-class IpLists:
-    """The ``filters.ip_lists`` section: allow-listed clients skip the later
-    filters, denied ones are refused (allow wins over deny)."""
-
-    mode: FilterMode = "block"
-    allow: CidrSet = NO_CIDRS
-    deny: CidrSet = NO_CIDRS
-    active: bool = field(init=False, compare=False)  # False: the filter returns at once
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "active", self.mode != "off" and bool(len(self.allow) or len(self.deny)))
-
-
-@dataclass(frozen=True, slots=True)
-class RateRule:
-    """One token bucket: ``rate`` tokens a second, at most ``burst`` saved up."""
-
-    id: str
-    rate: float  # requests per second, > 0
-    burst: int  # >= 1
-    per: Literal["client", "tenant"] = "client"
-    path_prefix: str | None = None  # None: every path
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimits:
-    mode: FilterMode = "off"
-    rules: tuple[RateRule, ...] = ()
-    active: bool = field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "active", self.mode != "off" and bool(self.rules))
-
-
-DEFAULT_WAF = WafSettings()
-DEFAULT_REQUEST_LIMITS = RequestLimits()
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """The ``filters`` section; the default does nothing."""
-
-    ip_lists: IpLists = IpLists()
-    rate_limits: RateLimits = RateLimits()
-    under_attack: UnderAttack = NO_UNDER_ATTACK
-    waf: WafSettings = DEFAULT_WAF
-    request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS  # has its own ``active``
-    events: EventSettings = EventSettings()  # not a filter: what blocks add up to
-    active: bool = field(init=False, compare=False)  # any filter to run at all
-
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "active",
-            self.ip_lists.active or self.rate_limits.active or self.under_attack.active or self.waf.active,
-        )
-
-
-NO_FILTERS = Filters()
+from edge.policy.sections.cache import CacheSettings
+from edge.policy.sections.cidrs import NO_CIDRS, CidrSet, IPNetwork
+from edge.policy.sections.delivery import NO_RESTRICTION, Delivery
+from edge.policy.sections.filters import (
+    DEFAULT_WAF,
+    NO_FILTERS,
+    FilterMode,
+    Filters,
+    IpLists,
+    RateLimits,
+    RateRule,
+)
+from edge.policy.sections.origins import Failover, OriginSpec
+from edge.policy.sections.request_limits import DEFAULT_REQUEST_LIMITS
+from edge.policy.sections.rules import Rule, Ttl
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,3 +274,10 @@ def _folded(rules: tuple) -> tuple:
     folding changes nothing, so a view can skip matching twice."""
     out = tuple((folded(match), *rest) for match, *rest in rules)
     return rules if out == rules else out
+
+
+__all__ = [
+    "DEFAULT_REQUEST_LIMITS", "DEFAULT_WAF", "NO_CIDRS", "NO_FILTERS", "NO_RESTRICTION",
+    "CacheSettings", "CidrSet", "Delivery", "Failover", "FilterMode", "Filters", "IPNetwork", "IpLists",
+    "OriginSpec", "RateLimits", "RateRule", "RequestDecision", "ResponseDecision", "Rule", "TenantPolicy", "Ttl",
+]

@@ -2,7 +2,8 @@
 
 Every source offers the same three things to the node: ``current`` (the
 PolicySet in force, replaced as one reference), ``load()`` and the cheap
-``changed()`` that the watcher polls.
+``changed()`` that the watcher polls. ``load`` takes the ids of the node's
+WAF rules, which a policy's WAF exclusions must name.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class PolicySource(Protocol):
     @property
     def current(self) -> PolicySet: ...
 
-    def load(self) -> LoadReport: ...
+    def load(self, *, waf_rule_ids: frozenset[str] | None = None) -> LoadReport: ...
 
     def changed(self) -> bool: ...
 
@@ -64,7 +65,7 @@ class FileSource:
     def changed(self) -> bool:
         return self.path is not None and self._scan() != self._signature
 
-    def load(self) -> LoadReport:
+    def load(self, *, waf_rule_ids: frozenset[str] | None = None) -> LoadReport:
         with self._lock:
             report = LoadReport()
             signature = self._scan()
@@ -73,7 +74,8 @@ class FileSource:
                     assert self.quick_origin is not None
                     policy = default_policy(self.quick_origin, self.tenant)
                 else:
-                    policy = load_policy_file(self.path, tenant=self.tenant, quick_origin=self.quick_origin)
+                    policy = load_policy_file(self.path, tenant=self.tenant, quick_origin=self.quick_origin,
+                                              waf_rule_ids=waf_rule_ids)
             except PolicyError as exc:
                 report.errors.extend(exc.errors)
                 if self.tenant in self._current.tenants:

@@ -4,11 +4,11 @@ injection and XSS. See :mod:`edge.waf.engine` for how it stays cheap."""
 from __future__ import annotations
 
 from edge.waf.engine import Waf, WafResult
-from edge.waf.rules import RuleSet, WafRuleError, default_rules_dir, load_ruleset
+from edge.waf.rules import RuleSet, WafRuleError, default_rules_dir, files_stamp, load_ruleset, rule_ids
 from edge.waf.settings import KEYS, Exclusion, WafSettings, parse_waf
 
 __all__ = ["KEYS", "Exclusion", "RuleSet", "Waf", "WafResult", "WafRuleError", "WafSettings",
-           "default_rules_dir", "load_ruleset", "parse_waf"]
+           "default_rules_dir", "load_ruleset", "parse_waf", "rule_ids"]
 
 
 _COMPILED: dict[tuple, tuple[RuleSet, Waf]] = {}
@@ -18,13 +18,7 @@ def compiled(directory) -> tuple[RuleSet, Waf]:
     """The rule set of ``directory`` and its compiled engine, made once per
     version of the files (compiling takes a good part of a second; nodes
     of one process and reloads that changed nothing share it)."""
-    from pathlib import Path
-
-    directory = Path(directory)
-    try:
-        stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in directory.glob("*.json")))
-    except OSError:
-        stamp = None
+    stamp = files_stamp(directory)
     key = (str(directory), stamp)
     found = _COMPILED.get(key) if stamp is not None else None
     if found is None:

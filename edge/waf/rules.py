@@ -85,6 +85,42 @@ def default_rules_dir() -> Path:
     return policies_dir() / "waf"
 
 
+def files_stamp(directory: Path) -> tuple | None:
+    """Names, modification times and sizes of the rule files: what tells a
+    changed rule set from the one read before. None when unreadable."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in Path(directory).glob("*.json")))
+    except OSError:
+        return None
+
+
+_IDS: dict[str, tuple[tuple, frozenset[str]]] = {}
+
+
+def rule_ids(directory: Path | None = None) -> frozenset[str]:
+    """The ids of the rules in ``directory`` (default: the shipped set, the
+    one a node compiles), read again when its files change.
+
+    What a policy's WAF exclusions may name when the caller passes no rule
+    set (``edge policy validate``, the admin API's checks before a write).
+    Files broken since they were last read leave the ids read then, as a
+    node keeps its previous rules; broken from the start: WafRuleError.
+    """
+    directory = Path(directory) if directory is not None else default_rules_dir()
+    stamp = files_stamp(directory)
+    known = _IDS.get(str(directory))
+    if known is not None and known[0] == stamp:
+        return known[1]
+    try:
+        ids = load_ruleset(directory).ids
+    except WafRuleError:
+        if known is None:
+            raise
+        return known[1]
+    _IDS[str(directory)] = (stamp, ids)
+    return ids
+
+
 def load_ruleset(directory: Path) -> RuleSet:
     directory = Path(directory)
     if not directory.is_dir():

@@ -12,9 +12,12 @@ An exclusion turns one rule off for the tenant, or only under a path prefix
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from edge.cache.key import decoded_view
+from edge.schema.check import (
+    BAD, BOOL, COMMENT, FILTER_MODE, MISSING, OBJECT, PATH, Check, boolean, filter_mode, int_in, join, request_path,
+)
 
 DEFAULT_THRESHOLD = 5
 MAX_THRESHOLD = 10_000
@@ -28,14 +31,12 @@ KEYS: dict[str, tuple[str, ...]] = {
     "waf_exclusion": ("rule", "path_prefix"),
 }
 
-MODE = '"block", "log" or "off"'
+MODE = FILTER_MODE
 THRESHOLD = f"an integer 1..{MAX_THRESHOLD}"
 PARANOIA = f"an integer 1..{MAX_PARANOIA}"
-BOOL = "true or false"
 MAX_BODY = f"an integer number of bytes 0..{MAX_MAX_BODY}"
 EXCLUSIONS = f"a list of at most {MAX_EXCLUSIONS} exclusions"
 RULE = "the id of a rule in the WAF rule set"
-PATH = 'a path starting with "/" (printable ASCII; percent-encode the rest)'
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,57 +78,56 @@ class WafSettings:
         return self.excluded.union(extra) if extra else self.excluded
 
 
-def _path_ok(v: object) -> bool:
-    return isinstance(v, str) and v.startswith("/") and all(33 <= ord(ch) <= 126 for ch in v)
-
-
-def parse_waf(c, o: dict, path: str, rule_ids: frozenset[str]) -> WafSettings:
-    """``o`` is the key-checked ``waf`` object; problems go to ``c`` (edge.policy.parse._Check)."""
-    from edge.policy.errors import MISSING
-    from edge.policy.parse import _BAD, _join, _path
-
-    # Imported here: edge.policy.parse imports this module for its key tables.
-    def one_of(*choices: str):
-        return lambda v: v if isinstance(v, str) and v in choices else _BAD
-
-    def _int(lo: int, hi: int):
-        return lambda v: v if isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi else _BAD
-
-    mode = c.get(o, path, "mode", "block", MODE, one_of("block", "log", "off"))
-    threshold = c.get(o, path, "threshold", DEFAULT_THRESHOLD, THRESHOLD, _int(1, MAX_THRESHOLD))
-    paranoia = c.get(o, path, "paranoia", 1, PARANOIA, _int(1, MAX_PARANOIA))
-    inspect_body = c.get(o, path, "inspect_body", True, BOOL, lambda v: v if isinstance(v, bool) else _BAD)
-    max_body = c.get(o, path, "max_body", DEFAULT_MAX_BODY, MAX_BODY, _int(0, MAX_MAX_BODY))
+def parse_waf(c: Check, o: dict, path: str, rule_ids: frozenset[str]) -> WafSettings:
+    """``o`` is the key-checked ``waf`` object; problems go to ``c``.
+    ``rule_ids``: the rules an exclusion may name (the node's rule set)."""
+    mode = c.get(o, path, "mode", "block", MODE, filter_mode)
+    threshold = c.get(o, path, "threshold", DEFAULT_THRESHOLD, THRESHOLD, int_in(1, MAX_THRESHOLD))
+    paranoia = c.get(o, path, "paranoia", 1, PARANOIA, int_in(1, MAX_PARANOIA))
+    inspect_body = c.get(o, path, "inspect_body", True, BOOL, boolean)
+    max_body = c.get(o, path, "max_body", DEFAULT_MAX_BODY, MAX_BODY, int_in(0, MAX_MAX_BODY))
     exclusions: list[Exclusion] = []
     raw = o.get("exclusions", [])
-    where = _join(path, "exclusions")
+    where = join(path, "exclusions")
     if not isinstance(raw, list) or len(raw) > MAX_EXCLUSIONS:
         c.fail(where, EXCLUSIONS, raw)
         raw = []
     for i, item in enumerate(raw):
         at = f"{where}[{i}]"
         if not isinstance(item, dict):
-            c.fail(at, "an object", item)
+            c.fail(at, OBJECT, item)
             continue
         bad = False
         for key in item:
-            if key not in KEYS["waf_exclusion"] and key != "$comment":
-                c.fail(_join(at, key), "one of the keys rule, path_prefix", "an unknown key", literal=True)
+            if key not in KEYS["waf_exclusion"] and key != COMMENT:
+                c.fail(join(at, key), "one of the keys rule, path_prefix", "an unknown key", literal=True)
                 bad = True
         rule = item.get("rule")
         if "rule" not in item:
-            c.fail(_join(at, "rule"), RULE, MISSING)
+            c.fail(join(at, "rule"), RULE, MISSING)
             bad = True
         elif not isinstance(rule, str) or rule not in rule_ids:
-            c.fail(_join(at, "rule"), RULE, rule)
+            c.fail(join(at, "rule"), RULE, rule)
             bad = True
         prefix = item.get("path_prefix")
         if prefix is not None:
-            prefix = _path(prefix) if _path_ok(prefix) else _BAD
-            if prefix is _BAD:
-                c.fail(_join(at, "path_prefix"), PATH, item.get("path_prefix"))
+            prefix = request_path(prefix)
+            if prefix is BAD:
+                c.fail(join(at, "path_prefix"), PATH, item.get("path_prefix"))
                 bad = True
         if not bad:
             exclusions.append(Exclusion(rule, prefix))
     return WafSettings(mode=mode, threshold=threshold, inspect_body=inspect_body, max_body=max_body,
                        exclusions=tuple(exclusions), paranoia=paranoia)
+
+
+def waf_data(w: WafSettings) -> dict[str, Any]:
+    """The section with every default spelled out (the effective policy)."""
+    return {
+        "mode": w.mode,
+        "threshold": w.threshold,
+        "paranoia": w.paranoia,
+        "inspect_body": w.inspect_body,
+        "max_body": w.max_body,
+        "exclusions": [{"rule": e.rule, "path_prefix": e.path_prefix} for e in w.exclusions],
+    }

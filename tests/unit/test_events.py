@@ -15,12 +15,11 @@ from edge.observe.events import (
     MAX_CLIENT_EVENTS,
     EventSettings,
     SecurityEvents,
-    events_data,
-    parse_events,
     sign,
     verify_signature,
 )
-from edge.policy.parse import _Check
+from edge.policy.sections.events import events_data, parse_events
+from edge.schema.check import Check
 
 SECRET = "s3cr3t-0123456789abcdef"
 URL = "https://hooks.example.de/edge?token=abc"
@@ -34,7 +33,7 @@ T0 = 1_700_000_040  # a multiple of 60: the start of a one-minute window
 
 
 def parse(o: dict[str, Any]) -> tuple[EventSettings, list[tuple[str, str, str]]]:
-    c = _Check("shop.json")
+    c = Check("shop.json")
     settings = parse_events(c, o, "filters.events")
     return settings, [(e.field, e.expected, e.found) for e in c.errors]
 
@@ -52,6 +51,9 @@ BAD = [
      [("filters.events.webhook_url", WEBHOOK, '"https://h.example/x#y"')]),
     ("url space", {"webhook_url": "https://h.example/a b", "secret": SECRET},
      [("filters.events.webhook_url", WEBHOOK, '"https://h.example/a b"')]),
+    # The one URL check of policies: an escape must be "%" and two hex digits.
+    ("url bad escape", {"webhook_url": "https://h.example/a%zz", "secret": SECRET},
+     [("filters.events.webhook_url", WEBHOOK, '"https://h.example/a%zz"')]),
     ("url port 0", {"webhook_url": "http://h.example:0/", "secret": SECRET},
      [("filters.events.webhook_url", WEBHOOK, '"http://h.example:0/"')]),
     ("url bad port", {"webhook_url": "http://h.example:99999/", "secret": SECRET},

@@ -30,34 +30,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The circle and private imports of the policy schema, which is being
-# untangled (a validation kit and value grammars that config, policy and
-# filters import, instead of each other). Tolerated only as they are now: a
-# circle must stay within one set, and an entry that no longer exists fails
-# too, so the list can only shrink until it is empty.
-KNOWN_CIRCLES: list[frozenset[str]] = [
-    frozenset({
-        "edge.config", "edge.filters.request_limits", "edge.policy", "edge.policy.load", "edge.policy.model",
-        "edge.policy.parse", "edge.policy.resolve", "edge.policy.sources", "edge.waf", "edge.waf.engine",
-        "edge.waf.settings",
-    }),
-]
-KNOWN_PRIVATE: set[tuple[str, str]] = {
-    ("edge.filters.request_limits", "edge.policy.parse._BAD"),
-    ("edge.filters.request_limits", "edge.policy.parse._MODE"),
-    ("edge.filters.request_limits", "edge.policy.parse._fraction"),
-    ("edge.filters.request_limits", "edge.policy.parse._int_in"),
-    ("edge.filters.request_limits", "edge.policy.parse._size"),
-    ("edge.waf.settings", "edge.policy.parse._BAD"),
-    ("edge.waf.settings", "edge.policy.parse._join"),
-    ("edge.waf.settings", "edge.policy.parse._path"),
-    ("tests.unit.test_events", "edge.policy.parse._Check"),
-    ("tests.unit.test_request_limits", "edge.policy.parse._Check"),
-    ("tests.unit.test_under_attack", "edge.policy.parse._Check"),
-    ("tests.unit.test_waf_engine", "edge.policy.parse._Check"),
-}
-
-
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
@@ -293,35 +265,23 @@ def edge_tree() -> Tree:
 def test_no_import_circle_in_edge(edge_tree):
     graph = edge_tree.graph()
     found = circles(graph)
-    unknown = [c for c in found if not any(set(c) <= known for known in KNOWN_CIRCLES)]
-    assert not unknown, "import circles:\n" + "\n".join("  " + _show(c, graph) for c in unknown)
-    stale = [sorted(known) for known in KNOWN_CIRCLES if not any(len(set(c) & known) > 1 for c in found)]
-    assert not stale, f"no circle runs through these any more, remove them from KNOWN_CIRCLES: {stale}"
+    assert not found, "import circles:\n" + "\n".join("  " + _show(c, graph) for c in found)
 
 
-def _private_report(tree: Tree) -> tuple[list[str], set[tuple[str, str]]]:
-    bad, seen = [], set()
-    for use, owner in tree.private_uses():
-        seen.add((use.importer, use.target))
-        if (use.importer, use.target) not in KNOWN_PRIVATE:
-            bad.append(f"  {use.where}: {use.importer} uses {use.target}, private to {tree.package_of(owner)}")
-    return sorted(bad), seen
+def _private_report(tree: Tree) -> list[str]:
+    return sorted(f"  {use.where}: {use.importer} uses {use.target}, private to {tree.package_of(owner)}"
+                  for use, owner in tree.private_uses())
 
 
 def test_no_private_name_crosses_a_package(edge_tree):
-    bad, seen = _private_report(edge_tree)
+    bad = _private_report(edge_tree)
     assert not bad, "private names used outside their package:\n" + "\n".join(bad)
-    stale = {k for k in KNOWN_PRIVATE if k[0].startswith("edge.")} - seen
-    assert not stale, f"remove from KNOWN_PRIVATE, no longer used: {sorted(stale)}"
 
 
 def test_no_test_uses_a_private_name():
     tree = Tree(REPO, ["edge", "tests"])
-    bad, seen = _private_report(tree)
-    bad = [line for line in bad if " tests." in line.split(" uses ")[0]]
+    bad = [line for line in _private_report(tree) if " tests." in line.split(" uses ")[0]]
     assert not bad, "tests using private names (test through the public API):\n" + "\n".join(bad)
-    stale = {k for k in KNOWN_PRIVATE if k[0].startswith("tests.")} - seen
-    assert not stale, f"remove from KNOWN_PRIVATE, no longer used: {sorted(stale)}"
 
 
 # --- the walker itself, on small made-up packages -------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from edge.config import ISO_COUNTRIES
+from edge.schema.values import ISO_COUNTRIES
 from edge.policy import CidrSet, Delivery, PolicyError, load_policy_file, parse_policy, to_data
 
 REPO = Path(__file__).resolve().parents[2]

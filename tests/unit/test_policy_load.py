@@ -448,3 +448,40 @@ def test_a_directory_named_like_a_policy_is_reported(tmp_path):
     (tmp_path / "shop.json").mkdir()
     report = PolicyDirectory(tmp_path).load()
     assert report.errors == [FieldError(str(tmp_path / "shop.json"), "", "a readable policy file", "is a directory")]
+
+
+# --- the WAF rules exclusions may name: passed in, never a process global -----------
+
+CUSTOM_RULE = "site-custom-rule"
+EXCLUDING = tenant(["shop.example"], filters={"waf": {"exclusions": [{"rule": CUSTOM_RULE}]}})
+UNKNOWN_RULE = (f'shop.json: filters.waf.exclusions[0].rule: expected the id of a rule in the WAF rule set, '
+                f'found "{CUSTOM_RULE}"')
+
+
+def test_exclusions_are_checked_against_the_rule_set_passed_in():
+    policy = parse_policy(EXCLUDING, tenant="shop", source="shop.json", waf_rule_ids=frozenset({CUSTOM_RULE}))
+    assert [e.rule for e in policy.filters.waf.exclusions] == [CUSTOM_RULE]
+    with pytest.raises(PolicyError) as info:
+        parse_policy(EXCLUDING, tenant="shop", source="shop.json", waf_rule_ids=frozenset({"other"}))
+    assert [str(e) for e in info.value.errors] == [UNKNOWN_RULE]
+    # The other rule set, validated in between, leaves no trace.
+    assert parse_policy(EXCLUDING, tenant="shop", source="shop.json",
+                        waf_rule_ids=frozenset({CUSTOM_RULE})).version == policy.version
+
+
+def test_without_a_rule_set_exclusions_name_the_shipped_rules():
+    with pytest.raises(PolicyError) as info:
+        parse_policy(EXCLUDING, tenant="shop", source="shop.json")
+    assert [str(e) for e in info.value.errors] == [UNKNOWN_RULE]
+
+
+@pytest.mark.parametrize("source_kind", ["directory", "file"])
+def test_loaders_pass_the_rule_set_on(tmp_path, source_kind):
+    path = write(tmp_path, "shop.json", EXCLUDING)
+    source = PolicyDirectory(tmp_path) if source_kind == "directory" else FileSource(path, tenant="shop")
+    assert source.load(waf_rule_ids=frozenset({CUSTOM_RULE})).loaded == ["shop"]
+    # Reloaded against a rule set without it (the node's rules changed): refused, the last good policy kept.
+    os.utime(path, ns=(1, 1))
+    report = source.load(waf_rule_ids=frozenset({"other"}))
+    assert [e.field for e in report.errors] == ["filters.waf.exclusions[0].rule"] and report.kept == ["shop"]
+    assert load_policy_file(path, waf_rule_ids=frozenset({CUSTOM_RULE})).filters.waf.exclusions

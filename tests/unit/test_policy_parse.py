@@ -55,9 +55,9 @@ def errors_of(data: object, **kw: Any) -> list[FieldError]:
 
 SECONDS = "an integer number of seconds 0..31536000"
 TIMEOUT = "a number of seconds > 0 and <= 3600"
-SIZE = 'a size: bytes as an integer, or a string with a unit B, KB, KiB, MB, MiB, GB or GiB like "1.5MiB"'
+SIZE = 'a size: bytes as an integer, or a string with a unit B, KB, KiB, MB, MiB, GB, GiB, TB or TiB like "1.5MiB"'
 DISK_QUOTA = ("null (the node's cache.tenant_disk_quota) or a size from 1 byte to 1048576GiB (1 PiB): bytes as an"
-              ' integer, or a string with a unit B, KB, KiB, MB, MiB, GB or GiB like "2GB"')
+              ' integer, or a string with a unit B, KB, KiB, MB, MiB, GB, GiB, TB or TiB like "2GB"')
 URL = "an absolute http:// or https:// URL with a host and no path, query or fragment"
 HOST = 'a hostname, an IP address, "*.suffix" or "*"'
 
@@ -128,15 +128,17 @@ BAD_FIELDS = [
      "an HTTP status code 400..599", "200"),
     ("never down", with_("origin_failover", {"failures_before_down": 0}), "origin_failover.failures_before_down",
      "an integer 1..1000", "0"),
-    ("size with unknown unit", with_("cache", {"max_object_size": "1TB"}), "cache.max_object_size", SIZE, '"1TB"'),
-    ("size without unit", with_("cache", {"max_object_size": "100"}), "cache.max_object_size", SIZE, '"100"'),
+    ("size with unknown unit", with_("cache", {"max_object_size": "1PB"}), "cache.max_object_size", SIZE, '"1PB"'),
+    ("size without unit, not whole", with_("cache", {"max_object_size": "100.5"}), "cache.max_object_size", SIZE,
+     '"100.5"'),
+    ("size over 1 TiB", with_("cache", {"max_object_size": "2TB"}), "cache.max_object_size", SIZE, '"2TB"'),
     ("negative size", with_("cache", {"max_object_size": -5}), "cache.max_object_size", SIZE, "-5"),
     ("zero size", with_("cache", {"max_object_size": 0}), "cache.max_object_size", SIZE, "0"),
     ("negative disk quota", with_("cache", {"disk_quota": -1}), "cache.disk_quota", DISK_QUOTA, "-1"),
     ("negative disk quota text", with_("cache", {"disk_quota": "-2GB"}), "cache.disk_quota", DISK_QUOTA, '"-2GB"'),
     ("zero disk quota", with_("cache", {"disk_quota": 0}), "cache.disk_quota", DISK_QUOTA, "0"),
     ("garbage disk quota", with_("cache", {"disk_quota": "lots"}), "cache.disk_quota", DISK_QUOTA, '"lots"'),
-    ("disk quota unit unknown", with_("cache", {"disk_quota": "2TB"}), "cache.disk_quota", DISK_QUOTA, '"2TB"'),
+    ("disk quota unit unknown", with_("cache", {"disk_quota": "2PB"}), "cache.disk_quota", DISK_QUOTA, '"2PB"'),
     ("disk quota as boolean", with_("cache", {"disk_quota": True}), "cache.disk_quota", DISK_QUOTA, "true"),
     ("disk quota fraction", with_("cache", {"disk_quota": 2.5}), "cache.disk_quota", DISK_QUOTA, "2.5"),
     ("disk quota over 1 PiB", with_("cache", {"disk_quota": "1048577GiB"}), "cache.disk_quota", DISK_QUOTA, '"1048577GiB"'),
@@ -336,6 +338,31 @@ def test_sizes(size, nbytes):
 )
 def test_disk_quota(value, nbytes):
     assert parse(with_("cache", {"disk_quota": value})).cache.disk_quota == nbytes
+
+
+# One size grammar for policies and edge.toml (edge.schema.values.parse_size):
+# what either accepted before, the same bytes in both (tests/unit/test_config.py
+# has the same table for edge.toml).
+@pytest.mark.parametrize(
+    ("value", "nbytes"),
+    [
+        ("1TB", 10**12),  # TB and TiB were edge.toml's only
+        ("2tib", 2 << 40),
+        ("100", 100),  # a string without a unit: bytes
+        ("17.0", 17),
+        (1024.0, 1024),  # a whole number written with a point
+        ("1.5B", 1),  # with a unit, fractions of a byte are dropped
+        ("1.MiB", 1 << 20),
+        (".5KiB", 512),
+    ],
+)
+def test_one_size_grammar_with_edge_toml(value, nbytes):
+    assert parse(with_("cache", {"disk_quota": value})).cache.disk_quota == nbytes
+
+
+@pytest.mark.parametrize("value", ["1.5", 0.5, "1PB", "١٠MiB", "1 000KiB", True])
+def test_one_size_grammar_refuses(value):
+    assert [e.field for e in errors_of(with_("cache", {"disk_quota": value}))] == ["cache.disk_quota"]
 
 
 def test_disk_quota_defaults_to_the_node_and_round_trips():

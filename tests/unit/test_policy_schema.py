@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from edge.policy import PolicyError, parse_policy, parse_size, to_data
-from edge.policy.parse import accepted_paths, waf_rule_ids
+from edge.policy.parse import accepted_paths
+from edge.waf.rules import rule_ids
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "policies" / "schema.json").read_text())
@@ -77,7 +78,7 @@ EVERYTHING: dict[str, Any] = {
         },
         "waf": {
             "$comment": "c", "mode": "log", "threshold": 10, "paranoia": 2, "inspect_body": False, "max_body": 4096,
-            "exclusions": [{"$comment": "c", "rule": sorted(waf_rule_ids())[0], "path_prefix": "/search"}],
+            "exclusions": [{"$comment": "c", "rule": sorted(rule_ids())[0], "path_prefix": "/search"}],
         },
         "events": {
             "$comment": "c", "webhook_url": "https://hooks.example/edge", "secret": "0123456789abcdef0123",
@@ -197,7 +198,7 @@ def test_shipped_policies_are_valid_against_the_schema():
         {"rules": [{"edge_ttl": {"override": 1, "default": 2}}]},
         {"rules": [{"match": {"content_type": ["text/html"]}, "key": {"cookies": ["x"]}}]},
         {"rules": [{"match": {"path_prefix": "/x"}}]},
-        {"cache": {"max_object_size": "1TB"}},
+        {"cache": {"max_object_size": "1PB"}},
         {"cache": {"disk_quota": -1}},
         {"cache": {"disk_quota": 0}},
         {"cache": {"disk_quota": "lots"}},

@@ -11,35 +11,22 @@ from aiohttp import streams
 from aiohttp.test_utils import make_mocked_request
 
 from edge.config import ConfigError, Timeouts, default_config, load_config
-from edge.filters.request_limits import (
-    KEYS,
-    ClientSlots,
-    RequestLimitFilter,
-    RequestLimits,
-    body_limit,
-    parse_request_limits,
-    request_limits_data,
-    share_of,
-)
+from edge.filters.request_limits import ClientSlots, RequestLimitFilter, body_limit, share_of
 from edge.http import slow
 from edge.http.slow import BodyTimeout, BodyTimeouts, read_body, timeout_response
 from edge.observe.metrics import REGISTRY
-from edge.policy import parse as policy_parse
+from edge.origin import pool
+from edge.policy.sections.request_limits import KEYS, RequestLimits, parse_request_limits, request_limits_data
+from edge.schema.check import Check
 
 WHERE = "filters.request_limits"
 
 
 def parse(section: object) -> tuple[RequestLimits, list[str]]:
     """The section as the policy parser hands it over, and the error messages."""
-    c = policy_parse._Check("shop.json")
+    c = Check("shop.json", KEYS)
     o = c.object(section, WHERE, "request_limits")
     return parse_request_limits(c, o, WHERE), [str(e) for e in c.errors]
-
-
-@pytest.fixture(autouse=True)
-def _known_section(monkeypatch):
-    # Whether or not the policy tables list the section yet, the checker knows its keys.
-    monkeypatch.setitem(policy_parse.OBJECT_KEYS, "request_limits", KEYS["request_limits"])
 
 
 # --- the policy section ----------------------------------------------------------------

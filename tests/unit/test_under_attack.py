@@ -12,8 +12,10 @@ import pytest
 from multidict import CIMultiDict, MultiDict
 
 from edge.filters import under_attack as ua
-from edge.filters.under_attack import UnderAttack, UnderAttackFilter
-from edge.policy.parse import _Check
+from edge.filters.under_attack import UnderAttackFilter
+from edge.policy.sections import under_attack as ua_section
+from edge.policy.sections.under_attack import UnderAttack
+from edge.schema.check import Check
 
 SECRET = b"s" * 32
 NOW = 1_700_000_000
@@ -454,27 +456,27 @@ def test_auto_mode_answers_the_endpoint_after_it_went_off():
 # --- validation ------------------------------------------------------------------------------------
 
 PARSE_BAD = [
-    ("mode", {"mode": "block"}, "mode", ua.MODE, '"block"'),
-    ("rps zero", {"auto_rps": 0}, "auto_rps", ua.AUTO_RPS, "0"),
-    ("rps bool", {"auto_rps": True}, "auto_rps", ua.AUTO_RPS, "true"),
-    ("hold negative", {"auto_hold": -1}, "auto_hold", ua.AUTO_HOLD, "-1"),
-    ("hold float", {"auto_hold": 1.5}, "auto_hold", ua.AUTO_HOLD, "1.5"),
-    ("difficulty low", {"difficulty": 7}, "difficulty", ua.DIFFICULTY, "7"),
-    ("difficulty high", {"difficulty": 25}, "difficulty", ua.DIFFICULTY, "25"),
-    ("difficulty string", {"difficulty": "16"}, "difficulty", ua.DIFFICULTY, '"16"'),
-    ("ttl low", {"cookie_ttl": 59}, "cookie_ttl", ua.COOKIE_TTL, "59"),
-    ("ttl high", {"cookie_ttl": 86401}, "cookie_ttl", ua.COOKIE_TTL, "86401"),
-    ("excludes not list", {"exclude_paths": "/api/"}, "exclude_paths", ua.EXCLUDE_PATHS, '"/api/"'),
-    ("exclude relative", {"exclude_paths": ["/ok", "api/"]}, "exclude_paths[1]", ua.PATH, '"api/"'),
-    ("exclude space", {"exclude_paths": ["/a b"]}, "exclude_paths[0]", ua.PATH, '"/a b"'),
-    ("too many", {"exclude_paths": ["/a"] * 101}, "exclude_paths", ua.EXCLUDE_PATHS, None),
+    ("mode", {"mode": "block"}, "mode", ua_section.MODE, '"block"'),
+    ("rps zero", {"auto_rps": 0}, "auto_rps", ua_section.AUTO_RPS, "0"),
+    ("rps bool", {"auto_rps": True}, "auto_rps", ua_section.AUTO_RPS, "true"),
+    ("hold negative", {"auto_hold": -1}, "auto_hold", ua_section.AUTO_HOLD, "-1"),
+    ("hold float", {"auto_hold": 1.5}, "auto_hold", ua_section.AUTO_HOLD, "1.5"),
+    ("difficulty low", {"difficulty": 7}, "difficulty", ua_section.DIFFICULTY, "7"),
+    ("difficulty high", {"difficulty": 25}, "difficulty", ua_section.DIFFICULTY, "25"),
+    ("difficulty string", {"difficulty": "16"}, "difficulty", ua_section.DIFFICULTY, '"16"'),
+    ("ttl low", {"cookie_ttl": 59}, "cookie_ttl", ua_section.COOKIE_TTL, "59"),
+    ("ttl high", {"cookie_ttl": 86401}, "cookie_ttl", ua_section.COOKIE_TTL, "86401"),
+    ("excludes not list", {"exclude_paths": "/api/"}, "exclude_paths", ua_section.EXCLUDE_PATHS, '"/api/"'),
+    ("exclude relative", {"exclude_paths": ["/ok", "api/"]}, "exclude_paths[1]", ua_section.PATH, '"api/"'),
+    ("exclude space", {"exclude_paths": ["/a b"]}, "exclude_paths[0]", ua_section.PATH, '"/a b"'),
+    ("too many", {"exclude_paths": ["/a"] * 101}, "exclude_paths", ua_section.EXCLUDE_PATHS, None),
 ]
 
 
 @pytest.mark.parametrize(("name", "section", "key", "expected", "found"), PARSE_BAD, ids=[b[0] for b in PARSE_BAD])
 def test_parse_reports_each_bad_value(name, section, key, expected, found):
-    c = _Check("shop.json")
-    result = ua.parse_under_attack(c, section, "filters.under_attack")
+    c = Check("shop.json")
+    result = ua_section.parse_under_attack(c, section, "filters.under_attack")
     assert [(e.field, e.expected) for e in c.errors] == [(f"filters.under_attack.{key}", expected)]
     if found is not None:
         assert c.errors[0].found == found
@@ -482,22 +484,22 @@ def test_parse_reports_each_bad_value(name, section, key, expected, found):
 
 
 def test_parse_defaults_and_values():
-    c = _Check("shop.json")
-    assert ua.parse_under_attack(c, {}, "filters.under_attack") == UnderAttack()
+    c = Check("shop.json")
+    assert ua_section.parse_under_attack(c, {}, "filters.under_attack") == UnderAttack()
     assert not UnderAttack().active
-    got = ua.parse_under_attack(c, {"mode": "auto", "auto_rps": 250.5, "auto_hold": 60, "difficulty": 20,
+    got = ua_section.parse_under_attack(c, {"mode": "auto", "auto_rps": 250.5, "auto_hold": 60, "difficulty": 20,
                                     "cookie_ttl": 7200, "exclude_paths": ["/api/", "/hook%2f", "/api/"]},
                                 "filters.under_attack")
     assert c.errors == []
     assert got == UnderAttack("auto", 250.5, 60, 20, 7200, ("/api/", "/hook%2F"))
     assert got.active
-    assert ua.under_attack_data(got) == {"mode": "auto", "auto_rps": 250.5, "auto_hold": 60, "difficulty": 20,
+    assert ua_section.under_attack_data(got) == {"mode": "auto", "auto_rps": 250.5, "auto_hold": 60, "difficulty": 20,
                                          "cookie_ttl": 7200, "exclude_paths": ["/api/", "/hook%2F"]}
-    assert set(ua.KEYS["under_attack"]) == set(ua.under_attack_data(got))
+    assert set(ua_section.KEYS["under_attack"]) == set(ua_section.under_attack_data(got))
 
 
 def test_parse_reports_every_error_at_once():
-    c = _Check("shop.json")
-    ua.parse_under_attack(c, {"mode": 1, "difficulty": 99, "exclude_paths": [1, "/ok", "x"]}, "filters.under_attack")
+    c = Check("shop.json")
+    ua_section.parse_under_attack(c, {"mode": 1, "difficulty": 99, "exclude_paths": [1, "/ok", "x"]}, "filters.under_attack")
     assert [e.field for e in c.errors] == ["filters.under_attack.exclude_paths[0]", "filters.under_attack.exclude_paths[2]",
                                            "filters.under_attack.mode", "filters.under_attack.difficulty"]

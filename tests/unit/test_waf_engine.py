@@ -8,6 +8,7 @@ import pytest
 from multidict import CIMultiDict
 
 from edge.filters.waf import WafFilter
+from edge.schema.check import Check
 from edge.waf import Exclusion, Waf, WafSettings, default_rules_dir, load_ruleset, parse_waf
 
 
@@ -192,9 +193,7 @@ async def test_cms_markup_in_a_body_passes_but_script_does_not(waf):
 
 
 def parse(o, ids=frozenset({"r1"})):
-    from edge.policy.parse import _Check
-
-    c = _Check("t.json")
+    c = Check("t.json")
     settings = parse_waf(c, o, "filters.waf", ids)
     return settings, [str(e) for e in c.errors]
 

@@ -8,7 +8,7 @@ import pytest
 from edge.waf import WafRuleError, default_rules_dir, load_ruleset
 from edge.waf import transforms as tf
 from edge.waf.operators import Pm
-from edge.waf.rules import redos_problem
+from edge.waf.rules import redos_problem, rule_ids
 
 GOOD = {"id": "r1", "targets": ["args"], "operator": "rx", "value": "abc", "score": 5, "tags": ["sqli"]}
 
@@ -85,6 +85,21 @@ def test_a_failed_load_leaves_the_previous_ruleset_usable(tmp_path):
     with pytest.raises(WafRuleError):
         load_ruleset(tmp_path)
     assert before.ids == {"r1"} and before.rules[0].operator.match("xabcx")
+
+
+def test_rule_ids_follow_the_files_and_survive_a_broken_edit(tmp_path):
+    """What exclusions may name when no node passes its rule set: the files
+    as they are, or, once they break, as they last were (a node keeps its
+    previous rules too)."""
+    with pytest.raises(WafRuleError):
+        rule_ids(tmp_path)  # no rules yet: nothing to fall back on
+    write(tmp_path, [GOOD])
+    assert rule_ids(tmp_path) == {"r1"}
+    write(tmp_path, [GOOD, {**GOOD, "id": "r2"}])
+    assert rule_ids(tmp_path) == {"r1", "r2"}
+    (tmp_path / "a.json").write_text("{broken")
+    assert rule_ids(tmp_path) == {"r1", "r2"}
+    assert rule_ids() == load_ruleset(default_rules_dir()).ids
 
 
 def test_shipped_rules_load():
