@@ -1,0 +1,327 @@
+"""Fetches shared between requests: misses for one key collapsed into one
+origin request (a large body read along by every waiter as it arrives,
+edge/cache/collapse.py), and background fetches that refresh a stale entry
+(RFC 5861 §3) or fetch a whole object a range request missed."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+
+from aiohttp import web
+
+from edge.cache import conditional as cond
+from edge.cache import freshness as fr
+from edge.cache import validation as val
+from edge.cache.collapse import Fill, FillBroken, State
+from edge.cache.key import vary_key
+from edge.cache.store import Hit, Meta, Removal
+from edge.http.headers import connection_tokens
+from edge.origin.pool import OriginError
+from edge.pipeline.context import Ctx
+from edge.pipeline.decisions import CONNECTION_OPTIONS, store_decision, template
+from edge.pipeline.respond import has_preconditions
+from edge.pipeline.storage import VARIANT_SEP, Sink
+from edge.pipeline.upstream import BUFFER_LIMIT, CHUNK, body_error, break_connection
+
+log = logging.getLogger("edge.pipeline")
+
+# Background fetches (refreshes, range fills) at once per worker; beyond,
+# requests are served without starting another.
+MAX_BACKGROUND = 64
+# A key whose background fetch found it not storable is not fetched so again
+# for this long (a range request per second must not pull the whole object
+# each time).
+NO_FILL_SECONDS = 60.0
+# RFC 5861 §4: the origin failures stale-if-error answers for.
+ERROR_STATUSES = frozenset({500, 502, 503, 504})
+# Reasons not to store that come from the response (so the stored entry is
+# outdated), not from the request that triggered the fetch.
+_RESPONSE_REASONS = frozenset({
+    fr.NoStore.STATUS, fr.NoStore.NO_STORE, fr.NoStore.PRIVATE, fr.NoStore.SET_COOKIE, fr.NoStore.VARY_STAR,
+    fr.NoStore.NO_LIFETIME, fr.NoStore.POLICY, fr.NoStore.DECEPTION,
+})
+
+
+def read_along(status: int, clen: int | None) -> bool:
+    """A body too large to read whole before answering: requests waiting
+    for it read it as it arrives (a shared fill)."""
+    return status != 204 and (clen is None or clen > BUFFER_LIMIT)
+
+
+def selects(stored: Meta, fresh) -> bool:
+    """Does a 304 identify this stored response for update (RFC 9111
+    §4.3.4)? A strong ETag must be the stored one; a 304 with only weak or
+    no validators answers the validation it was asked, so it selects it."""
+    etag = fresh.get("ETag")
+    if etag is None or etag.startswith("W/"):
+        return True
+    for name, value in stored.headers:
+        if name.lower() == "etag":
+            return value == etag
+    return False
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class _Snapshot:
+    """What a background refresh needs of the request that started it."""
+
+    __slots__ = ("headers", "method")
+
+    def __init__(self, request) -> None:
+        self.headers = request.headers  # an immutable proxy; stays valid
+        self.method = "GET"
+
+
+class Fills:
+    def __init__(self, state, storage, responder, upstream) -> None:
+        self.state = state
+        self.storage = storage
+        self.respond = responder
+        self.upstream = upstream
+        self.node = state.config.name
+        self.fill_buffer = state.config.cache.fill_buffer
+        self.inflight: dict[str, asyncio.Future] = {}
+        self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
+        self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
+
+    async def close(self) -> None:
+        """Stop background fetches (refreshes, range fills): the node is going."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def refresh_later(self, request, ctx: Ctx, policy, key: str, target: str, meta: Meta | None) -> None:
+        """One background request refreshes a stale entry (RFC 5861 §3), or
+        (``meta`` None) fetches a whole object a range request missed;
+        requests meanwhile are served as if it were not running."""
+        if key in self.inflight or len(self._background) >= MAX_BACKGROUND:
+            return  # under way already, or enough fetches in the background
+        now = time.monotonic()
+        until = self._no_fill.get(key)
+        if until is not None:
+            if until > now:
+                return  # the origin said lately that this object is not to be stored
+            del self._no_fill[key]
+        rh = request.headers
+        conn = rh.getall("Connection", ())
+        if (
+            "Authorization" in rh
+            or "no-store" in ", ".join(rh.getall("Cache-Control", ())).lower()
+            or (conn and connection_tokens(conn) - CONNECTION_OPTIONS)
+        ):
+            return  # its answer could not be shared: nothing to fetch for the cache
+        waf = self.state.waf
+        if waf is not None and waf.check_full(request, ctx, policy, quiet=True) is not None:
+            return  # this client's headers may not go to the origin
+        done = asyncio.get_running_loop().create_future()
+        self.inflight[key] = done
+        keyed = policy.request_decision(ctx.path).key.headers
+        conditional = val.validator_headers(meta.headers) if meta is not None and val.has_validator(meta.headers) else None
+        # Everything taken from the request now: it is gone once its answer
+        # is sent. The client's own preconditions stay behind: the edge asks
+        # for what it stores, not for what this client has.
+        headers = self.upstream.origin_headers(request, ctx, keyed, conditional, whole=True, own_conditionals=True)
+        snapshot = _Snapshot(request)
+        task = asyncio.ensure_future(self._refresh(snapshot, ctx, policy, key, target, meta, headers, done, conditional))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _refresh(self, request, ctx: Ctx, policy, key, target, meta: Meta | None, headers, done,
+                       conditional: dict | None) -> None:
+        bg = Ctx(ctx.rid + "-r", time.monotonic(), "GET", ctx.peer, ctx.tenant, ctx.host, ctx.path)
+        try:
+            request_time = time.time()
+            try:
+                upstream, _ = await self.state.origins.send(
+                    policy.origins, policy.failover, "GET", target, headers, ctx.host, None, True
+                )
+            except OriginError as exc:
+                log.info("background refresh of %s%s failed: %s", ctx.host, ctx.path, exc)
+                return
+            try:
+                if upstream.status == 304:
+                    if meta is not None and conditional and selects(meta, upstream.headers):
+                        fresh = self.upstream.response_headers(upstream)
+                        await self.storage.freshen(request.headers, policy, key, fresh, upstream.headers, request_time, meta,
+                                                   ctx.path)
+                    return
+                if upstream.status in ERROR_STATUSES:
+                    return
+                if not await self.store_only(request, bg, policy, key, upstream, request_time, done):
+                    if len(self._no_fill) >= MAX_BACKGROUND * 64:
+                        self._no_fill.clear()
+                    self._no_fill[key] = time.monotonic() + NO_FILL_SECONDS
+            finally:
+                upstream.release()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background refresh failed (request %s)", ctx.rid)
+        finally:
+            if self.inflight.get(key) is done:
+                del self.inflight[key]
+            if not done.done():
+                done.set_result(None)
+
+    async def store_only(self, request, ctx, policy, key, upstream, request_time, done=None) -> bool:
+        """A background fetch's 200: stored if it may be, sent to nobody but
+        the misses meanwhile (``done``), which read a large body along.
+        False when the object is not to be stored (not fetched again soon)."""
+        headers = self.upstream.response_headers(upstream)
+        d = store_decision(request, ctx, policy, self.state.store, headers, upstream, request_time, True)
+        if d.reason is not None:
+            if d.reason in _RESPONSE_REASONS:
+                # What the origin now says about storing wins over the old entry.
+                await self.state.store.delete(key, Removal.INVALIDATION)
+            return False
+        names = d.names
+        store_key = key + VARIANT_SEP + vary_key(names, request.headers) if names else key
+        clen = upstream.content_length
+        fill = None
+        if done is not None and not done.done() and read_along(upstream.status, clen):
+            fill = Fill(d.meta, store_key, clen, self.fill_buffer, for_client=False)
+        sink = Sink(self.state.store, key, store_key, d.meta, names, policy.cache.max_object_size, clen, fill)
+        if fill is not None:
+            done.set_result(fill)
+            await fill.run(upstream.content.iter_chunked(CHUNK), sink)
+            return not sink.too_large
+        try:
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await sink.feed(chunk)
+                if sink.dead:
+                    return False  # over the size limit: the rest is not fetched
+        except BaseException:
+            await sink.abort()
+            raise
+        if clen is not None and sink.size != clen:
+            await sink.abort()
+            return True
+        await sink.commit()
+        return True
+
+    # --------------------------------------------------------- shared fills
+
+    async def fill_for_all(self, request, ctx: Ctx, key: str, done, upstream, headers, fill: Fill, sink) -> web.StreamResponse:
+        """A large body fetched once for this client and every request that
+        waits for the key (edge/cache/collapse.py): this request copies it
+        from the origin into the store, while its client reads it like any
+        waiter, so that a slow client holds back no one."""
+        own = fill.join()
+        assert own is not None
+        done.set_result(fill)  # waiters read along from now on
+        resp = web.StreamResponse(status=upstream.status, headers=headers)
+        if fill.length is not None:
+            resp.content_length = fill.length
+        client = asyncio.ensure_future(self._relay_own(request, ctx, resp, own, upstream))
+        try:
+            await fill.run(upstream.content.iter_chunked(CHUNK), sink)
+        except BaseException:
+            client.cancel()
+            client.add_done_callback(_retrieve)
+            own.close()  # the task may never start to close it
+            raise
+        finally:
+            if self.inflight.get(key) is done:
+                del self.inflight[key]  # stored or not, later requests do not join a fill that is over
+        if fill.state is State.FAILED and fill.error is not None:
+            log.warning("origin body broke after %d bytes (request %s): %s", fill.received, ctx.rid, fill.error)
+        return await client
+
+    async def _relay_own(self, request, ctx: Ctx, resp, own, upstream) -> web.StreamResponse:
+        """The filling request's own answer: as a waiter's, but a fill that
+        fails before the first byte is the origin's error."""
+        chunks = own.chunks()
+        try:
+            return await self._relay(request, ctx, resp, chunks)
+        except FillBroken as exc:
+            return self.respond.origin_error(ctx, body_error(exc.__cause__ or exc, upstream))
+        finally:
+            await chunks.aclose()
+            own.close()
+
+    async def serve_fill(self, request, ctx: Ctx, policy, key: str, fill: Fill, req_cc, until: float) -> web.StreamResponse | None:
+        """A waiter's answer from a fill in progress: the response being
+        stored, as a collapsed hit, its body read as it arrives; ranges and
+        preconditions as for any hit. None: not from this fill (another Vary
+        variant, the client's freshness demands, a fill that ended or was
+        released before this answer began): the request fetches instead."""
+        meta = fill.meta
+        if meta.vary and key + VARIANT_SEP + vary_key(meta.vary, request.headers) != fill.store_key:
+            return None
+        age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+        if req_cc is not None and cond.reuse(req_cc, age, meta.lifetime, meta.headers) is not None:
+            return None
+        reader = fill.join()
+        if reader is None:
+            return None
+        chunks = reader.chunks()
+        try:
+            try:
+                async with asyncio.timeout_at(until):
+                    if not await fill.ready():
+                        return None
+            except TimeoutError:
+                return None
+            age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+            status_value = f"{self.node}; hit; ttl={int(meta.lifetime) - int(age)}; collapsed"
+            ctx.cache = status_value
+            tpl = template(meta, policy, ctx.path)
+            rh = request.headers
+            if has_preconditions(rh):
+                outcome = cond.evaluate(request.method, rh, tpl, status=meta.status, now=meta.response_time)
+                if outcome is not None:
+                    return self.respond.conditional(ctx, meta, policy, age, status_value, outcome)
+            if "Range" in rh and meta.status == 200 and fill.length is not None:
+                # Cut as from a stored body; of a body of unknown length the
+                # whole is sent (RFC 9110 §14.2 lets a server ignore Range).
+                partial = Hit(dataclasses.replace(meta, size=fill.length), None, chunks)
+                try:
+                    resp = await self.respond.ranged(request, ctx, partial, tpl, age, status_value)
+                except FillBroken:
+                    break_connection(request)
+                    raise ConnectionResetError("the shared fill broke") from None
+                if resp is not None:
+                    return resp
+            resp = web.StreamResponse(status=meta.status, headers=tpl)
+            if fill.length is not None:
+                resp.content_length = fill.length
+            resp.headers["Age"] = fr.age_header_value(age)
+            resp.headers.add("Cache-Status", status_value)
+            resp.headers["X-Request-Id"] = ctx.rid
+            try:
+                return await self._relay(request, ctx, resp, chunks)
+            except FillBroken:
+                return None  # nothing sent yet: fetch for itself
+        finally:
+            await chunks.aclose()
+            reader.close()
+
+    async def _relay(self, request, ctx: Ctx, resp: web.StreamResponse, chunks) -> web.StreamResponse:
+        """Send a fill's body as it arrives. A fill that fails before the
+        first byte raises FillBroken; after it, the connection is cut, so
+        the body never looks complete."""
+        first = True
+        try:
+            async for chunk in chunks:
+                if first:
+                    await resp.prepare(request)
+                    first = False
+                await resp.write(chunk)
+                ctx.size += len(chunk)
+        except FillBroken:
+            if first:
+                raise
+            break_connection(request)
+            ctx.status = 502
+            return resp
+        if first:
+            await resp.prepare(request)
+        await resp.write_eof()
+        return resp
