@@ -27,4 +27,5 @@ class Ctx:
     body_max: int = 0  # the request body's size limit (tenant's, within the node's)
     body: object = None  # the one reader of the request body, shared by the WAF and the forwarding
     body_timeout: bool = False
+    directives: object = None  # the request's cache directives (edge.cache.reuse.Directives)
     gated: bool = False  # passed the origin gate (the WAF's full pass, a concurrency slot)

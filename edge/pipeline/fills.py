@@ -14,16 +14,17 @@ from aiohttp import web
 from edge.cache import conditional as cond
 from edge.cache import freshness as fr
 from edge.cache import validation as val
+from edge.cache.admission import admit
 from edge.cache.collapse import Fill, FillBroken, State
 from edge.cache.key import vary_key
+from edge.cache.validation import selects
+from edge.cache.reuse import Reuse, reuse
 from edge.cache.store import Hit, Meta, Removal
-from edge.http.headers import connection_tokens
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
-from edge.pipeline.decisions import CONNECTION_OPTIONS, store_decision, template
-from edge.pipeline.respond import has_preconditions
-from edge.pipeline.storage import VARIANT_SEP, Sink
-from edge.pipeline.upstream import BUFFER_LIMIT, CHUNK, body_error, break_connection
+from edge.pipeline.respond import has_preconditions, template
+from edge.pipeline.storage import VARIANT_SEP, Sink, variant_key
+from edge.pipeline.upstream import BUFFER_LIMIT, CHUNK, asked_of, body_error, break_connection, removes_fields
 
 log = logging.getLogger("edge.pipeline")
 
@@ -48,19 +49,6 @@ def read_along(status: int, clen: int | None) -> bool:
     """A body too large to read whole before answering: requests waiting
     for it read it as it arrives (a shared fill)."""
     return status != 204 and (clen is None or clen > BUFFER_LIMIT)
-
-
-def selects(stored: Meta, fresh) -> bool:
-    """Does a 304 identify this stored response for update (RFC 9111
-    §4.3.4)? A strong ETag must be the stored one; a 304 with only weak or
-    no validators answers the validation it was asked, so it selects it."""
-    etag = fresh.get("ETag")
-    if etag is None or etag.startswith("W/"):
-        return True
-    for name, value in stored.headers:
-        if name.lower() == "etag":
-            return value == etag
-    return False
 
 
 def _retrieve(task: asyncio.Task) -> None:
@@ -89,6 +77,7 @@ class Fills:
         self.inflight: dict[str, asyncio.Future] = {}
         self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
         self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
+        self.waiting = 0  # requests waiting now for another's fetch of their key
 
     async def close(self) -> None:
         """Stop background fetches (refreshes, range fills): the node is going."""
@@ -96,6 +85,17 @@ class Fills:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait(self, fetch: asyncio.Future, timeout: float):
+        """Wait up to ``timeout`` seconds for another request's fetch: its
+        Fill when a large body is on its way, else None once it is over."""
+        self.waiting += 1
+        try:
+            return await asyncio.wait_for(asyncio.shield(fetch), timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self.waiting -= 1
 
     def refresh_later(self, request, ctx: Ctx, policy, key: str, target: str, meta: Meta | None) -> None:
         """One background request refreshes a stale entry (RFC 5861 §3), or
@@ -110,12 +110,7 @@ class Fills:
                 return  # the origin said lately that this object is not to be stored
             del self._no_fill[key]
         rh = request.headers
-        conn = rh.getall("Connection", ())
-        if (
-            "Authorization" in rh
-            or "no-store" in ", ".join(rh.getall("Cache-Control", ())).lower()
-            or (conn and connection_tokens(conn) - CONNECTION_OPTIONS)
-        ):
+        if "Authorization" in rh or "no-store" in ", ".join(rh.getall("Cache-Control", ())).lower() or removes_fields(rh):
             return  # its answer could not be shared: nothing to fetch for the cache
         waf = self.state.waf
         if waf is not None and waf.check_full(request, ctx, policy, quiet=True) is not None:
@@ -147,7 +142,7 @@ class Fills:
                 return
             try:
                 if upstream.status == 304:
-                    if meta is not None and conditional and selects(meta, upstream.headers):
+                    if meta is not None and conditional and selects(meta.headers, upstream.headers):
                         fresh = self.upstream.response_headers(upstream)
                         await self.storage.freshen(request.headers, policy, key, fresh, upstream.headers, request_time, meta,
                                                    ctx.path)
@@ -174,15 +169,16 @@ class Fills:
         """A background fetch's 200: stored if it may be, sent to nobody but
         the misses meanwhile (``done``), which read a large body along.
         False when the object is not to be stored (not fetched again soon)."""
-        headers = self.upstream.response_headers(upstream)
-        d = store_decision(request, ctx, policy, self.state.store, headers, upstream, request_time, True)
+        d = admit(asked_of(request, ctx.path), upstream.status, self.upstream.response_headers(upstream), upstream.headers,
+                  content_length=upstream.content_length, request_time=request_time, response_time=time.time(),
+                  policy=policy, largest=self.storage.largest(policy))
         if d.reason is not None:
             if d.reason in _RESPONSE_REASONS:
                 # What the origin now says about storing wins over the old entry.
                 await self.state.store.delete(key, Removal.INVALIDATION)
             return False
-        names = d.names
-        store_key = key + VARIANT_SEP + vary_key(names, request.headers) if names else key
+        names = d.vary
+        store_key = variant_key(key, names, request.headers)
         clen = upstream.content_length
         fill = None
         if done is not None and not done.done() and read_along(upstream.status, clen):
@@ -246,7 +242,7 @@ class Fills:
             await chunks.aclose()
             own.close()
 
-    async def serve_fill(self, request, ctx: Ctx, policy, key: str, fill: Fill, req_cc, until: float) -> web.StreamResponse | None:
+    async def serve_fill(self, request, ctx: Ctx, policy, key: str, fill: Fill, asked, until: float) -> web.StreamResponse | None:
         """A waiter's answer from a fill in progress: the response being
         stored, as a collapsed hit, its body read as it arrives; ranges and
         preconditions as for any hit. None: not from this fill (another Vary
@@ -255,8 +251,9 @@ class Fills:
         meta = fill.meta
         if meta.vary and key + VARIANT_SEP + vary_key(meta.vary, request.headers) != fill.store_key:
             return None
-        age = fr.current_age(meta.initial_age, meta.response_time, time.time())
-        if req_cc is not None and cond.reuse(req_cc, age, meta.lifetime, meta.headers) is not None:
+        if asked.cc is not None and reuse(meta, asked, policy.cache, time.time()) is not Reuse.FRESH:
+            # A response still arriving is shared whatever its freshness, as
+            # its own client gets it; only the client's own demands refuse it.
             return None
         reader = fill.join()
         if reader is None:

@@ -22,13 +22,13 @@ import time
 
 from aiohttp import web
 
-from edge.cache import conditional as cond
 from edge.cache import freshness as fr
 from edge.cache import validation as val
 from edge.cache.collapse import Fill, held_bytes
-from edge.cache.key import host_key, normalise_path, normalise_query, primary_key, vary_key
-from edge.cache.response_policy import stale_window
+from edge.cache.key import host_key, normalise_path, normalise_query, primary_key
+from edge.cache.reuse import Directives, Reuse, directives, reuse, worth_keeping
 from edge.cache.store import Hit
+from edge.cache.validation import selects
 from edge.filters.chain import Verdict
 from edge.filters.request_limits import body_limit
 from edge.filters.under_attack import CHALLENGE_PATH
@@ -39,11 +39,11 @@ from edge.http.slow import BodyTimeout, ClientBodyError, close_after
 from edge.observe.metrics import record_request, watch_fills
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
-from edge.pipeline.decisions import store_decision
-from edge.pipeline.fills import ERROR_STATUSES, Fills, read_along, selects
+from edge.cache.admission import admit
+from edge.pipeline.fills import ERROR_STATUSES, Fills, read_along
 from edge.pipeline.respond import Responder
-from edge.pipeline.storage import VARIANT_SEP, Sink, Storage, close_body
-from edge.pipeline.upstream import BodyTooLarge, Upstream
+from edge.pipeline.storage import Sink, Storage, close_body, variant_key
+from edge.pipeline.upstream import BodyTooLarge, Upstream, asked_of
 
 log = logging.getLogger("edge.pipeline")
 
@@ -253,58 +253,34 @@ class Pipeline:
         key = primary_key(policy.tenant, host, path, query, opts, req_headers, key_cookies)
         target = path + "?" + query if query else path
 
-        # RFC 9111 §5.2.1.4, §5.4: the client asks us to validate first.
-        req_cc_raw = req_headers.get("Cache-Control")
-        req_cc = None
-        if req_cc_raw is None:
-            must_forward = "Pragma" in req_headers and "no-cache" in req_headers["Pragma"]
-        else:
-            req_cc = parse_cache_control(req_cc_raw)
-            must_forward = req_cc.has("no-cache") or req_cc.max_age == 0
-            if not req_cc:
-                req_cc = None
-        if must_forward and policy.cache.client_no_cache == "ignore":
-            # The tenant shields its origin from forced reloads: the client's
-            # freshness demands are not obeyed (only-if-cached still is).
-            must_forward = False
-            req_cc = _ONLY_IF_CACHED if req_cc is not None and "only-if-cached" in req_cc else None
+        # RFC 9111 §5.2.1.4, §5.4: the client may ask us to validate first.
+        asked = directives(req_headers.get("Cache-Control"), req_headers.get("Pragma"), policy.cache.client_no_cache)
+        ctx.directives = asked
 
         stale: Hit | None = None  # a stored entry to validate (RFC 9111 §4.3)
-        if not must_forward:
+        if not (asked.revalidate and asked.only_if_cached):
             hit, variant = await self.storage.lookup(key, req_headers)
-            if hit is not None:
+            if hit is None:
+                fwd = "request" if asked.revalidate else "vary-miss" if variant else "uri-miss"
+            else:
                 # --------------------------------------------------- decide
                 now = time.time()
                 meta = hit.meta
+                decision = reuse(meta, asked, policy.cache, now)
                 age = fr.current_age(meta.initial_age, meta.response_time, now)
-                if req_cc is None:
-                    if age < meta.lifetime:
-                        return await self.respond.hit(request, ctx, policy, hit, age)
-                    fwd = "stale"
-                else:
-                    # RFC 9111 §5.2.1: max-age, min-fresh, max-stale.
-                    fwd = cond.reuse(req_cc, age, meta.lifetime, meta.headers)
-                    if fwd is None:
-                        return await self.respond.hit(request, ctx, policy, hit, age)
-                if fwd == "stale" and (req_cc is None or not ("max-age" in req_cc or "min-fresh" in req_cc)):
+                if decision is Reuse.FRESH:
+                    return await self.respond.hit(request, ctx, policy, hit, age)
+                if decision is Reuse.STALE_WHILE_REVALIDATE:
                     # RFC 5861 §3: serve it stale, refresh once in the background.
-                    window = stale_window(meta.extra, "swr", policy.cache.stale_while_revalidate)
-                    if window and age - meta.lifetime < window:
-                        self.fills.refresh_later(request, ctx, policy, key, target, meta)
-                        status_value = f"{self.node}; hit; ttl={int(meta.lifetime) - int(age)}; detail=stale-while-revalidate"
-                        return await self.respond.hit(request, ctx, policy, hit, age, status_value=status_value)
-                stale = await self._keep_stale(hit, policy, req_headers)
-            else:
-                fwd = "vary-miss" if variant else "uri-miss"
+                    self.fills.refresh_later(request, ctx, policy, key, target, meta)
+                    status_value = f"{self.node}; hit; ttl={int(meta.lifetime) - int(age)}; detail=stale-while-revalidate"
+                    return await self.respond.hit(request, ctx, policy, hit, age, status_value=status_value)
+                fwd = decision.value
+                stale = await self._keep_stale(hit, policy, asked)
         else:
             fwd = "request"
-            if not (req_cc is not None and "only-if-cached" in req_cc):
-                # §5.2.1.4: validate what is stored rather than refetch it.
-                hit, _ = await self.storage.lookup(key, req_headers)
-                if hit is not None:
-                    stale = await self._keep_stale(hit, policy, req_headers)
 
-        if req_cc is not None and "only-if-cached" in req_cc:
+        if asked.only_if_cached:
             # RFC 9111 §5.2.1.7: nothing usable stored, and the origin is off limits.
             if stale is not None and stale.chunks is not None:
                 await stale.chunks.aclose()
@@ -328,29 +304,29 @@ class Pipeline:
                 if stale is not None and stale.chunks is not None:
                     await stale.chunks.aclose()
                 stale = None
-                outcome = None
                 until = asyncio.get_running_loop().time() + self.collapse_wait
-                try:
-                    outcome = await asyncio.wait_for(asyncio.shield(waiter), self.collapse_wait)
-                except asyncio.TimeoutError:
-                    pass
+                outcome = await self.fills.wait(waiter, self.collapse_wait)
                 if isinstance(outcome, Fill):
                     # A large body on its way: read along from its first byte.
-                    resp = await self.fills.serve_fill(request, ctx, policy, key, outcome, req_cc, until)
+                    resp = await self.fills.serve_fill(request, ctx, policy, key, outcome, asked, until)
                     if resp is not None:
                         return resp
                     outcome = _RELEASED if outcome.released else None
                 hit, _ = await self.storage.lookup(key, req_headers)
                 if hit is not None:
+                    # As a lookup would decide, now that the other fetch is over.
                     now = time.time()
-                    age = fr.current_age(hit.meta.initial_age, hit.meta.response_time, now)
-                    if (
-                        age < hit.meta.lifetime
-                        if req_cc is None
-                        else cond.reuse(req_cc, age, hit.meta.lifetime, hit.meta.headers) is None
-                    ):
+                    meta = hit.meta
+                    decision = reuse(meta, asked, policy.cache, now)
+                    age = fr.current_age(meta.initial_age, meta.response_time, now)
+                    if decision is Reuse.FRESH:
                         return await self.respond.hit(request, ctx, policy, hit, age, collapsed=True)
-                    stale = await self._keep_stale(hit, policy, req_headers)
+                    if decision is Reuse.STALE_WHILE_REVALIDATE:
+                        self.fills.refresh_later(request, ctx, policy, key, target, meta)
+                        ttl = int(meta.lifetime) - int(age)
+                        status_value = f"{self.node}; hit; ttl={ttl}; collapsed; detail=stale-while-revalidate"
+                        return await self.respond.hit(request, ctx, policy, hit, age, status_value=status_value)
+                    stale = await self._keep_stale(hit, policy, asked)
                 return await self._miss(request, ctx, policy, key, target, fwd, None, outcome is not _RELEASED, stale)
             # The gate (and a wait for the client's share) before leading:
             # others' misses for this key must not wait on this client's turn.
@@ -444,11 +420,11 @@ class Pipeline:
             try:
                 upstream, _ = await self.upstream.send(request, ctx, policy, target, keyed, conditional, whole=True)
             except OriginError as exc:
-                if stale is not None and self._may_serve_on_error(stale, policy, request.headers):
+                if stale is not None and self._answers_on_error(ctx, policy, stale):
                     hit, stale = stale, None
                     return await self._serve_on_error(request, ctx, policy, hit, fwd, None)
                 return self.respond.origin_error(ctx, exc)
-            if conditional is not None and upstream.status == 304 and not selects(stale.meta, upstream.headers):
+            if conditional is not None and upstream.status == 304 and not selects(stale.meta.headers, upstream.headers):
                 # RFC 9111 §4.3.4: the 304 names another representation than
                 # the one stored, so it updates nothing: fetch it whole.
                 upstream.release()
@@ -461,7 +437,7 @@ class Pipeline:
                     return self.respond.origin_error(ctx, exc)
             try:
                 status = upstream.status
-                if stale is not None and status in ERROR_STATUSES and self._may_serve_on_error(stale, policy, request.headers):
+                if stale is not None and status in ERROR_STATUSES and self._answers_on_error(ctx, policy, stale):
                     hit, stale = stale, None
                     return await self._serve_on_error(request, ctx, policy, hit, fwd, status)
                 if conditional is not None and status == 304:
@@ -483,31 +459,16 @@ class Pipeline:
         finally:
             await close_body(stale)
 
-    async def _keep_stale(self, hit: Hit, policy, req_headers) -> Hit | None:
-        """``hit`` when it may still help: it can be validated (an ETag or a
-        Last-Modified, RFC 9111 §4.3.1) or served if the origin fails
-        (stale-if-error); else its body stream is closed."""
-        meta = hit.meta
-        if meta.status != 0 and (
-            val.has_validator(meta.headers)
-            or stale_window(meta.extra, "sie", policy.cache.stale_if_error)
-            or _request_sie(req_headers)
-        ):
+    async def _keep_stale(self, hit: Hit, policy, asked: Directives) -> Hit | None:
+        """``hit`` when it may still help (validation, stale-if-error); else
+        its body stream is closed."""
+        if worth_keeping(hit.meta, asked, policy.cache):
             return hit
         await close_body(hit)
         return None
 
-    def _may_serve_on_error(self, hit: Hit, policy, req_headers) -> bool:
-        meta = hit.meta
-        window = stale_window(meta.extra, "sie", policy.cache.stale_if_error)
-        if not (meta.extra.get("nostale") or meta.extra.get("origin_only")):
-            # RFC 5861 §4: the client may accept staleness on error too
-            # (not where s-maxage made the response proxy-revalidate).
-            window = max(window, _request_sie(req_headers))
-        if not window:
-            return False
-        age = fr.current_age(meta.initial_age, meta.response_time, time.time())
-        return age - meta.lifetime < window
+    def _answers_on_error(self, ctx: Ctx, policy, stale: Hit) -> bool:
+        return reuse(stale.meta, ctx.directives, policy.cache, time.time(), origin_failed=True) is Reuse.STALE_IF_ERROR
 
     async def _serve_on_error(self, request, ctx, policy, hit: Hit, fwd: str, status: int | None) -> web.StreamResponse:
         """RFC 5861 §4: the origin failed; the stale entry answers instead."""
@@ -521,8 +482,9 @@ class Pipeline:
         """The origin's 304 for a stored entry: freshen it (RFC 9111 §4.3.4,
         §3.2) without touching its body, and serve it."""
         fresh = self.upstream.response_headers(upstream)
-        meta, cookies = await self.storage.freshen(request.headers, policy, key, fresh, upstream.headers, request_time, hit.meta,
-                                                   ctx.path)
+        done_ = await self.storage.freshen(request.headers, policy, key, fresh, upstream.headers, request_time, hit.meta,
+                                           ctx.path)
+        meta, cookies = done_.meta, done_.cookies
         if done is not None and not done.done():
             done.set_result(None)  # waiters find the freshened entry
         ttl = int(meta.lifetime) - int(meta.initial_age)
@@ -533,9 +495,10 @@ class Pipeline:
         return await self.respond.hit(request, ctx, policy, hit, meta.initial_age, status_value=status_value, cookies=cookies)
 
     async def _on_response(self, request, ctx, policy, key, fwd, done, upstream, request_time, may_store) -> web.StreamResponse:
-        headers = self.upstream.response_headers(upstream)
-        d = store_decision(request, ctx, policy, self.state.store, headers, upstream, request_time, may_store)
-        headers = d.headers
+        d = admit(asked_of(request, ctx.path), upstream.status, self.upstream.response_headers(upstream), upstream.headers,
+                  content_length=upstream.content_length, request_time=request_time, response_time=time.time(),
+                  policy=policy, largest=self.storage.largest(policy), may_store=may_store)
+        headers = d.client
         if d.reason is not None:
             ctx.cache = f"{self.node}; fwd={fwd}; detail={d.reason.value}"
             if done is not None and not done.done():
@@ -543,9 +506,9 @@ class Pipeline:
             headers["Cache-Status"] = ctx.cache
             headers["X-Request-Id"] = ctx.rid
             return await self.upstream.stream(request, ctx, upstream, headers, None)
-        names = d.names
-        store_key = key + VARIANT_SEP + vary_key(names, request.headers) if names else key
-        ctx.cache = f"{self.node}; fwd={fwd}; stored; ttl={int(d.seconds) - int(d.initial_age)}"
+        names = d.vary
+        store_key = variant_key(key, names, request.headers)
+        ctx.cache = f"{self.node}; fwd={fwd}; stored; ttl={int(d.lifetime) - int(d.initial_age)}"
         headers["Cache-Status"] = ctx.cache
         headers["X-Request-Id"] = ctx.rid
         headers["Age"] = fr.age_header_value(d.initial_age)
@@ -557,15 +520,6 @@ class Pipeline:
         if fill is not None:
             return await self.fills.fill_for_all(request, ctx, key, done, upstream, headers, fill, sink)
         return await self.upstream.stream(request, ctx, upstream, headers, sink)
-
-
-def _request_sie(req_headers) -> int:
-    """The request's stale-if-error seconds (RFC 5861 §4), 0 without."""
-    raw = req_headers.get("Cache-Control")
-    if not raw or "stale-if-error" not in raw:
-        return 0
-    seconds = parse_cache_control(raw).seconds("stale-if-error")
-    return seconds if isinstance(seconds, int) else 0
 
 
 def _cookies(headers, names: tuple[str, ...]) -> dict[str, str]:

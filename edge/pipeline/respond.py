@@ -6,19 +6,31 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from edge.cache import conditional as cond
+from edge.cache.admission import served_headers
 from edge.cache import freshness as fr
 from edge.cache import ranges as rgs
 from edge.cache.key import encoding_bucket
 from edge.cache.store import Hit, Meta
 from edge.origin.pool import Failure, OriginError
 from edge.pipeline.context import Ctx
-from edge.pipeline.decisions import template
 from edge.pipeline.storage import close_body
 
 _NOT_MODIFIED_FIELDS = ("Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Vary")
 # Filter answers that refuse (a challenge page or a redirect is not a block).
 _BLOCK_STATUSES = frozenset({403, 405, 413, 414, 429, 431})
 _RETRY_SOON = {"Retry-After": "1"}
+
+
+def template(meta: Meta, policy, path: str) -> CIMultiDict:
+    """The headers a stored response is served with, built once per memory
+    entry and policy version, so that a changed browser TTL reaches
+    entries already cached."""
+    tpl = meta.template
+    if tpl is None or meta.template_version != policy.version:
+        tpl = meta.template = served_headers(meta.status, meta.headers, policy, path, stored=True,
+                                             compressed=bool(meta.extra.get("cz")))
+        meta.template_version = policy.version
+    return tpl  # type: ignore[return-value]
 
 
 def has_preconditions(headers) -> bool:

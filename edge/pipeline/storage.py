@@ -13,19 +13,15 @@ from multidict import CIMultiDict
 
 from edge.admin.control import purge_everywhere
 from edge.cache import compress as cz
-from edge.cache import freshness as fr
-from edge.cache import validation as val
-from edge.cache.key import host_key, normalise_path, normalise_query, vary_key, vary_names
-from edge.cache.purge import PurgeSpec, Target, tag_extra
-from edge.cache.response_policy import edge_cache_control, stale_windows
+from edge.cache.admission import Revalidated, revalidated
+from edge.cache.key import host_key, normalise_path, normalise_query, vary_key
+from edge.cache.purge import PurgeSpec, Target
 from edge.cache.store import Hit, Meta, Removal
-from edge.pipeline.decisions import lifetime
 
 log = logging.getLogger("edge.pipeline")
 
 VARIANT_SEP = "\x1f"
 ENCODED_SEP = "\x1e"  # a compressed copy of the entry under this key; purges of the URL cover it
-_STALE_KEYS = ("swr", "sie", "nostale", "origin_only")
 
 
 def variant_key(key: str, vary, request_headers) -> str:
@@ -256,59 +252,27 @@ class Storage:
 
     # --------------------------------------------------------- after a fetch
 
-    async def freshen(self, req_headers, policy, key, fresh: CIMultiDict, got, request_time, old: Meta,
-                      path: str) -> tuple[Meta, list[str]]:
-        """The stored entry ``old`` updated by a 304 (or a HEAD's 200) and
-        written back; the 304's Set-Cookie lines, which belong to this client
-        alone, are returned apart. ``fresh``: the answer's headers as
-        forwarded; ``got``: as the origin sent them."""
-        response_time = time.time()
-        if "Server" not in got:
-            fresh.popall("Server", None)  # the edge's stand-in, not the origin's word
-        cookies = fresh.popall("Set-Cookie", [])
-        headers = CIMultiDict(val.updated_headers(old.headers, fresh))
-        settings = policy.cache
-        cc, targeted = edge_cache_control(headers, settings.targeted_fields)
-        decision = policy.response_decision(path, headers.get("Content-Type"))
-        seconds, source = lifetime(old.status, headers, cc, decision, settings, response_time, targeted)
-        # §4.2.3 with the 304's Date and Age: the validation made it new.
-        initial_age = fr.initial_age(
-            date=fresh.get("Date"), age=got.get("Age"), request_time=request_time, response_time=response_time
-        )
-        for name in fr.private_fields(cc) + fr.no_cache_fields(cc):
-            headers.popall(name, None)
-        extra = {k: v for k, v in old.extra.items() if k not in _STALE_KEYS}
-        extra.update(stale_windows(cc))
-        meta = Meta(
-            status=old.status,
-            headers=tuple(headers.items()),
-            request_time=request_time,
-            response_time=response_time,
-            initial_age=initial_age,
-            lifetime=seconds,
-            size=old.size,
-            vary=old.vary,
-            detail=source,
-            extra=extra,
-        )
+    async def freshen(self, req_headers, policy, key: str, fresh: CIMultiDict, got, request_time: float, old: Meta,
+                      path: str) -> Revalidated:
+        """The stored entry ``old`` updated by the origin's validation and
+        written back (or removed, when the origin so decided). ``fresh``:
+        the answer's headers as forwarded; ``got``: as the origin sent them."""
+        done = revalidated(old, fresh, got, path=path, request_time=request_time, response_time=time.time(),
+                           policy=policy)
         store_key = variant_key(key, old.vary, req_headers)
-        store = self.state.store
-        new_vary = vary_names(", ".join(headers.getall("Vary", ())) or None) or ()
-        new_tags = tag_extra(got).get("tags")
-        if (
-            "no-store" in cc
-            or cc.field_names("private") == ()
-            or tuple(new_vary) != tuple(old.vary)
-            or (new_tags is not None and new_tags != old.extra.get("tags"))
-        ):
-            # The origin withdrew consent to storing (§3), or changed how
-            # the entry is keyed or tagged: served once, then fetched anew.
-            await store.delete(store_key, Removal.INVALIDATION)
-        else:
+        if done.keep:
             # Only if it is still the entry that was validated (another
             # request may have replaced it with a new body meanwhile).
-            await store.update(store_key, meta, expected=old.response_time)
-        return meta, cookies
+            await self.state.store.update(store_key, done.meta, expected=old.response_time)
+        else:
+            await self.state.store.delete(store_key, Removal.INVALIDATION)
+        return done
+
+    def largest(self, policy) -> int:
+        """The largest body the store takes for this tenant."""
+        store = self.state.store
+        limit = policy.cache.max_object_size
+        return limit if store.can_stream else min(limit, store.max_memory_object)
 
     async def head_update(self, req_headers, policy, key, fresh, upstream, request_time, old: Meta, path: str) -> None:
         """RFC 9111 §4.3.5: a 200 to HEAD updates the stored GET response
