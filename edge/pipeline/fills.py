@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -16,14 +17,14 @@ from edge.cache import freshness as fr
 from edge.cache import validation as val
 from edge.cache.admission import admit
 from edge.cache.collapse import Fill, FillBroken, State
-from edge.cache.key import vary_key
 from edge.cache.validation import selects
 from edge.cache.reuse import Reuse, reuse
 from edge.cache.store import Hit, Meta, Removal
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
-from edge.pipeline.respond import has_preconditions, template
-from edge.pipeline.storage import VARIANT_SEP, Sink, variant_key
+from edge.pipeline.outcome import Outcome
+from edge.pipeline.respond import has_preconditions, template, ttl
+from edge.pipeline.storage import Sink, variant_key
 from edge.pipeline.upstream import BUFFER_LIMIT, CHUNK, asked_of, body_error, break_connection, removes_fields
 
 log = logging.getLogger("edge.pipeline")
@@ -67,15 +68,17 @@ class _Snapshot:
 
 
 class Fills:
+    """Which fetch a request for a key may wait for, the fetches shared
+    by waiters, and the background fetches."""
+
     def __init__(self, state, storage, responder, upstream) -> None:
         self.state = state
         self.storage = storage
         self.respond = responder
         self.upstream = upstream
-        self.node = state.config.name
         self.fill_buffer = state.config.cache.fill_buffer
-        self.inflight: dict[str, asyncio.Future] = {}
-        self._background: set[asyncio.Task] = set()  # stale-while-revalidate refreshes
+        self._inflight: dict[str, asyncio.Future] = {}  # key -> its fetch: a Fill, or None once it is over
+        self._background: set[asyncio.Task] = set()  # refreshes and range fills
         self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
         self.waiting = 0  # requests waiting now for another's fetch of their key
 
@@ -85,6 +88,13 @@ class Fills:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------ collapsing
+
+    def fetch_for(self, key: str) -> asyncio.Future | None:
+        """The fetch in progress for ``key`` that a miss waits for rather
+        than fetch it again; None: the miss fetches."""
+        return self._inflight.get(key)
 
     async def wait(self, fetch: asyncio.Future, timeout: float):
         """Wait up to ``timeout`` seconds for another request's fetch: its
@@ -97,11 +107,41 @@ class Fills:
         finally:
             self.waiting -= 1
 
-    def refresh_later(self, request, ctx: Ctx, policy, key: str, target: str, meta: Meta | None) -> None:
+    async def lead(self, key: str, fetch: Callable[[asyncio.Future | None], Awaitable[web.StreamResponse]]):
+        """Fetch for ``key`` with the misses that come meanwhile waiting
+        for it: ``fetch(done)`` resolves ``done`` (with a Fill, or None once
+        the answer is stored or found not to be). Alone, when another took
+        the lead since this request looked (``fetch(None)``)."""
+        if key in self._inflight:
+            return await fetch(None)
+        done = asyncio.get_running_loop().create_future()
+        self._inflight[key] = done
+        try:
+            return await fetch(done)
+        finally:
+            self._over(key, done)
+
+    def _over(self, key: str, done: asyncio.Future) -> None:
+        if self._inflight.get(key) is done:
+            del self._inflight[key]
+        if not done.done():
+            done.set_result(None)
+
+    @staticmethod
+    def release(done: asyncio.Future | None) -> None:
+        """The answer the waiters wait for is over for them (stored, or not
+        to be): they look the key up again, or fetch for themselves."""
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    # ------------------------------------------------------------ background
+
+    def refresh_later(self, request, ctx: Ctx, meta: Meta | None) -> None:
         """One background request refreshes a stale entry (RFC 5861 §3), or
         (``meta`` None) fetches a whole object a range request missed;
         requests meanwhile are served as if it were not running."""
-        if key in self.inflight or len(self._background) >= MAX_BACKGROUND:
+        key = ctx.key
+        if key in self._inflight or len(self._background) >= MAX_BACKGROUND:
             return  # under way already, or enough fetches in the background
         now = time.monotonic()
         until = self._no_fill.get(key)
@@ -113,29 +153,28 @@ class Fills:
         if "Authorization" in rh or "no-store" in ", ".join(rh.getall("Cache-Control", ())).lower() or removes_fields(rh):
             return  # its answer could not be shared: nothing to fetch for the cache
         waf = self.state.waf
-        if waf is not None and waf.check_full(request, ctx, policy, quiet=True) is not None:
+        if waf is not None and waf.check_full(request, ctx, ctx.policy, quiet=True) is not None:
             return  # this client's headers may not go to the origin
         done = asyncio.get_running_loop().create_future()
-        self.inflight[key] = done
-        keyed = policy.request_decision(ctx.path).key.headers
+        self._inflight[key] = done
         conditional = val.validator_headers(meta.headers) if meta is not None and val.has_validator(meta.headers) else None
         # Everything taken from the request now: it is gone once its answer
         # is sent. The client's own preconditions stay behind: the edge asks
         # for what it stores, not for what this client has.
-        headers = self.upstream.origin_headers(request, ctx, keyed, conditional, whole=True, own_conditionals=True)
-        snapshot = _Snapshot(request)
-        task = asyncio.ensure_future(self._refresh(snapshot, ctx, policy, key, target, meta, headers, done, conditional))
+        headers = self.upstream.origin_headers(request, ctx, ctx.keyed, conditional, whole=True, own_conditionals=True)
+        bg = Ctx(ctx.rid + "-r", now, "GET", ctx.peer, ctx.tenant, ctx.host, ctx.path, policy=ctx.policy, key=key,
+                 target=ctx.target)
+        task = asyncio.ensure_future(self._refresh(_Snapshot(request), bg, meta, headers, done, conditional))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _refresh(self, request, ctx: Ctx, policy, key, target, meta: Meta | None, headers, done,
-                       conditional: dict | None) -> None:
-        bg = Ctx(ctx.rid + "-r", time.monotonic(), "GET", ctx.peer, ctx.tenant, ctx.host, ctx.path)
+    async def _refresh(self, request, ctx: Ctx, meta: Meta | None, headers, done, conditional: dict | None) -> None:
+        policy, key = ctx.policy, ctx.key
         try:
             request_time = time.time()
             try:
                 upstream, _ = await self.state.origins.send(
-                    policy.origins, policy.failover, "GET", target, headers, ctx.host, None, True
+                    policy.origins, policy.failover, "GET", ctx.target, headers, ctx.host, None, True
                 )
             except OriginError as exc:
                 log.info("background refresh of %s%s failed: %s", ctx.host, ctx.path, exc)
@@ -144,12 +183,11 @@ class Fills:
                 if upstream.status == 304:
                     if meta is not None and conditional and selects(meta.headers, upstream.headers):
                         fresh = self.upstream.response_headers(upstream)
-                        await self.storage.freshen(request.headers, policy, key, fresh, upstream.headers, request_time, meta,
-                                                   ctx.path)
+                        await self.storage.freshen(request.headers, ctx, fresh, upstream.headers, request_time, meta)
                     return
                 if upstream.status in ERROR_STATUSES:
                     return
-                if not await self.store_only(request, bg, policy, key, upstream, request_time, done):
+                if not await self.store_only(request, ctx, upstream, request_time, done):
                     if len(self._no_fill) >= MAX_BACKGROUND * 64:
                         self._no_fill.clear()
                     self._no_fill[key] = time.monotonic() + NO_FILL_SECONDS
@@ -160,15 +198,13 @@ class Fills:
         except Exception:
             log.exception("background refresh failed (request %s)", ctx.rid)
         finally:
-            if self.inflight.get(key) is done:
-                del self.inflight[key]
-            if not done.done():
-                done.set_result(None)
+            self._over(key, done)
 
-    async def store_only(self, request, ctx, policy, key, upstream, request_time, done=None) -> bool:
+    async def store_only(self, request, ctx: Ctx, upstream, request_time: float, done=None) -> bool:
         """A background fetch's 200: stored if it may be, sent to nobody but
         the misses meanwhile (``done``), which read a large body along.
         False when the object is not to be stored (not fetched again soon)."""
+        policy, key = ctx.policy, ctx.key
         d = admit(asked_of(request, ctx.path), upstream.status, self.upstream.response_headers(upstream), upstream.headers,
                   content_length=upstream.content_length, request_time=request_time, response_time=time.time(),
                   policy=policy, largest=self.storage.largest(policy))
@@ -204,7 +240,7 @@ class Fills:
 
     # --------------------------------------------------------- shared fills
 
-    async def fill_for_all(self, request, ctx: Ctx, key: str, done, upstream, headers, fill: Fill, sink) -> web.StreamResponse:
+    async def fill_for_all(self, request, ctx: Ctx, done, upstream, headers, fill: Fill, sink) -> web.StreamResponse:
         """A large body fetched once for this client and every request that
         waits for the key (edge/cache/collapse.py): this request copies it
         from the origin into the store, while its client reads it like any
@@ -224,8 +260,8 @@ class Fills:
             own.close()  # the task may never start to close it
             raise
         finally:
-            if self.inflight.get(key) is done:
-                del self.inflight[key]  # stored or not, later requests do not join a fill that is over
+            if self._inflight.get(ctx.key) is done:
+                del self._inflight[ctx.key]  # stored or not, later requests do not join a fill that is over
         if fill.state is State.FAILED and fill.error is not None:
             log.warning("origin body broke after %d bytes (request %s): %s", fill.received, ctx.rid, fill.error)
         return await client
@@ -242,16 +278,17 @@ class Fills:
             await chunks.aclose()
             own.close()
 
-    async def serve_fill(self, request, ctx: Ctx, policy, key: str, fill: Fill, asked, until: float) -> web.StreamResponse | None:
+    async def serve_fill(self, request, ctx: Ctx, fill: Fill, until: float) -> web.StreamResponse | None:
         """A waiter's answer from a fill in progress: the response being
         stored, as a collapsed hit, its body read as it arrives; ranges and
         preconditions as for any hit. None: not from this fill (another Vary
         variant, the client's freshness demands, a fill that ended or was
         released before this answer began): the request fetches instead."""
         meta = fill.meta
-        if meta.vary and key + VARIANT_SEP + vary_key(meta.vary, request.headers) != fill.store_key:
+        if meta.vary and variant_key(ctx.key, meta.vary, request.headers) != fill.store_key:
             return None
-        if asked.cc is not None and reuse(meta, asked, policy.cache, time.time()) is not Reuse.FRESH:
+        asked = ctx.directives
+        if asked.cc is not None and reuse(meta, asked, ctx.policy.cache, time.time()) is not Reuse.FRESH:
             # A response still arriving is shared whatever its freshness, as
             # its own client gets it; only the client's own demands refuse it.
             return None
@@ -267,20 +304,20 @@ class Fills:
             except TimeoutError:
                 return None
             age = fr.current_age(meta.initial_age, meta.response_time, time.time())
-            status_value = f"{self.node}; hit; ttl={int(meta.lifetime) - int(age)}; collapsed"
-            ctx.cache = status_value
-            tpl = template(meta, policy, ctx.path)
+            outcome = Outcome.hit(ttl(meta, age), collapsed=True)
+            status_value = self.respond.settle(ctx, outcome)
+            tpl = template(meta, ctx.policy, ctx.path)
             rh = request.headers
             if has_preconditions(rh):
-                outcome = cond.evaluate(request.method, rh, tpl, status=meta.status, now=meta.response_time)
-                if outcome is not None:
-                    return self.respond.conditional(ctx, meta, policy, age, status_value, outcome)
+                found = cond.evaluate(request.method, rh, tpl, status=meta.status, now=meta.response_time)
+                if found is not None:
+                    return self.respond.conditional(ctx, meta, age, outcome, found)
             if "Range" in rh and meta.status == 200 and fill.length is not None:
                 # Cut as from a stored body; of a body of unknown length the
                 # whole is sent (RFC 9110 §14.2 lets a server ignore Range).
                 partial = Hit(dataclasses.replace(meta, size=fill.length), None, chunks)
                 try:
-                    resp = await self.respond.ranged(request, ctx, partial, tpl, age, status_value)
+                    resp = await self.respond.ranged(request, ctx, partial, tpl, age, outcome)
                 except FillBroken:
                     break_connection(request)
                     raise ConnectionResetError("the shared fill broke") from None

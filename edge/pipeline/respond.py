@@ -13,6 +13,7 @@ from edge.cache.key import encoding_bucket
 from edge.cache.store import Hit, Meta
 from edge.origin.pool import Failure, OriginError
 from edge.pipeline.context import Ctx
+from edge.pipeline.outcome import Kind, Outcome
 from edge.pipeline.storage import close_body
 
 _NOT_MODIFIED_FIELDS = ("Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Vary")
@@ -37,26 +38,40 @@ def has_preconditions(headers) -> bool:
     return "If-None-Match" in headers or "If-Modified-Since" in headers or "If-Match" in headers or "If-Unmodified-Since" in headers
 
 
+def ttl(meta: Meta, age: float) -> int:
+    """Seconds of freshness left: age + ttl = lifetime, in the whole seconds the Age field shows."""
+    return int(meta.lifetime) - int(age)
+
+
 class Responder:
     def __init__(self, state, storage) -> None:
         self.state = state
         self.node = state.config.name
         self.storage = storage
 
-    def refuse(self, ctx: Ctx, policy, verdict) -> web.Response:
+    def settle(self, ctx: Ctx, outcome: Outcome) -> str:
+        """Record the request's outcome; returns its Cache-Status value."""
+        return ctx.conclude(outcome, self.node)
+
+    def stamp(self, ctx: Ctx, headers, outcome: Outcome) -> None:
+        """The per-request fields of an answer: Cache-Status, X-Request-Id."""
+        headers["Cache-Status"] = self.settle(ctx, outcome)
+        headers["X-Request-Id"] = ctx.rid
+
+    def refuse(self, ctx: Ctx, verdict) -> web.Response:
         """A filter's answer: its own body (a challenge page) or the plain
         error text; blocks are counted towards the tenant's security events."""
         events = self.state.events
+        policy = ctx.policy
         if events is not None and verdict.status in _BLOCK_STATUSES:
             if verdict.detail == "filter.waf" and ctx.waf is not None:
                 events.record(policy.tenant, policy.filters.events, "waf", ctx.waf.rules, ctx.peer)
             else:
                 events.record_verdict(policy.tenant, policy.filters.events, verdict.detail, ctx.peer)
         if verdict.body is None:
-            return self.error(ctx, verdict.status, verdict.reason, verdict.detail, verdict.headers)
-        ctx.cache = f"{self.node}; detail={verdict.detail}"
+            return self.error(ctx, verdict.status, verdict.reason, verdict.detail, verdict.headers, kind=Kind.REFUSED)
         headers = {
-            "Cache-Status": ctx.cache,
+            "Cache-Status": self.settle(ctx, Outcome(Kind.REFUSED, detail=verdict.detail)),
             "X-Request-Id": ctx.rid,
             "Cache-Control": "no-store",
             "Server": "edge",
@@ -67,10 +82,12 @@ class Responder:
         ctx.size = len(verdict.body)
         return web.Response(status=verdict.status, body=verdict.body, headers=headers)
 
-    def error(self, ctx: Ctx, status: int, text: str, detail: str, extra: dict | None = None) -> web.Response:
-        ctx.cache = f"{self.node}; fwd=miss; detail={detail}" if status >= 500 else f"{self.node}; detail={detail}"
+    def error(self, ctx: Ctx, status: int, text: str, detail: str, extra: dict | None = None, *,
+              kind: Kind = Kind.ERROR, forwarded: bool = True) -> web.Response:
+        """The edge's own short answer. ``forwarded`` False: the origin was
+        off limits (only-if-cached)."""
         headers = {
-            "Cache-Status": ctx.cache,
+            "Cache-Status": self.settle(ctx, Outcome.error(status, detail, kind, forwarded)),
             "X-Request-Id": ctx.rid,
             "Cache-Control": "no-store",
             "Server": "edge",
@@ -91,18 +108,11 @@ class Responder:
             return self.error(ctx, 503, exc.failure.text, exc.failure.value, _RETRY_SOON)
         return self.error(ctx, exc.failure.status, exc.failure.text, exc.failure.value)
 
-    async def hit(
-        self,
-        request: web.BaseRequest,
-        ctx: Ctx,
-        policy,
-        hit: Hit,
-        age: float,
-        collapsed: bool = False,
-        status_value: str | None = None,
-        cookies: list[str] | None = None,
-    ) -> web.StreamResponse:
+    async def hit(self, request: web.BaseRequest, ctx: Ctx, hit: Hit, age: float, outcome: Outcome,
+                  cookies: list[str] | None = None) -> web.StreamResponse:
+        """A stored response as the answer: whole, a range of it, or 304 / 412."""
         meta = hit.meta
+        policy = ctx.policy
         rh = request.headers
         if meta.extra.get("cz") and request.method == "GET" and "Range" not in rh and (
             "no-transform" not in rh.get("Cache-Control", "")  # RFC 9111 §5.2.1.6
@@ -113,20 +123,17 @@ class Responder:
                 if encoded is not None:
                     hit = encoded
                     meta = hit.meta
-        if status_value is None:
-            # Age + ttl = lifetime, in the whole seconds the Age header shows.
-            ttl = int(meta.lifetime) - int(age)
-            status_value = f"{self.node}; hit; ttl={ttl}; collapsed" if collapsed else f"{self.node}; hit; ttl={ttl}"
-        ctx.cache = status_value
+        status_value = self.settle(ctx, outcome)
         if has_preconditions(rh):
             # RFC 9110 §13.2.2, RFC 9111 §4.3.2: preconditions against the stored response.
-            outcome = cond.evaluate(request.method, rh, template(meta, policy, ctx.path), status=meta.status, now=meta.response_time)
-            if outcome is not None:
+            found = cond.evaluate(request.method, rh, template(meta, policy, ctx.path), status=meta.status,
+                                  now=meta.response_time)
+            if found is not None:
                 if hit.chunks is not None:
                     await hit.chunks.aclose()
-                return self.conditional(ctx, meta, policy, age, status_value, outcome)
+                return self.conditional(ctx, meta, age, outcome, found)
         if "Range" in rh and meta.status == 200 and request.method == "GET":
-            resp = await self.ranged(request, ctx, hit, template(meta, policy, ctx.path), age, status_value)
+            resp = await self.ranged(request, ctx, hit, template(meta, policy, ctx.path), age, outcome)
             if resp is not None:
                 return resp
         if hit.body is not None:
@@ -156,7 +163,7 @@ class Responder:
         await resp.write_eof()
         return resp
 
-    async def ranged(self, request, ctx: Ctx, hit: Hit, tpl, age: float, status_value: str) -> web.StreamResponse | None:
+    async def ranged(self, request, ctx: Ctx, hit: Hit, tpl, age: float, outcome: Outcome) -> web.StreamResponse | None:
         """RFC 9110 §14: a 206 or 416 cut from the stored 200; None: serve it whole."""
         rh = request.headers
         fields = rh.getall("Range", ())
@@ -174,7 +181,7 @@ class Responder:
             headers.popall("Content-Type", None)
             headers.update(rgs.unsatisfiable_headers(size))
             headers["Age"] = fr.age_header_value(age)
-            ctx.cache = headers["Cache-Status"] = status_value + "; detail=range-unsatisfiable"
+            headers["Cache-Status"] = self.settle(ctx, outcome.noted("range-unsatisfiable"))
             headers["X-Request-Id"] = ctx.rid
             return web.Response(status=416, headers=headers)
         ctype = tpl.get("Content-Type")
@@ -200,8 +207,7 @@ class Responder:
             resp.content_length = rgs.multipart_length(rng.ranges, ctype, size, boundary)
             source = rgs.multipart_chunks(rng.ranges, hit.chunks, ctype, size, boundary)
         resp.headers["Age"] = fr.age_header_value(age)
-        ctx.cache = status_value
-        resp.headers.add("Cache-Status", status_value)
+        resp.headers.add("Cache-Status", self.settle(ctx, outcome))
         resp.headers["X-Request-Id"] = ctx.rid
         if source is None:
             ctx.size = resp.content_length or 0
@@ -216,9 +222,9 @@ class Responder:
         await resp.write_eof()
         return resp
 
-    def conditional(self, ctx: Ctx, meta: Meta, policy, age: float, status_value: str, status: int) -> web.Response:
+    def conditional(self, ctx: Ctx, meta: Meta, age: float, outcome: Outcome, status: int) -> web.Response:
         """304 or 412 for a conditional request answered from the cache."""
-        tpl = template(meta, policy, ctx.path)
+        tpl = template(meta, ctx.policy, ctx.path)
         headers: CIMultiDict = CIMultiDict()
         if status == 304:
             # RFC 9110 §15.4.5: the fields a 200 would have carried; Last-Modified
@@ -229,8 +235,7 @@ class Responder:
                     headers.add(name, value)
             body = None
         else:
-            status_value += "; detail=precondition-failed"
-            ctx.cache = status_value
+            outcome = outcome.noted("precondition-failed")
             headers["Content-Type"] = "text/plain"
             body = f"412 precondition failed\nrequest id: {ctx.rid}\n".encode()
             ctx.size = len(body)
@@ -238,6 +243,5 @@ class Responder:
             headers.add("Via", value)
         headers["Server"] = tpl.get("Server", "edge")
         headers["Age"] = fr.age_header_value(age)
-        headers["Cache-Status"] = status_value
-        headers["X-Request-Id"] = ctx.rid
+        self.stamp(ctx, headers, outcome)
         return web.Response(status=status, body=body, headers=headers)

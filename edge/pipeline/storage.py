@@ -252,14 +252,13 @@ class Storage:
 
     # --------------------------------------------------------- after a fetch
 
-    async def freshen(self, req_headers, policy, key: str, fresh: CIMultiDict, got, request_time: float, old: Meta,
-                      path: str) -> Revalidated:
+    async def freshen(self, req_headers, ctx, fresh: CIMultiDict, got, request_time: float, old: Meta) -> Revalidated:
         """The stored entry ``old`` updated by the origin's validation and
         written back (or removed, when the origin so decided). ``fresh``:
         the answer's headers as forwarded; ``got``: as the origin sent them."""
-        done = revalidated(old, fresh, got, path=path, request_time=request_time, response_time=time.time(),
-                           policy=policy)
-        store_key = variant_key(key, old.vary, req_headers)
+        done = revalidated(old, fresh, got, path=ctx.path, request_time=request_time, response_time=time.time(),
+                           policy=ctx.policy)
+        store_key = variant_key(ctx.key, old.vary, req_headers)
         if done.keep:
             # Only if it is still the entry that was validated (another
             # request may have replaced it with a new body meanwhile).
@@ -274,7 +273,7 @@ class Storage:
         limit = policy.cache.max_object_size
         return limit if store.can_stream else min(limit, store.max_memory_object)
 
-    async def head_update(self, req_headers, policy, key, fresh, upstream, request_time, old: Meta, path: str) -> None:
+    async def head_update(self, req_headers, ctx, fresh: CIMultiDict, upstream, request_time: float, old: Meta) -> None:
         """RFC 9111 §4.3.5: a 200 to HEAD updates the stored GET response
         when it describes the same representation, else invalidates it."""
         stored = CIMultiDict(old.headers)
@@ -286,16 +285,17 @@ class Storage:
         if upstream.content_length is not None and old.status == 200 and upstream.content_length != old.size:
             same = False
         if same:
-            await self.freshen(req_headers, policy, key, fresh, got, request_time, old, path)
+            await self.freshen(req_headers, ctx, fresh, got, request_time, old)
         else:
-            await self.state.store.delete(variant_key(key, old.vary, req_headers), Removal.INVALIDATION)
+            await self.state.store.delete(variant_key(ctx.key, old.vary, req_headers), Removal.INVALIDATION)
 
-    async def invalidate(self, ctx, policy, path: str, raw_query: str, headers) -> None:
+    async def invalidate(self, ctx, headers) -> None:
         """RFC 9111 §4.4: a successful unsafe request invalidates what is
         stored for its URL and for same-origin Location / Content-Location
         (all Vary variants; every worker's memory tier and the disk tier,
         before the answer goes out)."""
-        targets = {(path, raw_query)}
+        policy, path = ctx.policy, ctx.path
+        targets = {(path, ctx.raw_query)}
         for name in ("Location", "Content-Location"):
             ref = headers.get(name)
             found = _same_origin(ref, ctx.host, path) if ref else None

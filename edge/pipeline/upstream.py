@@ -16,7 +16,6 @@ from edge.cache import ranges as rgs
 from edge.cache import validation as val
 from edge.cache.admission import Asked
 from edge.cache.key import encoding_bucket
-from edge.geo.client import Trusted
 from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens, forwardable_name
 from edge.http.slow import BodyTimeout, BodyTimeouts, ClientBodyError, read_body
@@ -71,13 +70,11 @@ def body_error(exc: BaseException, upstream) -> OriginError:
 
 
 class Upstream:
-    def __init__(self, state, responder) -> None:
+    def __init__(self, state, responder, identify) -> None:
         self.state = state
         cfg = state.config
         self.via = f"1.1 {cfg.name}"
-        self.trusted = Trusted(cfg.trusted_proxies)
-        # Only the field the trusted proxies write is read; a client could add the other.
-        self.forwarded = cfg.client_address_header == "forwarded"
+        self.identify = identify
         self.body_timeouts = BodyTimeouts(cfg.timeouts.body_read, cfg.timeouts.body_total)
         self.respond = responder
 
@@ -89,9 +86,6 @@ class Upstream:
                 if element == self.via or element.startswith(self.via + " "):
                     return True
         return False
-
-    def trusted_peer(self, peer: str | None) -> bool:
-        return bool(self.trusted) and bool(peer) and self.trusted.contains(peer)
 
     def origin_headers(
         self, request: web.BaseRequest, ctx: Ctx, keyed: tuple[str, ...], conditional: dict[str, str] | None = None,
@@ -117,12 +111,12 @@ class Upstream:
                 continue
             if lname in UNKEYED_REQUEST_FIELDS and lname not in keyed:
                 continue
-            if lname == "x-forwarded-proto" and not self.trusted_peer(request.remote):
+            if lname == "x-forwarded-proto" and not self.identify.trusted_peer(request.remote):
                 continue
             out.add(name, value)
         peer = request.remote or ""
-        if self.trusted_peer(peer):
-            if self.forwarded:
+        if self.identify.trusted_peer(peer):
+            if self.identify.forwarded:
                 # The client's own X-Forwarded-For is its word alone: the
                 # origin gets the client the proxies' Forwarded named.
                 prior = ctx.peer if ctx.peer and ctx.peer != peer else ""
@@ -201,7 +195,13 @@ class Upstream:
             ctx.body_timeout = True
             raise
 
-    async def send(self, request, ctx, policy, target, keyed=(), conditional=None, whole=False, prefix=None):
+    async def send(self, request, ctx: Ctx, target: str, keyed=(), conditional=None, whole=False, prefix=None):
+        """The request to the tenant's origins (with failover); ``whole``: for
+        the cache, so without the client's range. Returns the origin's
+        answer once its head has arrived."""
+        # The origin's interim responses (1xx) come before this answer's
+        # head: this is the one place that sees them, to relay them.
+        policy = ctx.policy
         headers = self.origin_headers(request, ctx, keyed, conditional, whole)
         has_body = request.body_exists
         body = self.request_body(request, ctx, prefix) if has_body else None
