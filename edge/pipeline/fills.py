@@ -152,8 +152,7 @@ class Fills:
         rh = request.headers
         if "Authorization" in rh or "no-store" in ", ".join(rh.getall("Cache-Control", ())).lower() or removes_fields(rh):
             return  # its answer could not be shared: nothing to fetch for the cache
-        waf = self.state.waf
-        if waf is not None and waf.check_full(request, ctx, ctx.policy, quiet=True) is not None:
+        if self.state.filters.would_refuse(request, ctx, ctx.policy):
             return  # this client's headers may not go to the origin
         done = asyncio.get_running_loop().create_future()
         self._inflight[key] = done

@@ -33,9 +33,6 @@ from edge.cache.reuse import Reuse, directives, reuse, worth_keeping
 from edge.cache.store import Hit
 from edge.cache.validation import selects
 from edge.filters.chain import Verdict
-from edge.filters.request_limits import body_limit
-from edge.filters.under_attack import CHALLENGE_PATH
-from edge.http.codings import CodingError, UnknownCoding, inspection_view
 from edge.http.slow import BodyTimeout, ClientBodyError, close_after
 from edge.observe.metrics import record_request, watch_fills
 from edge.origin.pool import OriginError
@@ -68,8 +65,7 @@ class Pipeline:
         self.respond = Responder(state, self.storage)
         self.upstream = Upstream(state, self.respond, self.identify)
         self.fills = Fills(state, self.storage, self.respond, self.upstream)
-        self._limits = next((f for f in state.filters.filters if f.name == "request_limits"), None)
-        self._slots = self._limits.slots if self._limits is not None else None
+        self.filters = state.filters
         self._share_wait = cfg.timeouts.origin_queue  # for a client over its share of the origin's connections
         watch_fills(held_bytes)
 
@@ -96,9 +92,7 @@ class Pipeline:
             log.exception("internal error (request %s)", ctx.rid)
             resp = self.respond.error(ctx, 500, "internal error", "edge-error")
         finally:
-            if ctx.slot is not None and self._slots is not None:
-                self._slots.release(ctx.slot)
-                ctx.slot = None
+            self.filters.release(ctx)
             if ctx.body is not None:
                 reader, ctx.body = ctx.body, None
                 await reader.aclose()
@@ -120,9 +114,10 @@ class Pipeline:
                 request.protocol.force_close()  # what was written still goes out
         elif unread:
             await close_after(request, resp)
-        elif ctx.slot is not None:
-            # The client's concurrency slot counts the request until its
-            # answer is written, so stalled readers are counted too.
+        elif self.filters.holds(ctx):
+            # What a filter holds for the request (a client's concurrency
+            # slot) counts it until its answer is written, so stalled
+            # readers are counted too.
             await resp.prepare(request)
             await resp.write_eof()
 
@@ -358,34 +353,20 @@ class Pipeline:
         refused = await self._gate(request, ctx)
         if refused is not None:
             return refused
-        policy = ctx.policy
-        prefix = None  # the body's head, when the WAF read it first
-        waf = self.state.waf
-        if waf is not None and request.body_exists and policy.filters.waf.active and policy.filters.waf.inspect_body:
-            # The WAF reads the head of the body before the origin sees any of it.
+        prefix = None  # the body's head, when a filter read it first
+        wanted = self.filters.body_wanted(ctx.policy) if request.body_exists else 0
+        if wanted:
+            # Filters read the head of the body before the origin sees any of it.
             try:
-                prefix = await self.upstream.body_head(request, ctx, policy.filters.waf.max_body)
+                prefix = await self.upstream.body_head(request, ctx, wanted)
             except BodyTooLarge:
                 return self.respond.error(ctx, 413, "request body too large", "body-too-large")
             except BodyTimeout:
                 return await close_after(request, self.respond.error(ctx, 408, "request body timeout", "body-timeout"))
-            try:
-                # The origin gets the body as sent; the WAF reads it decoded,
-                # or compressing a payload would be a way past it.
-                view = inspection_view(prefix, request.headers.getall("Content-Encoding", ()), policy.filters.waf.max_body)
-            except CodingError as exc:
-                if policy.filters.waf.mode != "block":
-                    # A WAF on trial refuses nothing: noted, the raw bytes inspected.
-                    log.info("request %s: body not inspected decoded: %s", ctx.rid, exc)
-                    view = prefix
-                elif isinstance(exc, UnknownCoding):
-                    # RFC 9110 §15.5.16: what the WAF cannot read does not pass unread.
-                    return await close_after(request, self.respond.error(ctx, 415, str(exc), "unsupported-body-encoding"))
-                else:
-                    return await close_after(request, self.respond.error(ctx, 400, str(exc), "bad-body-encoding"))
-            verdict = await waf.check_body(request, ctx, policy, view, ctx.waf)
+            verdict = await self.filters.on_body(request, ctx, ctx.policy, prefix)
             if verdict is not None:
-                return self.respond.refuse(ctx, verdict)
+                resp = self.respond.refuse(ctx, verdict)
+                return await close_after(request, resp) if verdict.close else resp
         try:
             upstream, _ = await self.upstream.send(request, ctx, target, prefix=prefix)
         except (OriginError, ClientBodyError) as exc:
@@ -398,7 +379,7 @@ class Pipeline:
             return self.respond.origin_error(ctx, exc)
         try:
             headers = self.upstream.response_headers(upstream)
-            if request.method in _UNSAFE and 200 <= upstream.status < 400 and policy.cache.enabled:
+            if request.method in _UNSAFE and 200 <= upstream.status < 400 and ctx.policy.cache.enabled:
                 await self.storage.invalidate(ctx, headers)
             self.respond.stamp(ctx, headers, outcome)
             return await self.upstream.stream(request, ctx, upstream, headers, None)
@@ -410,40 +391,38 @@ class Pipeline:
     async def _filter(self, request, ctx: Ctx) -> web.Response | None:
         """The filter chain's answer, or None: the request goes on."""
         policy = ctx.policy
-        verdict = self.state.filters.check(request, ctx, policy)
-        if verdict is None and ctx.path == CHALLENGE_PATH and request.method == "POST" and self.state.under_attack:
-            # A no-script challenge answer posted as a form, read under the
-            # body deadlines like any other body.
-            await self.upstream.continue_(request)
-            limit = self.upstream.body_timeouts.total or self.upstream.body_timeouts.idle or None
-            try:
-                verdict = await asyncio.wait_for(self.state.under_attack.verify_form(request, ctx, policy), limit)
-            except asyncio.TimeoutError:
-                return await close_after(request, self.respond.error(ctx, 408, "request body timeout", "body-timeout"))
+        verdict = self.filters.check(request, ctx, policy)
+        if verdict is None:
+            verify_form = self.filters.form_reader(request, ctx, policy)
+            if verify_form is not None:
+                # A form answered to a filter (the no-script challenge), read
+                # under the body deadlines like any other body.
+                await self.upstream.continue_(request)
+                limit = self.upstream.body_timeouts.total or self.upstream.body_timeouts.idle or None
+                try:
+                    verdict = await asyncio.wait_for(verify_form(request, ctx, policy), limit)
+                except asyncio.TimeoutError:
+                    return await close_after(request, self.respond.error(ctx, 408, "request body timeout", "body-timeout"))
         if verdict is not None:
             return self.respond.refuse(ctx, verdict)
         cl = request.content_length
-        ctx.body_max = body_limit(policy.filters.request_limits, self.max_body)
+        ctx.body_max = self.filters.body_limit(policy, self.max_body)
         if cl is not None and cl > ctx.body_max:
             return self.respond.error(ctx, 413, "request body too large", "body-too-large")
         return None
 
     async def _gate(self, request, ctx: Ctx) -> web.Response | None:
         """What a request must pass before it may go to the origin: the
-        client's concurrency limits and every WAF rule. Once passed, passed
-        (``ctx.gated``): the phases may ask again on the way."""
+        filters' before-origin hooks (every WAF rule, the client's
+        concurrency limits). Once passed, passed (``ctx.gated``): the
+        phases may ask again on the way."""
         if ctx.gated:
             return None
         if self.upstream.looped(request.headers.getall("Via", ())):
             # A tenant origin that leads back to this node (its public
             # address, a CNAME to the CDN): each lap would hold a slot.
             return self.respond.refuse(ctx, _LOOP)
-        policy = ctx.policy
-        waf = self.state.waf
-        verdict = waf.check_full(request, ctx, policy) if waf is not None else None
-        if verdict is None:  # an attack is an attack, counted as such, whatever the client's slots
-            limits = self._limits
-            verdict = await limits.take_slot(ctx, policy, self._share_wait) if limits is not None else None
+        verdict = await self.filters.before_origin(request, ctx, ctx.policy, self._share_wait)
         if verdict is not None:
             return self.respond.refuse(ctx, verdict)
         ctx.gated = True
