@@ -15,10 +15,13 @@ from edge.cache import conditional as cond
 from edge.cache.freshness import current_age
 from edge.cache.response_policy import stale_window
 from edge.cache.store import Meta
-from edge.http.directives import CacheControl, parse_cache_control
 from edge.cache.validation import has_validator
+from edge.http.directives import CacheControl, parse_cache_control
 
-__all__ = ["NO_DIRECTIVES", "Directives", "Reuse", "directives", "reuse", "worth_keeping"]
+__all__ = ["ERROR_STATUSES", "NO_DIRECTIVES", "Directives", "Reuse", "directives", "reuse", "worth_keeping"]
+
+# RFC 5861 §4: the origin's answers that count as its failure (besides none at all).
+ERROR_STATUSES = frozenset({500, 502, 503, 504})
 
 
 class Reuse(enum.Enum):

@@ -122,6 +122,7 @@ class FilterChain:
         for f in self._reservations:
             verdict = await f.reserve(ctx, policy, wait)
             if verdict is not None:
+                self.release(ctx)  # what the others reserved: the request goes no further
                 return verdict
         return None
 

@@ -41,15 +41,9 @@ class Ctx:
     waf: object = None  # the WAF's finding on the request head, added to by the body
     blocked: str | None = None  # "waf:<rule ids>" when the WAF refused (or would, in log mode)
     slot: tuple[str, str] | None = None  # (tenant, client) counted by request_limits' max_concurrent
-    gated: bool = False  # passed the filters' before-origin hooks: not asked again
+    gated: bool = False  # passed the filters' before-origin hooks: not asked again, released at the end
     # the request body
     body_max: int = 0  # its size limit (the tenant's, within the node's)
     body: object = None  # its one reader, shared by the filters and the forwarding
     body_too_large: bool = False
     body_timeout: bool = False
-
-    def conclude(self, outcome: Outcome, node: str) -> str:
-        """Record how the request ended; returns its Cache-Status value."""
-        self.outcome = outcome
-        self.cache = value = outcome.render(node)
-        return value

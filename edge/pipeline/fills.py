@@ -15,17 +15,16 @@ from aiohttp import web
 from edge.cache import conditional as cond
 from edge.cache import freshness as fr
 from edge.cache import validation as val
-from edge.cache.admission import admit
 from edge.cache.collapse import Fill, FillBroken, State
-from edge.cache.validation import selects
-from edge.cache.reuse import Reuse, reuse
+from edge.cache.reuse import ERROR_STATUSES, Reuse, reuse
 from edge.cache.store import Hit, Meta, Removal
+from edge.http.headers import removes_fields
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
 from edge.pipeline.outcome import Outcome
 from edge.pipeline.respond import has_preconditions, template, ttl
 from edge.pipeline.storage import Sink, variant_key
-from edge.pipeline.upstream import BUFFER_LIMIT, CHUNK, asked_of, body_error, break_connection, removes_fields
+from edge.pipeline.upstream import BUFFER_LIMIT, CHUNK, body_error, break_connection
 
 log = logging.getLogger("edge.pipeline")
 
@@ -36,8 +35,6 @@ MAX_BACKGROUND = 64
 # for this long (a range request per second must not pull the whole object
 # each time).
 NO_FILL_SECONDS = 60.0
-# RFC 5861 §4: the origin failures stale-if-error answers for.
-ERROR_STATUSES = frozenset({500, 502, 503, 504})
 # Reasons not to store that come from the response (so the stored entry is
 # outdated), not from the request that triggered the fetch.
 _RESPONSE_REASONS = frozenset({
@@ -180,7 +177,7 @@ class Fills:
                 return
             try:
                 if upstream.status == 304:
-                    if meta is not None and conditional and selects(meta.headers, upstream.headers):
+                    if meta is not None and conditional and val.selects(meta.headers, upstream.headers):
                         fresh = self.upstream.response_headers(upstream)
                         await self.storage.freshen(request.headers, ctx, fresh, upstream.headers, request_time, meta)
                     return
@@ -203,22 +200,15 @@ class Fills:
         """A background fetch's 200: stored if it may be, sent to nobody but
         the misses meanwhile (``done``), which read a large body along.
         False when the object is not to be stored (not fetched again soon)."""
-        policy, key = ctx.policy, ctx.key
-        d = admit(asked_of(request, ctx.path), upstream.status, self.upstream.response_headers(upstream), upstream.headers,
-                  content_length=upstream.content_length, request_time=request_time, response_time=time.time(),
-                  policy=policy, largest=self.storage.largest(policy))
+        key = ctx.key
+        d = self.storage.admit(request, ctx, upstream, self.upstream.response_headers(upstream), request_time)
         if d.reason is not None:
             if d.reason in _RESPONSE_REASONS:
                 # What the origin now says about storing wins over the old entry.
                 await self.state.store.delete(key, Removal.INVALIDATION)
             return False
-        names = d.vary
-        store_key = variant_key(key, names, request.headers)
+        sink, fill = self.sink(request, ctx, d, upstream, done, for_client=False)
         clen = upstream.content_length
-        fill = None
-        if done is not None and not done.done() and read_along(upstream.status, clen):
-            fill = Fill(d.meta, store_key, clen, self.fill_buffer, for_client=False)
-        sink = Sink(self.state.store, key, store_key, d.meta, names, policy.cache.max_object_size, clen, fill)
         if fill is not None:
             done.set_result(fill)
             await fill.run(upstream.content.iter_chunked(CHUNK), sink)
@@ -238,6 +228,19 @@ class Fills:
         return True
 
     # --------------------------------------------------------- shared fills
+
+    def sink(self, request, ctx: Ctx, admitted, upstream, done, for_client: bool = True) -> tuple[Sink, Fill | None]:
+        """Where the admitted answer's body goes: the store, and, when
+        requests wait for it (``done``) and it is too large to read whole,
+        a Fill they read along."""
+        store_key = variant_key(ctx.key, admitted.vary, request.headers)
+        clen = upstream.content_length
+        fill = None
+        if done is not None and not done.done() and read_along(upstream.status, clen):
+            fill = Fill(admitted.meta, store_key, clen, self.fill_buffer, for_client=for_client)
+        sink = Sink(self.state.store, ctx.key, store_key, admitted.meta, admitted.vary, ctx.policy.cache.max_object_size,
+                    clen, fill)
+        return sink, fill
 
     async def fill_for_all(self, request, ctx: Ctx, done, upstream, headers, fill: Fill, sink) -> web.StreamResponse:
         """A large body fetched once for this client and every request that

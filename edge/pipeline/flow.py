@@ -26,23 +26,21 @@ from aiohttp import web
 
 from edge.cache import freshness as fr
 from edge.cache import validation as val
-from edge.cache.admission import admit
 from edge.cache.collapse import Fill, held_bytes
 from edge.cache.key import normalise_query, primary_key
-from edge.cache.reuse import Reuse, directives, reuse, worth_keeping
+from edge.cache.reuse import ERROR_STATUSES, Reuse, directives, reuse, worth_keeping
 from edge.cache.store import Hit
-from edge.cache.validation import selects
 from edge.filters.chain import Verdict
 from edge.http.slow import BodyTimeout, ClientBodyError, close_after
 from edge.observe.metrics import record_request, watch_fills
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
-from edge.pipeline.fills import ERROR_STATUSES, Fills, read_along
+from edge.pipeline.fills import Fills
 from edge.pipeline.identify import Identify, site
 from edge.pipeline.outcome import Fwd, Kind, Outcome
 from edge.pipeline.respond import Responder, ttl
-from edge.pipeline.storage import Sink, Storage, close_body, variant_key
-from edge.pipeline.upstream import BodyTooLarge, Upstream, asked_of
+from edge.pipeline.storage import Storage, close_body
+from edge.pipeline.upstream import BodyTooLarge, Upstream
 
 log = logging.getLogger("edge.pipeline")
 
@@ -57,7 +55,6 @@ class Pipeline:
     def __init__(self, state) -> None:
         self.state = state
         cfg = state.config
-        self.node = cfg.name
         self.max_body = cfg.limits.max_body_size
         self.collapse_wait = 30.0
         self.identify = Identify(cfg)
@@ -92,7 +89,8 @@ class Pipeline:
             log.exception("internal error (request %s)", ctx.rid)
             resp = self.respond.error(ctx, 500, "internal error", "edge-error")
         finally:
-            self.filters.release(ctx)
+            if ctx.gated:  # only a request that passed the gate holds anything
+                self.filters.release(ctx)
             if ctx.body is not None:
                 reader, ctx.body = ctx.body, None
                 await reader.aclose()
@@ -114,7 +112,7 @@ class Pipeline:
                 request.protocol.force_close()  # what was written still goes out
         elif unread:
             await close_after(request, resp)
-        elif self.filters.holds(ctx):
+        elif ctx.gated and self.filters.holds(ctx):
             # What a filter holds for the request (a client's concurrency
             # slot) counts it until its answer is written, so stalled
             # readers are counted too.
@@ -163,7 +161,7 @@ class Pipeline:
         ctx.keyed = opts.headers
         # RFC 9111 §5.2.1.4, §5.4: the client may ask to validate first.
         asked = ctx.directives = directives(rh.get("Cache-Control"), rh.get("Pragma"), policy.cache.client_no_cache)
-        hit = None
+        hit, variant = None, False
         if not (asked.revalidate and asked.only_if_cached):
             hit, variant = await self.storage.lookup(ctx.key, rh)
         # decide
@@ -188,7 +186,7 @@ class Pipeline:
         decision = reuse(meta, ctx.directives, ctx.policy.cache, now)
         age = fr.current_age(meta.initial_age, meta.response_time, now)
         if decision is Reuse.FRESH:
-            return await self.respond.hit(request, ctx, hit, age, Outcome.hit(ttl(meta, age), collapsed))
+            return await self.respond.hit(request, ctx, hit, age, Outcome(Kind.HIT, None, ttl(meta, age), None, collapsed))
         if decision is Reuse.STALE_WHILE_REVALIDATE:
             # RFC 5861 §3: serve it stale, refresh once in the background.
             self.fills.refresh_later(request, ctx, meta)
@@ -262,7 +260,7 @@ class Pipeline:
         except OriginError as exc:
             answer = await self._stale_on_error(request, ctx, None)
             return answer if answer is not None else self.respond.origin_error(ctx, exc)
-        if conditional is not None and upstream.status == 304 and not selects(stale.meta.headers, upstream.headers):
+        if conditional is not None and upstream.status == 304 and not val.selects(stale.meta.headers, upstream.headers):
             # RFC 9111 §4.3.4: the 304 names another representation than
             # the one stored, so it updates nothing: fetch it whole.
             upstream.release()
@@ -324,23 +322,15 @@ class Pipeline:
 
     async def _store(self, request, ctx: Ctx, done, upstream, request_time: float, may_store: bool) -> web.StreamResponse:
         """The origin's answer to this client, stored on the way if admitted."""
-        policy = ctx.policy
-        d = admit(asked_of(request, ctx.path), upstream.status, self.upstream.response_headers(upstream),
-                  upstream.headers, content_length=upstream.content_length, request_time=request_time,
-                  response_time=time.time(), policy=policy, largest=self.storage.largest(policy), may_store=may_store)
+        d = self.storage.admit(request, ctx, upstream, self.upstream.response_headers(upstream), request_time, may_store)
         headers = d.client
         if d.reason is not None:
             self.fills.release(done)  # waiters go to the origin themselves
             self.respond.stamp(ctx, headers, Outcome.not_stored(ctx.fwd, d.reason))
             return await self.upstream.stream(request, ctx, upstream, headers, None)
-        store_key = variant_key(ctx.key, d.vary, request.headers)
         self.respond.stamp(ctx, headers, Outcome(Kind.STORED, ctx.fwd, ttl=int(d.lifetime) - int(d.initial_age)))
         headers["Age"] = fr.age_header_value(d.initial_age)
-        clen = upstream.content_length
-        fill = None
-        if done is not None and not done.done() and read_along(upstream.status, clen):
-            fill = Fill(d.meta, store_key, clen, self.fills.fill_buffer)
-        sink = Sink(self.state.store, ctx.key, store_key, d.meta, d.vary, policy.cache.max_object_size, clen, fill)
+        sink, fill = self.fills.sink(request, ctx, d, upstream, done)
         if fill is not None:
             return await self.fills.fill_for_all(request, ctx, done, upstream, headers, fill, sink)
         return await self.upstream.stream(request, ctx, upstream, headers, sink)
@@ -392,7 +382,7 @@ class Pipeline:
         """The filter chain's answer, or None: the request goes on."""
         policy = ctx.policy
         verdict = self.filters.check(request, ctx, policy)
-        if verdict is None:
+        if verdict is None and request.method == "POST":  # a form comes with POST
             verify_form = self.filters.form_reader(request, ctx, policy)
             if verify_form is not None:
                 # A form answered to a filter (the no-script challenge), read
@@ -405,10 +395,11 @@ class Pipeline:
                     return await close_after(request, self.respond.error(ctx, 408, "request body timeout", "body-timeout"))
         if verdict is not None:
             return self.respond.refuse(ctx, verdict)
-        cl = request.content_length
-        ctx.body_max = self.filters.body_limit(policy, self.max_body)
-        if cl is not None and cl > ctx.body_max:
-            return self.respond.error(ctx, 413, "request body too large", "body-too-large")
+        if request.body_exists:
+            ctx.body_max = self.filters.body_limit(policy, self.max_body)
+            cl = request.content_length
+            if cl is not None and cl > ctx.body_max:
+                return self.respond.error(ctx, 413, "request body too large", "body-too-large")
         return None
 
     async def _gate(self, request, ctx: Ctx) -> web.Response | None:

@@ -27,20 +27,27 @@ class Fwd(enum.Enum):
 
 
 class Kind(enum.Enum):
-    HIT = "hit"  # answered from the cache
-    STALE_WHILE_REVALIDATE = "stale-while-revalidate"  # from the cache, stale, refreshed in the background
-    STALE_IF_ERROR = "stale-if-error"  # the origin failed: the stale entry answered
-    REVALIDATED = "revalidated"  # the origin's 304 freshened the stored entry, which answered
-    STORED = "stored"  # the origin's answer, stored
-    NOT_STORED = "not-stored"  # the origin's answer, not stored (``reason``)
-    PASSED = "passed"  # forwarded without the cache
-    REFUSED = "refused"  # a filter's answer
-    ERROR = "error"  # the edge's own error answer (bad request, origin failure)
+    """What answered. The attributes say how it shows in Cache-Status."""
+
+    # (token, "hit" in Cache-Status, "stored" in it, its detail)
+    HIT = ("hit", True, False, None)  # the cache
+    STALE_WHILE_REVALIDATE = ("stale-while-revalidate", True, False, "stale-while-revalidate")  # refreshed meanwhile
+    STALE_IF_ERROR = ("stale-if-error", False, False, "stale-if-error")  # the origin failed: the stale entry
+    REVALIDATED = ("revalidated", False, True, None)  # the stored entry, freshened by the origin's 304
+    STORED = ("stored", False, True, None)  # the origin's answer, stored
+    NOT_STORED = ("not-stored", False, False, None)  # the origin's answer, not stored (``detail``: why)
+    PASSED = ("passed", False, False, None)  # the origin, without the cache
+    REFUSED = ("refused", False, False, None)  # a filter
+    ERROR = ("error", False, False, None)  # the edge's own error answer (bad request, origin failure)
+
+    def __init__(self, token: str, hit: bool, stored: bool, detail: str | None) -> None:
+        self.token = token
+        self.hit = hit
+        self.stored = stored
+        self.detail = detail
 
 
-_HITS = frozenset({Kind.HIT, Kind.STALE_WHILE_REVALIDATE})
-_STORED = frozenset({Kind.STORED, Kind.REVALIDATED})
-_DETAILS = {Kind.STALE_WHILE_REVALIDATE: "stale-while-revalidate", Kind.STALE_IF_ERROR: "stale-if-error"}
+_HIT = Kind.HIT
 
 
 class Outcome:
@@ -50,19 +57,19 @@ class Outcome:
 
     __slots__ = ("kind", "fwd", "ttl", "fwd_status", "collapsed", "detail", "note")
 
-    def __init__(self, kind: Kind, fwd: Fwd | None = None, *, ttl: int | None = None, fwd_status: int | None = None,
+    def __init__(self, kind: Kind, fwd: Fwd | None = None, ttl: int | None = None, fwd_status: int | None = None,
                  collapsed: bool = False, detail: str | None = None, note: str | None = None) -> None:
         self.kind = kind
         self.fwd = fwd
         self.ttl = ttl
         self.fwd_status = fwd_status
         self.collapsed = collapsed  # answered from another request's fetch
-        self.detail = detail if detail is not None else _DETAILS.get(kind)
+        self.detail = detail if detail is not None else kind.detail
         self.note = note
 
     @classmethod
     def hit(cls, ttl: int, collapsed: bool = False) -> Outcome:
-        return cls(Kind.HIT, ttl=ttl, collapsed=collapsed)
+        return cls(Kind.HIT, None, ttl, None, collapsed)
 
     @classmethod
     def not_stored(cls, fwd: Fwd, reason: NoStore) -> Outcome:
@@ -84,18 +91,21 @@ class Outcome:
         answer of the edge's own: a refusal, a bad request)."""
         if self.fwd is not None:
             return self.fwd.label
-        return "hit" if self.kind in _HITS else "none"
+        return "hit" if self.kind.hit else "none"
 
     def render(self, node: str) -> str:
         """The Cache-Status field value (RFC 9211) this node sends."""
+        kind = self.kind
+        if kind is _HIT and not self.collapsed and self.note is None:
+            return f"{node}; hit; ttl={self.ttl}"  # most answers: spelled out
         parts = [node]
-        if self.kind in _HITS:
+        if kind.hit:
             parts.append("hit")
         if self.fwd is not None:
             parts.append("fwd=" + self.fwd.token)
         if self.fwd_status is not None:
             parts.append(f"fwd-status={self.fwd_status}")
-        if self.kind in _STORED:
+        if kind.stored:
             parts.append("stored")
         if self.ttl is not None:
             parts.append(f"ttl={self.ttl}")

@@ -6,9 +6,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from edge.cache import conditional as cond
-from edge.cache.admission import served_headers
 from edge.cache import freshness as fr
 from edge.cache import ranges as rgs
+from edge.cache.admission import served_headers
 from edge.cache.key import encoding_bucket
 from edge.cache.store import Hit, Meta
 from edge.origin.pool import Failure, OriginError
@@ -51,7 +51,9 @@ class Responder:
 
     def settle(self, ctx: Ctx, outcome: Outcome) -> str:
         """Record the request's outcome; returns its Cache-Status value."""
-        return ctx.conclude(outcome, self.node)
+        ctx.outcome = outcome
+        ctx.cache = value = outcome.render(self.node)
+        return value
 
     def stamp(self, ctx: Ctx, headers, outcome: Outcome) -> None:
         """The per-request fields of an answer: Cache-Status, X-Request-Id."""

@@ -13,20 +13,32 @@ from multidict import CIMultiDict
 
 from edge.admin.control import purge_everywhere
 from edge.cache import compress as cz
-from edge.cache.admission import Revalidated, revalidated
+from edge.cache.admission import Admission, Asked, Revalidated, admit, revalidated
 from edge.cache.key import host_key, normalise_path, normalise_query, vary_key
 from edge.cache.purge import PurgeSpec, Target
 from edge.cache.store import Hit, Meta, Removal
+from edge.http.directives import parse_cache_control
+from edge.http.headers import removes_fields
 
 log = logging.getLogger("edge.pipeline")
 
-VARIANT_SEP = "\x1f"
+_NO_CC = parse_cache_control(None)
+
+_VARIANT_SEP = "\x1f"
 ENCODED_SEP = "\x1e"  # a compressed copy of the entry under this key; purges of the URL cover it
+
+
+def asked_of(request, path: str) -> Asked:
+    """What of ``request`` bears on storing its answer."""
+    h = request.headers
+    raw = h.get("Cache-Control")
+    return Asked(request.method, path, parse_cache_control(raw) if raw else _NO_CC, "Authorization" in h,
+                 removes_fields(h))
 
 
 def variant_key(key: str, vary, request_headers) -> str:
     """Where the response for these request headers is stored (RFC 9111 §4.1)."""
-    return key + VARIANT_SEP + vary_key(vary, request_headers) if vary else key
+    return key + _VARIANT_SEP + vary_key(vary, request_headers) if vary else key
 
 
 async def close_body(hit: Hit | None) -> None:
@@ -135,7 +147,7 @@ class Storage:
                 return None, False
         meta = hit.meta
         if meta.status == 0:  # a Vary marker: RFC 9111 §4.1 secondary key
-            vkey = key + VARIANT_SEP + vary_key(meta.vary, req_headers)
+            vkey = variant_key(key, meta.vary, req_headers)
             hit = store.get_now(vkey) or await store.get(vkey)
             if hit is not None:
                 hit.key = vkey
@@ -267,11 +279,18 @@ class Storage:
             await self.state.store.delete(store_key, Removal.INVALIDATION)
         return done
 
-    def largest(self, policy) -> int:
-        """The largest body the store takes for this tenant."""
+    def admit(self, request, ctx, upstream, headers: CIMultiDict, request_time: float,
+              may_store: bool = True) -> Admission:
+        """Whether and how the origin's answer (``headers``: as forwarded)
+        is stored, as edge.cache.admission decides now."""
+        policy = ctx.policy
         store = self.state.store
-        limit = policy.cache.max_object_size
-        return limit if store.can_stream else min(limit, store.max_memory_object)
+        largest = policy.cache.max_object_size
+        if not store.can_stream:
+            largest = min(largest, store.max_memory_object)
+        return admit(asked_of(request, ctx.path), upstream.status, headers, upstream.headers,
+                     content_length=upstream.content_length, request_time=request_time, response_time=time.time(),
+                     policy=policy, largest=largest, may_store=may_store)
 
     async def head_update(self, req_headers, ctx, fresh: CIMultiDict, upstream, request_time: float, old: Meta) -> None:
         """RFC 9111 §4.3.5: a 200 to HEAD updates the stored GET response

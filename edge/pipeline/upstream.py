@@ -14,9 +14,7 @@ from multidict import CIMultiDict
 
 from edge.cache import ranges as rgs
 from edge.cache import validation as val
-from edge.cache.admission import Asked
 from edge.cache.key import encoding_bucket
-from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens, forwardable_name
 from edge.http.slow import BodyTimeout, BodyTimeouts, ClientBodyError, read_body
 from edge.origin.pool import Failure, OriginError
@@ -30,27 +28,9 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 # the origin's purge tags (read into Meta.extra): for the edge, never clients.
 _RECOMPUTED = frozenset({"content-length", "surrogate-key", "cache-tag"})
 _RANGE_FIELDS = frozenset({"range", "if-range"})
-# Connection tokens that are options, not names of fields to remove.
-_CONNECTION_OPTIONS = HOP_BY_HOP | {"close"}
-_NO_CC = parse_cache_control(None)
 CHUNK = 64 * 1024
 # Bodies up to this size are read whole before answering.
 BUFFER_LIMIT = 256 * 1024
-
-
-def removes_fields(headers) -> bool:
-    """Whether the request's Connection names end-to-end fields, which are
-    removed on the way to the origin (and may select what it answers)."""
-    conn = headers.getall("Connection", ())
-    return bool(conn) and bool(connection_tokens(conn) - _CONNECTION_OPTIONS)
-
-
-def asked_of(request, path: str) -> Asked:
-    """What of ``request`` bears on storing its answer."""
-    h = request.headers
-    raw = h.get("Cache-Control")
-    return Asked(request.method, path, parse_cache_control(raw) if raw else _NO_CC,
-                 "Authorization" in h, removes_fields(h))
 
 
 class BodyTooLarge(ClientBodyError):
