@@ -1,8 +1,8 @@
 """One origin fetch of a large body, read by every request that wants it
 while it arrives (a tee).
 
-Concurrent misses for one key make one origin request (the pipeline's
-``_inflight``). A small body is read whole, stored, and the requests that
+Concurrent misses for one key make one origin request (edge/pipeline/
+fills.py). A small body is read whole, stored, and the requests that
 waited are answered from the store. A large one (no Content-Length, or more
 than the pipeline reads whole) becomes a ``Fill``: the request that caused
 the fetch copies the body from the origin into the store at the origin's
@@ -67,7 +67,7 @@ class FillBroken(Exception):
 
 
 class Sink(Protocol):
-    """Where the fill stores the body (the pipeline's ``_Sink``): collected
+    """Where the fill stores the body (edge.pipeline.storage.Sink): collected
     in memory, or streamed to ``writer`` once it has one."""
 
     dead: bool  # aborted (too large, or gone) or committed: takes nothing more

@@ -458,7 +458,7 @@ def vary_key(names: tuple[str, ...], request_headers: Mapping[str, str]) -> str:
         value = field_value(request_headers, name)
         if name == "accept-encoding":
             # A few buckets, not every browser's spelling; the origin is sent
-            # the bucket too (edge/pipeline.py), so it answers for it.
+            # the bucket too (edge/pipeline/upstream.py), so it answers for it.
             value = encoding_bucket(value)
         parts.append(_lp(name) + (_ABSENT if value is None else _lp(value)))
     return "".join(parts)

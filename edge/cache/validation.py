@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from edge.http.headers import HOP_BY_HOP
 
-__all__ = ["CLIENT_CONDITIONALS", "has_validator", "updated_headers", "validator_headers"]
+__all__ = ["CLIENT_CONDITIONALS", "has_validator", "selects", "updated_headers", "validator_headers"]
 
 # Preconditions a client may send; the edge replaces them with its own when it
 # validates a stored response (§4.3.1) and evaluates the client's against the
@@ -50,6 +50,18 @@ def validator_headers(stored) -> dict[str, str]:
     if last_modified is not None:
         return {"If-Modified-Since": last_modified}
     return {}
+
+
+def selects(stored, fresh) -> bool:
+    """Does a 304 with the fields ``fresh`` (a mapping) identify the stored
+    response for update (§4.3.4)? A strong ETag must be the stored one; a
+    304 with only weak or no validators answers the validation it was
+    asked, so it selects it."""
+    etag = fresh.get("ETag")
+    if etag is None or etag.startswith("W/"):
+        return True
+    found = _first(_pairs(stored), "etag")
+    return found is not None and found == etag
 
 
 def updated_headers(stored, fresh, exclude: Iterable[str] = ()) -> tuple[tuple[str, str], ...]:

@@ -189,6 +189,20 @@ class RequestLimitFilter:
     def wants(self, policy) -> bool:
         return policy.filters.request_limits.active
 
+    def body_limit(self, policy, node_limit: int) -> int:
+        return body_limit(policy.filters.request_limits, node_limit)
+
+    async def reserve(self, ctx, policy, wait: float) -> Verdict | None:
+        return await self.take_slot(ctx, policy, wait)
+
+    def holds(self, ctx) -> bool:
+        return ctx.slot is not None
+
+    def release(self, ctx) -> None:
+        if ctx.slot is not None:
+            self.slots.release(ctx.slot)
+            ctx.slot = None
+
     async def take_slot(self, ctx, policy, wait: float) -> Verdict | None:
         """``max_concurrent`` and ``origin_share``: called by the pipeline
         for requests that go to the origin (a cache hit from memory is over

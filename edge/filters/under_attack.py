@@ -412,6 +412,10 @@ class UnderAttackFilter:
 
     # --------------------------------------------------------------- the answer
 
+    def takes_form(self, request, ctx, policy) -> bool:
+        """A POST to CHALLENGE_PATH: the answer to a no-script challenge."""
+        return ctx.path == CHALLENGE_PATH and request.method == "POST"
+
     async def verify_form(self, request, ctx, policy) -> Verdict | None:
         """A POSTed answer (``application/x-www-form-urlencoded``) to
         ``CHALLENGE_PATH``; None when the tenant has the mode off (the request

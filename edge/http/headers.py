@@ -64,10 +64,19 @@ def connection_tokens(values: Iterable[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+def removes_fields(headers) -> bool:
+    """Whether a message's Connection names end-to-end fields (not just
+    options such as ``close``): they are removed on the way on (§7.6.1)."""
+    conn = headers.getall("Connection", ())
+    return bool(conn) and bool(connection_tokens(conn) - _CONNECTION_OPTIONS)
+
+
 def is_token(value: str) -> bool:
     return bool(value) and all(c in _TCHAR for c in value)
 
 
+# Connection tokens that are options, not names of fields to remove.
+_CONNECTION_OPTIONS = HOP_BY_HOP | {"close"}
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 

@@ -184,26 +184,7 @@ CACHE_BYTES = Gauge(
     registry=REGISTRY,
 )
 
-# Cache outcomes, from the fwd= parameter of Cache-Status (RFC 9211).
-_OUTCOMES = {
-    "uri-miss": "miss",
-    "vary-miss": "miss",
-    "miss": "miss",  # an origin error on the way to a miss
-    "stale": "stale",
-    "request": "bypass",  # the client asked to go to the origin
-    "bypass": "bypass",
-    "method": "bypass",
-}
 _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
-
-
-def cache_outcome(cache_status: str) -> str:
-    """hit, miss, stale, bypass, or none (answered by the edge: refused, bad request)."""
-    i = cache_status.find("fwd=")
-    if i < 0:
-        return "hit" if "; hit" in cache_status else "none"
-    j = cache_status.find(";", i)
-    return _OUTCOMES.get(cache_status[i + 4 : j] if j >= 0 else cache_status[i + 4 :], "miss")
 
 
 # (tenant, outcome, status // 100) -> (requests, body bytes)
@@ -211,22 +192,22 @@ _request_tallies: dict[tuple[str, str, int], tuple[Tally, Tally]] = {}
 _origin_children: dict[str, object] = {}
 
 
-def record_request(ctx) -> None:
-    """Called once per request by the pipeline's log phase."""
-    key = (ctx.tenant, cache_outcome(ctx.cache), ctx.status // 100)
+def record_request(tenant: str, status: int, cache: str, size: int, origin_time: float = 0.0) -> None:
+    """Called once per request by the pipeline's log phase. ``cache``: the
+    request's cache label (hit, miss, stale, bypass, none)."""
+    key = (tenant, cache, status // 100)
     pair = _request_tallies.get(key)
     if pair is None:
-        tenant, outcome, cls = key
-        status = _STATUS_CLASSES[cls] if 0 <= cls < len(_STATUS_CLASSES) else "other"
-        pair = _request_tallies[key] = (tally(REQUESTS, tenant, status, outcome), tally(RESPONSE_BYTES, tenant))
+        cls = key[2]
+        status_class = _STATUS_CLASSES[cls] if 0 <= cls < len(_STATUS_CLASSES) else "other"
+        pair = _request_tallies[key] = (tally(REQUESTS, tenant, status_class, cache), tally(RESPONSE_BYTES, tenant))
     pair[0].count += 1
-    pair[1].count += ctx.size
-    origin = ctx.origin_time
-    if origin:
-        child = _origin_children.get(ctx.tenant)
+    pair[1].count += size
+    if origin_time:
+        child = _origin_children.get(tenant)
         if child is None:
-            child = _origin_children[ctx.tenant] = ORIGIN_SECONDS.labels(ctx.tenant)
-        child.observe(origin)
+            child = _origin_children[tenant] = ORIGIN_SECONDS.labels(tenant)
+        child.observe(origin_time)
 
 
 def record_purge(tenant: str, affected: int) -> None:

@@ -11,10 +11,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 WORKER = """
-from types import SimpleNamespace
 from edge.observe import metrics
 for _ in range(3):
-    metrics.record_request(SimpleNamespace(tenant="files", status=200, cache="edge; hit", size=5, origin_time=0.0))
+    metrics.record_request("files", 200, "hit", 5)
 metrics.publish()
 """
 

@@ -450,6 +450,7 @@ async def test_a_client_waiting_for_its_share_does_not_hold_up_others_misses(ori
     import dataclasses
 
     from edge.config import default_config
+    from edge.filters.request_limits import RequestLimitFilter
 
     release = asyncio.Event()
 
@@ -470,7 +471,7 @@ async def test_a_client_waiting_for_its_share_does_not_hold_up_others_misses(ori
         held = asyncio.ensure_future(a.get(f"{edge.url}/slow", headers={"Host": "shop.example"}))
         await until(lambda: origin.hits["/slow"] == 1, "the first client holds its one connection")
         waiting = asyncio.ensure_future(a.get(f"{edge.url}/popular", headers={"Host": "shop.example"}))
-        slots = edge.node.state.pipeline._limits.slots
+        slots = next(f for f in edge.node.state.filters.filters if isinstance(f, RequestLimitFilter)).slots
 
         def queued() -> bool:
             return any(c.waiting for c in slots._clients.values())

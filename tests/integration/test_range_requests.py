@@ -41,6 +41,24 @@ async def test_14_single_range_from_memory(origin, make_edge, client):
     assert origin.hits["/f"] == 1
 
 
+async def test_14_3_the_miss_that_stores_an_object_announces_ranges_as_its_hits_do(origin, make_edge, client):
+    """The client of the miss is shown what every later hit shows: a
+    stored 200 is cut into ranges by the edge, so both say Accept-Ranges."""
+    origin.respond("/plain", BODY, headers={"Cache-Control": "max-age=600", "Content-Type": "application/octet-stream"})
+    edge = await make_edge(quick_origin=origin.url)
+    async with client.get(edge.url + "/plain") as miss:
+        await miss.read()
+    async with client.get(edge.url + "/plain") as hit:
+        await hit.read()
+    assert "stored" in miss.headers["Cache-Status"] and hit.headers["Cache-Status"].startswith("edge; hit")
+    assert miss.headers.get("Accept-Ranges") == hit.headers.get("Accept-Ranges") == "bytes"
+    # Not stored, not cut by the edge: not announced.
+    origin.respond("/private", BODY, headers={"Cache-Control": "private"})
+    async with client.get(edge.url + "/private") as passed:
+        await passed.read()
+    assert "detail=private" in passed.headers["Cache-Status"] and "Accept-Ranges" not in passed.headers
+
+
 async def test_14_6_multiple_ranges_are_multipart_byteranges(origin, make_edge, client):
     _origin_with_body(origin)
     edge = await make_edge(quick_origin=origin.url)

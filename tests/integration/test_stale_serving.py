@@ -75,6 +75,41 @@ async def test_5861_3_refresh_uses_validators_and_304_freshens(origin, make_edge
     assert len(seen) == 2
 
 
+async def test_5861_3_requests_that_waited_for_the_fetch_are_served_stale_as_a_lookup_would(origin, make_edge, client):
+    """Requests that waited for another's fetch of their key decide as a
+    lookup would: a stale answer within its stale-while-revalidate window
+    is served to all of them, with one refresh, not fetched by each."""
+    from tests.conftest import until
+
+    gate = asyncio.Event()
+    count = {"n": 0}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        count["n"] += 1
+        n = count["n"]
+        if n == 1:
+            await gate.wait()
+        # Age 5 > max-age 1: stale on arrival, within the 60 s window.
+        return web.Response(body=f"v{n}".encode(), headers={"Cache-Control": "max-age=1, stale-while-revalidate=60",
+                                                            "Age": "5", "Content-Type": "text/plain"})
+
+    origin.route("/herd", handler)
+    edge = await make_edge(quick_origin=origin.url)
+    fills = edge.node.state.pipeline.fills
+    first = asyncio.ensure_future(_get(client, edge.url + "/herd"))
+    await until(lambda: count["n"] == 1, "the first request reaches the origin")
+    waiters = [asyncio.ensure_future(_get(client, edge.url + "/herd")) for _ in range(4)]
+    await until(lambda: fills.waiting == 4, "the others wait for its fetch")
+    gate.set()
+    status, body, h = await first
+    assert body == b"v1" and "stored" in h["Cache-Status"]
+    for status, body, h in await asyncio.gather(*waiters):
+        assert status == 200 and body == b"v1"
+        assert h["Cache-Status"].endswith("; collapsed; detail=stale-while-revalidate")
+    await until(lambda: count["n"] == 2, "one background refresh")
+    assert count["n"] == 2
+
+
 async def test_tenant_default_stale_while_revalidate_applies_when_origin_names_none(origin, make_edge, client):
     count = _versioned(origin, "/d", {"Cache-Control": "max-age=1", "Age": "5"})
     edge = await make_edge(quick_origin=origin.url, policy={"cache": {"stale_while_revalidate": 60}})

@@ -22,7 +22,6 @@ from edge.config import (
     load_config,
     read_tokens_file,
 )
-from edge.observe.metrics import cache_outcome
 
 
 def tok(value: str, tenant: str = "*") -> AdminToken:
@@ -364,26 +363,6 @@ def test_admin_listen_problem():
     assert admin_listen_problem(ListenAddress("127.0.0.1", 8080), public, 1)
     assert admin_listen_problem(ListenAddress("127.0.0.1", 9090), public, 1) is None
     assert admin_listen_problem(ListenAddress("127.0.0.1", 0), (ListenAddress("127.0.0.1", 0),), 1) is None
-
-
-# --- metrics ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("status,outcome", [
-    ("edge; hit; ttl=5", "hit"),
-    ("edge; hit; ttl=5; collapsed", "hit"),
-    ("edge; fwd=uri-miss; stored; ttl=60", "miss"),
-    ("edge; fwd=vary-miss", "miss"),
-    ("edge; fwd=stale; stored", "stale"),
-    ("edge; fwd=bypass", "bypass"),
-    ("edge; fwd=method", "bypass"),
-    ("edge; fwd=request; detail=no-store", "bypass"),
-    ("edge; fwd=miss; detail=origin-connect", "miss"),
-    ("edge; detail=unknown-host", "none"),
-    ("", "none"),
-])
-def test_cache_outcome(status, outcome):
-    assert cache_outcome(status) == outcome
 
 
 def test_policy_write_keeps_the_files_mode(tmp_path):

@@ -1,9 +1,10 @@
 """Validation with the origin (RFC 9111 §4.3): the pure parts."""
 from __future__ import annotations
 
+import pytest
 from multidict import CIMultiDict
 
-from edge.cache.validation import has_validator, updated_headers, validator_headers
+from edge.cache.validation import has_validator, selects, updated_headers, validator_headers
 
 STORED = (
     ("Content-Type", "text/plain"),
@@ -77,3 +78,17 @@ def test_late_304_does_not_update_an_entry_replaced_meanwhile():
     assert not store.update_now("k", freshened, expected=validated.response_time)
     assert store.get_now("k").meta.headers == (("ETag", '"v2"'),)
     assert store.update_now("k", freshened, expected=replacement.response_time)
+
+
+SELECTS_CASES = [
+    ("9111-4.3.4-strong-etag-matches", (("ETag", '"a"'),), {"ETag": '"a"'}, True),
+    ("9111-4.3.4-strong-etag-names-another", (("ETag", '"a"'),), {"ETag": '"b"'}, False),
+    ("9111-4.3.4-strong-etag-nothing-stored-to-match", (), {"ETag": '"a"'}, False),
+    ("9111-4.3.4-weak-etag-answers-the-question-asked", (("ETag", '"a"'),), {"ETag": 'W/"b"'}, True),
+    ("9111-4.3.4-no-etag-answers-the-question-asked", (("ETag", '"a"'),), {}, True),
+]
+
+
+@pytest.mark.parametrize("stored, fresh, expected", [c[1:] for c in SELECTS_CASES], ids=[c[0] for c in SELECTS_CASES])
+def test_selects(stored, fresh, expected):
+    assert selects(stored, CIMultiDict(fresh)) is expected
