@@ -365,15 +365,16 @@ def _check_waf() -> str | None:
 
 
 def _check_aiohttp() -> str | None:
-    """The slow-client deadlines and the bounded wait for an origin
-    connection override aiohttp internals: without them the node must not
-    start, rather than run without those protections."""
+    """The slow-client deadlines, the bounded wait for an origin connection
+    and the bound on an origin's interim responses override aiohttp
+    internals: without them the node must not start, rather than run
+    without those protections."""
     import aiohttp
 
-    from edge.http import slow
+    from edge.http import aiohttp_adapter, slow
     from edge.origin import pool
 
-    missing = slow.missing_internals() + pool.missing_internals()
+    missing = slow.missing_internals() + pool.missing_internals() + aiohttp_adapter.missing_interim_internals()
     if missing:
         return (f"aiohttp {aiohttp.__version__} lacks {', '.join(missing)}, which the node relies on; "
                 "install an aiohttp from 3.12 to 3.14")

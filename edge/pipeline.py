@@ -63,6 +63,7 @@ from edge.http.directives import parse_cache_control
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens, forwardable_name
 from edge.geo.client import Trusted, client_address
 from edge.observe.metrics import record_request, watch_fills
+from edge.origin.interim import ClientRelay
 from edge.origin.pool import Failure, OriginError
 
 log = logging.getLogger("edge.pipeline")
@@ -888,6 +889,7 @@ class Pipeline:
             ctx.host,
             body,
             retry,
+            relay=ClientRelay(request, self.via),  # interim (1xx) responses: to this client alone, never stored
         )
         ctx.origin_time = time.monotonic() - sent
         return answer
