@@ -368,9 +368,10 @@ def _check_waf() -> str | None:
 
 
 def _check_aiohttp() -> str | None:
-    """The slow-client deadlines and the bounded wait for an origin
-    connection override aiohttp internals: without them the node must not
-    start, rather than run without those protections."""
+    """The slow-client deadlines, the bounded wait for an origin connection
+    and the bound on an origin's interim responses override aiohttp
+    internals: without them the node must not start, rather than run
+    without those protections."""
     import aiohttp
 
     from edge.http import aiohttp_adapter

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from edge.cache import freshness as fr
-from edge.http.directives import CacheControl, parse_cache_control
+from edge.http.directives import CacheControl, parse_cache_control, parse_targeted
 
 # File extensions whose content is never a page; an HTML or JSON answer for
 # such a path is the signature of web cache deception (``/account/x.css``).
@@ -71,15 +71,17 @@ def browser_cache_control(browser_ttl, cc: CacheControl, origin_spoke: bool) -> 
 def edge_cache_control(headers, targets: tuple[str, ...]) -> tuple[CacheControl, bool]:
     """The directives this edge obeys, and whether a targeted field supplied them.
 
-    RFC 9213 §2.1: the first field of the target list with a valid, non-empty
-    value replaces Cache-Control *and* Expires for this cache; when none has
-    one, Cache-Control applies as usual. ``headers`` is a CIMultiDict.
+    RFC 9213 §2.2: the first field of the target list with a valid, non-empty
+    value replaces Cache-Control *and* Expires for this cache; one that is
+    empty or not a valid Structured Field Dictionary is ignored as if absent
+    (§2.1); when none is left, Cache-Control applies as usual, leniently.
+    ``headers`` is a CIMultiDict.
     """
     for name in targets:
         values = headers.getall(name, ())
         if values:
-            cc = parse_cache_control(", ".join(values))
-            if len(cc):
+            cc = parse_targeted(", ".join(values))
+            if cc is not None:
                 return cc, True
     return parse_cache_control(", ".join(headers.getall("Cache-Control", ())) or None), False
 

@@ -27,18 +27,26 @@ them (``missing_internals``). What is relied on, and for what:
                     kept-alive connection may be taken.
 ``parse_failed``    the client's ``http_exceptions.HttpProcessingError``.
 ``close_connection`` ``request.protocol.force_close()``.
+``InterimAwareResponse`` ``ClientResponse.start(connection)`` and the
+                    protocol's ``read()`` it loops on, which drops every 1xx
+                    unseen and unbounded; that read is wrapped while ``start``
+                    runs, to show each 1xx to an ``InterimHandler``.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import enum
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 from aiohttp import web
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDictProxy
 
 SUPPORTED = (3, 14)  # the aiohttp line (major, minor) all of this is written against
 
@@ -260,10 +268,64 @@ def parse_failed(exc: BaseException | None) -> bool:
 # --- start-up check ---------------------------------------------------------------------
 
 
+# --- the client side: an origin's interim responses --------------------------------
+
+
+# Called with the status and fields of each interim (1xx) response an
+# origin sends before its final one; raising aborts the request.
+InterimHandler = Callable[[int, CIMultiDictProxy[str]], Awaitable[None]]
+
+_interim_handler: contextvars.ContextVar[InterimHandler | None] = contextvars.ContextVar(
+    "interim_handler", default=None
+)
+
+
+@contextlib.contextmanager
+def interim_responses_to(handler: InterimHandler) -> Iterator[None]:
+    """Hand the interim responses of the requests made inside the block to
+    ``handler`` (with a session whose ``response_class`` is
+    ``InterimAwareResponse``)."""
+    token = _interim_handler.set(handler)
+    try:
+        yield
+    finally:
+        _interim_handler.reset(token)
+
+
+class InterimAwareResponse(aiohttp.ClientResponse):
+    """A client response that shows its interim responses to the current
+    ``InterimHandler`` instead of dropping them unseen and unbounded.
+
+    aiohttp has no public hook for them: ``ClientResponse.start`` reads
+    message after message with ``connection.protocol.read()`` and skips every
+    1xx but 101. That read is wrapped, on this connection's protocol and
+    only while ``start`` runs."""
+
+    async def start(self, connection) -> aiohttp.ClientResponse:
+        handler = _interim_handler.get()
+        protocol = connection.protocol
+        if handler is None or protocol is None:
+            return await super().start(connection)
+        read = protocol.read
+
+        async def read_seeing_interim():
+            message, payload = await read()
+            if 100 <= message.code <= 199 and message.code != 101:
+                await handler(message.code, message.headers)
+            return message, payload
+
+        protocol.read = read_seeing_interim
+        try:
+            return await super().start(connection)
+        finally:
+            del protocol.read
+
+
 def missing_internals() -> list[str]:
     """The aiohttp internals this module relies on that the installed
     aiohttp lacks (without them the slow-client deadlines and the bounded
-    wait for an origin connection would silently be gone)."""
+    wait for an origin connection and the bound on an origin's interim
+    responses would silently be gone)."""
     missing = [f"RequestHandler.{name}" for name in Connection.INTERNALS if not hasattr(RequestHandler, name)]
     missing += [f"TCPSite.{name}" for name in ("_runner", "_ssl_context", "_backlog", "_server", "_host", "_port",
                                                "_bound_port", "_reuse_address", "_reuse_port")
@@ -274,4 +336,8 @@ def missing_internals() -> list[str]:
             missing.append(f"TCPConnector.{name}(key, traces)")
     if not hasattr(web.AppRunner, "_make_server"):
         missing.append("AppRunner._make_server")
+    if list(inspect.signature(aiohttp.ClientResponse.start).parameters) != ["self", "connection"]:
+        missing.append("ClientResponse.start(connection)")
+    if not callable(getattr(ResponseHandler, "read", None)):
+        missing.append("ResponseHandler.read()")
     return missing

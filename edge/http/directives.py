@@ -4,12 +4,19 @@ The parser never raises: a cache must keep serving whatever an origin sends,
 and anything it cannot read is ignored (unknown directives, RFC 9111 §5.2.3)
 or, for freshness values, reported as INVALID so the caller treats the
 response as stale (RFC 9111 §4.2.1).
+
+Targeted fields (RFC 9213, ``CDN-Cache-Control``) are the exception: they
+are Structured Field Dictionaries, and one that does not parse strictly is
+ignored as a whole (``parse_targeted``).
 """
 from __future__ import annotations
 
+import decimal
 import enum
 import re
 from typing import Iterator, Literal
+
+from edge.http.structured import Item, StructuredFieldError, parse_dictionary
 
 __all__ = [
     "CacheControl",
@@ -17,8 +24,10 @@ __all__ = [
     "INVALID",
     "Invalid",
     "MAX_DELTA_SECONDS",
+    "MAX_TARGETED_LENGTH",
     "delta_seconds",
     "parse_cache_control",
+    "parse_targeted",
 ]
 
 # RFC 9111 §1.2.2: larger delta-seconds values are taken to be 2^31.
@@ -231,3 +240,49 @@ def _split_quoted(s: str) -> list[tuple[str, str | None]]:
             out.append((name, s[j:comma].rstrip(_OWS)))
             i = comma + 1
     return out
+
+
+# Longer targeted fields (all their lines together) are ignored: the strict
+# parser costs a few microseconds a member, and a tenant's origin must not
+# spend the worker's time with a megabyte of them. Real ones are short.
+MAX_TARGETED_LENGTH = 4096
+
+# RFC 9213 §2.1: these take an Integer. Any other type is not coerced (a
+# decimal max-age is no max-age) but read as an invalid value: stale, as
+# RFC 9111 §4.2.1 has it for Cache-Control.
+_INTEGER_DIRECTIVES = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
+
+
+def parse_targeted(value: str | None) -> CacheControl | None:
+    """A targeted field's directives (RFC 9213 §2.1), field lines joined
+    with ", "; None when the field is to be ignored: empty, or not a valid
+    Structured Field Dictionary (RFC 8941 §3.2, parsed as §4.2 says), or
+    longer than MAX_TARGETED_LENGTH.
+
+    Members map onto Cache-Control directives: Boolean true is a directive
+    without a value, ``?0`` is no directive, a String or Token is its text
+    (the field names of ``no-cache`` / ``private``), a Byte Sequence or Inner
+    List a value nothing can use. Parameters are ignored.
+    """
+    if not value or len(value) > MAX_TARGETED_LENGTH:
+        return None
+    try:
+        members = parse_dictionary(value)
+    except StructuredFieldError:
+        return None
+    if not members:
+        return None
+    d: dict[str, str | None] = {}
+    for name, member in members.items():
+        v = member.value if isinstance(member, Item) else None
+        if name in _INTEGER_DIRECTIVES:
+            d[name] = str(v) if type(v) is int else ""
+        elif v is True:
+            d[name] = None
+        elif v is False:
+            continue
+        elif isinstance(v, (str, int, decimal.Decimal)):
+            d[name] = str(v)
+        else:
+            d[name] = ""
+    return CacheControl(d) if d else EMPTY

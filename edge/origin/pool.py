@@ -40,10 +40,11 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from edge.http.aiohttp_adapter import Connector, PoolBusy, parse_failed
+from edge.http.aiohttp_adapter import Connector, InterimAwareResponse, PoolBusy, interim_responses_to, parse_failed
 from edge.http.slow import ClientBodyError
 from edge.observe.throttle import LogThrottle
 from edge.origin.guard import AddressPolicy, connector, forbidden
+from edge.origin.interim import ClientRelay, InterimGuard
 
 log = logging.getLogger("edge.origin")
 
@@ -196,6 +197,8 @@ class OriginClients:
             # would break Content-Length, ETags and stored variants.
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
+            # Interim (1xx) responses are bounded and may be relayed (edge/origin/interim.py).
+            response_class=InterimAwareResponse,
             max_line_size=16384,
             max_field_size=16384,
             read_bufsize=2**16,
@@ -265,10 +268,12 @@ class OriginClients:
         client_host: str,
         body: AsyncIterable[bytes] | None,
         retry: bool,
+        relay: ClientRelay | None = None,
     ) -> tuple[aiohttp.ClientResponse, object]:
         """Send one request, failing over when allowed. ``retry`` is true
         only for idempotent requests without a body (a streamed body cannot
-        be replayed). Returns the response (headers read, body not) and the
+        be replayed). ``relay``: the client that gets the origin's interim
+        responses. Returns the response (headers read, body not) and the
         origin that answered."""
         order = self._order(origins)
         last: OriginError | None = None
@@ -277,7 +282,7 @@ class OriginClients:
             headers["Host"] = origin.host_header or client_host
             url = URL(origin.url.rstrip("/") + target, encoded=True)
             try:
-                resp = await self._request(self._pool(origin), method, url, headers, body, retry)
+                resp = await self._request(self._pool(origin), method, url, headers, body, retry, relay)
             except PoolBusy:
                 # Not the origin's failure: no health change, no failover.
                 raise OriginError(Failure.BUSY, origin.url, "no free connection") from None
@@ -329,15 +334,18 @@ class OriginClients:
         for url, held in self._refusals.expired(final=final):
             log.warning("origin requests refused: %d more to %s since the last line", held, url)
 
-    async def _request(self, pool: _Pool, method, url, headers, body, retry: bool) -> aiohttp.ClientResponse:
+    async def _request(self, pool: _Pool, method, url, headers, body, retry: bool,
+                       relay: ClientRelay | None) -> aiohttp.ClientResponse:
         pool.busy += 1
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
         try:
             while True:
                 try:
-                    resp = await pool.session.request(method, url, headers=headers, data=body, allow_redirects=False,
-                                                      skip_auto_headers=_SKIP_AUTO, compress=None)
+                    with interim_responses_to(InterimGuard(relay)):
+                        resp = await pool.session.request(method, url, headers=headers, data=body,
+                                                          allow_redirects=False, skip_auto_headers=_SKIP_AUTO,
+                                                          compress=None)
                     break
                 except aiohttp.ClientError as exc:
                     if attempt.fresh or not (retry and attempt.reused and _spoilt(exc)):

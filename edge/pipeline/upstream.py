@@ -17,6 +17,7 @@ from edge.cache import validation as val
 from edge.cache.key import encoding_bucket
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens, forwardable_name
 from edge.http.slow import BodyTimeout, BodyTimeouts, ClientBodyError, read_body
+from edge.origin.interim import ClientRelay
 from edge.origin.pool import Failure, OriginError
 from edge.pipeline.context import Ctx
 
@@ -179,8 +180,6 @@ class Upstream:
         """The request to the tenant's origins (with failover); ``whole``: for
         the cache, so without the client's range. Returns the origin's
         answer once its head has arrived."""
-        # The origin's interim responses (1xx) come before this answer's
-        # head: this is the one place that sees them, to relay them.
         policy = ctx.policy
         headers = self.origin_headers(request, ctx, keyed, conditional, whole)
         has_body = request.body_exists
@@ -196,6 +195,8 @@ class Upstream:
             ctx.host,
             body,
             retry,
+            # interim (1xx) responses: to this client alone, never stored
+            relay=ClientRelay(request, self.via),
         )
         ctx.origin_time = time.monotonic() - sent
         return answer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import web
 
 from tests.conftest import stored, stored_field, until
@@ -316,6 +317,25 @@ async def test_9213_invalid_targeted_field_falls_back_to_cache_control(origin, m
     edge = await make_edge(quick_origin=origin.url)
     _, _, h = await _get(client, edge.url + "/f")
     assert "stored" in h["Cache-Status"]
+
+
+@pytest.mark.parametrize("invalid", ["max-age=60, ", "max-age=60,,", "Max-Age=60", 'max-age=60, private="x',
+                                     "max-age=60" + ", x" * 2100],
+                         ids=["trailing-comma", "empty-member", "uppercase", "unterminated-string", "overlong"])
+async def test_9213_unparsable_targeted_field_is_ignored_as_a_whole(origin, make_edge, client, invalid):
+    """RFC 9213 §2.1: a targeted field that is no valid Structured Field
+    Dictionary is ignored, and Cache-Control's no-store governs."""
+    origin.respond("/bad", b"bad", headers={"Cache-Control": "no-store", "CDN-Cache-Control": invalid})
+    origin.respond("/good", b"good", headers={"Cache-Control": "no-store", "CDN-Cache-Control": "max-age=60"})
+    edge = await make_edge(quick_origin=origin.url)
+    for _ in range(2):
+        _, body, h = await _get(client, edge.url + "/bad")
+        assert body == b"bad" and "detail=no-store" in h["Cache-Status"], h["Cache-Status"]
+    assert origin.hits["/bad"] == 2
+    for _ in range(2):
+        _, body, h = await _get(client, edge.url + "/good")
+        assert body == b"good"
+    assert h["Cache-Status"].startswith("edge; hit") and origin.hits["/good"] == 1
 
 
 # --- RFC 9111 §4.3.4 selecting, and what a 304 may change ----------------------------------

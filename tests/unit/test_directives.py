@@ -8,9 +8,11 @@ import pytest
 from edge.http.directives import (
     INVALID,
     MAX_DELTA_SECONDS,
+    MAX_TARGETED_LENGTH,
     CacheControl,
     delta_seconds,
     parse_cache_control,
+    parse_targeted,
 )
 
 
@@ -285,3 +287,76 @@ def test_results_stay_correct_past_memo_capacity() -> None:
     for i in range(5000):
         assert parse_cache_control(f"public, max-age={i}").max_age == i
     assert parse_cache_control("public, max-age=17").max_age == 17
+
+
+# --- RFC 9213 targeted fields: Structured Field Dictionaries, strictly ------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(None, None, id="9213-2.1-absent"),
+        pytest.param("", None, id="9213-2.1-empty-is-ignored"),
+        pytest.param("max-age=60,", None, id="9213-2.1-trailing-comma-is-ignored"),
+        pytest.param("max-age=60, , no-store", None, id="9213-2.1-empty-member-is-ignored"),
+        pytest.param("Max-Age=60", None, id="9213-2.1-uppercase-name-is-ignored"),
+        pytest.param('max-age="60', None, id="9213-2.1-unterminated-string-is-ignored"),
+        pytest.param("max-age=60 no-store", None, id="9213-2.1-missing-comma-is-ignored"),
+        pytest.param("private=x y", None, id="9213-2.1-bare-list-value-is-ignored"),
+        pytest.param("max-age=60", {"max-age": "60"}, id="9213-2.1-integer"),
+        pytest.param("no-store", {"no-store": None}, id="9213-2.1-boolean-true-no-value"),
+        pytest.param("no-store=?1", {"no-store": None}, id="9213-2.1-explicit-true"),
+        pytest.param("no-store=?0, max-age=5", {"max-age": "5"}, id="9213-2.1-false-is-no-directive"),
+        pytest.param("no-store=?0", {}, id="9213-2.1-valid-but-silent"),
+        pytest.param("none", {"none": None}, id="9213-3.1-none-governs"),
+        pytest.param('no-cache="set-cookie, x-a"', {"no-cache": "set-cookie, x-a"}, id="9213-2.1-string"),
+        pytest.param("private=set-cookie", {"private": "set-cookie"}, id="9213-2.1-token"),
+        pytest.param("private=:AAAA:", {"private": ""}, id="9213-2.1-byte-sequence-unusable"),
+        pytest.param("private=(a b)", {"private": ""}, id="9213-2.1-inner-list-unusable"),
+        pytest.param("no-store;x=1, max-age=9;y", {"no-store": None, "max-age": "9"}, id="9213-2.1-parameters-ignored"),
+        pytest.param("max-age=60, max-age=0", {"max-age": "0"}, id="8941-4.2.2-duplicate-last-wins"),
+        pytest.param("max-age=60.0", {"max-age": ""}, id="9213-2.1-decimal-max-age-not-coerced"),
+        pytest.param('max-age="60"', {"max-age": ""}, id="9213-2.1-string-max-age-not-coerced"),
+        pytest.param("s-maxage=?1", {"s-maxage": ""}, id="9213-2.1-boolean-s-maxage-invalid"),
+        pytest.param("stale-if-error=-5", {"stale-if-error": "-5"}, id="9111-1.2.2-negative-window"),
+    ],
+)
+def test_parse_targeted(value: str | None, expected: dict | None) -> None:
+    cc = parse_targeted(value)
+    assert (None if cc is None else {name: cc.get(name) for name in cc}) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "max_age"),
+    [
+        pytest.param("max-age=60", 60, id="9213-2.1-integer"),
+        pytest.param("max-age=60.0", INVALID, id="9213-2.1-decimal-is-invalid-not-60"),
+        pytest.param('max-age="60"', INVALID, id="9213-2.1-string-is-invalid-not-60"),
+        pytest.param("max-age", INVALID, id="9111-4.2.1-valueless-is-invalid"),
+        pytest.param("max-age=-1", INVALID, id="9111-1.2.2-negative-is-invalid"),
+        pytest.param("max-age=999999999999999", MAX_DELTA_SECONDS, id="9111-1.2.2-capped"),
+        pytest.param("max-age=60, max-age=0", 0, id="8941-4.2.2-last-wins-not-conflict"),
+    ],
+)
+def test_targeted_max_age(value: str, max_age: object) -> None:
+    cc = parse_targeted(value)
+    assert cc is not None and cc.max_age == max_age
+
+
+def test_targeted_field_names() -> None:
+    cc = parse_targeted('no-cache="Set-Cookie, X-A", private=(a)')
+    assert cc is not None
+    assert cc.field_names("no-cache") == ("set-cookie", "x-a")
+    assert cc.field_names("private") == ()  # unusable list: the whole response
+
+
+def test_an_overlong_targeted_field_is_ignored() -> None:
+    value = "max-age=60"
+    for i in range(MAX_TARGETED_LENGTH):
+        member = f", x{i}"
+        if len(value) + len(member) > MAX_TARGETED_LENGTH:
+            break
+        value += member
+    assert parse_targeted(value) is not None  # within the bound: read
+    longer = value + ", " + "y" * (MAX_TARGETED_LENGTH - len(value))
+    assert len(longer) > MAX_TARGETED_LENGTH and parse_targeted(longer) is None

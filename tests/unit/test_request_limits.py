@@ -15,7 +15,6 @@ from edge.filters.request_limits import ClientSlots, RequestLimitFilter, body_li
 from edge.http import slow
 from edge.http.slow import BodyTimeout, BodyTimeouts, read_body, timeout_response
 from edge.observe.metrics import REGISTRY
-from edge.origin import pool
 from edge.policy.sections.request_limits import KEYS, RequestLimits, parse_request_limits, request_limits_data
 from edge.schema.check import Check
 

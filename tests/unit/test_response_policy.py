@@ -84,6 +84,11 @@ _TARGETS = ("edge-cache-control", "cdn-cache-control", "surrogate-control")
         ("RFC 9213 §2.1 an empty targeted value is skipped", {"CDN-Cache-Control": "", "Surrogate-Control": "max-age=9"}, "max-age", True),
         ("RFC 9213 §2.1 an invalid value falls back", {"CDN-Cache-Control": ",,", "Cache-Control": "private"}, "private", False),
         ("RFC 9213 §2.1 no target: Cache-Control", {"Cache-Control": "max-age=3"}, "max-age", False),
+        ("RFC 9213 §2.1 a trailing comma is a parsing error: ignored", {"CDN-Cache-Control": "max-age=60,", "Cache-Control": "no-store"}, "no-store", False),
+        ("RFC 9213 §2.1 Cache-Control syntax that is no SF dictionary: ignored", {"CDN-Cache-Control": "Max-Age=60", "Cache-Control": "no-store"}, "no-store", False),
+        ("RFC 9213 §2.2 an invalid first target yields to the next", {"Edge-Cache-Control": "max-age=60 no-store", "CDN-Cache-Control": "no-store"}, "no-store", True),
+        ("RFC 9213 §3.1 an unknown directive still governs", {"CDN-Cache-Control": "none", "Cache-Control": "no-store"}, "none", True),
+        ("RFC 8941 §4.2 field lines are joined before parsing", [("CDN-Cache-Control", "max-age=60"), ("CDN-Cache-Control", "must-revalidate"), ("Cache-Control", "no-store")], "must-revalidate", True),
     ],
 )
 def test_edge_cache_control(rule, headers, directive, targeted):

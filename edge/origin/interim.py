@@ -1,0 +1,58 @@
+"""Interim (1xx) responses on their way from an origin: bounded per response,
+and relayed to the client whose own request went to the origin (RFC 9110
+§15.2). Nothing else sees them: a cache hit, a request that waited for
+another's fetch, or a background fetch gets none, and none is stored."""
+from __future__ import annotations
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from edge.http.interim import interim_head, relayed
+
+# Interim responses one origin response may bring before its final one; one
+# more is an origin error (502, detail=origin-protocol). A hint or two is the
+# norm; a 102 every 20 s (its RFC 2518 cadence) stays within it for ten minutes,
+# while an origin can no longer keep the request open forever with them.
+MAX_INTERIM_RESPONSES = 32
+
+
+class InterimFlood(aiohttp.ClientError):
+    """The origin sent more than MAX_INTERIM_RESPONSES interim responses."""
+
+
+class ClientRelay:
+    """Writes an origin's interim responses to one client, ahead of its
+    final answer."""
+
+    __slots__ = ("_writer", "_via")
+
+    def __init__(self, request, via: str) -> None:
+        # RFC 9110 §15.2: a server never sends a 1xx to an HTTP/1.0 client.
+        self._writer = request.writer if request.version >= (1, 1) else None
+        self._via = via
+
+    async def send(self, status: int, fields: CIMultiDictProxy[str]) -> None:
+        if self._writer is None or not relayed(status):
+            return
+        try:
+            await self._writer.write(interim_head(status, fields.items(), self._via))
+        except ConnectionError:
+            self._writer = None  # the client left: its final answer meets the same end
+
+
+class InterimGuard:
+    """The interim responses of one origin response: counted, and passed to
+    ``relay`` (None: a fetch no client waits on)."""
+
+    __slots__ = ("_relay", "_seen")
+
+    def __init__(self, relay: ClientRelay | None) -> None:
+        self._relay = relay
+        self._seen = 0
+
+    async def __call__(self, status: int, fields: CIMultiDictProxy[str]) -> None:
+        self._seen += 1
+        if self._seen > MAX_INTERIM_RESPONSES:
+            raise InterimFlood(f"more than {MAX_INTERIM_RESPONSES} interim responses")
+        if self._relay is not None:
+            await self._relay.send(status, fields)
