@@ -5,6 +5,7 @@
     python benchmarks/run.py hit            # cache-hit throughput/latency (wrk) + framework ceiling
     python benchmarks/run.py miss           # every request a miss (wrk + Lua unique paths)
     python benchmarks/run.py herd           # 200 concurrent requests for one cold URL
+    python benchmarks/run.py uncacheable    # bursts of 100 for one URL the origin answers no-store after 200 ms
     python benchmarks/run.py bigfile        # 1 GiB through the edge: RSS and MB/s
     python benchmarks/run.py geo            # Germany-only delivery: decision cost in-process, hits with/without (wrk)
     python benchmarks/run.py chain          # filter chain on/off on hits, compressed hits, WAF µs in-process
@@ -614,6 +615,40 @@ def bench_herd(args) -> str:
     headers = ["object", "concurrent requests", "origin requests", "answers (Cache-Status)", "min ms", "p50 ms", "p99 ms",
                "max ms", "burst wall ms", "RSS growth MiB"]
     return table("Herd: a burst for one cold URL", headers, rows, notes)
+
+
+# ---------------------------------------------------------------- uncacheable
+
+
+def bench_uncacheable(args) -> str:
+    """Bursts for one URL whose answer turns out unstorable. The first burst
+    cannot know that and queues behind its leader; later bursts should not."""
+    rows = []
+    n = 100
+    with Stack() as st:
+        origin, origin_url = st.origin()
+        edge, edge_url = st.edge(origin_url)
+        path = f"/slownostore/burst-{uuid.uuid4().hex[:8]}"
+        seen = 0
+        for burst in range(1, args.bursts + 1):
+            log(f"uncacheable: burst {burst} of {n} concurrent requests for {path}")
+            lat, kinds, wall = asyncio.run(_herd(edge_url, path, n))
+            total = origin_stats(origin_url)["paths"].get(path, 0)
+            rows.append([burst, n, total - seen, "; ".join(f"{k}: {v}" for k, v in sorted(kinds.items())),
+                         f"{min(lat) * 1000:.0f}", f"{statistics.median(lat) * 1000:.0f}",
+                         f"{max(lat) * 1000:.0f}", f"{wall * 1000:.0f}"])
+            seen = total
+    notes = [
+        "One URL; the origin answers 2 KiB with Cache-Control: no-store after 200 ms. Each burst releases 100 "
+        "requests at once (aiohttp client, one connection per request); the next burst starts when the previous "
+        f"one has finished. Client and origin on core {LOAD_CORE}, the edge (quick mode, one worker) on core "
+        f"{EDGE_CORE}.",
+        "A burst that queues behind one leader takes two origin round trips (about 400 ms); one that goes to the "
+        "origin in parallel takes one (about 200 ms).",
+    ]
+    headers = ["burst", "concurrent requests", "origin requests", "answers (Cache-Status)", "min ms", "p50 ms",
+               "max ms", "burst wall ms"]
+    return table("Uncacheable URL: bursts for one URL answered no-store", headers, rows, notes)
 
 
 # -------------------------------------------------------------------- bigfile
@@ -1586,7 +1621,7 @@ def _use_uvloop() -> None:
 def origin_main(args) -> None:
     """A plain aiohttp origin (low-level server, uvloop). Paths:
     /2k/*, /1m/* (max-age=3600), /nostore/* (2 KiB, no-store), /slow/* (2 KiB
-    after 100 ms), /slowbig/* (4 MiB after 100 ms), /big/<cache|nostore|chunked>/<bytes>/*
+    after 100 ms), /slownostore/* (2 KiB, no-store, after 200 ms), /slowbig/* (4 MiB after 100 ms), /big/<cache|nostore|chunked>/<bytes>/*
     (streamed, generated; chunked: cacheable, without Content-Length), /html/* (a 30 KiB HTML page, max-age=3600, made on
     first use), /__stats (counters, never stored)."""
     from aiohttp import web
@@ -1617,6 +1652,10 @@ def origin_main(args) -> None:
             if not page:
                 page.append(html_page())
             return web.Response(body=page[0], headers=html)
+        if kind == "slownostore":
+            paths[path] += 1
+            await asyncio.sleep(0.2)
+            return web.Response(body=SMALL, headers=nostore)
         if kind in ("slow", "slowbig"):
             paths[path] += 1
             await asyncio.sleep(0.1)
@@ -1697,10 +1736,11 @@ def _serve(handler, port: int) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("all", "hit", "miss", "herd", "bigfile", "geo", "chain", "profile", "micro"):
+    for name in ("all", "hit", "miss", "herd", "uncacheable", "bigfile", "geo", "chain", "profile", "micro"):
         s = sub.add_parser(name)
         s.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
         s.add_argument("--herd", type=int, default=200, help="concurrent requests in the herd (default 200)")
+        s.add_argument("--bursts", type=int, default=3, help="uncacheable: bursts of 100 for the same URL (default 3)")
         s.add_argument("--herd-large", type=int, default=20, help="concurrent requests in the large-object herd rows (default 20)")
         s.add_argument("--herd-big", type=int, default=64 * MiB, help="bytes of the large-object herd rows (default 64 MiB)")
         s.add_argument("--slow-leader", action="store_true",
@@ -1744,7 +1784,7 @@ def main(argv=None) -> int:
     if can_pin():
         # The driver (herd client, big download client) stays off the edge's core.
         os.sched_setaffinity(0, {LOAD_CORE})
-    benches = {"hit": bench_hit, "miss": bench_miss, "herd": bench_herd, "bigfile": bench_bigfile, "profile": bench_profile,
+    benches = {"hit": bench_hit, "miss": bench_miss, "herd": bench_herd, "uncacheable": bench_uncacheable, "bigfile": bench_bigfile, "profile": bench_profile,
                "micro": bench_micro, "geo": bench_geo, "chain": bench_chain}
     names = ["hit", "miss", "herd", "bigfile", "geo", "chain"] if args.cmd == "all" else [args.cmd]
     t0 = time.monotonic()
