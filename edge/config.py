@@ -29,6 +29,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 CLIENT_ADDRESS_HEADERS: tuple[str, ...] = ("x-forwarded-for", "forwarded")
+# A purge forgets what is remembered of uncacheable keys through its barrier,
+# which lasts 600 s (edge/cache/barriers.py): nothing is remembered longer.
+MAX_UNCACHEABLE_MEMORY = 600.0
 
 
 # --- the configuration -------------------------------------------------------
@@ -61,6 +64,11 @@ class CacheConfig:
     # Per worker: what compressions of stored responses running at once may
     # hold (bodies plus coder states); beyond it clients get identity. 0: none.
     compress_budget: int = 64 * 2**20
+    # Seconds a key whose answer could not be stored is remembered, per
+    # worker: misses for it then go to the origin each at once instead of
+    # queueing behind one fetch (Varnish's hit-for-miss). 0: never.
+    uncacheable_memory: float = 120.0
+    uncacheable_memory_keys: int = 10_000  # at most, per worker; the least recently marked go first
 
     @property
     def tenant_quota(self) -> int:
@@ -219,7 +227,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("name", "country", "workers"),
     "listen": ("address", "proxy_protocol", "proxy_protocol_from"),
     "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size", "fill_buffer", "tenant_disk_quota",
-              "compress_budget"),
+              "compress_budget", "uncacheable_memory", "uncacheable_memory_keys"),
     "policies": ("directory", "watch_interval"),
     "proxy": ("trusted_proxies", "client_address_header"),
     "limits": ("max_request_line", "max_header_size", "max_headers", "max_body_size"),
@@ -432,8 +440,11 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
         r.error("cache.tenant_disk_quota", "cache.disk_path to be set as well (no path, no disk tier)", "no disk_path")
     elif tenant_disk_quota is not None and tenant_disk_quota > disk_size:
         r.error("cache.tenant_disk_quota", f"at most cache.disk_size ({disk_size} bytes)", f"{tenant_disk_quota} bytes")
+    uncacheable = r.get(t, "cache", "uncacheable_memory", dc.uncacheable_memory,
+                        _number(0, MAX_UNCACHEABLE_MEMORY, "a number of seconds (0: off)"))
+    uncacheable_keys = r.get(t, "cache", "uncacheable_memory_keys", dc.uncacheable_memory_keys, _integer(1, 10**6))
     cache = CacheConfig(memory_size, memory_max_object, disk_path, disk_size, fill_buffer, tenant_disk_quota,
-                        compress_budget)
+                        compress_budget, uncacheable, uncacheable_keys)
 
     t = r.table(data, "policies")
     directory = r.get(t, "policies", "directory", None, r.path)

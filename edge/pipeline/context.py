@@ -30,6 +30,7 @@ class Ctx:
     directives: Directives = NO_DIRECTIVES  # the request's cache directives as the tenant obeys them
     fwd: Fwd | None = None  # why the request goes to the origin
     stale: Hit | None = None  # a stored entry kept for validation or stale-if-error; closed at the end
+    uncacheable: bool = False  # the key is remembered as uncacheable: fetched without waiting for others
     # how it ended
     outcome: Outcome | None = None
     cache: str = ""  # Cache-Status as sent: ``outcome`` rendered (the access log's field)

@@ -1,13 +1,16 @@
 """Fetches shared between requests: misses for one key collapsed into one
 origin request (a large body read along by every waiter as it arrives,
-edge/cache/collapse.py), and background fetches that refresh a stale entry
-(RFC 5861 §3) or fetch a whole object a range request missed."""
+edge/cache/collapse.py), except for keys lately found uncacheable; and
+background fetches that refresh a stale entry (RFC 5861 §3) or fetch a
+whole object a range request missed."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -17,7 +20,7 @@ from edge.cache import freshness as fr
 from edge.cache import validation as val
 from edge.cache.collapse import Fill, FillBroken, State
 from edge.cache.reuse import ERROR_STATUSES, Reuse, reuse
-from edge.cache.store import Hit, Meta, Removal
+from edge.cache.store import Admit, Hit, Meta, Removal
 from edge.http.headers import removes_fields
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
@@ -41,12 +44,84 @@ _RESPONSE_REASONS = frozenset({
     fr.NoStore.STATUS, fr.NoStore.NO_STORE, fr.NoStore.PRIVATE, fr.NoStore.SET_COOKIE, fr.NoStore.VARY_STAR,
     fr.NoStore.NO_LIFETIME, fr.NoStore.POLICY, fr.NoStore.DECEPTION,
 })
+# Those the next request for the key meets again, whoever sends it.
+_UNCACHEABLE_REASONS = _RESPONSE_REASONS | {fr.NoStore.TOO_LARGE}
+# Answers shaped by the request (its preconditions, its range), or passing
+# states of the origin: collapsing shields an origin that recovers.
+_FLEETING_STATUSES = frozenset({206, 304, 412, 416, 429})
+
+
+def uncacheable_key(reason: fr.NoStore | None, status: int, request_no_store: bool) -> bool | None:
+    """What an answer's admission says of its key: True, the key is
+    uncacheable for now; False, it is not (the answer is stored); None,
+    nothing (the request itself kept it from the store, or the origin is
+    in trouble)."""
+    if reason is None:
+        return False
+    if reason not in _UNCACHEABLE_REASONS or status >= 500 or status in _FLEETING_STATUSES:
+        return None
+    if reason is fr.NoStore.NO_STORE and request_no_store:
+        return None
+    return True
+
+
+class Uncacheable:
+    """Keys whose answer lately could not be stored (Varnish's hit-for-miss):
+    misses for them are not collapsed, as no waiter could use the answer.
+    A key is remembered ``seconds`` from its latest unstorable answer, at
+    most ``size`` keys, the least recently marked forgotten first; each
+    costs a digest of the key and two floats, however long the URL. Times
+    are passed in: ``now`` monotonic, ``fetched`` as the caller likes."""
+
+    def __init__(self, seconds: float, size: int) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._marks: OrderedDict[bytes, tuple[float, float]] = OrderedDict()  # digest -> (until, fetched)
+
+    def __len__(self) -> int:
+        return len(self._marks)
+
+    def mark(self, key: str, now: float, fetched: float) -> None:
+        if self.seconds <= 0:
+            return
+        marks = self._marks
+        digest = _digest(key)
+        marks.pop(digest, None)
+        marks[digest] = (now + self.seconds, fetched)
+        if len(marks) > self.size:
+            marks.popitem(last=False)
+
+    def get(self, key: str, now: float) -> float | None:
+        """``fetched`` of the mark on ``key`` in force; None: not marked."""
+        if not self._marks:
+            return None
+        digest = _digest(key)
+        found = self._marks.get(digest)
+        if found is None:
+            return None
+        if found[0] <= now:
+            del self._marks[digest]
+            return None
+        return found[1]
+
+    def forget(self, key: str) -> None:
+        if self._marks:
+            self._marks.pop(_digest(key), None)
+
+
+def _digest(key: str) -> bytes:
+    # 16 bytes whatever the key's length; keys begin with the tenant.
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def read_along(status: int, clen: int | None) -> bool:
     """A body too large to read whole before answering: requests waiting
     for it read it as it arrives (a shared fill)."""
     return status != 204 and (clen is None or clen > BUFFER_LIMIT)
+
+
+def _asks_no_store(headers) -> bool:
+    return "no-store" in ", ".join(headers.getall("Cache-Control", ())).lower()
 
 
 def _retrieve(task: asyncio.Task) -> None:
@@ -77,6 +152,8 @@ class Fills:
         self._inflight: dict[str, asyncio.Future] = {}  # key -> its fetch: a Fill, or None once it is over
         self._background: set[asyncio.Task] = set()  # refreshes and range fills
         self._no_fill: dict[str, float] = {}  # key -> until when no background fill is tried
+        cache = state.config.cache
+        self.uncacheable = Uncacheable(cache.uncacheable_memory, cache.uncacheable_memory_keys)
         self.waiting = 0  # requests waiting now for another's fetch of their key
 
     async def close(self) -> None:
@@ -88,10 +165,37 @@ class Fills:
 
     # ------------------------------------------------------------ collapsing
 
-    def fetch_for(self, key: str) -> asyncio.Future | None:
-        """The fetch in progress for ``key`` that a miss waits for rather
-        than fetch it again; None: the miss fetches."""
+    def fetch_for(self, ctx: Ctx) -> asyncio.Future | None:
+        """The fetch in progress for the request's key that a miss waits for
+        rather than fetch it again; None: the miss fetches. A key remembered
+        as uncacheable is fetched at once (``ctx.uncacheable``)."""
+        key = ctx.key
+        if self._remembered(key):
+            ctx.uncacheable = True
+            return None
         return self._inflight.get(key)
+
+    def _remembered(self, key: str) -> bool:
+        fetched = self.uncacheable.get(key, time.monotonic())
+        if fetched is None:
+            return False
+        barriers = self.state.store.barriers
+        if barriers.active and barriers.verdict(key, Meta(0, (), fetched, fetched, 0.0, 0.0)) is not Admit.KEEP:
+            # Purged since: the tenant may have changed how it answers.
+            self.uncacheable.forget(key)
+            return False
+        return True
+
+    def learn(self, request, ctx: Ctx, status: int, reason: fr.NoStore | None, request_time: float) -> None:
+        """Remember the key as uncacheable after an answer that could not be
+        stored for the response's sake; forget it after one that is stored."""
+        if not self.uncacheable.seconds:
+            return
+        found = uncacheable_key(reason, status, reason is fr.NoStore.NO_STORE and _asks_no_store(request.headers))
+        if found:
+            self.uncacheable.mark(ctx.key, time.monotonic(), request_time)
+        elif found is not None:
+            self.uncacheable.forget(ctx.key)
 
     async def wait(self, fetch: asyncio.Future, timeout: float):
         """Wait up to ``timeout`` seconds for another request's fetch: its
@@ -147,7 +251,7 @@ class Fills:
                 return  # the origin said lately that this object is not to be stored
             del self._no_fill[key]
         rh = request.headers
-        if "Authorization" in rh or "no-store" in ", ".join(rh.getall("Cache-Control", ())).lower() or removes_fields(rh):
+        if "Authorization" in rh or _asks_no_store(rh) or removes_fields(rh):
             return  # its answer could not be shared: nothing to fetch for the cache
         if self.state.filters.would_refuse(request, ctx, ctx.policy):
             return  # this client's headers may not go to the origin
@@ -202,6 +306,7 @@ class Fills:
         False when the object is not to be stored (not fetched again soon)."""
         key = ctx.key
         d = self.storage.admit(request, ctx, upstream, self.upstream.response_headers(upstream), request_time)
+        self.learn(request, ctx, upstream.status, d.reason, request_time)
         if d.reason is not None:
             if d.reason in _RESPONSE_REASONS:
                 # What the origin now says about storing wins over the old entry.

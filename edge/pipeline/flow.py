@@ -212,7 +212,7 @@ class Pipeline:
                 return refused
             self.fills.refresh_later(request, ctx, None)
             return await self._pass(request, ctx, Fwd.RANGE)
-        fetch = self.fills.fetch_for(ctx.key)
+        fetch = self.fills.fetch_for(ctx)
         if fetch is not None:
             return await self._wait(request, ctx, fetch)
         # The gate (and a wait for the client's share) before leading:
@@ -323,10 +323,11 @@ class Pipeline:
     async def _store(self, request, ctx: Ctx, done, upstream, request_time: float, may_store: bool) -> web.StreamResponse:
         """The origin's answer to this client, stored on the way if admitted."""
         d = self.storage.admit(request, ctx, upstream, self.upstream.response_headers(upstream), request_time, may_store)
+        self.fills.learn(request, ctx, upstream.status, d.reason, request_time)
         headers = d.client
         if d.reason is not None:
             self.fills.release(done)  # waiters go to the origin themselves
-            self.respond.stamp(ctx, headers, Outcome.not_stored(ctx.fwd, d.reason))
+            self.respond.stamp(ctx, headers, Outcome.not_stored(ctx.fwd, d.reason, ctx.uncacheable))
             return await self.upstream.stream(request, ctx, upstream, headers, None)
         self.respond.stamp(ctx, headers, Outcome(Kind.STORED, ctx.fwd, ttl=int(d.lifetime) - int(d.initial_age)))
         headers["Age"] = fr.age_header_value(d.initial_age)

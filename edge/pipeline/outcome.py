@@ -55,10 +55,11 @@ class Outcome:
     the Age field counts them; ``note``: what became of a cache answer
     (a range that cannot be satisfied, a failed precondition)."""
 
-    __slots__ = ("kind", "fwd", "ttl", "fwd_status", "collapsed", "detail", "note")
+    __slots__ = ("kind", "fwd", "ttl", "fwd_status", "collapsed", "detail", "note", "uncacheable")
 
     def __init__(self, kind: Kind, fwd: Fwd | None = None, ttl: int | None = None, fwd_status: int | None = None,
-                 collapsed: bool = False, detail: str | None = None, note: str | None = None) -> None:
+                 collapsed: bool = False, detail: str | None = None, note: str | None = None,
+                 uncacheable: bool = False) -> None:
         self.kind = kind
         self.fwd = fwd
         self.ttl = ttl
@@ -66,14 +67,18 @@ class Outcome:
         self.collapsed = collapsed  # answered from another request's fetch
         self.detail = detail if detail is not None else kind.detail
         self.note = note
+        # The key was remembered as uncacheable: fetched without waiting for
+        # another request's fetch. A parameter of its own, as ``detail``
+        # already says why this answer was not stored.
+        self.uncacheable = uncacheable
 
     @classmethod
     def hit(cls, ttl: int, collapsed: bool = False) -> Outcome:
         return cls(Kind.HIT, None, ttl, None, collapsed)
 
     @classmethod
-    def not_stored(cls, fwd: Fwd, reason: NoStore) -> Outcome:
-        return cls(Kind.NOT_STORED, fwd, detail=reason.value)
+    def not_stored(cls, fwd: Fwd, reason: NoStore, uncacheable: bool = False) -> Outcome:
+        return cls(Kind.NOT_STORED, fwd, detail=reason.value, uncacheable=uncacheable)
 
     @classmethod
     def error(cls, status: int, detail: str, kind: Kind = Kind.ERROR, forwarded: bool = True) -> Outcome:
@@ -83,7 +88,7 @@ class Outcome:
 
     def noted(self, note: str) -> Outcome:
         return Outcome(self.kind, self.fwd, ttl=self.ttl, fwd_status=self.fwd_status, collapsed=self.collapsed,
-                       detail=self.detail, note=note)
+                       detail=self.detail, note=note, uncacheable=self.uncacheable)
 
     @property
     def label(self) -> str:
@@ -111,6 +116,8 @@ class Outcome:
             parts.append(f"ttl={self.ttl}")
         if self.collapsed:
             parts.append("collapsed")
+        if self.uncacheable:
+            parts.append("uncacheable")
         if self.detail:
             parts.append("detail=" + self.detail)
         if self.note:

@@ -27,6 +27,8 @@ CASES = [
     ("vary-miss-stored", Outcome(Kind.STORED, Fwd.VARY_MISS, ttl=60), "edge; fwd=vary-miss; stored; ttl=60", "miss"),
     ("miss-not-stored", Outcome.not_stored(Fwd.URI_MISS, NoStore.NO_STORE), "edge; fwd=uri-miss; detail=no-store",
      "miss"),
+    ("not-stored-key-remembered-uncacheable", Outcome.not_stored(Fwd.URI_MISS, NoStore.NO_STORE, uncacheable=True),
+     "edge; fwd=uri-miss; uncacheable; detail=no-store", "miss"),
     ("client-reload-not-stored", Outcome.not_stored(Fwd.REQUEST, NoStore.PRIVATE), "edge; fwd=request; detail=private",
      "bypass"),
     ("pass-method", Outcome(Kind.PASSED, Fwd.METHOD), "edge; fwd=method", "bypass"),
