@@ -89,7 +89,7 @@ async def webhook():
         await receiver.stop()
 
 
-async def test_blocks_raise_one_signed_event_at_a_real_webhook(origin, make_edge, webhook):
+async def test_blocks_raise_one_signed_event_at_a_real_webhook(origin, webhook, make_edge):
     origin.respond("/", b"home")
     filters = {
         "ip_lists": {"deny": ["127.0.0.0/8"]},
@@ -111,7 +111,7 @@ async def test_blocks_raise_one_signed_event_at_a_real_webhook(origin, make_edge
     assert origin.hits["/"] == 0
 
 
-async def test_waf_blocks_name_the_rules_that_matched_in_the_event(origin, make_edge, webhook):
+async def test_waf_blocks_name_the_rules_that_matched_in_the_event(origin, webhook, make_edge):
     filters = {"events": {"webhook_url": webhook.url, "secret": SECRET, "client_threshold": 3}}
     edge = await make_edge(policies={"shop": _site(origin.url, filters)})
     async with aiohttp.ClientSession() as s:
