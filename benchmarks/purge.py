@@ -128,7 +128,7 @@ def query_plans(disk: DiskStore) -> list[str]:
     ):
         for row in disk.cache._sql("EXPLAIN QUERY PLAN " + sql, args):
             plans.append(f"cache.db: {row[-1]}")
-    con = disk._tags_con()
+    con = disk.tags.connection()
     for row in con.execute("EXPLAIN QUERY PLAN SELECT key, ver FROM tags WHERE tag = ? AND key >= ? AND key < ?", ("t", "a", "b")):
         plans.append(f"tags.db:  {row[-1]}")
     return plans

@@ -353,8 +353,7 @@ async def readyz(request: web.Request) -> web.Response:
     disk = state.store.disk
     if disk is not None:
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(disk.executor, _probe_disk, disk),
-                                   PROBE_TIMEOUT)
+            await asyncio.wait_for(disk.run(disk.probe_sync), PROBE_TIMEOUT)
             checks["disk"] = {"ok": True, "message": "writable"}
         except TimeoutError:
             checks["disk"] = {"ok": False, "message": f"a probe write took longer than {PROBE_TIMEOUT:g} s"}
@@ -368,14 +367,6 @@ async def readyz(request: web.Request) -> web.Response:
                               [detail(name, checks[name]["message"]) for name in failed],
                               extra={"status": "not ready", "checks": checks})
     return _json({"status": "ready", "checks": checks})
-
-
-def _probe_disk(disk) -> None:
-    key = f"readyz\0{uuid.uuid4().hex}"
-    disk.cache.set(key, b"probe")
-    if disk.cache.get(key) != b"probe":
-        raise OSError("the probe read back differently")
-    disk.cache.delete(key)
 
 
 @_public
@@ -406,12 +397,8 @@ def shared_tiers(store) -> metrics.Tiers:
 
 
 def _disk_entries(disk) -> int | None:
-    """Entries (not bodies) in the disk tier: its metadata items ``m\\0<key>``."""
     try:
-        row = disk.cache._sql(
-            "SELECT COUNT(*) FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", ("m\0", "m\1")
-        ).fetchone()
-        return int(row[0])
+        return disk.entries_sync()
     except Exception:
         return None
 

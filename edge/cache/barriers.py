@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from edge.cache.key import SEP
+from edge.cache.key import SEP, VARIANT_SEP
 from edge.cache.store import Admit, Meta
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 MAX_PREFIX_BARRIERS = 256  # scanned on every put and disk read
 MAX_KEYED_BARRIERS = 4096  # URLs and tags: dictionary probes, copied on each add
 MAX_BARRIER_LIFETIME = 900.0  # seconds, whatever streamed writes still run
-_VARIANT_SEP = "\x1f"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +201,7 @@ class Barriers:
             if entry.urls:
                 start = rest.find(SEP) + 1
                 end = len(rest)
-                for sep in (SEP, _VARIANT_SEP):
+                for sep in (SEP, VARIANT_SEP):
                     i = rest.find(sep, start)
                     if 0 <= i < end:
                         end = i

@@ -1,32 +1,16 @@
 """Disk tier: diskcache (SQLite index + one file per body), shared by all
 worker processes of a node and surviving restarts.
 
-Each entry is two diskcache items: the metadata under ``m\\0<key>`` and the
-body under ``b\\0<key>\\0<id>``. The body is written first, straight into
-its final file, and the metadata (which names the body) only after the body
-is complete, so a process killed mid-write leaves at most an unreferenced
-body that LRU eviction reclaims, never an entry that is served truncated.
-Reads check the body's size against the metadata for the same reason.
+An entry is two diskcache items, its metadata and its body
+(``disk_items.py``); bodies are streamed in before the metadata that names
+them (``disk_writer.py``). Reads check the body's size against the
+metadata, so an entry is never served truncated.
 
 Purges (``edge/cache/purger.py``) never scan: a URL, a prefix or a tenant is
 a range over diskcache's unique index on ``key`` (metadata keys sort as
-``m\0tenant\nhost\npath\nquery...``), and tags live in ``tags.db`` next to
-``cache.db``: one row ``(tag, key, ver)`` per tag of a stored entry, where
-``ver`` names the entry's body, so a row always says which version of an
-entry it belongs to. Rows are written before their entry is committed (a tag
-purge never misses a stored entry) and deleted with it when it is purged,
-replaced or deleted. Eviction (diskcache's own SQL) leaves its rows behind:
-they are harmless (a purge checks the entry's version and tags before acting)
-and are removed when a tag purge meets them and by a sweep that tagged puts
-advance a few rows at a time (``prune_tags_sync``).
-
-Each tenant has a quota of the tier (``quota``): SQLite triggers on
-diskcache's table keep the bytes of each tenant's items (file or in-table
-value, plus key) in ``EdgeTenantBytes``, in the transaction of every write,
-delete and eviction, whichever process or code path runs it; a tenant over
-its quota loses its own entries, the least recently used of its oldest
-stored first (``_fit_quota_sync``), so a flood of distinct keys never pushes
-out other tenants' entries.
+``m\0tenant\nhost\npath\nquery...``), and tags have an index of their own
+(``disk_tags.py``). Each tenant may hold at most its quota of the tier
+(``quota``; the accounting is ``disk_quota.py``).
 """
 from __future__ import annotations
 
@@ -36,7 +20,6 @@ import functools
 import logging
 import os
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -45,289 +28,27 @@ from pathlib import Path
 
 import diskcache
 
+from edge.cache import disk_quota
+from edge.cache.disk_items import (
+    META_PREFIX,
+    delete_rows,
+    load_meta,
+    meta_key,
+    new_body_key,
+    read_rows,
+    stored_versions,
+    version,
+)
+from edge.cache.disk_tags import TagIndex, Version
+from edge.cache.disk_writer import CHUNK, BodyDisk, DiskWriter, remove_partial
 from edge.cache.key import SEP
 from edge.cache.store import Admit, Follower, Hit, Meta, Removal
 
 log = logging.getLogger("edge.cache.disk")
 
-CHUNK = 256 * 1024
-_END = object()
-
-
-class _Disk(diskcache.Disk):
-    """Removes the partial file when a streamed write fails, instead of
-    leaving an orphan on disk (diskcache would keep it)."""
-
-    def store(self, value, read, key=diskcache.core.UNKNOWN):
-        if not read:
-            return super().store(value, read, key=key)
-        filename, full_path = self.filename(key, value)
-        # Written aside, named by this process, and renamed into place when
-        # complete: what a killed process leaves is found and removed by the
-        # next DiskStore (remove_partial), never kept outside the accounting.
-        partial = os.path.join(self._directory, PARTIAL_DIR, f"{os.getpid()}-{os.path.basename(full_path)}")
-        try:
-            size = _write_body(partial, value)
-            os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            os.rename(partial, full_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(partial)
-            raise
-        return size, diskcache.core.MODE_BINARY, filename, None
-
-
-PARTIAL_DIR = "partial"
-
-
-def _write_body(path: str, source: _QueueReader) -> int:
-    """Write a streamed body, unbuffered: what ``source`` is told is written
-    can be read back at once through another descriptor of the file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "xb", buffering=0) as out:
-        source.opened(path)
-        size = 0
-        while chunk := source.read(CHUNK):
-            view = memoryview(chunk)
-            while view:
-                view = view[out.write(view) :]
-            size += len(chunk)
-            source.wrote(size)
-        return size
-
-
-def remove_partial(directory: Path) -> None:
-    """Delete bodies left half-written by processes that no longer run."""
-    folder = directory / PARTIAL_DIR
-    folder.mkdir(exist_ok=True)
-    for entry in os.scandir(folder):
-        pid = entry.name.split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), 0)
-                continue  # its writer still runs
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-        with contextlib.suppress(OSError):
-            os.remove(entry.path)
-
-
-class _Aborted(Exception):
-    pass
-
-
-class _QueueReader:
-    """A file-like object whose ``read`` pulls chunks the event loop pushes,
-    so diskcache writes a streamed body in its worker thread with one copy
-    and with back-pressure towards the origin."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, follower: Follower | None = None) -> None:
-        self._loop = loop
-        self._queue = queue
-        self._done = False
-        self._follower = follower
-
-    def opened(self, path: str) -> None:
-        """In the writing thread: the body's file exists. A follower gets a
-        descriptor of its own to read it with (it closes it)."""
-        follower = self._follower
-        if follower is None:
-            return
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            self._loop.call_soon_threadsafe(follower.opened, fd)
-        except RuntimeError:  # the loop is closed: nobody will read
-            os.close(fd)
-
-    def wrote(self, size: int) -> None:
-        """In the writing thread: the first ``size`` bytes are in the file."""
-        if self._follower is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._follower.written, size)
-
-    def read(self, _size: int = -1) -> bytes:
-        if self._done:
-            return b""
-        # Bounded: a loop that went away must not pin this thread forever.
-        item = asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop).result(timeout=300)
-        if item is _END:
-            self._done = True
-            return b""
-        if item is None:
-            raise _Aborted()
-        return item
-
-
-def _meta_key(key: str) -> str:
-    return "m\0" + key
-
-
-TAGS_DB = "tags.db"
-SWEEP_EVERY = 100  # tagged puts between two steps of the stale-row sweep
-SWEEP_STEP = 200  # entry versions checked per step
-_TAGS_SCHEMA = (
-    (
-        "CREATE TABLE IF NOT EXISTS tags (tag TEXT NOT NULL, key TEXT NOT NULL, ver TEXT NOT NULL,"
-        " PRIMARY KEY (tag, key, ver)) WITHOUT ROWID"
-    ),
-    "CREATE INDEX IF NOT EXISTS tags_key ON tags (key, ver)",
-)
 # The character after the key separator "\n": "m\0tenant\nhost" + this is
 # above every key of that host (skip scans over hosts).
 _AFTER_SEP = "\x0b"
-
-
-def _version(body_key: str | None) -> str:
-    """The version of an entry: the unique id at the end of its body key."""
-    return body_key.rpartition("\0")[2] if body_key else ""
-
-
-# --- per-tenant accounting, in cache.db itself ---------------------------------
-# An item's key is "m\0tenant\n..." or "b\0tenant\n...": the tenant is the
-# bytes between the two-byte prefix and the first "\n". Keys hold NUL, so
-# they are read as blobs (SQLite's text functions stop at a NUL).
-_TENANT_OF = "substr(CAST({r}key AS BLOB), 3, instr(CAST({r}key AS BLOB), X'0A') - 3)"
-_IS_ENTRY_ITEM = "{r}raw = 1 AND instr(CAST({r}key AS BLOB), X'0A') > 3"
-# A body in a file counts its size, one in the table its length; both count
-# the key (a flood of tiny entries is mostly keys and metadata).
-_ITEM_BYTES = "{r}size + coalesce(length({r}value), 0) + length(CAST({r}key AS BLOB))"
-_QUOTA_TABLE = "EdgeTenantBytes"
-_QUOTA_SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {_QUOTA_TABLE} (tenant BLOB PRIMARY KEY, bytes INTEGER NOT NULL) WITHOUT ROWID",
-    # A tenant's items in the order they were stored (rowid), for eviction
-    # to sample its oldest. Not by access time: every read sets that, and an
-    # index on it would cost every disk hit a write.
-    f"CREATE INDEX IF NOT EXISTS EdgeTenantItems ON Cache ({_TENANT_OF.format(r='')})",
-    f"INSERT INTO {_QUOTA_TABLE} (tenant, bytes) SELECT {_TENANT_OF.format(r='')}, sum({_ITEM_BYTES.format(r='')})"
-    f" FROM Cache WHERE {_IS_ENTRY_ITEM.format(r='')} GROUP BY 1",
-    f"CREATE TRIGGER IF NOT EXISTS EdgeTenantBytes_insert AFTER INSERT ON Cache"
-    f" WHEN {_IS_ENTRY_ITEM.format(r='NEW.')} BEGIN"
-    f" INSERT INTO {_QUOTA_TABLE} (tenant, bytes) VALUES ({_TENANT_OF.format(r='NEW.')}, {_ITEM_BYTES.format(r='NEW.')})"
-    f" ON CONFLICT (tenant) DO UPDATE SET bytes = bytes + excluded.bytes; END",
-    # diskcache never changes a row's key; only the columns counted matter
-    # (not the access time every read updates).
-    f"CREATE TRIGGER IF NOT EXISTS EdgeTenantBytes_update AFTER UPDATE OF size, value ON Cache"
-    f" WHEN {_IS_ENTRY_ITEM.format(r='NEW.')} BEGIN"
-    f" UPDATE {_QUOTA_TABLE} SET bytes = bytes + ({_ITEM_BYTES.format(r='NEW.')}) - ({_ITEM_BYTES.format(r='OLD.')})"
-    f" WHERE tenant = {_TENANT_OF.format(r='NEW.')}; END",
-    f"CREATE TRIGGER IF NOT EXISTS EdgeTenantBytes_delete AFTER DELETE ON Cache"
-    f" WHEN {_IS_ENTRY_ITEM.format(r='OLD.')} BEGIN"
-    f" UPDATE {_QUOTA_TABLE} SET bytes = bytes - ({_ITEM_BYTES.format(r='OLD.')})"
-    f" WHERE tenant = {_TENANT_OF.format(r='OLD.')}; END",
-)
-TENANT_OLDEST_QUERY = (
-    f"SELECT rowid, key, filename, access_time, {_ITEM_BYTES.format(r='')} FROM Cache"
-    f" WHERE {_TENANT_OF.format(r='')} = ? ORDER BY rowid LIMIT ?"
-)
-EVICT_SAMPLE = 64  # a tenant's oldest-stored items among which the least recently used go first
-EVICT_ROWS = 1000  # items evicted at most per put of a tenant over its quota
-
-
-def _entry_key(item_key: str) -> str:
-    """The entry a diskcache item belongs to: ``m\\0<key>`` or ``b\\0<key>\\0<id>``."""
-    return item_key[2:] if item_key.startswith("m\0") else item_key[2:].rpartition("\0")[0]
-
-
-def _ensure_quota_schema(cache: diskcache.Cache) -> None:
-    """Create the accounting once per database, counting what a tier
-    written before it already holds. One transaction: workers starting
-    together wait for it (retry) instead of counting twice."""
-    exists = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_QUOTA_TABLE}'"
-    if cache._sql(exists).fetchone():
-        return
-    with cache.transact(retry=True):
-        if cache._sql(exists).fetchone():
-            return
-        for statement in _QUOTA_SCHEMA:
-            cache._sql(statement)
-
-
-def _rows(sql, item_keys: list[str], columns: str = "rowid, mode, filename, value") -> dict[str, tuple]:
-    """diskcache item key -> ``columns`` of those stored."""
-    found = {}
-    for chunk in _chunks(item_keys):
-        marks = ",".join("?" * len(chunk))
-        for row in sql(f"SELECT key, {columns} FROM Cache WHERE key IN ({marks}) AND raw = 1", chunk):
-            found[row[0]] = row[1:]
-    return found
-
-
-def _delete_rows(sql, rowids: list[int]) -> None:
-    for chunk in _chunks(rowids):
-        sql(f"DELETE FROM Cache WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
-
-
-def _chunks(items: list, size: int = 500) -> list[list]:
-    """SQLite takes a bounded number of parameters per statement."""
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-class DiskWriter:
-    def __init__(self, store: DiskStore, key: str, follower: Follower | None = None) -> None:
-        self._store = store
-        self._key = key
-        self._follower = follower
-        self._body_key = f"b\0{key}\0{uuid.uuid4().hex}"
-        self._queue: asyncio.Queue = asyncio.Queue(maxsize=8)
-        self._size = 0
-        self._task: asyncio.Future | None = None
-        self._closed = False
-        self._limit = store.quota_of(key)
-
-    def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        reader = _QueueReader(loop, self._queue, self._follower)
-        self._task = loop.run_in_executor(
-            self._store.executor, functools.partial(self._store.cache.set, self._body_key, reader, read=True)
-        )
-        self._task.add_done_callback(self._ended)
-
-    def _ended(self, _task) -> None:
-        # Nothing takes from the queue any more: a write waiting for room
-        # must not wait forever when the thread failed (a full disk).
-        while not self._queue.empty():
-            self._queue.get_nowait()
-
-    async def write(self, chunk: bytes) -> None:
-        """Raises OSError when the writing thread failed; ``commit`` then
-        raises its error."""
-        if self._closed:
-            return
-        self._size += len(chunk)
-        if self._limit is not None and self._size > self._limit:
-            # Larger than its tenant's whole quota: stored, it would only
-            # push out everything else of the tenant. Not written on.
-            await self.abort()
-            return
-        if self._task is None:
-            self._start()
-        elif self._task.done():
-            raise OSError("writing the body to the disk tier failed")
-        await self._queue.put(bytes(chunk))
-
-    async def commit(self, meta: Meta) -> None:
-        if self._closed:
-            return  # refused by the quota (write), or aborted
-        if self._task is None:
-            self._start()
-        await self._queue.put(_END)
-        self._closed = True
-        await self._task
-        meta.size = self._size
-        meta.extra["body"] = self._body_key
-        await self._store._set_meta(self._key, meta, streamed=True)
-
-    async def abort(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._task is None:
-            return
-        await self._queue.put(None)
-        with contextlib.suppress(_Aborted, Exception):
-            await self._task
 
 
 class DiskStore:
@@ -341,7 +62,7 @@ class DiskStore:
             str(path),
             size_limit=max_bytes,
             eviction_policy="least-recently-used",
-            disk=_Disk,
+            disk=BodyDisk,
             # Several worker processes share the index; wait for locks rather
             # than fail a request.
             timeout=10,
@@ -353,18 +74,8 @@ class DiskStore:
         # Set by the node: tenant -> bytes of this tier it may hold (None: no
         # cap but the tier's size). Called from any thread, at every write.
         self.quota: Callable[[str], int | None] | None = None
-        _ensure_quota_schema(self.cache)
-        self._tags_path = str(Path(path) / TAGS_DB)
-        self._tags_local = threading.local()
-        self._tags_cons: list[sqlite3.Connection] = []
-        self._tags_lock = threading.Lock()
-        self._sweep_lock = threading.Lock()
-        self._sweep_after: tuple[str, str] | None = None
-        self._tagged_puts = 0
-        con = self._tags_con()
-        con.execute("PRAGMA journal_mode=WAL")
-        for statement in _TAGS_SCHEMA:
-            con.execute(statement)
+        disk_quota.ensure_schema(self.cache)
+        self.tags = TagIndex(str(path), functools.partial(stored_versions, self.cache))
 
     async def _run(self, fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
@@ -373,7 +84,7 @@ class DiskStore:
         return await self._run(self._get_sync, key)
 
     def _get_sync(self, key: str) -> Hit | None:
-        raw = self.cache.get(_meta_key(key))
+        raw = self.cache.get(meta_key(key))
         if raw is None:
             return None
         try:
@@ -390,8 +101,8 @@ class DiskStore:
             # Evicted body: drop the entry, unless another process has just
             # replaced it with a new one.
             with self.cache.transact():
-                if self.cache.get(_meta_key(key)) == raw:
-                    self.cache.delete(_meta_key(key))
+                if self.cache.get(meta_key(key)) == raw:
+                    self.cache.delete(meta_key(key))
             return None
         if isinstance(handle, bytes):  # small bodies live inside SQLite
             body, size = handle, len(handle)
@@ -435,7 +146,7 @@ class DiskStore:
             self._set_meta_sync(key, meta)
             return
         meta.size = len(body)
-        meta.extra["body"] = body_key = f"b\0{key}\0{uuid.uuid4().hex}"
+        meta.extra["body"] = body_key = new_body_key(key)
         if len(body) < self.cache._disk.min_file_size:
             # Kept in the table: written in the transaction of the metadata
             # (one commit, not two), as no file is written under the lock.
@@ -444,19 +155,19 @@ class DiskStore:
         self.cache.set(body_key, body)
         self._set_meta_sync(key, meta)
 
-    async def _set_meta(self, key: str, meta: Meta, streamed: bool = False) -> None:
-        await self._run(self._set_meta_sync, key, meta, streamed)
+    async def _commit_streamed(self, key: str, meta: Meta) -> None:
+        await self._run(self._set_meta_sync, key, meta, True)
 
     def _set_meta_sync(self, key: str, meta: Meta, streamed: bool = False, body: bytes | None = None) -> None:
         """Commit ``meta``; its body is stored already, or is ``body`` (small:
         then stored in the same transaction)."""
-        mk = _meta_key(key)
+        mk = meta_key(key)
         body_key = meta.extra.get("body")
-        ver = _version(body_key)
+        ver = version(body_key)
         tags = meta.extra.get("tags") if ver else None
         if tags:
             # Before the entry: a committed entry always has its rows.
-            self._tags_write("INSERT OR IGNORE INTO tags (tag, key, ver) VALUES (?, ?, ?)", [(t, key, ver) for t in tags])
+            self.tags.add(key, ver, tags)
         verdict = Admit.KEEP
         old = None
         tenant = key.partition(SEP)[0]
@@ -477,7 +188,7 @@ class DiskStore:
                     self.cache.set(body_key, body)
                 # Read without diskcache's get, which would also write its
                 # access time (the row is overwritten next anyway).
-                row = _rows(self.cache._sql, [mk]).get(mk)
+                row = read_rows(self.cache._sql, [mk]).get(mk)
                 old = self.cache._disk.fetch(*row[1:], False) if row is not None else None
                 self.cache.set(mk, meta.dumps())
                 # Read here, where it costs no lock of its own.
@@ -487,18 +198,14 @@ class DiskStore:
             if body_key and body is None:
                 self.cache.delete(body_key)
             if tags:
-                self._untag_sync([(key, ver)])
+                self.tags.remove([(key, ver)])
             return
         if old is not None:
             self._forget(key, old, keep_body=body_key)
         if over:
-            self._fit_quota_sync(tenant, quota)
+            disk_quota.fit(self.cache, tenant, quota, self.tags.remove)
         if tags:
-            # Eviction leaves rows behind: sweep SWEEP_STEP versions every
-            # SWEEP_EVERY tagged puts, faster than puts can leave stale ones.
-            self._tagged_puts += 1
-            if self._tagged_puts % SWEEP_EVERY == 0:
-                self._sweep_tags()
+            self.tags.stored()
 
     async def update(self, key: str, meta: Meta, expected: float | None = None) -> bool:
         return await self._run(self._update_sync, key, meta, expected)
@@ -507,7 +214,7 @@ class DiskStore:
         """Rewrite only the metadata item of a stored entry (RFC 9111 §4.3.4):
         the body item and its key stay, so nothing is copied or deleted (unlike
         ``_set_meta_sync``, which retires the replaced entry's body)."""
-        mk = _meta_key(key)
+        mk = meta_key(key)
         with self.cache.transact():
             raw = self.cache.get(mk)
             if raw is None:
@@ -554,16 +261,16 @@ class DiskStore:
             if body_key and body_key != keep_body:
                 self.cache.delete(body_key)
                 if meta.extra.get("tags"):
-                    self._untag_sync([(key, _version(body_key))])
+                    self.tags.remove([(key, version(body_key))])
 
     def writer(self, key: str, follower: Follower | None = None) -> DiskWriter:
-        return DiskWriter(self, key, follower)
+        return DiskWriter(self.cache, self.executor, key, self.quota_of(key), self._commit_streamed, follower)
 
     async def delete(self, key: str, reason: Removal) -> bool:
         return await self._run(self._delete_sync, key)
 
     def _delete_sync(self, key: str) -> bool:
-        raw = self.cache.pop(_meta_key(key))
+        raw = self.cache.pop(meta_key(key))
         if raw is None:
             return False
         self._forget(key, raw)
@@ -573,6 +280,23 @@ class DiskStore:
     def bytes_used(self) -> int:
         return int(self.cache.volume())
 
+    def entries_sync(self) -> int:
+        """The entries stored (Vary markers included), not their bodies:
+        the metadata items, counted on the key index."""
+        row = self.cache._sql(
+            "SELECT COUNT(*) FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", (META_PREFIX, "m\1")
+        ).fetchone()
+        return int(row[0])
+
+    def probe_sync(self) -> None:
+        """Write, read back and delete an item that is no entry: raises
+        (OSError, a SQLite error) when the tier takes no writes."""
+        key = f"readyz\0{uuid.uuid4().hex}"
+        self.cache.set(key, b"probe")
+        if self.cache.get(key) != b"probe":
+            raise OSError("the probe read back differently")
+        self.cache.delete(key)
+
     # ------------------------------------------------------------------ quotas
 
     def quota_of(self, key: str) -> int | None:
@@ -581,78 +305,12 @@ class DiskStore:
 
     def tenant_bytes_sync(self, tenant: str) -> int:
         """The bytes ``tenant`` holds in this tier (as the quota counts them)."""
-        row = self.cache._sql(f"SELECT bytes FROM {_QUOTA_TABLE} WHERE tenant = ?", (tenant.encode(),)).fetchone()
-        return int(row[0]) if row else 0
-
-    def _fit_quota_sync(self, tenant: str, quota: int) -> int:
-        """Evict ``tenant``'s entries while it holds more than ``quota``:
-        among its EVICT_SAMPLE oldest-stored items the least recently used
-        go first, so an entry still read outlives a flood of new ones. At
-        most EVICT_ROWS items per call: a lowered quota is reached over the
-        tenant's next puts, and each put's work stays bounded. Returns the
-        items removed."""
-        cache = self.cache
-        files: list[str | None] = []
-        untag: list[tuple[str, str]] = []
-        with cache.transact():
-            sql = cache._sql
-            while len(files) < EVICT_ROWS:
-                # Read again each round: another worker may have evicted.
-                excess = self.tenant_bytes_sync(tenant) - quota
-                if excess <= 0:
-                    break
-                sample = sql(TENANT_OLDEST_QUERY, (tenant.encode(), EVICT_SAMPLE)).fetchall()
-                if not sample:
-                    break
-                sample.sort(key=lambda row: row[3])
-                picked: dict[str, tuple[int, str | None]] = {}
-                freed = 0
-                for rowid, item_key, filename, _, nbytes in sample:
-                    if freed >= excess:
-                        break
-                    picked[item_key] = (rowid, filename)
-                    freed += nbytes
-                drop = self._whole_entries(sql, picked, untag)
-                _delete_rows(sql, list(drop))
-                files.extend(drop.values())
-        for filename in files:
-            if filename is not None:
-                cache._disk.remove(filename)
-        self._untag_sync(untag)
-        return len(files)
-
-    def _whole_entries(self, sql, items: dict[str, tuple[int, str | None]], untag: list) -> dict[int, str | None]:
-        """The rows (rowid -> filename) that go with diskcache ``items`` (key
-        -> (rowid, filename)) for whole entries to go: a metadata item takes
-        its body, a body the metadata naming it. Adds their tag rows to
-        ``untag``."""
-        cache = self.cache
-        drop = dict(items.values())
-        bodies: list[str] = []
-        for mk, (rowid, mode, filename, value) in _rows(sql, list(dict.fromkeys(_meta_key(_entry_key(k)) for k in items))).items():
-            try:
-                meta = Meta.loads(cache._disk.fetch(mode, filename, value, False))
-            except Exception:
-                meta = None  # corrupt: goes with its body
-            body_key = meta.extra.get("body") if meta is not None else None
-            if mk in items or body_key in items or meta is None:
-                drop[rowid] = filename
-                if body_key:
-                    bodies.append(body_key)
-                    if meta.extra.get("tags"):
-                        untag.append((mk[2:], _version(body_key)))
-        for rowid, filename in _rows(sql, [b for b in bodies if b not in items], "rowid, filename").values():
-            drop[rowid] = filename
-        return drop
+        return disk_quota.tenant_bytes(self.cache, tenant)
 
     async def close(self) -> None:
         self.cache.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
-        with self._tags_lock:
-            cons, self._tags_cons = self._tags_cons, []
-        for con in cons:
-            with contextlib.suppress(Exception):
-                con.close()
+        self.tags.close()
 
     async def run(self, fn, *args, **kwargs):
         """Run ``fn`` in this tier's executor (purges: never on the event loop)."""
@@ -663,100 +321,8 @@ class DiskStore:
         """Many writes of this thread as one transaction on each database
         (bulk loads, benchmarks): ``with disk.bulk(): disk._put_sync(...)``.
         Other workers' writes wait until it ends, so keep it short."""
-        con = self._tags_con()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            with self.cache.transact():
-                yield
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-
-    # ------------------------------------------------------------------- tags
-
-    def _tags_con(self) -> sqlite3.Connection:
-        """This thread's connection to tags.db (SQLite connections are per
-        thread; a forked process opens its own)."""
-        local = self._tags_local
-        con = getattr(local, "con", None)
-        if con is None or local.pid != os.getpid():
-            con = sqlite3.connect(self._tags_path, timeout=10, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA synchronous=NORMAL")
-            local.con, local.pid = con, os.getpid()
-            with self._tags_lock:
-                self._tags_cons.append(con)
-        return con
-
-    def _tags_write(self, statement: str, rows: list[tuple]) -> None:
-        con = self._tags_con()
-        if con.in_transaction:  # inside bulk()
-            con.executemany(statement, rows)
-            return
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            con.executemany(statement, rows)
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-
-    def _untag_sync(self, versions: list[tuple[str, str]]) -> None:
-        """Delete the tag rows of these (key, ver) entry versions."""
-        if versions:
-            self._tags_write("DELETE FROM tags WHERE key = ? AND ver = ?", versions)
-
-    def tagged_sync(self, lo: str, hi: str, tag: str) -> list[tuple[str, str]]:
-        """(key, ver) of the rows for ``tag`` with a key in ``[lo, hi)`` (the
-        tenant's range): one seek on the primary key (tag, key, ver)."""
-        rows = self._tags_con().execute(
-            "SELECT key, ver FROM tags WHERE tag = ? AND key >= ? AND key < ?", (tag, lo, hi)
-        )
-        return [(k, v) for k, v in rows]
-
-    def prune_tags_sync(self, after: tuple[str, str] | None = None, limit: int = 1000) -> tuple[tuple[str, str] | None, int]:
-        """Remove the stale tag rows (left by eviction) among the next
-        ``limit`` entry versions of tags.db, walking its key index from
-        ``after``. Returns where to go on (None: the end was reached) and
-        how many versions were stale. Puts call it a little at a time
-        (``_sweep_tags``), so tags.db stays near the size of what is stored."""
-        con = self._tags_con()
-        if after is None:
-            rows = con.execute("SELECT DISTINCT key, ver FROM tags ORDER BY key, ver LIMIT ?", (limit,)).fetchall()
-        else:
-            rows = con.execute(
-                "SELECT DISTINCT key, ver FROM tags WHERE (key, ver) > (?, ?) ORDER BY key, ver LIMIT ?", (*after, limit)
-            ).fetchall()
-        current = self._versions_sync([key for key, _ in rows])
-        stale = [(key, ver) for key, ver in rows if current.get(key) != ver]
-        self._untag_sync(stale)
-        return (tuple(rows[-1]) if len(rows) == limit else None), len(stale)
-
-    def _versions_sync(self, keys: list[str]) -> dict[str, str]:
-        """key -> version of the stored entries among ``keys``, read without
-        touching their LRU access time (a sweep must not keep them alive)."""
-        cache = self.cache
-        found: dict[str, str] = {}
-        for chunk in _chunks([_meta_key(k) for k in dict.fromkeys(keys)]):
-            marks = ",".join("?" * len(chunk))
-            for mk, mode, filename, value in cache._sql(
-                f"SELECT key, mode, filename, value FROM Cache WHERE key IN ({marks}) AND raw = 1", chunk
-            ):
-                with contextlib.suppress(Exception):
-                    found[mk[2:]] = _version(Meta.loads(cache._disk.fetch(mode, filename, value, False)).extra.get("body"))
-        return found
-
-    def _sweep_tags(self) -> None:
-        """One step of the background sweep of stale tag rows; at most one
-        thread of this process at a time, never failing a put."""
-        if not self._sweep_lock.acquire(blocking=False):
-            return
-        try:
-            self._sweep_after, _ = self.prune_tags_sync(self._sweep_after, SWEEP_STEP)
-        except Exception:
-            log.warning("tag index sweep failed; retried later", exc_info=True)
-        finally:
-            self._sweep_lock.release()
+        with self.tags.transaction(), self.cache.transact():
+            yield
 
     # -------------------------------------------------------------- purge index
 
@@ -765,9 +331,9 @@ class DiskStore:
         ``limit``: a range over diskcache's unique index on (key, raw)."""
         sql = self.cache._sql
         if after is None:
-            rows = sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY key LIMIT ?", (_meta_key(lo), _meta_key(hi), limit))
+            rows = sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY key LIMIT ?", (meta_key(lo), meta_key(hi), limit))
         else:
-            rows = sql("SELECT key FROM Cache WHERE key > ? AND key < ? ORDER BY key LIMIT ?", (_meta_key(after), _meta_key(hi), limit))
+            rows = sql("SELECT key FROM Cache WHERE key > ? AND key < ? ORDER BY key LIMIT ?", (meta_key(after), meta_key(hi), limit))
         return [k[2:] for (k,) in rows]
 
     def hosts_sync(self, tenant: str, limit: int | None = None) -> list[str]:
@@ -775,7 +341,7 @@ class DiskStore:
         index alone: a skip scan, one index seek per host, whatever the
         number of entries."""
         sql = self.cache._sql
-        prefix = _meta_key(tenant + "\n")
+        prefix = meta_key(tenant + "\n")
         hi = prefix + "\U0010ffff"
         lo = prefix
         found: list[str] = []
@@ -799,11 +365,8 @@ class DiskStore:
         Hard: the metadata and body are removed; soft: the metadata is
         rewritten as expired, the body stays. Returns the keys of the stored
         responses affected (Vary markers are removed but not returned).
-
-        A few statements per batch rather than diskcache's per-item calls
-        (several statements each): rows are read and deleted by key and rowid
-        on its schema, ``Cache(rowid, key, raw, ..., mode, filename, value)``;
-        its triggers keep the count and size, files go after the commit.
+        Rows are read and deleted by the batch (``disk_items``); files go
+        after the commit.
         """
         cache = self.cache
         want: dict[str, set[str] | None] = {}
@@ -813,27 +376,27 @@ class DiskStore:
             else:
                 want.setdefault(key, set()).add(ver)  # type: ignore[union-attr]
         affected: list[str] = []
-        untag: list[tuple[str, str]] = []
+        untag: list[Version] = []
         files: list[str] = []
         with cache.transact():
             sql = cache._sql
-            rows = _rows(sql, [_meta_key(k) for k in want])
+            found = read_rows(sql, [meta_key(k) for k in want])
             drop: list[int] = []
             bodies: list[str] = []
             for key, vers in want.items():
-                row = rows.get(_meta_key(key))
+                row = found.get(meta_key(key))
                 if row is None:
                     untag.extend((key, v) for v in vers or ())
                     continue
                 rowid, mode, filename, value = row
                 try:
-                    meta = Meta.loads(cache._disk.fetch(mode, filename, value, False))
+                    meta = load_meta(cache, mode, filename, value)
                 except Exception:  # corrupt: goes whatever the purge
                     drop.append(rowid)
                     files.append(filename)
                     continue
                 body_key = meta.extra.get("body")
-                ver = _version(body_key)
+                ver = version(body_key)
                 if vers is not None:
                     untag.extend((key, v) for v in vers if v != ver)
                     if ver not in vers or not tags.intersection(meta.extra.get("tags") or ()):
@@ -846,7 +409,7 @@ class DiskStore:
                         if filename is None and mode == diskcache.core.MODE_RAW:
                             sql("UPDATE Cache SET value = ? WHERE rowid = ?", (sqlite3.Binary(data), rowid))
                         else:
-                            cache.set(_meta_key(key), data)
+                            cache.set(meta_key(key), data)
                     affected.append(key)
                     continue
                 drop.append(rowid)
@@ -857,12 +420,12 @@ class DiskStore:
                         untag.append((key, ver))
                 if meta.status != 0:
                     affected.append(key)
-            for rowid, filename in _rows(sql, bodies, "rowid, filename").values():
+            for rowid, filename in read_rows(sql, bodies, "rowid, filename").values():
                 drop.append(rowid)
                 files.append(filename)
-            _delete_rows(sql, drop)
+            delete_rows(sql, drop)
         for filename in files:
             if filename is not None:
                 cache._disk.remove(filename)
-        self._untag_sync(untag)
+        self.tags.remove(untag)
         return affected

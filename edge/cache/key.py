@@ -464,6 +464,18 @@ def vary_key(names: tuple[str, ...], request_headers: Mapping[str, str]) -> str:
     return "".join(parts)
 
 
+# Between a primary key and a variant's secondary key: a control character,
+# never in a normalised key field, and apart from SEP, so that a key's URL
+# ends at the first of the two.
+VARIANT_SEP = "\x1f"
+
+
+def variant_key(key: str, names: tuple[str, ...] | None, request_headers: Mapping[str, str]) -> str:
+    """Where the response selected by these request headers is stored
+    (RFC 9111 §4.1): the primary key alone when nothing varies."""
+    return key + VARIANT_SEP + vary_key(names, request_headers) if names else key
+
+
 _BUCKETS: dict[str | None, str] = {}
 
 

@@ -115,7 +115,7 @@ def _purge_disk(disk: DiskStore, spec: PurgeSpec, now: float, in_memory: set[str
         lo, hi = tenant_range(spec.tenant)
         rows: set[tuple[str, str]] = set()
         for tag in spec.tags:
-            rows.update(disk.tagged_sync(lo, hi, tag))
+            rows.update(disk.tags.tagged(lo, hi, tag))
         items: list[tuple[str, str | None]] = sorted(rows)
         tags = frozenset(spec.tags)
         for i in range(0, len(items), BATCH):

@@ -22,6 +22,9 @@ class Verdict:
     body: bytes | None = None  # sent as is instead of the short text (e.g. an HTML page)
     content_type: str | None = None  # the Content-Type header of ``body``, charset included
     close: bool = False  # close the connection after it: the request body is left unread
+    # The rules it is for, as the tenant's security events count them, when
+    # ``detail`` names none (the WAF's: every rule that added to the score).
+    rules: tuple[str, ...] = ()
 
 
 class Filter(Protocol):

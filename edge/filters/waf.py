@@ -120,4 +120,4 @@ class WafFilter:
             self._record.refused(tenant, rule, settings.mode, getattr(ctx, "peer", None))
         if settings.mode != "block":
             return None
-        return Verdict(403, REASON, DETAIL)
+        return Verdict(403, REASON, DETAIL, rules=result.rules)

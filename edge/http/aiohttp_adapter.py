@@ -27,6 +27,9 @@ them (``missing_internals``). What is relied on, and for what:
                     kept-alive connection may be taken.
 ``parse_failed``    the client's ``http_exceptions.HttpProcessingError``.
 ``close_connection`` ``request.protocol.force_close()``.
+``write_interim``   ``request.writer``, the stream the final answer goes out
+                    on: an interim (1xx) head is written to it before that
+                    answer's head (aiohttp has no call for one).
 ``InterimAwareResponse`` ``ClientResponse.start(connection)`` and the
                     protocol's ``read()`` it loops on, which drops every 1xx
                     unseen and unbounded; that read is wrapped while ``start``
@@ -155,6 +158,12 @@ def close_connection(request: web.BaseRequest) -> None:
     protocol = request.protocol
     if protocol is not None:
         protocol.force_close()
+
+
+async def write_interim(request: web.BaseRequest, head: bytes) -> None:
+    """Write an interim (1xx) response ``head``, whole, ahead of the
+    request's final answer. Raises ConnectionError when the client has gone."""
+    await request.writer.write(head)
 
 
 class Server(web.Server):
@@ -327,6 +336,8 @@ def missing_internals() -> list[str]:
     wait for an origin connection and the bound on an origin's interim
     responses would silently be gone)."""
     missing = [f"RequestHandler.{name}" for name in Connection.INTERNALS if not hasattr(RequestHandler, name)]
+    missing += [f"BaseRequest.{name}" for name in ("protocol", "writer")
+                if not isinstance(getattr(web.BaseRequest, name, None), property)]
     missing += [f"TCPSite.{name}" for name in ("_runner", "_ssl_context", "_backlog", "_server", "_host", "_port",
                                                "_bound_port", "_reuse_address", "_reuse_port")
                 if not hasattr(web.TCPSite, name)]

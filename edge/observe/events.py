@@ -430,14 +430,16 @@ class SecurityEvents:
             self._emit(tenant, w, CLIENT_BLOCKS, now, settings.client_threshold,
                        client={"source": _anonymised(source), "blocked": entry[0]})
 
-    def record_verdict(self, tenant: str, settings: EventSettings, detail: str, client: str | None) -> None:
-        """A refusal of the filter chain, from its ``Verdict.detail``:
-        ``filter.<name>[.<rule>]`` counts; anything else (method, delivery
-        region) is not an attack and is ignored."""
+    def record_verdict(self, tenant: str, settings: EventSettings, detail: str, client: str | None,
+                       rules: tuple[str, ...] = ()) -> None:
+        """A refusal of the filter chain, from its ``Verdict.detail`` and
+        ``Verdict.rules``: ``filter.<name>[.<rule>]`` counts, for ``rules``
+        when there are any, else for the rule the detail names; anything
+        else (method, delivery region) is not an attack and is ignored."""
         if not detail.startswith("filter."):
             return
         name, _, rule = detail[7:].partition(".")
-        self.record(tenant, settings, name, (rule,) if rule else (), client)
+        self.record(tenant, settings, name, rules or ((rule,) if rule else ()), client)
 
     # ------------------------------------------------------------ windows
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from edge.http.aiohttp_adapter import write_interim
 from edge.http.interim import interim_head, relayed
 
 # Interim responses one origin response may bring before its final one; one
@@ -24,20 +25,20 @@ class ClientRelay:
     """Writes an origin's interim responses to one client, ahead of its
     final answer."""
 
-    __slots__ = ("_writer", "_via")
+    __slots__ = ("_request", "_via")
 
     def __init__(self, request, via: str) -> None:
         # RFC 9110 §15.2: a server never sends a 1xx to an HTTP/1.0 client.
-        self._writer = request.writer if request.version >= (1, 1) else None
+        self._request = request if request.version >= (1, 1) else None
         self._via = via
 
     async def send(self, status: int, fields: CIMultiDictProxy[str]) -> None:
-        if self._writer is None or not relayed(status):
+        if self._request is None or not relayed(status):
             return
         try:
-            await self._writer.write(interim_head(status, fields.items(), self._via))
+            await write_interim(self._request, interim_head(status, fields.items(), self._via))
         except ConnectionError:
-            self._writer = None  # the client left: its final answer meets the same end
+            self._request = None  # the client left: its final answer meets the same end
 
 
 class InterimGuard:

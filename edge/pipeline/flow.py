@@ -31,6 +31,7 @@ from edge.cache.key import normalise_query, primary_key
 from edge.cache.reuse import ERROR_STATUSES, Reuse, directives, reuse, worth_keeping
 from edge.cache.store import Hit
 from edge.filters.chain import Verdict
+from edge.http.aiohttp_adapter import close_connection
 from edge.http.slow import BodyTimeout, ClientBodyError, close_after
 from edge.observe.metrics import record_request, watch_fills
 from edge.origin.pool import OriginError
@@ -108,8 +109,8 @@ class Pipeline:
         # (its lingering close) before closing; close at once instead.
         unread = request.body_exists and not request.content.is_eof()
         if resp.prepared:
-            if unread and request.protocol is not None:
-                request.protocol.force_close()  # what was written still goes out
+            if unread:
+                close_connection(request)  # what was written still goes out
         elif unread:
             await close_after(request, resp)
         elif ctx.gated and self.filters.holds(ctx):

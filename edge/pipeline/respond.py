@@ -66,10 +66,7 @@ class Responder:
         events = self.state.events
         policy = ctx.policy
         if events is not None and verdict.status in _BLOCK_STATUSES:
-            if verdict.detail == "filter.waf" and ctx.waf is not None:
-                events.record(policy.tenant, policy.filters.events, "waf", ctx.waf.rules, ctx.peer)
-            else:
-                events.record_verdict(policy.tenant, policy.filters.events, verdict.detail, ctx.peer)
+            events.record_verdict(policy.tenant, policy.filters.events, verdict.detail, ctx.peer, verdict.rules)
         if verdict.body is None:
             return self.error(ctx, verdict.status, verdict.reason, verdict.detail, verdict.headers, kind=Kind.REFUSED)
         headers = {

@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 from edge.admin.control import purge_everywhere
 from edge.cache import compress as cz
 from edge.cache.admission import Admission, Asked, Revalidated, admit, revalidated
-from edge.cache.key import host_key, normalise_path, normalise_query, vary_key
+from edge.cache.key import host_key, normalise_path, normalise_query, variant_key
 from edge.cache.purge import PurgeSpec, Target
 from edge.cache.store import Hit, Meta, Removal
 from edge.http.directives import parse_cache_control
@@ -24,7 +24,6 @@ log = logging.getLogger("edge.pipeline")
 
 _NO_CC = parse_cache_control(None)
 
-_VARIANT_SEP = "\x1f"
 ENCODED_SEP = "\x1e"  # a compressed copy of the entry under this key; purges of the URL cover it
 
 
@@ -34,11 +33,6 @@ def asked_of(request, path: str) -> Asked:
     raw = h.get("Cache-Control")
     return Asked(request.method, path, parse_cache_control(raw) if raw else _NO_CC, "Authorization" in h,
                  removes_fields(h))
-
-
-def variant_key(key: str, vary, request_headers) -> str:
-    """Where the response for these request headers is stored (RFC 9111 §4.1)."""
-    return key + _VARIANT_SEP + vary_key(vary, request_headers) if vary else key
 
 
 async def close_body(hit: Hit | None) -> None:

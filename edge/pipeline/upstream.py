@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from edge.cache import ranges as rgs
 from edge.cache import validation as val
 from edge.cache.key import encoding_bucket
+from edge.http.aiohttp_adapter import write_interim
 from edge.http.headers import HOP_BY_HOP, UNKEYED_REQUEST_FIELDS, connection_tokens, forwardable_name
 from edge.http.slow import BodyTimeout, BodyTimeouts, ClientBodyError, read_body
 from edge.origin.interim import ClientRelay
@@ -128,7 +129,7 @@ class Upstream:
     async def continue_(self, request: web.BaseRequest) -> None:
         if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
             # The client waits for this before sending its body (RFC 9110 §10.1.1).
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await write_interim(request, b"HTTP/1.1 100 Continue\r\n\r\n")
 
     async def body_head(self, request: web.BaseRequest, ctx: Ctx, limit: int) -> bytes:
         """Up to ``limit`` bytes of the request body (more when a chunk runs

@@ -14,6 +14,7 @@ import pytest
 from edge.admin import app as admin_app
 from edge.admin.app import ROUTES
 from edge.admin.openapi import document
+from edge.cache.disk import DiskStore
 from tests.admin_support import (
     NEWS,
     OPERATOR,
@@ -99,7 +100,7 @@ async def test_readyz_says_which_check_failed(start, monkeypatch):
     def broken(disk):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(admin_app, "_probe_disk", broken)
+    monkeypatch.setattr(DiskStore, "probe_sync", broken)
     status, _, body = await edge.api.call("GET", "/readyz", token=None)
     assert status == 503 and {d["field"] for d in body["details"]} == {"policies", "disk"}
     assert "OSError" in body["checks"]["disk"]["message"]

@@ -7,9 +7,11 @@ import asyncio
 import json
 import re
 import time
+from types import SimpleNamespace
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 
 from edge.filters import under_attack as ua
@@ -65,41 +67,62 @@ async def test_challenge_is_solved_by_a_real_client_and_the_cookie_lets_it_throu
             assert r.status == 403
 
 
-async def test_blocks_raise_one_signed_event_at_a_real_webhook(origin, make_edge):
-    got: list[tuple[dict, bool]] = []
-    arrived = asyncio.Event()
+@pytest.fixture
+async def webhook():
+    """A webhook receiver on loopback: ``got`` holds each event it was sent
+    and whether its signature verified."""
+    hook = SimpleNamespace(got=[], arrived=asyncio.Event())
 
-    async def hook(request: web.Request) -> web.Response:
+    async def take(request: web.Request) -> web.Response:
         body = await request.read()
-        got.append((orjson.loads(body), verify_signature(SECRET, request.headers["Edge-Signature"], body, time.time())))
-        arrived.set()
+        hook.got.append((orjson.loads(body), verify_signature(SECRET, request.headers["Edge-Signature"], body, time.time())))
+        hook.arrived.set()
         return web.Response(text="ok")
 
     receiver = Origin()
-    receiver.route("/hook", hook)
+    receiver.route("/hook", take)
     await receiver.start()
+    hook.url = receiver.url + "/hook"
     try:
-        origin.respond("/", b"home")
-        filters = {
-            "ip_lists": {"deny": ["127.0.0.0/8"]},
-            "events": {"webhook_url": receiver.url + "/hook", "secret": SECRET, "client_threshold": 5},
-        }
-        edge = await make_edge(policies={"shop": _site(origin.url, filters)})
-        async with aiohttp.ClientSession() as s:
-            for _ in range(50):
-                async with s.get(edge.url + "/", headers={"Host": "shop.example"}) as r:
-                    assert r.status == 403
-        await asyncio.wait_for(arrived.wait(), 10)
-        await asyncio.sleep(0.2)  # anything else that would (wrongly) follow
-        client_events = [e for e, _ in got if e["what"] == "client_blocks"]
-        assert len(client_events) == 1  # 50 blocks, one event
-        event = client_events[0]
-        assert all(ok for _, ok in got)
-        assert event["tenant"] == "shop" and event["counts"]["by_filter"] == {"ip_lists": 5}
-        assert "127.0.0.1" not in orjson.dumps(event).decode()  # anonymised
-        assert origin.hits["/"] == 0
+        yield hook
     finally:
         await receiver.stop()
+
+
+async def test_blocks_raise_one_signed_event_at_a_real_webhook(origin, webhook, make_edge):
+    origin.respond("/", b"home")
+    filters = {
+        "ip_lists": {"deny": ["127.0.0.0/8"]},
+        "events": {"webhook_url": webhook.url, "secret": SECRET, "client_threshold": 5},
+    }
+    edge = await make_edge(policies={"shop": _site(origin.url, filters)})
+    async with aiohttp.ClientSession() as s:
+        for _ in range(50):
+            async with s.get(edge.url + "/", headers={"Host": "shop.example"}) as r:
+                assert r.status == 403
+    await asyncio.wait_for(webhook.arrived.wait(), 10)
+    await asyncio.sleep(0.2)  # anything else that would (wrongly) follow
+    client_events = [e for e, _ in webhook.got if e["what"] == "client_blocks"]
+    assert len(client_events) == 1  # 50 blocks, one event
+    event = client_events[0]
+    assert all(ok for _, ok in webhook.got)
+    assert event["tenant"] == "shop" and event["counts"]["by_filter"] == {"ip_lists": 5}
+    assert "127.0.0.1" not in orjson.dumps(event).decode()  # anonymised
+    assert origin.hits["/"] == 0
+
+
+async def test_waf_blocks_name_the_rules_that_matched_in_the_event(origin, webhook, make_edge):
+    filters = {"events": {"webhook_url": webhook.url, "secret": SECRET, "client_threshold": 3}}
+    edge = await make_edge(policies={"shop": _site(origin.url, filters)})
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):
+            async with s.get(edge.url + "/search", params={"q": "<script>alert(1)</script>"},
+                             headers={"Host": "shop.example"}) as r:
+                assert r.status == 403 and r.headers["Cache-Status"] == "edge; detail=filter.waf"
+    await until(lambda: any(e["what"] == "client_blocks" for e, _ in webhook.got), "the client_blocks event")
+    (event,) = [e for e, _ in webhook.got if e["what"] == "client_blocks"]
+    assert event["counts"]["by_filter"] == {"waf": 3}
+    assert event["rules"]["xss-script-tag"] == 3  # each block counts the WAF's rules, not just "waf"
 
 
 async def test_waf_blocks_attacks_in_query_and_body_before_the_origin(origin, make_edge, client):

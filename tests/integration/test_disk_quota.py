@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from edge.cache.disk import TENANT_OLDEST_QUERY, DiskStore
+from edge.cache.disk import DiskStore
+from edge.cache.disk_quota import TENANT_OLDEST_QUERY
 from edge.cache.key import KeyOptions, primary_key
 from edge.cache.memory import MemoryStore
 from edge.cache.purge import PurgeSpec, Target

@@ -27,7 +27,8 @@ class WsgiOrigin:
         self.environs: list[dict] = []
         self.server = make_server("127.0.0.1", 0, self.app, server_class=_Server, handler_class=_Quiet)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for the loop to look (0.5 s by default).
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
 
     def app(self, environ, start_response):
         self.environs.append({k: v for k, v in environ.items() if isinstance(v, str)})

@@ -250,32 +250,37 @@ def blocked_site(origin_url: str, host: str, hook: str) -> dict:
             "filters": {"ip_lists": {"deny": ["127.0.0.0/8"]}, "events": events}}
 
 
-async def test_a_tenant_token_webhook_to_loopback_never_gets_a_post(start, origin, client):
-    receiver = Origin()
-    await receiver.start()
-    try:
-        hook = f"{receiver.url}/internal"
-        edge = await start({"shop": blocked_site(origin.url, "shop.test", "https://hooks.shop.example/e"),
-                            "news": blocked_site(origin.url, "news.test", f"{receiver.url}/news")},
-                           outbound=LOOPBACK_OPEN)
-        # Refused outright without the allowance, as is 169.254.169.254.
-        for refused in ("http://169.254.169.254/latest/meta-data/", "http://[::ffff:a9fe:a9fe]/"):
-            change = {"filters": {"events": {"webhook_url": refused}}}
-            status, _, body = await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json=change)
-            assert status == 403 and body["details"][0]["field"] == "filters.events.webhook_url"
-        change = {"filters": {"events": {"webhook_url": hook}}}
-        assert (await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json=change))[0] == 200
+@pytest.fixture
+async def receiver():
+    """A webhook receiver on loopback. Asked for before ``start``, it is up
+    until the test's edges have stopped and sent their last events."""
+    r = Origin()
+    await r.start()
+    yield r
+    await r.stop()
 
-        later = await start({})  # loopback closed again
-        before = deliveries("shop", "forbidden")
-        for host in ("shop.test", "news.test"):
-            assert (await fetch(client, later, host))[0] == 403
-        await until(lambda: receiver.hits["/news"] >= 1)
-        await until(lambda: deliveries("shop", "forbidden") > before)
-        assert receiver.hits["/internal"] == 0
-        assert receiver.hits["/news"] >= 1  # the operator's webhook on the same receiver
-    finally:
-        await receiver.stop()
+
+async def test_a_tenant_token_webhook_to_loopback_never_gets_a_post(receiver, start, origin, client):
+    hook = f"{receiver.url}/internal"
+    edge = await start({"shop": blocked_site(origin.url, "shop.test", "https://hooks.shop.example/e"),
+                        "news": blocked_site(origin.url, "news.test", f"{receiver.url}/news")},
+                       outbound=LOOPBACK_OPEN)
+    # Refused outright without the allowance, as is 169.254.169.254.
+    for refused in ("http://169.254.169.254/latest/meta-data/", "http://[::ffff:a9fe:a9fe]/"):
+        change = {"filters": {"events": {"webhook_url": refused}}}
+        status, _, body = await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json=change)
+        assert status == 403 and body["details"][0]["field"] == "filters.events.webhook_url"
+    change = {"filters": {"events": {"webhook_url": hook}}}
+    assert (await edge.api.call("PATCH", POLICY, tenant="shop", token=SHOP, json=change))[0] == 200
+
+    later = await start({})  # loopback closed again
+    before = deliveries("shop", "forbidden")
+    for host in ("shop.test", "news.test"):
+        assert (await fetch(client, later, host))[0] == 403
+    await until(lambda: receiver.hits["/news"] >= 1)
+    await until(lambda: deliveries("shop", "forbidden") > before)
+    assert receiver.hits["/internal"] == 0
+    assert receiver.hits["/news"] >= 1  # the operator's webhook on the same receiver
 
 
 async def test_the_sender_refuses_a_guarded_url_and_posts_an_operators(caplog):

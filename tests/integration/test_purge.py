@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from edge.cache.disk import DiskStore
+from edge.cache.disk_tags import SWEEP_EVERY
 from edge.cache.memory import MemoryStore
 from edge.cache.purge import PurgeSpec, parse_purge
 from edge.cache.purger import Purger
@@ -175,7 +176,7 @@ async def test_tag_rows_follow_their_entries(origin, shop, client):
     origin.route("/t", handler)
     await get(client, shop, "/t")
     await shop.store.drain()
-    con = shop.store.disk._tags_con()
+    con = shop.store.disk.tags.connection()
     assert [r[0] for r in con.execute("SELECT tag FROM tags")] == ["old"]
     tags["Surrogate-Key"] = "new"
     await get(client, shop, "/t", **{"Cache-Control": "no-cache"})  # replaced
@@ -323,20 +324,18 @@ def _tagged(i: int, tags: list[str]) -> tuple[str, Meta, bytes]:
 
 
 async def test_rows_left_by_eviction_are_swept_and_never_purge_a_new_entry(tmp_path):
-    from edge.cache import disk as diskmod
-
     disk = DiskStore(tmp_path / "c", max_bytes=1 << 30)
     try:
         for i in range(50):
             await disk.put(*_tagged(i, ["x", f"e{i}"]))
-        con = disk._tags_con()
+        con = disk.tags.connection()
         assert con.execute("SELECT COUNT(*) FROM tags").fetchone()[0] == 100
         # Eviction as diskcache does it: rows go behind the entries' backs.
         for i in range(0, 50, 2):
             disk.cache.delete(f"m\0t\nh\n/e{i}\n")
         # A stale row's key stored again: the new entry (new version) keeps its rows.
         await disk.put(*_tagged(0, ["y"]))
-        after, stale = disk.prune_tags_sync(limit=1000)
+        after, stale = disk.tags.prune(limit=1000)
         assert after is None and stale == 25
         assert sorted(r[0] for r in con.execute("SELECT tag FROM tags WHERE key = ?", ("t\nh\n/e0\n",))) == ["y"]
         assert con.execute("SELECT COUNT(*) FROM tags").fetchone()[0] == 51
@@ -344,7 +343,7 @@ async def test_rows_left_by_eviction_are_swept_and_never_purge_a_new_entry(tmp_p
         # The sweep that puts drive gets there on its own.
         for i in range(1, 50, 2):
             disk.cache.delete(f"m\0t\nh\n/e{i}\n")
-        for i in range(100, 100 + diskmod.SWEEP_EVERY):
+        for i in range(100, 100 + SWEEP_EVERY):
             await disk.put(*_tagged(i, ["z"]))
         assert con.execute("SELECT COUNT(*) FROM tags WHERE tag = 'x'").fetchone()[0] == 0
         store = TieredStore(MemoryStore(1 << 20, 1 << 16), disk)

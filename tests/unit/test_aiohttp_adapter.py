@@ -47,6 +47,11 @@ def test_every_internal_is_there_and_a_missing_one_is_named(monkeypatch):
     ]
 
 
+def test_a_request_without_the_writer_interim_heads_go_to_is_named(monkeypatch):
+    monkeypatch.delattr(web.BaseRequest, "writer")
+    assert missing_internals() == ["BaseRequest.writer"]
+
+
 def test_the_supported_line_is_the_one_pyproject_allows_and_the_one_installed():
     major, minor = SUPPORTED
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]

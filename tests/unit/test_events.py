@@ -323,17 +323,18 @@ def test_rules_and_filters_are_counted_and_bounded():
     assert summary["rules"]["900039"] == 40 and "900000" not in summary["rules"]
 
 
-@pytest.mark.parametrize(("detail", "by_filter", "rules"), [
-    ("filter.rate_limits.login", {"rate_limits": 1}, {"login": 1}),
-    ("filter.ip_lists", {"ip_lists": 1}, {}),
-    ("filter.waf.942100", {"waf": 1}, {"942100": 1}),
-    ("delivery.allow_countries", None, None),
-    ("method", None, None),
+@pytest.mark.parametrize(("detail", "named", "by_filter", "rules"), [
+    ("filter.rate_limits.login", (), {"rate_limits": 1}, {"login": 1}),
+    ("filter.ip_lists", (), {"ip_lists": 1}, {}),
+    ("filter.waf.942100", (), {"waf": 1}, {"942100": 1}),
+    ("filter.waf", ("942100", "xss-script-tag"), {"waf": 1}, {"942100": 1, "xss-script-tag": 1}),
+    ("delivery.allow_countries", (), None, None),
+    ("method", (), None, None),
 ])
-def test_record_verdict(detail, by_filter, rules):
+def test_record_verdict(detail, named, by_filter, rules):
     events, _ = make()
     settings = EventSettings(tenant_threshold=1)
-    events.record_verdict("shop", settings, detail, "192.0.2.1")
+    events.record_verdict("shop", settings, detail, "192.0.2.1", named)
     evs = queued(events)
     if by_filter is None:
         assert evs == []

@@ -82,8 +82,12 @@ class Tree:
         def at(node: ast.AST) -> str:
             return f"{path.relative_to(self.root)}:{node.lineno}"
 
+        private_attributes: list[ast.Attribute] = []
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
+            if isinstance(node, ast.Attribute):
+                if _private(node.attr):
+                    private_attributes.append(node)
+            elif isinstance(node, ast.Import):
                 for alias in node.names:
                     target = self._module(alias.name)
                     if target is None:
@@ -111,17 +115,17 @@ class Tree:
                     else:
                         yield Use(module, sub if _private(alias.name) else source, at(node))
         # module._name, after ``import edge.x`` or ``from edge import x``
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and _private(node.attr):
-                chain: list[str] = []
-                value = node.value
-                while isinstance(value, ast.Attribute):
-                    chain.insert(0, value.attr)
-                    value = value.value
-                if isinstance(value, ast.Name) and value.id in aliases:
-                    owner = ".".join([aliases[value.id], *chain])
-                    if owner in self.files:
-                        yield Use(module, f"{owner}.{node.attr}", at(node))
+        # (the aliases of the whole file known: one walk collects both)
+        for node in private_attributes:
+            chain: list[str] = []
+            value = node.value
+            while isinstance(value, ast.Attribute):
+                chain.insert(0, value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id in aliases:
+                owner = ".".join([aliases[value.id], *chain])
+                if owner in self.files:
+                    yield Use(module, f"{owner}.{node.attr}", at(node))
 
     def depends(self, use: Use) -> list[str]:
         """The modules ``use`` runs: its module and the packages above it

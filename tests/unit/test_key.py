@@ -12,12 +12,14 @@ from multidict import CIMultiDict
 from edge.cache import key as keymod
 from edge.cache.key import (
     SEP,
+    VARIANT_SEP,
     KeyOptions,
     host_key,
     normalise_path,
     normalise_query,
     primary_key,
     tenant_prefix,
+    variant_key,
     vary_key,
     vary_names,
 )
@@ -519,6 +521,15 @@ def test_vary_key_empty_names_and_name_sets() -> None:
     h = {"a": "1", "b": "1"}
     assert vary_key(("a",), h) != vary_key(("b",), h)
     assert vary_key(("a", "b"), h) != vary_key(("a",), h)
+
+
+def test_a_variant_is_stored_under_its_primary_key_and_its_vary_key() -> None:
+    key = primary_key("t", "h.example", "/p", "", DEFAULT, {}, {})
+    assert variant_key(key, (), {"accept-language": "de"}) == key  # nothing varies: the primary key
+    names = ("accept-language",)
+    de = variant_key(key, names, {"accept-language": "de"})
+    assert de == key + VARIANT_SEP + vary_key(names, {"accept-language": "de"})
+    assert de != variant_key(key, names, {"accept-language": "fr"})
 
 
 def test_vary_key_property_injective() -> None:

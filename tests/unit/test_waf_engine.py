@@ -146,6 +146,7 @@ def test_filter_blocks_in_block_mode(waf):
     verdict = WafFilter(waf).check(req(ATTACK_URL), ctx, policy)
     assert (verdict.status, verdict.reason, verdict.detail) == (403, "forbidden by the web application firewall", "filter.waf")
     assert ctx.blocked.startswith("waf:") and "xss-script-tag" in ctx.blocked and ctx.waf.score >= 5
+    assert verdict.rules == ctx.waf.rules  # what the security events count
 
 
 def test_filter_log_mode_passes_but_records(waf, caplog):
