@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 
 from aiohttp import web
 
@@ -242,7 +243,9 @@ async def test_a_stalled_client_filling_a_large_object_does_not_hold_others(orig
         async with client.get(edge.url + "/video") as r:
             body = await asyncio.wait_for(r.read(), 20)
             assert body == data
-            assert r.headers["Cache-Status"] == "edge; hit; ttl=600; collapsed"
+            # The 32 MiB fill may take seconds on a loaded machine: ttl counts down meanwhile.
+            assert re.fullmatch(r"edge; hit; ttl=(\d+); collapsed", r.headers["Cache-Status"])
+            assert 500 < int(r.headers["Cache-Status"].split("ttl=")[1].split(";")[0]) <= 600
         assert origin.hits["/video"] == 1
     finally:
         writer.close()
