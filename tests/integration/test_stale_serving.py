@@ -312,6 +312,25 @@ async def test_9213_tenant_targeted_field_comes_first(origin, make_edge, client)
     assert "Edge-Cache-Control" not in h and "CDN-Cache-Control" not in h
 
 
+async def test_9213_targeted_must_revalidate_beats_the_clients_max_stale(origin, make_edge, client):
+    """RFC 9111 §5.2.2.2 said in CDN-Cache-Control alone: a client's
+    max-stale never gets the expired entry, whatever Cache-Control allows."""
+    # Age 5 > max-age 1: expired on arrival, kept for its validator.
+    count = _versioned(origin, "/mr", {"Cache-Control": "max-age=1", "Age": "5", "ETag": '"m"',
+                                       "CDN-Cache-Control": "max-age=1, must-revalidate"})
+    _versioned(origin, "/ok", {"Cache-Control": "max-age=1", "Age": "5", "ETag": '"o"', "CDN-Cache-Control": "max-age=1"})
+    edge = await make_edge(quick_origin=origin.url)
+    for path in ("/mr", "/ok"):
+        _, _, h = await _get(client, edge.url + path)
+        assert "stored" in h["Cache-Status"]
+    asks_stale = {"Cache-Control": "max-stale=600"}
+    _, body, h = await _get(client, edge.url + "/ok", headers=asks_stale)
+    assert body == b"v1" and h["Cache-Status"].startswith("edge; hit")  # what max-stale is for
+    _, body, h = await _get(client, edge.url + "/mr", headers=asks_stale)
+    assert body == b"v2" and h["Cache-Status"].startswith("edge; fwd=stale")
+    assert count["n"] == 2
+
+
 async def test_9213_invalid_targeted_field_falls_back_to_cache_control(origin, make_edge, client):
     origin.respond("/f", b"f", headers={"CDN-Cache-Control": ",,, ", "Cache-Control": "max-age=60"})
     edge = await make_edge(quick_origin=origin.url)
