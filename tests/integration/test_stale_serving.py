@@ -111,6 +111,46 @@ async def test_5861_3_requests_that_waited_for_the_fetch_are_served_stale_as_a_l
     assert count["n"] == 2
 
 
+async def test_5861_3_requests_reading_a_large_answer_along_decide_as_a_lookup_would(origin, make_edge, client):
+    """The same for a body too large to wait for whole, which waiters read
+    as it arrives (edge/cache/collapse.py): whatever their own directives
+    that leave staleness to the cache, they are served the stale answer from
+    the one fetch, marked as such, and fetch nothing themselves."""
+    size, before = 4 << 20, 1 << 20
+    data = bytes(range(256)) * (size // 256)
+    gate = asyncio.Event()
+    count = {"n": 0}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        count["n"] += 1
+        # Age 5 > max-age 1: stale on arrival, within the 60 s window.
+        resp = web.StreamResponse(headers={"Cache-Control": "max-age=1, stale-while-revalidate=60", "Age": "5",
+                                           "Content-Type": "application/octet-stream"})
+        resp.content_length = size
+        await resp.prepare(request)
+        await resp.write(data[:before])
+        if count["n"] == 1:
+            await gate.wait()
+        await resp.write(data[before:])
+        return resp
+
+    origin.route("/big", handler)
+    edge = await make_edge(quick_origin=origin.url)
+    guard = 20  # seconds: only against a hanging test
+    first = await asyncio.wait_for(client.get(edge.url + "/big"), guard)
+    assert "stored" in first.headers["Cache-Status"]
+    waiters = []
+    for headers in ({"Cache-Control": "stale-if-error=60"}, {"Cache-Control": "no-transform"}, {}):
+        waiters.append(await asyncio.wait_for(client.get(edge.url + "/big", headers=headers), guard))
+    for r in waiters:
+        assert r.headers["Cache-Status"].endswith("; collapsed; detail=stale-while-revalidate"), r.headers["Cache-Status"]
+    gate.set()
+    for r in (first, *waiters):
+        assert await asyncio.wait_for(r.read(), guard) == data
+        r.release()
+    assert count["n"] == 1
+
+
 async def test_tenant_default_stale_while_revalidate_applies_when_origin_names_none(origin, make_edge, client):
     count = _versioned(origin, "/d", {"Cache-Control": "max-age=1", "Age": "5"})
     edge = await make_edge(quick_origin=origin.url, policy={"cache": {"stale_while_revalidate": 60}})
