@@ -156,6 +156,11 @@ class Fills:
         self.uncacheable = Uncacheable(cache.uncacheable_memory, cache.uncacheable_memory_keys)
         self.waiting = 0  # requests waiting now for another's fetch of their key
 
+    @property
+    def background(self) -> int:
+        """Background fetches (refreshes, range fills) under way now."""
+        return len(self._background)
+
     async def close(self) -> None:
         """Stop background fetches (refreshes, range fills): the node is going."""
         tasks = list(self._background)
