@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from edge.cache import freshness as fr
-from edge.http.directives import CacheControl, parse_cache_control, parse_targeted
+from edge.http.directives import MAX_TARGETED_LENGTH, CacheControl, parse_cache_control, parse_targeted
 
 # File extensions whose content is never a page; an HTML or JSON answer for
 # such a path is the signature of web cache deception (``/account/x.css``).
@@ -10,6 +10,8 @@ STATIC_EXTENSIONS = frozenset(
     "css js mjs png jpg jpeg gif webp avif svg ico woff woff2 ttf otf eot mp4 webm mp3 pdf zip gz txt xml map".split()
 )
 _DYNAMIC_TYPES = ("text/html", "application/json", "application/xhtml+xml", "text/plain")
+# What the edge obeys for a targeted field too long to read.
+_UNREADABLE = parse_cache_control("no-store")
 
 
 def edge_lifetime(lifetime: fr.Lifetime, edge_ttl, cc: CacheControl) -> tuple[float, str]:
@@ -75,12 +77,18 @@ def edge_cache_control(headers, targets: tuple[str, ...]) -> tuple[CacheControl,
     value replaces Cache-Control *and* Expires for this cache; one that is
     empty or not a valid Structured Field Dictionary is ignored as if absent
     (§2.1); when none is left, Cache-Control applies as usual, leniently.
+    One longer than MAX_TARGETED_LENGTH reads as ``no-store``.
     ``headers`` is a CIMultiDict.
     """
     for name in targets:
         values = headers.getall(name, ())
         if values:
-            cc = parse_targeted(", ".join(values))
+            value = ", ".join(values)
+            if len(value) > MAX_TARGETED_LENGTH:
+                # Too long to read, not malformed: whatever the origin told
+                # the CDN is unknown, so nothing is stored (fail closed).
+                return _UNREADABLE, True
+            cc = parse_targeted(value)
             if cc is not None:
                 return cc, True
     return parse_cache_control(", ".join(headers.getall("Cache-Control", ())) or None), False

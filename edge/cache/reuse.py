@@ -81,7 +81,7 @@ def reuse(meta: Meta | None, request: Directives, settings, now: float, *, origi
     if origin_failed:
         extra = meta.extra
         window = stale_window(extra, "sie", settings.stale_if_error)
-        if not (extra.get("nostale") or extra.get("origin_only")):
+        if not _revalidates(extra):
             # RFC 5861 §4: the client may accept staleness on error too
             # (not where s-maxage made the response proxy-revalidate).
             window = max(window, request.stale_if_error)
@@ -95,6 +95,11 @@ def reuse(meta: Meta | None, request: Directives, settings, now: float, *, origi
     else:
         # RFC 9111 §5.2.1: max-age, min-fresh, max-stale.
         fwd = cond.reuse(cc, age, meta.lifetime, meta.headers)
+        if fwd is None and age >= meta.lifetime and _revalidates(meta.extra):
+            # §5.2.2.2, §5.2.2.4, §5.2.2.10 beat the client's max-stale, as
+            # admission recorded them from the field the edge obeys: the
+            # stored Cache-Control is not it when a targeted field (RFC 9213) was.
+            fwd = "stale"
         if fwd is None:
             return Reuse.FRESH
         if fwd == "request":
@@ -105,6 +110,13 @@ def reuse(meta: Meta | None, request: Directives, settings, now: float, *, origi
     if window and age - meta.lifetime < window:
         return Reuse.STALE_WHILE_REVALIDATE
     return Reuse.VALIDATE
+
+
+def _revalidates(extra: dict) -> bool:
+    """Whether the origin forbade serving the response stale without
+    validation (must-revalidate, proxy-revalidate, no-cache, s-maxage);
+    s-maxage still lets its own RFC 5861 windows apply."""
+    return bool(extra.get("nostale") or extra.get("origin_only"))
 
 
 def worth_keeping(meta: Meta, request: Directives, settings) -> bool:

@@ -9,8 +9,11 @@ in one by having its hook (see ``Filter``).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
+
+log = logging.getLogger("edge.filters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +125,18 @@ class FilterChain:
             verdict = f.before_origin(request, ctx, policy)
             if verdict is not None:
                 return verdict
-        for f in self._reservations:
-            verdict = await f.reserve(ctx, policy, wait)
-            if verdict is not None:
-                self.release(ctx)  # what the others reserved: the request goes no further
-                return verdict
+        try:
+            for f in self._reservations:
+                verdict = await f.reserve(ctx, policy, wait)
+                if verdict is not None:
+                    self.release(ctx)  # what the others reserved: the request goes no further
+                    return verdict
+        except BaseException:
+            # A reservation that failed, or a request cancelled while it
+            # waited for one: the request never counts as gated, so what
+            # the filters before reserved is given back here.
+            self.release(ctx)
+            raise
         return None
 
     def would_refuse(self, request, ctx, policy) -> bool:
@@ -142,9 +152,13 @@ class FilterChain:
         return False
 
     def release(self, ctx) -> None:
-        """The request is over: what the filters held for it is given back."""
+        """The request is over: what the filters held for it is given back,
+        by every filter, whatever one of them raises."""
         for f in self._releases:
-            f.release(ctx)
+            try:
+                f.release(ctx)
+            except Exception:
+                log.exception("filter %s failed to release what it held (request %s)", f.name, ctx.rid)
 
     def body_wanted(self, policy) -> int:
         """Bytes of the request body's head the filters inspect before the

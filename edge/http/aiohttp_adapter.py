@@ -281,8 +281,10 @@ def parse_failed(exc: BaseException | None) -> bool:
 
 
 # Called with the status and fields of each interim (1xx) response an
-# origin sends before its final one; raising aborts the request.
-InterimHandler = Callable[[int, CIMultiDictProxy[str]], Awaitable[None]]
+# origin sends before its final one, and a token for the attempt they
+# belong to (aiohttp itself sends an idempotent request once more when a
+# kept-alive connection fails); raising aborts the request.
+InterimHandler = Callable[[int, CIMultiDictProxy[str], object], Awaitable[None]]
 
 _interim_handler: contextvars.ContextVar[InterimHandler | None] = contextvars.ContextVar(
     "interim_handler", default=None
@@ -316,11 +318,12 @@ class InterimAwareResponse(aiohttp.ClientResponse):
         if handler is None or protocol is None:
             return await super().start(connection)
         read = protocol.read
+        attempt = object()
 
         async def read_seeing_interim():
             message, payload = await read()
             if 100 <= message.code <= 199 and message.code != 101:
-                await handler(message.code, message.headers)
+                await handler(message.code, message.headers, attempt)
             return message, payload
 
         protocol.read = read_seeing_interim

@@ -256,8 +256,9 @@ _INTEGER_DIRECTIVES = frozenset({"max-age", "s-maxage", "stale-while-revalidate"
 def parse_targeted(value: str | None) -> CacheControl | None:
     """A targeted field's directives (RFC 9213 §2.1), field lines joined
     with ", "; None when the field is to be ignored: empty, or not a valid
-    Structured Field Dictionary (RFC 8941 §3.2, parsed as §4.2 says), or
-    longer than MAX_TARGETED_LENGTH.
+    Structured Field Dictionary (RFC 8941 §3.2, parsed as §4.2 says); also
+    when longer than MAX_TARGETED_LENGTH, unparsed (the caller decides what
+    an unread field means).
 
     Members map onto Cache-Control directives: Boolean true is a directive
     without a value, ``?0`` is no directive, a String or Token is its text

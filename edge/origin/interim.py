@@ -1,4 +1,4 @@
-"""Interim (1xx) responses on their way from an origin: bounded per response,
+"""Interim (1xx) responses on their way from an origin: bounded per request,
 and relayed to the client whose own request went to the origin (RFC 9110
 §15.2). Nothing else sees them: a cache hit, a request that waited for
 another's fetch, or a background fetch gets none, and none is stored."""
@@ -10,7 +10,8 @@ from multidict import CIMultiDictProxy
 from edge.http.aiohttp_adapter import write_interim
 from edge.http.interim import interim_head, relayed
 
-# Interim responses one origin response may bring before its final one; one
+# Interim responses a request's answer may bring before its final one, over
+# every attempt to get it (a retry on a new connection, failover); one
 # more is an origin error (502, detail=origin-protocol). A hint or two is the
 # norm; a 102 every 20 s (its RFC 2518 cadence) stays within it for ten minutes,
 # while an origin can no longer keep the request open forever with them.
@@ -42,18 +43,34 @@ class ClientRelay:
 
 
 class InterimGuard:
-    """The interim responses of one origin response: counted, and passed to
-    ``relay`` (None: a fetch no client waits on)."""
+    """The interim responses of one request's answer, over every attempt to
+    get it (sent again on a new connection, or to another origin): counted
+    together, and passed to ``relay`` (None: a fetch no client waits on) at
+    most once each, so an attempt's repeat of what an earlier one passed
+    on is not sent again. Within an attempt, repeats pass (a 102 every so
+    often keeps its client waiting)."""
 
-    __slots__ = ("_relay", "_seen")
+    __slots__ = ("_attempt", "_current", "_relay", "_relayed", "_seen")
 
     def __init__(self, relay: ClientRelay | None) -> None:
         self._relay = relay
         self._seen = 0
+        self._current: object = None  # the attempt the latest one came with
+        self._relayed: dict[tuple, int] = {}  # interim response -> times passed on
+        self._attempt: dict[tuple, int] = {}  # interim response -> times in the current attempt
 
-    async def __call__(self, status: int, fields: CIMultiDictProxy[str]) -> None:
+    async def __call__(self, status: int, fields: CIMultiDictProxy[str], attempt: object) -> None:
         self._seen += 1
         if self._seen > MAX_INTERIM_RESPONSES:
             raise InterimFlood(f"more than {MAX_INTERIM_RESPONSES} interim responses")
-        if self._relay is not None:
-            await self._relay.send(status, fields)
+        if self._relay is None:
+            return
+        if attempt is not self._current:
+            self._current, self._attempt = attempt, {}
+        # At most MAX_INTERIM_RESPONSES entries: the bound is checked first.
+        message = (status, tuple(fields.items()))
+        n = self._attempt[message] = self._attempt.get(message, 0) + 1
+        if n <= self._relayed.get(message, 0):
+            return
+        self._relayed[message] = n
+        await self._relay.send(status, fields)

@@ -277,12 +277,15 @@ class OriginClients:
         origin that answered."""
         order = self._order(origins)
         last: OriginError | None = None
+        # One guard for every attempt below: the cap counts them all, and a
+        # retry's repeat of an interim response reaches the client once.
+        interim = InterimGuard(relay)
         for i, origin in enumerate(order):
             more = retry and i + 1 < len(order)
             headers["Host"] = origin.host_header or client_host
             url = URL(origin.url.rstrip("/") + target, encoded=True)
             try:
-                resp = await self._request(self._pool(origin), method, url, headers, body, retry, relay)
+                resp = await self._request(self._pool(origin), method, url, headers, body, retry, interim)
             except PoolBusy:
                 # Not the origin's failure: no health change, no failover.
                 raise OriginError(Failure.BUSY, origin.url, "no free connection") from None
@@ -335,14 +338,14 @@ class OriginClients:
             log.warning("origin requests refused: %d more to %s since the last line", held, url)
 
     async def _request(self, pool: _Pool, method, url, headers, body, retry: bool,
-                       relay: ClientRelay | None) -> aiohttp.ClientResponse:
+                       interim: InterimGuard) -> aiohttp.ClientResponse:
         pool.busy += 1
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
         try:
             while True:
                 try:
-                    with interim_responses_to(InterimGuard(relay)):
+                    with interim_responses_to(interim):
                         resp = await pool.session.request(method, url, headers=headers, data=body,
                                                           allow_redirects=False, skip_auto_headers=_SKIP_AUTO,
                                                           compress=None)

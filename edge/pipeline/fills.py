@@ -19,12 +19,12 @@ from edge.cache import conditional as cond
 from edge.cache import freshness as fr
 from edge.cache import validation as val
 from edge.cache.collapse import Fill, FillBroken, State
-from edge.cache.reuse import ERROR_STATUSES, Reuse, reuse
+from edge.cache.reuse import ERROR_STATUSES, reuse
 from edge.cache.store import Admit, Hit, Meta, Removal
 from edge.http.headers import removes_fields
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
-from edge.pipeline.outcome import Outcome
+from edge.pipeline.outcome import Outcome, answering
 from edge.pipeline.respond import has_preconditions, template, ttl
 from edge.pipeline.storage import Sink, variant_key
 from edge.pipeline.upstream import BUFFER_LIMIT, CHUNK, body_error, break_connection
@@ -155,6 +155,11 @@ class Fills:
         cache = state.config.cache
         self.uncacheable = Uncacheable(cache.uncacheable_memory, cache.uncacheable_memory_keys)
         self.waiting = 0  # requests waiting now for another's fetch of their key
+
+    @property
+    def background(self) -> int:
+        """Background fetches (refreshes, range fills) under way now."""
+        return len(self._background)
 
     async def close(self) -> None:
         """Stop background fetches (refreshes, range fills): the node is going."""
@@ -394,10 +399,11 @@ class Fills:
         meta = fill.meta
         if meta.vary and variant_key(ctx.key, meta.vary, request.headers) != fill.store_key:
             return None
-        asked = ctx.directives
-        if asked.cc is not None and reuse(meta, asked, ctx.policy.cache, time.time()) is not Reuse.FRESH:
-            # A response still arriving is shared whatever its freshness, as
-            # its own client gets it; only the client's own demands refuse it.
+        # Decided as for a waiter whose answer was stored whole (and as a
+        # lookup): fresh, or stale within its stale-while-revalidate window,
+        # whose refresh is this very fetch; else the request fetches.
+        kind = answering(reuse(meta, ctx.directives, ctx.policy.cache, time.time()))
+        if kind is None:
             return None
         reader = fill.join()
         if reader is None:
@@ -411,7 +417,7 @@ class Fills:
             except TimeoutError:
                 return None
             age = fr.current_age(meta.initial_age, meta.response_time, time.time())
-            outcome = Outcome.hit(ttl(meta, age), collapsed=True)
+            outcome = Outcome(kind, ttl=ttl(meta, age), collapsed=True)
             status_value = self.respond.settle(ctx, outcome)
             tpl = template(meta, ctx.policy, ctx.path)
             rh = request.headers

@@ -38,7 +38,7 @@ from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
 from edge.pipeline.fills import Fills
 from edge.pipeline.identify import Identify, site
-from edge.pipeline.outcome import Fwd, Kind, Outcome
+from edge.pipeline.outcome import Fwd, Kind, Outcome, answering
 from edge.pipeline.respond import Responder, ttl
 from edge.pipeline.storage import Storage, close_body
 from edge.pipeline.upstream import BodyTooLarge, Upstream
@@ -186,13 +186,12 @@ class Pipeline:
         meta = hit.meta
         decision = reuse(meta, ctx.directives, ctx.policy.cache, now)
         age = fr.current_age(meta.initial_age, meta.response_time, now)
-        if decision is Reuse.FRESH:
-            return await self.respond.hit(request, ctx, hit, age, Outcome(Kind.HIT, None, ttl(meta, age), None, collapsed))
-        if decision is Reuse.STALE_WHILE_REVALIDATE:
-            # RFC 5861 §3: serve it stale, refresh once in the background.
-            self.fills.refresh_later(request, ctx, meta)
-            outcome = Outcome(Kind.STALE_WHILE_REVALIDATE, ttl=ttl(meta, age), collapsed=collapsed)
-            return await self.respond.hit(request, ctx, hit, age, outcome)
+        kind = answering(decision)
+        if kind is not None:
+            if kind is Kind.STALE_WHILE_REVALIDATE:
+                # RFC 5861 §3: serve it stale, refresh once in the background.
+                self.fills.refresh_later(request, ctx, meta)
+            return await self.respond.hit(request, ctx, hit, age, Outcome(kind, None, ttl(meta, age), None, collapsed))
         if not collapsed:
             ctx.fwd = Fwd.REQUEST if decision is Reuse.VALIDATE_REQUEST else Fwd.STALE
         if worth_keeping(meta, ctx.directives, ctx.policy.cache):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 
 from edge.cache.freshness import NoStore
+from edge.cache.reuse import Reuse
 
 
 class Fwd(enum.Enum):
@@ -48,6 +49,16 @@ class Kind(enum.Enum):
 
 
 _HIT = Kind.HIT
+# A stored response (or one still arriving) answers the request itself for
+# these reuse() decisions; for any other the origin is asked.
+_ANSWERING = {Reuse.FRESH: Kind.HIT, Reuse.STALE_WHILE_REVALIDATE: Kind.STALE_WHILE_REVALIDATE}
+
+
+def answering(decision: Reuse) -> Kind | None:
+    """What answers a request for which reuse() decided ``decision``: the
+    stored response (a hit, or stale while it is refreshed), or None: the
+    origin. One rendering for a lookup and for every kind of waiter."""
+    return _ANSWERING.get(decision)
 
 
 class Outcome:

@@ -1,7 +1,7 @@
 """Interim (1xx) responses from the origin, over real sockets (RFC 9110
 §15.2, RFC 8297): relayed to the client whose request went to the origin,
 before its final answer; never stored, never shown to a hit or a collapsed
-waiter; bounded per response (edge/origin/interim.py)."""
+waiter; bounded per request, over every attempt (edge/origin/interim.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -173,6 +173,70 @@ async def test_only_the_request_that_reaches_the_origin_gets_the_hint(make_edge)
             assert len(heads) == 1 and heads[0].startswith(b"HTTP/1.1 200"), heads
             assert field(heads[0], b"Cache-Status")[0].endswith(b"; collapsed")
         assert len(origin.requests) == 1
+
+
+def drops_once(before_drop: bytes, after: bytes, dropped: asyncio.Event):
+    """An origin whose kept-alive connection, on its second request, sends
+    ``before_drop`` and closes once ``dropped`` is set (the client has seen
+    its first interim response); the edge sends the request again on a new
+    connection, which gets ``after``."""
+    calls = 0
+
+    async def answer(writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            writer.write(final(b"warm", "no-store"))
+        elif calls == 2:
+            writer.write(before_drop)
+            await writer.drain()
+            await dropped.wait()
+            raise ConnectionResetError  # RawOrigin closes the connection
+        else:
+            writer.write(after)
+
+    return answer
+
+
+async def retried(edge, origin, path: str, dropped: asyncio.Event) -> tuple[list[bytes], bytes, bytes]:
+    """A client's answer for ``path``, sent while the edge holds a kept-alive
+    connection to ``origin``: the origin drops it once the client has an
+    interim response."""
+    interim, head, _ = messages(await raw_request(edge.port, get("/warm")))
+    assert interim == [] and head.startswith(b"HTTP/1.1 200")
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    try:
+        writer.write(get(path))
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+        assert first.startswith(b"HTTP/1.1 103"), first
+        dropped.set()
+        data = first + await asyncio.wait_for(reader.read(), GUARD)
+    finally:
+        writer.close()
+    assert len(origin.requests) == 3  # the warm-up, the dropped attempt, the retry
+    return messages(data)
+
+
+async def test_a_retry_on_a_new_connection_relays_no_interim_response_twice(make_edge):
+    dropped = asyncio.Event()
+    async with RawOrigin(drops_once(HINT, HINT + final(b"page", "no-store"), dropped)) as origin:
+        edge = await make_edge(quick_origin=origin.url)
+        interim, head, body = await retried(edge, origin, "/page", dropped)
+        assert len(interim) == 1 and interim[0].startswith(b"HTTP/1.1 103 Early Hints\r\n")
+        assert field(interim[0], b"Link") == [b"</a.css>; rel=preload"]
+        assert head.startswith(b"HTTP/1.1 200") and body == b"page"
+
+
+async def test_the_bound_on_interim_responses_counts_every_attempt(make_edge):
+    """A retry does not start the count anew: an origin cannot double it by
+    dropping a kept-alive connection."""
+    dropped = asyncio.Event()
+    half = MAX_INTERIM_RESPONSES // 2 + 1
+    async with RawOrigin(drops_once(HINT * half, HINT * half + final(b"late", "no-store"), dropped)) as origin:
+        edge = await make_edge(quick_origin=origin.url)
+        interim, head, _ = await retried(edge, origin, "/flood", dropped)
+        assert head.startswith(b"HTTP/1.1 502") and b"detail=origin-protocol" in field(head, b"Cache-Status")[0]
+        assert 1 <= len(interim) <= half
 
 
 @pytest.mark.parametrize("count, status", [(MAX_INTERIM_RESPONSES, 200), (MAX_INTERIM_RESPONSES + 1, 502)])

@@ -73,6 +73,9 @@ REASON_CASES = [
     ("5861-4-tenant-stale-if-error", {"Cache-Control": "max-age=0"}, {"pol": policy({"stale_if_error": 60})}, None),
     ("9213-2.1-targeted-field-replaces-cache-control", {"Cache-Control": "no-store", "CDN-Cache-Control": "max-age=60"},
      {}, None),
+    ("9213-overlong-targeted-field-is-not-stored", {"Cache-Control": "max-age=60", "ETag": '"a"',
+                                                   "CDN-Cache-Control": "max-age=60" + ", x" * 2100}, {},
+     NoStore.NO_STORE),
     ("9213-2.1-targeted-field-replaces-expires", {"CDN-Cache-Control": "max-age=0", "Expires": format_http_date(T + 60)},
      {}, NoStore.NO_LIFETIME),
 ]
@@ -254,6 +257,8 @@ KEEP_CASES = [
     ("9111-3-304-no-store-withdraws", {"Cache-Control": "no-store"}, {}, False),
     ("9111-5.2.2.7-304-private-withdraws", {"Cache-Control": "private"}, {}, False),
     ("9111-4.1-304-changes-vary", {"Cache-Control": "max-age=60", "Vary": "Accept-Language"}, {}, False),
+    ("9213-304-overlong-targeted-field-withdraws", {"Cache-Control": "max-age=60",
+                                                   "CDN-Cache-Control": "max-age=60" + ", x" * 2100}, {}, False),
     ("304-changes-tags", {"Cache-Control": "max-age=60"}, {"Surrogate-Key": "new"}, False),
     ("304-same-tags", {"Cache-Control": "max-age=60"}, {"Surrogate-Key": "t"}, True),
     ("304-silent-on-tags", {"Cache-Control": "max-age=60"}, {}, True),

@@ -3,18 +3,20 @@ own filters: what the pipeline asks the chain, and never a filter, before
 the origin, for the request body, and when the request is over."""
 from __future__ import annotations
 
+import asyncio
 import gzip
 from types import SimpleNamespace
 
 import pytest
 from multidict import CIMultiDict
 
-from edge.filters.chain import FilterChain, MethodFilter
+from edge.filters.chain import FilterChain, MethodFilter, Verdict
 from edge.filters.request_limits import RequestLimitFilter
 from edge.filters.under_attack import CHALLENGE_PATH, UnderAttackFilter
 from edge.filters.waf import WafFilter
 from edge.policy import parse_policy
 from edge.waf import Waf, default_rules_dir, load_ruleset
+from tests.conftest import until
 
 ATTACK = "/search?q=%3Cscript%3Ealert(1)%3C/script%3E"
 NODE_BODY_LIMIT = 1 << 20
@@ -66,6 +68,69 @@ async def test_a_slot_taken_before_the_origin_is_held_until_released(chain):
     assert not chain.holds(first) and len(limits.slots) == 0
     chain.release(first)  # twice is harmless
     assert await chain.before_origin(request(), second, p, 0) is None
+
+
+class Turnstile:
+    """A filter after request limits that holds something of its own
+    before the origin; ``fails``: how its reservation or release goes wrong."""
+
+    name = "turnstile"
+
+    def __init__(self, fails: str) -> None:
+        self.fails = fails
+
+    def check(self, request, ctx, policy):
+        return None
+
+    async def reserve(self, ctx, policy, wait):
+        if self.fails == "raises":
+            raise RuntimeError("turnstile jammed")
+        if self.fails == "refuses":
+            return Verdict(503, "turnstile closed", "turnstile")
+        if self.fails == "waits":
+            await asyncio.Event().wait()  # until the request is cancelled
+        return None
+
+    def release(self, ctx) -> None:
+        if self.fails == "release-raises":
+            raise RuntimeError("turnstile jammed")
+
+    def holds(self, ctx) -> bool:
+        return False
+
+
+async def _gate(chain, c, p, fails: str) -> None:
+    if fails == "waits":
+        task = asyncio.ensure_future(chain.before_origin(request(), c, p, 0))
+        await until(lambda: chain.holds(c), "request limits' slot is taken, the turnstile waits")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    elif fails == "raises":
+        with pytest.raises(RuntimeError):
+            await chain.before_origin(request(), c, p, 0)
+    elif fails == "refuses":
+        assert (await chain.before_origin(request(), c, p, 0)).status == 503
+    else:  # passed: the request is over, and its release goes wrong
+        assert await chain.before_origin(request(), c, p, 0) is None
+        chain.release(c)
+
+
+@pytest.mark.parametrize("fails", ["raises", "waits", "refuses", "release-raises"])
+async def test_a_slot_is_given_back_whatever_a_later_filter_does(fails, caplog):
+    """The client's one concurrency slot is not lost when the filter after
+    request limits fails its reservation, or its release, or the request is
+    cancelled while it waits: its next request is not refused."""
+    limits = RequestLimitFilter()
+    chain = FilterChain((MethodFilter(), Turnstile(fails) if fails == "release-raises" else limits,
+                         limits if fails == "release-raises" else Turnstile(fails)))
+    p = policy(request_limits={"max_concurrent": 1})
+    c = ctx()
+    await _gate(chain, c, p, fails)
+    assert not chain.holds(c) and c.slot is None and len(limits.slots) == 0
+    assert await limits.take_slot(ctx(), p, 0) is None  # the client's next request: no 429
+    if fails == "release-raises":
+        assert "filter turnstile failed to release" in caplog.text
 
 
 def test_would_refuse_decides_without_counting(chain):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from edge.cache.freshness import NoStore
-from edge.pipeline.outcome import Fwd, Kind, Outcome
+from edge.cache.reuse import Reuse
+from edge.pipeline.outcome import Fwd, Kind, Outcome, answering
 
 CASES = [
     # (id, outcome, Cache-Status, metrics label)
@@ -57,3 +58,15 @@ def test_rendered_once_each_for_the_wire_and_the_metrics(outcome, cache_status, 
 def test_noting_leaves_the_outcome_as_it_was():
     hit = Outcome.hit(5)
     assert hit.noted("range-unsatisfiable").note == "range-unsatisfiable" and hit.note is None
+
+
+@pytest.mark.parametrize("decision, kind", [
+    (Reuse.FRESH, Kind.HIT),
+    (Reuse.STALE_WHILE_REVALIDATE, Kind.STALE_WHILE_REVALIDATE),
+    (Reuse.MISS, None),
+    (Reuse.VALIDATE, None),
+    (Reuse.VALIDATE_REQUEST, None),
+    (Reuse.STALE_IF_ERROR, None),  # only once the origin failed, never for a lookup or a waiter
+], ids=lambda v: getattr(v, "name", str(v)))
+def test_what_a_reuse_decision_answers_with(decision, kind):
+    assert answering(decision) is kind

@@ -88,6 +88,9 @@ _TARGETS = ("edge-cache-control", "cdn-cache-control", "surrogate-control")
         ("RFC 9213 §2.1 Cache-Control syntax that is no SF dictionary: ignored", {"CDN-Cache-Control": "Max-Age=60", "Cache-Control": "no-store"}, "no-store", False),
         ("RFC 9213 §2.2 an invalid first target yields to the next", {"Edge-Cache-Control": "max-age=60 no-store", "CDN-Cache-Control": "no-store"}, "no-store", True),
         ("RFC 9213 §3.1 an unknown directive still governs", {"CDN-Cache-Control": "none", "Cache-Control": "no-store"}, "none", True),
+        ("RFC 9213 an overlong target fails closed, not back to Cache-Control", {"CDN-Cache-Control": "max-age=60" + ", x" * 2100, "Cache-Control": "max-age=60"}, "no-store", True),
+        ("RFC 9213 an overlong first target does not yield to the next", {"Edge-Cache-Control": "max-age=60" + ", x" * 2100, "CDN-Cache-Control": "max-age=60"}, "no-store", True),
+        ("RFC 9213 the bound counts the field lines joined", [("CDN-Cache-Control", "max-age=60")] + [("CDN-Cache-Control", "x" * 1000)] * 5 + [("Cache-Control", "max-age=60")], "no-store", True),
         ("RFC 8941 §4.2 field lines are joined before parsing", [("CDN-Cache-Control", "max-age=60"), ("CDN-Cache-Control", "must-revalidate"), ("Cache-Control", "no-store")], "must-revalidate", True),
     ],
 )

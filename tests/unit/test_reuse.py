@@ -6,9 +6,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
+from edge.cache.admission import Asked, admit
 from edge.cache.reuse import NO_DIRECTIVES, Directives, Reuse, directives, reuse, worth_keeping
 from edge.cache.store import Meta
+from edge.policy import parse_policy
 
 T = 1_700_000_000.0
 
@@ -90,6 +93,21 @@ REUSE_CASES = [
      Reuse.STALE_WHILE_REVALIDATE),
     ("9111-5.2.2.2-must-revalidate-beats-max-stale", 60, 70, {"nostale": True},
      (("Cache-Control", "max-age=60, must-revalidate"),), "max-stale=30", {}, Reuse.VALIDATE),
+    # The same from a targeted field alone (RFC 9213): the stored Cache-Control
+    # allows stale, the directives the edge obeys (recorded in extra) do not.
+    ("9213-targeted-must-revalidate-beats-max-stale", 60, 70, {"nostale": True},
+     (("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "max-age=60, must-revalidate")), "max-stale=30", {},
+     Reuse.VALIDATE),
+    ("9213-targeted-no-cache-beats-max-stale", 0, 10, {"nostale": True},
+     (("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "no-cache"), ("ETag", '"a"')), "max-stale", {}, Reuse.VALIDATE),
+    ("9213-targeted-s-maxage-beats-max-stale", 60, 70, {"origin_only": True},
+     (("Cache-Control", "max-age=60"), ("Surrogate-Control", "s-maxage=60")), "max-stale=30", {"swr": 30},
+     Reuse.VALIDATE),
+    ("9213-targeted-s-maxage-keeps-the-origins-window", 60, 70, {"origin_only": True, "swr": 30},
+     (("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "s-maxage=60, stale-while-revalidate=30")),
+     "max-stale=30", {}, Reuse.STALE_WHILE_REVALIDATE),
+    ("9111-5.2.1.2-max-stale-on-a-fresh-one-with-must-revalidate", 60, 10, {"nostale": True},
+     (("CDN-Cache-Control", "max-age=60, must-revalidate"),), "max-stale=30", {}, Reuse.FRESH),
     ("9111-5.2.1-unrelated-directive", 60, 10, {}, (), "no-transform", {}, Reuse.FRESH),
 ]
 
@@ -100,6 +118,21 @@ def test_reuse(lifetime, age, extra, headers, request_cc, windows, expected):
     asked = directives(request_cc, None, "revalidate")
     stored = meta(lifetime, headers=headers, **extra)
     assert reuse(stored, asked, settings(**windows), T + age) is expected
+
+
+TARGETED_CASES = [c for c in REUSE_CASES if c[0].startswith("9213-")]
+
+
+@pytest.mark.parametrize("lifetime, extra, headers", [(c[1], c[3], c[4]) for c in TARGETED_CASES],
+                         ids=[c[0] for c in TARGETED_CASES])
+def test_the_targeted_rows_hold_what_admission_stores(lifetime, extra, headers):
+    """The rows above describe what admission stores for their fields."""
+    doc = {"hosts": ["shop.example"], "origins": [{"url": "http://o.example"}]}
+    d = admit(Asked("GET", "/page"), 200, CIMultiDict(headers), CIMultiDict(headers), content_length=1,
+              request_time=T, response_time=T, policy=parse_policy(doc, tenant="shop", source="shop.json"),
+              largest=1 << 20)
+    assert d.reason is None and d.meta.lifetime == lifetime
+    assert {k: v for k, v in d.meta.extra.items() if k in ("nostale", "origin_only", "swr", "sie")} == extra
 
 
 def test_9111_5_2_1_4_a_request_that_asks_to_validate_validates_even_a_fresh_one():
