@@ -11,7 +11,6 @@ Names follow RFC 6125 / RFC 9525: only DNS names in subjectAltName count
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from dataclasses import dataclass
 
