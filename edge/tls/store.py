@@ -134,3 +134,10 @@ def _sync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def default_root(policies_dir: Path) -> Path:
+    """Where a node keeps tenant certificates unless configured otherwise:
+    ``certificates`` beside its policy directory (in quick and demo mode,
+    ``<state dir>/certificates``)."""
+    return Path(policies_dir).parent / "certificates"
