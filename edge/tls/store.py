@@ -43,7 +43,9 @@ class CertificateStore:
     def put(self, tenant: str, name: str, checked: CheckedCertificate) -> StoredCertificate:
         """Stores (or replaces) one certificate atomically and durably."""
         directory = self._tenant_dir(tenant)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The root too: its listing names the tenants that have keys here.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
         target = directory / f"{_checked_name(name)}{SUFFIX}"
         fd, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
         try:
@@ -70,6 +72,20 @@ class CertificateStore:
         _sync_dir(target.parent)
         self._seen.pop(target, None)
         return True
+
+    def delete_tenant(self, tenant: str) -> int:
+        """Removes every certificate of ``tenant`` (a tenant created later
+        under the same id must not inherit them); returns how many."""
+        directory = self._tenant_dir(tenant)
+        removed = 0
+        for path in _files(directory):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+            self._seen.pop(path, None)
+        if removed:
+            _sync_dir(directory)
+        return removed
 
     def get(self, tenant: str, name: str) -> StoredCertificate | None:
         path = self._tenant_dir(tenant) / f"{_checked_name(name)}{SUFFIX}"
