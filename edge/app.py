@@ -140,7 +140,7 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         under_attack,
         waf,
     ))
-    certificates = certificate_store(config, policies)
+    certificates = certificate_store(policies)
     events = SecurityEvents(config.name, sender=WebhookSender(guard=guard))
     return NodeState(
         config=config,
@@ -160,7 +160,7 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
     )
 
 
-def certificate_store(config: NodeConfig, policies: PolicySource) -> CertificateStore | None:
+def certificate_store(policies: PolicySource) -> CertificateStore | None:
     """Where the node keeps tenant certificates: beside its policy
     directory (edge.tls.store.default_root); a node reading one policy
     file keeps none."""

@@ -511,7 +511,11 @@ async def delete_policy(request: web.Request) -> web.Response:
         certificate_fan = None
         store = ctx.state.certificates
         if store is not None:
-            removed = await asyncio.get_running_loop().run_in_executor(None, store.delete_tenant, tenant)
+            def drop() -> int:
+                with store.locked():
+                    return store.delete_tenant(tenant)
+
+            removed = await asyncio.get_running_loop().run_in_executor(None, drop)
             request[SUMMARY]["certificates_removed"] = removed
             if removed:
                 certificate_fan = await _certificates_everywhere(ctx)
@@ -763,14 +767,23 @@ async def put_certificate(request: web.Request) -> web.Response:
                        [detail("certificate", _unserved_message(u.name, u.owner, tenant, principal))
                         for u in unserved])
     limit = ctx.config.certificates.max_per_tenant
+
+    def write() -> None:
+        # Under the lock every worker's writes take: the count is the node's,
+        # and a tenant removed meanwhile (its certificates with it) stays without.
+        with store.locked():
+            if ctx.state.policies.current.get(tenant) is None:
+                raise ApiError(404, f"no tenant {tenant}")
+            held = store.tenant(tenant)
+            if len(held) >= limit and name not in {c.name for c in held}:
+                raise ApiError(409, f"tenant {tenant} has {len(held)} certificates, as many as "
+                                    "certificates.max_per_tenant allows: replace or delete one",
+                               [detail("name", f"expected one of the tenant's certificates, found {json.dumps(name)}")])
+            store.put(tenant, name, checked)
+
     async with ctx.write_lock:
-        held = await loop.run_in_executor(None, store.tenant, tenant)
-        if len(held) >= limit and name not in {c.name for c in held}:
-            raise ApiError(409, f"tenant {tenant} has {len(held)} certificates, as many as certificates.max_per_tenant "
-                                "allows: replace or delete one", [detail("name", f"expected one of the tenant's "
-                                                                                 f"certificates, found {json.dumps(name)}")])
         try:
-            await loop.run_in_executor(None, store.put, tenant, name, checked)
+            await loop.run_in_executor(None, write)
         except OSError as exc:
             log.error("certificate %s of tenant %s cannot be stored in %s: %s", name, tenant, store.root, exc)
             raise ApiError(500, "the certificate cannot be stored (see the node's log); nothing was changed") from None
@@ -799,7 +812,11 @@ async def delete_certificate(request: web.Request) -> web.Response:
     ctx, tenant, store = _certificate_store(request)
     name = _certificate_name(request)
     async with ctx.write_lock:
-        removed = await asyncio.get_running_loop().run_in_executor(None, store.delete, tenant, name)
+        def remove() -> bool:
+            with store.locked():
+                return store.delete(tenant, name)
+
+        removed = await asyncio.get_running_loop().run_in_executor(None, remove)
         if not removed:
             raise ApiError(404, f"no certificate {name} of tenant {tenant}")
         request[SUMMARY] = {"name": name}

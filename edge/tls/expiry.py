@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
@@ -105,7 +104,7 @@ class ExpiryWatch:
         """The notices due now, recorded as sent."""
         if not self.store.root.is_dir():
             return []
-        with self._locked():
+        with self.store.locked(LOCK_NAME):
             now = self.clock()
             sent = self._read()
             kept: dict[str, dict[str, Any]] = {}
@@ -163,15 +162,6 @@ class ExpiryWatch:
             "expires_in_seconds": int(notice.remaining),
         }
         _notify(self.events, self.policies, certificate.tenant, EXPIRY, fields, text)
-
-    @contextlib.contextmanager
-    def _locked(self):
-        fd = os.open(self.store.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def _read(self) -> dict[str, Any]:
         path = self.store.root / STATE_NAME

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.files import exclusive, sync_directory
 from edge.tls.certs import CertificateError, CertificateInfo, CheckedCertificate, describe, valid_name
 
 log = logging.getLogger("edge.tls")
@@ -40,6 +41,12 @@ class CertificateStore:
         # (path, mtime_ns, size) -> info: listing does not re-parse unchanged files.
         self._seen: dict[Path, tuple[int, int, CertificateInfo]] = {}
 
+    def locked(self, name: str = ".lock") -> contextlib.AbstractContextManager[None]:
+        """An exclusive lock on ``<root>/<name>`` that the workers of a node
+        take around what must not interleave."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return exclusive(self.root / name)
+
     def put(self, tenant: str, name: str, checked: CheckedCertificate) -> StoredCertificate:
         """Stores (or replaces) one certificate atomically and durably."""
         directory = self._tenant_dir(tenant)
@@ -60,7 +67,7 @@ class CertificateStore:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
-        _sync_dir(directory)
+        sync_directory(directory)
         return StoredCertificate(tenant, name, target, checked.info)
 
     def delete(self, tenant: str, name: str) -> bool:
@@ -69,7 +76,7 @@ class CertificateStore:
             target.unlink()
         except FileNotFoundError:
             return False
-        _sync_dir(target.parent)
+        sync_directory(target.parent)
         self._seen.pop(target, None)
         return True
 
@@ -84,7 +91,7 @@ class CertificateStore:
                 removed += 1
             self._seen.pop(path, None)
         if removed:
-            _sync_dir(directory)
+            sync_directory(directory)
         return removed
 
     def get(self, tenant: str, name: str) -> StoredCertificate | None:
@@ -142,14 +149,6 @@ def _checked_name(name: str) -> str:
     if not valid_name(name):
         raise ValueError(f"not a certificate name: {name!r}")
     return name
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def default_root(policies_dir: Path) -> Path:
