@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import secrets
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +43,11 @@ from edge.origin.pool import OriginClients
 from edge.pipeline import Pipeline
 from edge.waf import WafRuleError, default_rules_dir
 from edge.waf import compiled as compiled_waf
-from edge.policy.load import LoadReport
+from edge.policy.load import LoadReport, PolicyDirectory
 from edge.policy.model import CidrSet
 from edge.policy.sources import PolicySource
+from edge.tls.expiry import ExpiryWatch
+from edge.tls.store import CertificateStore, default_root
 
 log = logging.getLogger("edge")
 
@@ -66,6 +70,12 @@ class NodeState:
     ip_lists: IpListFilter | None = None
     pipeline: Pipeline | None = None  # set by make_server
     control: ControlSocket | None = None  # the worker's, with several workers (set by Node.start)
+    certificates: CertificateStore | None = None  # tenant certificates; None without a policy directory
+    certificate_watch: ExpiryWatch | None = None  # their expiry (edge.tls.expiry)
+    # Run by every worker when a certificate was stored or removed, before
+    # the admin API answers: the HTTPS listeners set it to re-read the store
+    # (it may return an awaitable). None: this worker serves no HTTPS.
+    tls_reload: Callable[[], object] | None = None
 
     def waf_rule_ids(self) -> frozenset[str] | None:
         """The ids of the WAF rules in force, which policies' exclusions must name."""
@@ -130,6 +140,8 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         under_attack,
         waf,
     ))
+    certificates = certificate_store(policies)
+    events = SecurityEvents(config.name, sender=WebhookSender(guard=guard))
     return NodeState(
         config=config,
         policies=policies,
@@ -139,11 +151,22 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         filters=filters,
         access_log=access_log,
         geo=geo,
-        events=SecurityEvents(config.name, sender=WebhookSender(guard=guard)),
+        events=events,
         under_attack=under_attack,
         waf=waf,
         ip_lists=ip_lists,
+        certificates=certificates,
+        certificate_watch=ExpiryWatch(certificates, events, policies) if certificates is not None else None,
     )
+
+
+def certificate_store(policies: PolicySource) -> CertificateStore | None:
+    """Where the node keeps tenant certificates: beside its policy
+    directory (edge.tls.store.default_root); a node reading one policy
+    file keeps none."""
+    if not isinstance(policies, PolicyDirectory):
+        return None
+    return CertificateStore(default_root(policies.path))
 
 
 def tenant_disk_quota(policies: PolicySource, node_default: int, tenant: str) -> int:
@@ -230,6 +253,7 @@ class Node:
         self.runner: web.ServerRunner | None = None
         self._watch: asyncio.Task | None = None
         self._geo_watch: asyncio.Task | None = None
+        self._certificate_watch: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.addresses: list[tuple[str, int]] = []
         self.admin = None  # edge.admin.server.AdminServer when [admin] is enabled
@@ -250,7 +274,8 @@ class Node:
             # Registered before the first request is served: from here on,
             # every purge and policy write of a sibling reaches this worker.
             self.control = self.state.control = ControlSocket(
-                run_dir, {"reload": self._on_reload, "purge": self._on_purge, "publish": self._on_publish})
+                run_dir, {"reload": self._on_reload, "purge": self._on_purge, "publish": self._on_publish,
+                          "certificates": self._on_certificates})
             await self.control.start()
             if self.policies.changed():
                 self.reload()  # a write that came before the registration
@@ -271,13 +296,16 @@ class Node:
             from edge.admin.server import AdminServer
 
             self.admin = AdminServer(self.config, self.state, self.reload, secret=node_secret(),
-                                     reuse_port=self.reuse_port)
+                                     reuse_port=self.reuse_port, certificates_changed=self.certificates_changed)
             await self.admin.start()
         interval = self.config.policies.watch_interval
         if interval > 0:
             self._watch = asyncio.ensure_future(self._watcher(interval))
         if self.state.geo is not None and self.config.geoip.check_interval > 0:
             self._geo_watch = asyncio.ensure_future(self.state.geo.watch(self.config.geoip.check_interval))
+        if self.state.certificate_watch is not None:
+            self._certificate_watch = asyncio.ensure_future(
+                self._certificate_watcher(self.state.certificate_watch, self.config.certificates.expiry_check_interval))
 
     def hangup(self) -> None:
         """SIGHUP: policies, and the admin tokens file."""
@@ -332,6 +360,31 @@ class Node:
         metrics.publish(self.state.store.memory)
         return {}
 
+    async def certificates_changed(self) -> None:
+        """A certificate was stored or removed, by this worker or a sibling:
+        this worker's HTTPS listeners re-read the store."""
+        hook = self.state.tls_reload
+        if hook is not None:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+        metrics.certificate_change()
+
+    async def _on_certificates(self, payload: dict) -> dict:
+        await self.certificates_changed()
+        return {}
+
+    @staticmethod
+    async def _certificate_watcher(watch: ExpiryWatch, interval: float) -> None:
+        while True:
+            try:
+                await watch.check()
+            except Exception:
+                log.exception("certificate expiry check failed; trying again later")
+            if interval <= 0:
+                return
+            await asyncio.sleep(interval)
+
     async def _on_purge(self, payload: dict) -> dict:
         # This worker's memory tier only: the sender purges the shared disk.
         spec = PurgeSpec.from_json(payload["spec"])
@@ -351,7 +404,7 @@ class Node:
             await self.admin.stop()
         log.info("worker %d stopping: finishing the requests in progress (at most %g s)", os.getpid(),
                  self.config.timeouts.shutdown)
-        for task in (self._watch, self._geo_watch):
+        for task in (self._watch, self._geo_watch, self._certificate_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

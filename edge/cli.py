@@ -6,6 +6,7 @@
     edge serve --config edge.toml           a node with a policies directory
     edge purge --tenant T --url U ...       purge through the admin API
     edge policy get|set|validate            tenant policies through the admin API (validate: offline)
+    edge cert set|list|delete               tenant certificates through the admin API
     edge token hash|new                     admin tokens for the configuration
 """
 from __future__ import annotations

@@ -144,6 +144,16 @@ class OutboundConfig:
     allow_networks: tuple[IPNetwork, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class CertificatesConfig:
+    """Tenant certificates uploaded through the admin API (edge.tls)."""
+
+    # Seconds between checks for certificates about to expire (edge.tls.expiry);
+    # 0: only at start and after each certificate write.
+    expiry_check_interval: float = 3600.0
+    max_per_tenant: int = 100  # certificates one tenant may store (each up to 64 KiB of chain and key)
+
+
 ADMIN_DEFAULT_LISTEN = ListenAddress("127.0.0.1", 9090)
 TOKEN_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
 OPERATOR = "*"  # the tenant scope of operator tokens
@@ -205,6 +215,7 @@ class NodeConfig:
     admin: AdminConfig = field(default_factory=AdminConfig)
     filters: NodeLists = field(default_factory=NodeLists)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    certificates: CertificatesConfig = field(default_factory=CertificatesConfig)
     source: str = "<defaults>"  # the file this came from, as given to load_config
 
 
@@ -239,6 +250,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
               "failed_auth_window", "failed_auth_delay"),
     "filters": ("allow", "deny", "allow_file", "deny_file", "client_rate", "client_burst"),
     "outbound": ("allow_networks",),
+    "certificates": ("expiry_check_interval", "max_per_tenant"),
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
@@ -517,6 +529,14 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
 
     admin = _admin(r, data, listen, workers)
 
+    t = r.table(data, "certificates")
+    dc = d.certificates
+    certificates = CertificatesConfig(
+        r.get(t, "certificates", "expiry_check_interval", dc.expiry_check_interval,
+              _number(0, 86400, "a number of seconds (0: only at start and after writes)")),
+        r.get(t, "certificates", "max_per_tenant", dc.max_per_tenant, _integer(1, 10_000)),
+    )
+
     return NodeConfig(
         name=name,
         country=country,
@@ -533,6 +553,7 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
         filters=filters,
         outbound=outbound,
         admin=admin,
+        certificates=certificates,
         source=r.file,
     )
 

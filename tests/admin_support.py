@@ -52,6 +52,9 @@ class OpenApiCheck:
         response = op["responses"].get(str(status))
         assert response is not None, f"{method} {template}: status {status} is not in the OpenAPI document"
         self.seen.add((method, template, status))
+        if status == 204:
+            assert "content" not in response and not body, f"{method} {template}: 204 with a body"
+            return
         media = content_type.split(";")[0].strip()
         content = response.get("content", {})
         assert media in content, f"{method} {template} {status}: {media} not documented ({list(content)})"
@@ -82,5 +85,5 @@ class Api:
             assert r.headers.get("Cache-Control") == "no-store"
             assert r.headers.get("Server") == "edge" and r.headers.get("X-Content-Type-Options") == "nosniff"
             self.check.validate(method, template, r.status, content_type, body)
-            parsed = _json.loads(body) if content_type.startswith("application/json") else body.decode()
+            parsed = _json.loads(body) if body and content_type.startswith("application/json") else body.decode()
             return r.status, CIMultiDict(r.headers), parsed

@@ -12,6 +12,8 @@ nosniff`` and ``Cache-Control: no-store``.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import functools
 import json
 import logging
 import math
@@ -19,7 +21,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,9 @@ from edge.origin.guard import AddressPolicy
 from edge.policy.errors import PolicyError
 from edge.policy.load import NOT_RESERVED, RESERVED_TENANTS, LoadReport, PolicyDirectory, no_constant, object_pairs
 from edge.policy.parse import TENANT, TENANT_ID_RE, parse_policy, to_data
+from edge.tls.certs import NAME_RULE, CertificateError, check_upload, valid_name
+from edge.tls.ownership import unserved_names
+from edge.tls.store import CertificateStore
 
 log = logging.getLogger("edge.admin")
 
@@ -54,6 +59,10 @@ SCRAPE_WAIT = 2.0
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # On every answer: no version banner, no content sniffing, no caching.
 _HEADERS = {"Server": "edge", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+async def _no_listeners() -> None:
+    """A worker without HTTPS listeners has nothing to re-read."""
 
 
 @dataclass
@@ -73,6 +82,8 @@ class AdminContext:
     started: float = field(default_factory=time.time)
     view: metrics.NodeView = field(default_factory=metrics.NodeView)  # the node's metrics
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # This worker's part of a certificate change (edge.app.Node.certificates_changed).
+    certificates_changed: Callable[[], Awaitable[None]] = _no_listeners
     # One lane per address over its failure limit; gone when nobody waits.
     slow_lanes: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
 
@@ -410,9 +421,12 @@ async def stats(request: web.Request) -> web.Response:
     families = await asyncio.get_running_loop().run_in_executor(None, lambda: list(ctx.view.collect()))
     node = metrics.node_stats(families)
     now = time.time()
-    workers = [{"worker": pid, "uptime_seconds": round(max(0.0, now - started), 3)}
+    workers = [{"worker": pid, "uptime_seconds": round(max(0.0, now - started), 3),
+                "certificate_changes": node.certificate_changes.get(pid, 0)}
                for pid, started in sorted(node.workers.items())]
     policies = ctx.state.policies.current
+    watch = ctx.state.certificate_watch
+    expiring = [] if watch is None else await asyncio.get_running_loop().run_in_executor(None, watch.expiring)
     return _json({
         "worker": os.getpid(),
         "workers": workers,
@@ -420,6 +434,7 @@ async def stats(request: web.Request) -> web.Response:
         "tiers": node.tiers,
         "requests": node.requests,
         "policies": {p.tenant: p.version for p in policies},
+        "certificates_expiring": expiring,
     })
 
 
@@ -492,8 +507,21 @@ async def delete_policy(request: web.Request) -> web.Response:
         # cached responses: everything it stored goes with it.
         spec = PurgeSpec(tenant=tenant, urls=(), prefixes=(), tags=(), all=True, soft=False)
         request[SUMMARY]["purged"], purge_fan = await purge_everywhere(ctx.control, ctx.state.store, spec)
+        # Nor its certificates and keys.
+        certificate_fan = None
+        store = ctx.state.certificates
+        if store is not None:
+            def drop() -> int:
+                with store.locked():
+                    return store.delete_tenant(tenant)
+
+            removed = await asyncio.get_running_loop().run_in_executor(None, drop)
+            request[SUMMARY]["certificates_removed"] = removed
+            if removed:
+                certificate_fan = await _certificates_everywhere(ctx)
     _require_all(fan, "the tenant was removed, but not every worker has reloaded")
     _require_all(purge_fan, "the tenant was removed, but not every worker has dropped its cached responses")
+    _require_all(certificate_fan, "the tenant was removed, but not every worker has dropped its certificates")
     if tenant in ctx.state.policies.current.tenants:
         raise ApiError(409, f"the file of tenant {tenant} was removed but the tenant is still served",
                        [detail("", str(e)) for e in report.errors])
@@ -644,6 +672,160 @@ def _purge_details(errors: Any) -> list[dict[str, str]]:
     return [detail(str(e.get("field", "")), str(e.get("message", e))) for e in errors or ()]
 
 
+# --- certificates ------------------------------------------------------------------
+
+_UPLOAD_KEYS = ("certificate", "private_key", "passphrase")
+
+
+def _certificate_store(request: web.Request) -> tuple[AdminContext, str, CertificateStore]:
+    """The path's tenant (checked as ``_tenant`` does, and known) and the node's store."""
+    tenant = _tenant(request)
+    ctx = request.app[ADMIN]
+    if ctx.state.certificates is None:
+        raise ApiError(409, "this node reads its policies from one file, not a policy directory, and keeps "
+                            "no certificates; edge serve keeps them beside its policy directory in every mode")
+    if ctx.state.policies.current.get(tenant) is None:
+        raise ApiError(404, f"no tenant {tenant}")
+    return ctx, tenant, ctx.state.certificates
+
+
+def _certificate_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not valid_name(name):
+        raise ApiError(400, "invalid certificate name", [detail("name", f"expected {NAME_RULE}, found {json.dumps(name)}")])
+    return name
+
+
+def _upload(data: Any) -> dict[str, Any]:
+    """The body's shape; check_upload judges the values."""
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid certificate upload: nothing was changed",
+                       [detail("body", 'expected an object {"certificate": ..., "private_key": ...}, '
+                                       f"found {type(data).__name__}")])
+    problems = [detail(key, f"expected one of the keys {', '.join(_UPLOAD_KEYS)}, found an unknown key")
+                for key in data if key not in _UPLOAD_KEYS]
+    problems += [detail(key, "expected a PEM text, found nothing") for key in _UPLOAD_KEYS[:2] if key not in data]
+    if problems:
+        raise ApiError(422, "invalid certificate upload: nothing was changed", problems)
+    return data
+
+
+async def _certificates_everywhere(ctx: AdminContext) -> FanOutResult | None:
+    """This worker and every sibling take a change of the certificate store."""
+    try:
+        await ctx.certificates_changed()
+    except Exception:
+        log.exception("certificates: this worker could not take the change")
+        raise ApiError(503, "the certificate store was changed, but the answering worker could not take it "
+                            "(see the node's log)") from None
+    return await _fan_out(ctx, "certificates", {})
+
+
+async def _check_expiry(ctx: AdminContext) -> None:
+    """A certificate written close to its expiry is announced now, not at the next periodic check."""
+    watch = ctx.state.certificate_watch
+    if watch is None:
+        return
+    try:
+        await watch.check()
+    except Exception:
+        log.exception("certificate expiry check failed")
+
+
+async def list_certificates(request: web.Request) -> web.Response:
+    _, tenant, store = _certificate_store(request)
+    found = await asyncio.get_running_loop().run_in_executor(None, store.tenant, tenant)
+    return _json([c.info.as_json(c.name) for c in found])
+
+
+async def get_certificate(request: web.Request) -> web.Response:
+    _, tenant, store = _certificate_store(request)
+    name = _certificate_name(request)
+    found = await asyncio.get_running_loop().run_in_executor(None, store.get, tenant, name)
+    if found is None:
+        raise ApiError(404, f"no certificate {name} of tenant {tenant}")
+    return _json(found.info.as_json(name))
+
+
+async def put_certificate(request: web.Request) -> web.Response:
+    """Checked completely, then stored atomically (edge.tls.store) and taken
+    by every worker before the answer."""
+    ctx, tenant, store = _certificate_store(request)
+    name = _certificate_name(request)
+    upload = _upload(await read_json(request))
+    loop = asyncio.get_running_loop()
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        checked = await loop.run_in_executor(None, functools.partial(
+            check_upload, upload["certificate"], upload["private_key"], now, passphrase=upload.get("passphrase")))
+    except CertificateError as exc:
+        raise ApiError(422, "invalid certificate: nothing was changed", [detail(exc.field, exc.message)]) from None
+    principal = request[PRINCIPAL]
+    unserved = unserved_names(ctx.state.policies.current, tenant, checked.info.hosts)
+    if unserved:
+        raise ApiError(422, "invalid certificate: nothing was changed",
+                       [detail("certificate", _unserved_message(u.name, u.owner, tenant, principal))
+                        for u in unserved])
+    limit = ctx.config.certificates.max_per_tenant
+
+    def write() -> None:
+        # Under the lock every worker's writes take: the count is the node's,
+        # and a tenant removed meanwhile (its certificates with it) stays without.
+        with store.locked():
+            if ctx.state.policies.current.get(tenant) is None:
+                raise ApiError(404, f"no tenant {tenant}")
+            held = store.tenant(tenant)
+            if len(held) >= limit and name not in {c.name for c in held}:
+                raise ApiError(409, f"tenant {tenant} has {len(held)} certificates, as many as "
+                                    "certificates.max_per_tenant allows: replace or delete one",
+                               [detail("name", f"expected one of the tenant's certificates, found {json.dumps(name)}")])
+            store.put(tenant, name, checked)
+
+    async with ctx.write_lock:
+        try:
+            await loop.run_in_executor(None, write)
+        except OSError as exc:
+            log.error("certificate %s of tenant %s cannot be stored in %s: %s", name, tenant, store.root, exc)
+            raise ApiError(500, "the certificate cannot be stored (see the node's log); nothing was changed") from None
+        info = checked.info
+        request[SUMMARY] = {"name": name, "hosts": list(info.hosts), "not_after": info.as_json(name)["not_after"],
+                            "fingerprint_sha256": info.fingerprint_sha256}
+        fan = await _certificates_everywhere(ctx)
+        await _check_expiry(ctx)
+    _require_all(fan, "the certificate was stored, but not every worker has taken it")
+    return _json(info.as_json(name))
+
+
+def _unserved_message(name: str, owner: str | None, tenant: str, principal: Principal) -> str:
+    wildcard = name.startswith("*.")
+    if owner is None:
+        why = (f"whose names tenant {tenant} does not serve all of (that needs the host {json.dumps(name)})"
+               if wildcard else "which no tenant serves")
+    else:
+        # A tenant token is not told who the other tenant is.
+        who = f'tenant "{owner}"' if principal.operator else "another tenant"
+        why = f"which covers names {who} serves" if wildcard else f"which {who} serves"
+    return f"expected names that tenant {tenant} serves (its hosts), found {json.dumps(name)}, {why}"
+
+
+async def delete_certificate(request: web.Request) -> web.Response:
+    ctx, tenant, store = _certificate_store(request)
+    name = _certificate_name(request)
+    async with ctx.write_lock:
+        def remove() -> bool:
+            with store.locked():
+                return store.delete(tenant, name)
+
+        removed = await asyncio.get_running_loop().run_in_executor(None, remove)
+        if not removed:
+            raise ApiError(404, f"no certificate {name} of tenant {tenant}")
+        request[SUMMARY] = {"name": name}
+        fan = await _certificates_everywhere(ctx)
+        await _check_expiry(ctx)  # forgets what was announced for it
+    _require_all(fan, "the certificate was removed, but not every worker has dropped it")
+    return web.Response(status=204)
+
+
 # --- the application -----------------------------------------------------------------
 
 # (method, path, handler): the one list of routes; openapi.py describes each.
@@ -660,6 +842,10 @@ ROUTES: tuple[tuple[str, str, Callable], ...] = (
     ("DELETE", "/v1/tenants/{tenant}/policy", delete_policy),
     ("PUT", "/v1/tenants/{tenant}/policy/delivery", put_delivery),
     ("POST", "/v1/tenants/{tenant}/purge", purge),
+    ("GET", "/v1/tenants/{tenant}/certificates", list_certificates),
+    ("GET", "/v1/tenants/{tenant}/certificates/{name}", get_certificate),
+    ("PUT", "/v1/tenants/{tenant}/certificates/{name}", put_certificate),
+    ("DELETE", "/v1/tenants/{tenant}/certificates/{name}", delete_certificate),
 )
 
 

@@ -1,5 +1,5 @@
 """A small synchronous client of the admin API, for the ``edge`` command
-(``edge purge``, ``edge policy get|set``). Standard library only."""
+(``edge purge``, ``edge policy get|set``, ``edge cert``). Standard library only."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
-"""``edge purge``, ``edge policy get|set|validate`` and ``edge token hash|new``.
+"""``edge purge``, ``edge policy get|set|validate``, ``edge cert set|list|delete``
+and ``edge token hash|new``.
 
 They talk to the admin API (``--admin``, default http://127.0.0.1:9090)
 with the token from ``EDGE_ADMIN_TOKEN``; ``policy validate`` and
@@ -13,11 +14,13 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 from edge.admin.client import (
     DEFAULT_ADMIN,
     TOKEN_ENV,
     AdminClient,
+    Answer,
     ClientError,
     tenant_path,
 )
@@ -50,6 +53,25 @@ def add_commands(sub) -> None:
     validate.add_argument("--quick", action="store_true",
                           help="a quick-mode file (edge serve --origin URL --policy FILE): hosts and origins optional")
 
+    cert = sub.add_parser("cert", help="tenant certificates (admin API)")
+    csub = cert.add_subparsers(dest="cert_command", required=True)
+    cset = csub.add_parser("set", help="store or replace a certificate of a tenant")
+    cset.add_argument("tenant", help="tenant id")
+    cset.add_argument("name", help="the certificate's name within the tenant, e.g. www")
+    cset.add_argument("--cert", required=True, metavar="FILE", help="PEM chain: the leaf first, then each issuer")
+    cset.add_argument("--key", required=True, metavar="FILE", help="PEM private key of the leaf")
+    cset.add_argument("--passphrase-file", metavar="FILE",
+                      help="the key's passphrase, if it is encrypted (its first line)")
+    _admin_flag(cset)
+    clist = csub.add_parser("list", help="a tenant's certificates (never a key)")
+    clist.add_argument("tenant", help="tenant id")
+    clist.add_argument("--json", action="store_true", help="print the API's JSON")
+    _admin_flag(clist)
+    cdelete = csub.add_parser("delete", help="remove a certificate of a tenant")
+    cdelete.add_argument("tenant", help="tenant id")
+    cdelete.add_argument("name", help="the certificate's name")
+    _admin_flag(cdelete)
+
     token = sub.add_parser("token", help="admin tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     tsub.add_parser("hash", help='read a token on stdin, print "sha256:<hex>" for [admin] tokens')
@@ -67,6 +89,8 @@ def run_command(args) -> int:
             return _purge(args)
         if args.command == "policy":
             return {"get": _policy_get, "set": _policy_set, "validate": _policy_validate}[args.policy_command](args)
+        if args.command == "cert":
+            return {"set": _cert_set, "list": _cert_list, "delete": _cert_delete}[args.cert_command](args)
         if args.command == "token":
             return {"hash": _token_hash, "new": _token_new}[args.token_command](args)
     except ClientError as exc:
@@ -145,6 +169,69 @@ def _policy_set(args) -> int:
     data = answer.data or {}
     what = "created" if answer.status == 201 else "replaced"
     print(f"tenant {args.tenant}: policy {what}, version {data.get('version')}, served by every worker")
+    return 0
+
+
+# A PEM file larger than this is no certificate chain or key (the API takes 64 KiB a field).
+MAX_PEM_FILE = 1 << 20
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        if path.stat().st_size > MAX_PEM_FILE:
+            raise ClientError(f"{what} {path}: larger than {MAX_PEM_FILE // 1024} KiB, not a PEM file")
+        return path.read_text(encoding="ascii")
+    except UnicodeDecodeError:
+        raise ClientError(f"{what} {path}: not a PEM file (PEM is ASCII text)") from None
+    except OSError as exc:
+        raise ClientError(f"cannot read {what} {path}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def _ask(args, method: str, path: str, body: object = None, *, refused: str = "") -> Answer:
+    """The API's answer; a refusal becomes the command's message (exit 1)."""
+    answer = _client(args).call(method, path, body)
+    if not answer.ok:
+        raise ClientError(f"{refused}{answer.problem()}")
+    return answer
+
+
+def _cert_path(args) -> str:
+    return tenant_path(args.tenant, "certificates", quote(args.name, safe=""))
+
+
+def _cert_set(args) -> int:
+    body = {"certificate": _read_text(Path(args.cert), "--cert"), "private_key": _read_text(Path(args.key), "--key")}
+    if args.passphrase_file:
+        lines = _read_text(Path(args.passphrase_file), "--passphrase-file").splitlines()
+        if not lines or not lines[0]:
+            raise ClientError(f"--passphrase-file {args.passphrase_file}: its first line is empty")
+        body["passphrase"] = lines[0]
+    data = _ask(args, "PUT", _cert_path(args), body, refused="certificate not stored: ").data or {}
+    print(f"tenant {args.tenant}: certificate {args.name} stored for {', '.join(data.get('hosts', []))} "
+          f"({data.get('key_type')}, valid until {data.get('not_after')}), served by every worker")
+    return 0
+
+
+def _cert_list(args) -> int:
+    certificates = _ask(args, "GET", tenant_path(args.tenant, "certificates")).data or []
+    if args.json:
+        print(json.dumps(certificates, indent=2))
+        return 0
+    if not certificates:
+        print(f"tenant {args.tenant} has no certificates", file=sys.stderr)
+        return 0
+    rows = [("NAME", "KEY", "NOT AFTER", "SHA-256", "HOSTS")]
+    rows += [(c["name"], c["key_type"], c["not_after"], c["fingerprint_sha256"][:16], " ".join(c["hosts"]))
+             for c in certificates]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + "  " + row[4])
+    return 0
+
+
+def _cert_delete(args) -> int:
+    _ask(args, "DELETE", _cert_path(args), refused="certificate not removed: ")
+    print(f"tenant {args.tenant}: certificate {args.name} removed, no worker serves it any more")
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from edge.policy.load import RESERVED_TENANTS
 from edge.shipped import policies_dir
+from edge.tls.certs import MAX_PEM_BYTES, NAME_PATTERN, NAME_RULE
 
 # Stated here and enforced by the routes (app.py), which serve this document.
 MAX_BODY = 1 << 20  # request bodies: policies are at most 1 MiB as files, too
@@ -53,19 +54,21 @@ def _policy_schemas() -> dict[str, Any]:
 
 
 _ERRORS = {
-    400: ("Malformed request: bad JSON, an invalid or reserved tenant id, a path with dot segments or encoded "
-          "slashes. "
+    400: ("Malformed request: bad JSON, an invalid or reserved tenant id, an invalid certificate name, a path with "
+          "dot segments or encoded slashes. "
           "A request the HTTP parser rejects (broken framing such as Content-Length with Transfer-Encoding) "
           "gets a text/plain 400 and the connection is closed."),
     401: "No token, a malformed Authorization header or an unknown token (WWW-Authenticate: Bearer).",
     403: ("The token may not do this: a tenant token on another tenant or on an operator endpoint, "
           "changing hosts, or writing an origin or webhook URL on an internal address."),
-    404: "No such tenant (or endpoint).",
+    404: "No such tenant, certificate (or endpoint).",
     405: "Method not allowed on this endpoint.",
-    409: "Conflict: no policy directory to write to (a node reading one policy file), or the node did not take the change.",
+    409: ("Conflict: no policy directory to write to (a node reading one policy file), the node did not take the "
+          "change, or the tenant holds as many certificates as certificates.max_per_tenant allows."),
     412: "If-Match does not name the current version (ETag) of the policy.",
     413: f"Request body over {MAX_BODY} bytes.",
-    422: "The body is valid JSON but not a valid policy or purge request; details name every field. Nothing changed.",
+    422: ("The body is valid JSON but not a valid policy, purge request or certificate upload; details name the "
+          "fields. Nothing changed."),
     421: ("Misdirected request: the Host header names neither a loopback name or address, nor the listener's own "
           "address, nor one of admin.hosts (protection against DNS rebinding)."),
     429: ("Too many failed authentication attempts from this address or with this token (Retry-After says when "
@@ -135,6 +138,15 @@ def _json_body(schema: dict[str, Any], description: str, example: Any,
             "content": {m: {"schema": schema, "example": example} for m in media}}
 
 
+_CERTIFICATE_NAME = {
+    "name": "name", "in": "path", "required": True,
+    "description": f"The certificate's name within the tenant: {NAME_RULE} ('..' never); 400 otherwise.",
+    "schema": {"type": "string", "pattern": f"^{NAME_PATTERN.pattern}$"},
+}
+_PEM = "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"
+_UPLOAD_EXAMPLE = {"certificate": _PEM + _PEM.replace("...", "(intermediate)"),
+                   "private_key": "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n"}
+
 _POLICY_EXAMPLE = {
     "hosts": ["shop.example.de", "*.shop.example.de"],
     "origins": [{"url": "http://10.0.0.5:8080", "host_header": "shop.example.de"}],
@@ -196,6 +208,31 @@ def _document() -> dict[str, Any]:
                 {200: written}, (400, 403, 404, 409, 412, 413, 422, 503), params=write_params,
                 body=_json_body(_ref("Policy.delivery"), "The delivery section.", _DELIVERY_EXAMPLE)),
         },
+        "/v1/tenants/{tenant}/certificates": {
+            "get": _op("The tenant's certificates (metadata, never a key)",
+                       {200: _ok("The certificates, by name.", {"type": "array", "items": _ref("Certificate")})},
+                       (400, 403, 404, 409), params=tenant_path),
+        },
+        "/v1/tenants/{tenant}/certificates/{name}": {
+            "get": _op("One certificate of the tenant (metadata, never a key)",
+                       {200: _ok("The certificate.", _ref("Certificate"))}, (400, 403, 404, 409),
+                       params=[_TENANT, _CERTIFICATE_NAME]),
+            "put": _op(
+                "Store or replace a certificate of the tenant",
+                {200: _ok("Stored; every worker serves it to new handshakes.", _ref("Certificate"))},
+                (400, 403, 404, 409, 413, 422, 503), params=[_TENANT, _CERTIFICATE_NAME],
+                body=_json_body(_ref("CertificateUpload"), "The chain and its private key.", _UPLOAD_EXAMPLE),
+                description="Checked completely first (422 names the field, nothing changes): the key matches the "
+                            "leaf, the chain is in order (leaf first, then each issuer), the leaf is valid now by "
+                            "the node's clock, RSA keys have at least 2048 bits and ECDSA keys are P-256 or P-384, "
+                            "an encrypted key comes with its passphrase, and every subjectAltName DNS name is "
+                            "served by the tenant (a wildcard name only when the tenant serves every name it "
+                            "covers). Then stored atomically (key mode 0600, never logged) and taken by every "
+                            "worker before the answer."),
+            "delete": _op("Remove a certificate of the tenant",
+                          {204: {"description": "Removed; no worker serves it any more."}},
+                          (400, 403, 404, 409, 503), params=[_TENANT, _CERTIFICATE_NAME]),
+        },
         "/v1/tenants/{tenant}/purge": {
             "post": _op(
                 "Purge cached entries of the tenant",
@@ -231,17 +268,62 @@ def _document() -> dict[str, Any]:
                  "properties": {"entries": {"type": ["integer", "null"]}, "bytes": {"type": ["integer", "null"]}}},
         "Stats": {
             "type": "object",
-            "required": ["worker", "workers", "uptime_seconds", "tiers", "requests", "policies"],
+            "required": ["worker", "workers", "uptime_seconds", "tiers", "requests", "policies",
+                         "certificates_expiring"],
             "properties": {
                 "worker": {"type": "integer", "description": "pid of the answering worker"},
                 "workers": {"type": "array", "description": "the node's live workers",
                             "items": {"type": "object", "required": ["worker", "uptime_seconds"],
                                       "properties": {"worker": {"type": "integer"},
-                                                     "uptime_seconds": {"type": "number"}}}},
+                                                     "uptime_seconds": {"type": "number"},
+                                                     "certificate_changes": {
+                                                         "type": "integer",
+                                                         "description": "certificate writes and removals the "
+                                                                        "worker has taken since it started"}}}},
                 "uptime_seconds": {"type": "number", "description": "of the longest-running live worker"},
                 "tiers": {"type": "object", "additionalProperties": _ref("Tier")},
                 "requests": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "policies": {"type": "object", "additionalProperties": {"type": "string"}},
+                "certificates_expiring": {
+                    "type": "array", "description": "certificates with less than 30 days left (or expired), "
+                                                    "the soonest first",
+                    "items": {"type": "object",
+                              "required": ["tenant", "name", "hosts", "not_after", "expires_in_seconds"],
+                              "properties": {"tenant": {"type": "string"}, "name": {"type": "string"},
+                                             "hosts": {"type": "array", "items": {"type": "string"}},
+                                             "not_after": {"type": "string", "format": "date-time"},
+                                             "expires_in_seconds": {"type": "integer"}}}},
+            },
+        },
+        "Certificate": {
+            "type": "object",
+            "required": ["name", "hosts", "not_before", "not_after", "fingerprint_sha256", "key_type"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"},
+                "hosts": {"type": "array", "items": {"type": "string"},
+                          "description": "the leaf's subjectAltName DNS names, lower case"},
+                "not_before": {"type": "string", "format": "date-time"},
+                "not_after": {"type": "string", "format": "date-time"},
+                "fingerprint_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                                       "description": "SHA-256 of the leaf's DER, hex"},
+                "key_type": {"type": "string", "pattern": "^(rsa-[0-9]+|ecdsa-p256|ecdsa-p384)$",
+                             "description": "rsa-<bits> (2048 or more), ecdsa-p256 or ecdsa-p384"},
+            },
+        },
+        "CertificateUpload": {
+            "type": "object",
+            "required": ["certificate", "private_key"],
+            "additionalProperties": False,
+            "properties": {
+                "certificate": {"type": "string", "minLength": 1, "maxLength": MAX_PEM_BYTES,
+                                "description": "PEM: the leaf first, then each issuer up to (not necessarily "
+                                               "including) the root"},
+                "private_key": {"type": "string", "minLength": 1, "maxLength": MAX_PEM_BYTES,
+                                "description": "PEM: the leaf's key (PKCS#8, PKCS#1 or SEC1; encrypted only "
+                                               "with passphrase)"},
+                "passphrase": {"type": ["string", "null"], "description": "decrypts an encrypted private_key; "
+                                                                          "never stored or logged"},
             },
         },
         "TenantSummary": {
@@ -289,7 +371,7 @@ def _document() -> dict[str, Any]:
         "info": {
             "title": "edge admin API",
             "version": "1",
-            "description": "Administration of one edge node: tenants' policies, purges, health and metrics. "
+            "description": "Administration of one edge node: tenants' policies, certificates and purges, health and metrics. "
                            "JSON everywhere; errors are {\"error\": ..., \"details\": [{\"field\", \"message\"}]}. "
                            "Authenticate with Authorization: Bearer <token>; operator tokens may do everything, "
                            "tenant tokens only their own tenant. Every answer carries Server: edge, "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -46,10 +46,11 @@ class AdminServer:
     socket (``state.control``)."""
 
     def __init__(self, config: NodeConfig, state: Any, reload: Callable[[], LoadReport], *, secret: bytes,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, certificates_changed: Callable[[], Awaitable[None]] | None = None) -> None:
         self.config = config
         self.state = state
         self.reload_policies = reload
+        self.certificates_changed = certificates_changed  # this worker's (edge.app.Node.certificates_changed)
         self.secret = secret  # the node's (edge.app.node_secret): failed attempts are counted by its keys
         self.reuse_port = reuse_port
         self.runner: web.AppRunner | None = None
@@ -97,7 +98,11 @@ class AdminServer:
                                 FailureKeys(self.secret), limiter,
                                 allowed_names(admin.hosts, admin.listen.host), files=files,
                                 control=self.state.control)
-        self.ctx.view = metrics.NodeView(lambda: shared_tiers(self.state.store))
+        if self.certificates_changed is not None:
+            self.ctx.certificates_changed = self.certificates_changed
+        watch = self.state.certificate_watch
+        self.ctx.view = metrics.NodeView(lambda: shared_tiers(self.state.store),
+                                         extra=(lambda: [watch.metric()]) if watch is not None else None)
         metrics.start_worker()
         if metrics.MULTIPROCESS_DIR is not None:
             self._publisher = asyncio.ensure_future(

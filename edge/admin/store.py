@@ -12,14 +12,13 @@ loader ignores it) and removed by the next start.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edge.files import exclusive, sync_directory
 from edge.policy.errors import PolicyError
 from edge.policy.load import load_policy_file, read_policy_json
 
@@ -52,14 +51,8 @@ class PolicyFiles:
         # separators, no dots, so this stays inside the directory.
         return self.directory / f"{tenant}.json"
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive(self.directory / LOCK_NAME)
 
     def version(self, tenant: str) -> str | None:
         """The version of the tenant's file as it is on disk; None when there is none.
@@ -123,11 +116,7 @@ class PolicyFiles:
         return True
 
     def _sync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_directory(self.directory)
 
     def remove_leftovers(self) -> list[str]:
         """Temporaries of writers that no longer run (killed mid-write)."""

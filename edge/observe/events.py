@@ -83,6 +83,11 @@ The event
     and ``"partial"`` (true when the node stopped before the window ended).
     Times are ISO 8601 UTC with ``Z``.
 
+    Other events share ``type``, ``id``, ``node``, ``tenant``, ``what`` and
+    ``time`` and the delivery, and carry their own fields instead of the
+    counts (:meth:`SecurityEvents.notify`): ``certificate_expiry`` and
+    ``certificate_renewal_failed`` (:mod:`edge.tls.expiry`).
+
 Counts are per worker process, like the rate limits: with N workers each
 counts the requests the kernel gave it.
 """
@@ -137,7 +142,8 @@ WINDOW_SUMMARY = "window_summary"
 
 EVENTS = Counter(
     "edge_security_events_total",
-    "Security events emitted, by tenant and kind (tenant_block_rate, client_blocks, window_summary).",
+    "Security events emitted, by tenant and kind (tenant_block_rate, client_blocks, window_summary, "
+    "certificate_expiry, certificate_renewal_failed).",
     ("tenant", "what"),
     registry=REGISTRY,
 )
@@ -378,8 +384,8 @@ class SecurityEvents:
         self.tick_interval = tick
         self.close_timeout = close_timeout
         self._windows: dict[str, _Window] = {}
-        # (event, webhook URL or None, secret or None, guarded); the oldest go first when full.
-        self._queue: deque[tuple[dict[str, Any], str | None, str | None, bool]] = deque(maxlen=max(1, max_pending))
+        # (event, webhook URL or None, secret or None, guarded, log text); the oldest go first when full.
+        self._queue: deque[tuple[dict[str, Any], str | None, str | None, bool, str]] = deque(maxlen=max(1, max_pending))
         self.dropped = 0
         self._dropped_logged = 0
         self._wake = asyncio.Event()
@@ -468,31 +474,44 @@ class SecurityEvents:
 
     def _emit(self, tenant: str, w: _Window, what: str, now: float, threshold: int, *,
               client: dict[str, Any] | None = None, partial: bool | None = None) -> None:
-        event: dict[str, Any] = {
-            "type": "edge.security_event",
-            "id": uuid.uuid4().hex,
-            "node": self.node,
-            "tenant": tenant,
-            "what": what,
-            "time": _iso(now),
+        event = self._event(tenant, what, now)
+        event.update({
             "window": {"start": _iso(w.start), "end": _iso(w.start + w.seconds), "seconds": w.seconds},
             "counts": {"blocked": w.blocked, "by_filter": dict(w.by_filter)},
             "top_sources": self._top_sources(w),
             "rules": dict(heapq.nlargest(TOP_RULES, w.rules.items(), key=itemgetter(1))),
             "threshold": threshold,
-        }
+        })
         if client is not None:
             event["client"] = client
         if partial is not None:
             event["alerts"] = {TENANT_BLOCK_RATE: w.alerts_tenant, CLIENT_BLOCKS: w.alerts_clients}
             event["partial"] = partial
-        EVENTS.labels(tenant, what).inc()
-        settings = w.settings
+        source = event.get("client", {}).get("source")
+        text = (f"tenant={tenant} blocked={w.blocked} window={event['window']['start']}+{w.seconds}s"
+                f"{f' source={source}' if source else ''}")
+        self._queue_event(event, w.settings, text)
+
+    def notify(self, tenant: str, settings: EventSettings, what: str, fields: dict[str, Any], text: str) -> None:
+        """An event that is no block count (a certificate about to expire,
+        say): ``fields`` join the common ones, ``text`` follows the tenant
+        in the log line. Logged and sent like the others."""
+        event = self._event(tenant, what, self.clock())
+        event.update(fields)
+        self._queue_event(event, settings, f"tenant={tenant} {text}")
+
+    def _event(self, tenant: str, what: str, now: float) -> dict[str, Any]:
+        """The fields every event starts with."""
+        return {"type": "edge.security_event", "id": uuid.uuid4().hex, "node": self.node, "tenant": tenant,
+                "what": what, "time": _iso(now)}
+
+    def _queue_event(self, event: dict[str, Any], settings: EventSettings, text: str) -> None:
+        EVENTS.labels(event["tenant"], event["what"]).inc()
         queue = self._queue
         if len(queue) == queue.maxlen:
             self.dropped += 1
             EVENTS_DROPPED.inc()
-        queue.append((event, settings.webhook_url, settings.secret, settings.guarded))
+        queue.append((event, settings.webhook_url, settings.secret, settings.guarded, text))
         self._wake.set()
 
     def source_count(self) -> int:
@@ -526,14 +545,8 @@ class SecurityEvents:
             self._dropped_logged = self.dropped
         queue = self._queue
         while queue:
-            event, url, secret, guarded = queue.popleft()
-            window = event["window"]
-            source = event.get("client", {}).get("source")
-            log.warning(
-                "security event %s: tenant=%s blocked=%d window=%s+%ds%s",
-                event["what"], event["tenant"], event["counts"]["blocked"], window["start"], window["seconds"],
-                f" source={source}" if source else "",
-            )
+            event, url, secret, guarded, text = queue.popleft()
+            log.warning("security event %s: %s", event["what"], text)
             if url is None or secret is None:
                 continue
             if len(self._deliveries) >= self.max_deliveries:

@@ -164,6 +164,15 @@ WORKER_STARTED = Gauge(
     registry=REGISTRY,
 )
 
+CERTIFICATE_CHANGES = Gauge(
+    "edge_worker_certificate_changes",
+    "Certificate writes and removals each live worker has taken since it started "
+    "(its HTTPS listeners serve them from then on).",
+    ("worker",),
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+
 # The memory tier is per worker (summed here); the disk tier is shared and
 # is read by the worker that answers (NodeView), never summed.
 _ENTRIES = "Entries in each cache tier (memory: over all workers)."
@@ -224,6 +233,12 @@ def start_worker() -> None:
     pid = str(os.getpid())
     WORKERS.labels(pid).set(1)
     WORKER_STARTED.labels(pid).set(time.time())
+    CERTIFICATE_CHANGES.labels(pid).set(0)
+
+
+def certificate_change() -> None:
+    """This worker took a certificate write or removal."""
+    CERTIFICATE_CHANGES.labels(str(os.getpid())).inc()
 
 
 FILL_BUFFER = Gauge(
@@ -268,10 +283,13 @@ Tiers = dict[str, tuple[int | None, int | None]]  # tier -> (entries, bytes)
 class NodeView(Collector):
     """The node's metrics, whichever worker collects them: every worker's
     files in multiprocess mode, else this process's registry; plus the
-    tiers the workers share, read here (``shared``)."""
+    tiers the workers share, read here (``shared``), and families read
+    from other shared state (``extra``: the certificate store's)."""
 
-    def __init__(self, shared: Callable[[], Tiers] | None = None) -> None:
+    def __init__(self, shared: Callable[[], Tiers] | None = None,
+                 extra: Callable[[], Iterable[Metric]] | None = None) -> None:
         self.shared = shared
+        self.extra = extra
 
     def collect(self) -> Iterator[Metric]:
         base = _worker_files(MULTIPROCESS_DIR) if MULTIPROCESS_DIR else REGISTRY.collect()
@@ -286,6 +304,8 @@ class NodeView(Collector):
             family = GaugeMetricFamily(name, text, labels=("tier",))
             _add_tiers(family, shared, i)
             yield family
+        if self.extra is not None:
+            yield from self.extra()
 
     def describe(self) -> list:
         return []
@@ -319,6 +339,7 @@ class NodeStats:
     requests: dict[str, int] = field(default_factory=dict)  # tenant -> requests
     tiers: dict[str, dict[str, int | None]] = field(default_factory=dict)  # tier -> entries, bytes
     workers: dict[int, float] = field(default_factory=dict)  # pid -> start time
+    certificate_changes: dict[int, int] = field(default_factory=dict)  # pid -> certificate changes taken
 
 
 def node_stats(families: Iterable[Metric]) -> NodeStats:
@@ -333,4 +354,6 @@ def node_stats(families: Iterable[Metric]) -> NodeStats:
                 tier["entries" if sample.name == "edge_cache_entries" else "bytes"] = int(sample.value)
             elif sample.name == "edge_worker_start_time_seconds":
                 out.workers[int(sample.labels["worker"])] = sample.value
+            elif sample.name == "edge_worker_certificate_changes":
+                out.certificate_changes[int(sample.labels["worker"])] = int(sample.value)
     return out

@@ -196,6 +196,10 @@ GOOD_VALUES = [
     ('[proxy]\ntrusted_proxies = []', lambda c: c.trusted_proxies == (), "no-proxies"),
     ('[outbound]\nallow_networks = ["10.20.0.0/16", "fd00:1::/32"]',
      lambda c: [str(n) for n in c.outbound.allow_networks] == ["10.20.0.0/16", "fd00:1::/32"], "outbound-networks"),
+    ('[certificates]\nexpiry_check_interval = 600\nmax_per_tenant = 5',
+     lambda c: (c.certificates.expiry_check_interval, c.certificates.max_per_tenant) == (600.0, 5), "certificates"),
+    ('[certificates]\nexpiry_check_interval = 0', lambda c: c.certificates.expiry_check_interval == 0.0,
+     "certificates-no-periodic-check"),
 ]
 
 
@@ -237,7 +241,7 @@ NAME = (
     'expected a name of letters, digits, ".", "_" or "-" that starts with a letter '
     "(at most 63 characters)"
 )
-SECTIONS = "admin, cache, filters, geoip, limits, listen, log, node, outbound, policies, proxy, timeouts"
+SECTIONS = "admin, cache, certificates, filters, geoip, limits, listen, log, node, outbound, policies, proxy, timeouts"
 
 BAD = [
     # (toml put before MINIMAL, expected message without the "edge.toml: " prefix, id)
@@ -312,6 +316,14 @@ BAD = [
     ("[proxy]\nclient_address_header = \"X-Real-IP\"", 'proxy.client_address_header: expected one of "x-forwarded-for", "forwarded", found "X-Real-IP"', "address-header"),
     ("[outbound]\nallow_networks = [\"10.0.0.1/8\"]", f'outbound.allow_networks[0]: {CIDR}, found "10.0.0.1/8" (has host bits set)', "outbound-host-bits"),
     ("[outbound]\nallow_network = []", 'outbound.allow_network: expected one of the keys allow_networks, found an unknown key (did you mean "allow_networks"?)', "outbound-typo"),
+    ("[certificates]\nexpiry_check_interval = -1", "certificates.expiry_check_interval: expected a number of seconds "
+     "(0: only at start and after writes) from 0 to 86400, found -1", "expiry-check-negative"),
+    ("[certificates]\nexpiry_check_interval = \"1h\"", "certificates.expiry_check_interval: expected a number of seconds "
+     '(0: only at start and after writes) from 0 to 86400, found "1h"', "expiry-check-string"),
+    ("[certificates]\nmax_per_tenant = 0", "certificates.max_per_tenant: expected an integer from 1 to 10000, found 0",
+     "max-certificates-zero"),
+    ("[certificates]\ncheck_interval = 60", "certificates.check_interval: expected one of the keys expiry_check_interval, "
+     'max_per_tenant, found an unknown key (did you mean "expiry_check_interval"?)', "certificates-unknown-key"),
     ("[limits]\nmax_request_line = 10", "limits.max_request_line: expected a size from 64 to 1048576 bytes, found 10", "request-line-small"),
     ("[limits]\nmax_header_size = \"2MiB\"", 'limits.max_header_size: expected a size from 64 to 1048576 bytes, found "2MiB"', "header-size-large"),
     ("[limits]\nmax_headers = \"100\"", 'limits.max_headers: expected an integer from 1 to 10000, found "100"', "max-headers-string"),

@@ -1,0 +1,2 @@
+"""TLS termination: tenant certificates (checks and storage), and the
+handshake side of HTTPS listeners."""
