@@ -10,7 +10,7 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from edge.waf import WafRuleError, default_rules_dir
 from edge.waf import compiled as compiled_waf
 from edge.policy.load import LoadReport, PolicyDirectory
 from edge.policy.model import CidrSet
+from edge.policy.resolve import PolicySet
 from edge.policy.sources import PolicySource
 from edge.tls.expiry import ExpiryWatch
 from edge.tls.store import CertificateStore, default_root
@@ -147,7 +148,9 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         policies=policies,
         store=TieredStore(memory, disk),
         origins=OriginClients(node_name=config.name, queue_timeout=config.timeouts.origin_queue, guard=guard,
-                              refusal_log_interval=config.log.refused_origin_interval),
+                              refusal_log_interval=config.log.refused_origin_interval,
+                              client_certificate=config.origin_tls.client_certificate,
+                              client_key=config.origin_tls.client_key),
         filters=filters,
         access_log=access_log,
         geo=geo,
@@ -220,6 +223,18 @@ def delivery_warnings(state: NodeState) -> list[str]:
     return out
 
 
+def unverified_origins(policies: PolicySet, tenants: Iterable[str]) -> list[str]:
+    """The https origins of ``tenants`` that are not verified ("verify": false)."""
+    out = []
+    for tenant in sorted(tenants):
+        policy = policies.tenants.get(tenant)
+        for origin in policy.origins if policy is not None else ():
+            if not origin.verify:
+                out.append(f"tenant {tenant} origin {origin.url}: TLS certificate verification is off (verify: "
+                           "false): whoever is on the path to it can read and change its traffic")
+    return out
+
+
 def make_server(state: NodeState) -> web.Server:
     pipeline = state.pipeline = Pipeline(state)
     limits = state.config.limits
@@ -267,7 +282,8 @@ class Node:
         self.state = build_state(self.config, self.policies, access_log=access)
         if self.state.events is not None:
             self.state.events.start()
-        for warning in delivery_warnings(self.state):
+        for warning in delivery_warnings(self.state) + unverified_origins(self.policies.current,
+                                                                          self.policies.current.tenants):
             log.warning("%s", warning)
         run_dir = self.config.admin.run_dir
         if self.config.workers > 1 and run_dir is not None:
@@ -328,7 +344,8 @@ class Node:
                 self.state.waf.waf = engine
         # Exclusions must name rules of the set in force (before the start:
         # the shipped set, which the start compiles).
-        report = self.policies.load(waf_rule_ids=self.state.waf_rule_ids() if self.state is not None else None)
+        report = self.policies.load(waf_rule_ids=self.state.waf_rule_ids() if self.state is not None else None,
+                                    origin_client_certificate=self.config.origin_tls.enabled)
         for err in report.errors:
             log.error("policy rejected: %s", err)
         for tenant in report.kept:
@@ -336,7 +353,8 @@ class Node:
         if report.loaded or report.removed:
             log.info("policies reloaded: loaded %s, removed %s", report.loaded, report.removed)
             if self.state is not None:
-                for warning in delivery_warnings(self.state):
+                for warning in delivery_warnings(self.state) + unverified_origins(self.policies.current,
+                                                                                  report.loaded):
                     log.warning("%s", warning)
                 origins = [o for policy in self.policies.current.tenants.values() for o in policy.origins]
                 self._on_loop(self.state.origins.retain, origins)

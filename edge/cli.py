@@ -187,7 +187,7 @@ def _serve(config, spec: SourceSpec, demo: bool, state=None) -> int:
         problem = _seed_state(source)
         if problem:
             return _fail(problem)
-    report = source.load()
+    report = source.load(origin_client_certificate=config.origin_tls.enabled)
     for err in report.errors:
         print(f"edge: policy rejected: {err}", file=sys.stderr)
     if spec.seed is not None and spec.seed.tenant not in source.current.tenants:
@@ -476,7 +476,7 @@ def _worker_main(config, spec: SourceSpec) -> None:
 
     logging.basicConfig(level=config.log.level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source = make_source(spec)
-    source.load()
+    source.load(origin_client_certificate=config.origin_tls.enabled)
     run(serve_forever(Node(config, source, reuse_port=True)))
 
 

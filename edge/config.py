@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.http.urls import strict_hostname
+from edge.origin.tls import client_certificate_problem
 from edge.schema.check import describe
 from edge.schema.reader import Reader
 from edge.schema.reader import boolean as _bool
@@ -154,6 +155,19 @@ class CertificatesConfig:
     max_per_tenant: int = 100  # certificates one tenant may store (each up to 64 KiB of chain and key)
 
 
+@dataclass(frozen=True, slots=True)
+class OriginTLSConfig:
+    """The certificate the node presents to origins that authenticate it
+    (those whose policy says ``"client_certificate": true``). Both or neither."""
+
+    client_certificate: Path | None = None  # absolute; a PEM certificate chain
+    client_key: Path | None = None  # absolute; its unencrypted PEM private key
+
+    @property
+    def enabled(self) -> bool:
+        return self.client_certificate is not None
+
+
 ADMIN_DEFAULT_LISTEN = ListenAddress("127.0.0.1", 9090)
 TOKEN_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
 OPERATOR = "*"  # the tenant scope of operator tokens
@@ -216,6 +230,7 @@ class NodeConfig:
     filters: NodeLists = field(default_factory=NodeLists)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     certificates: CertificatesConfig = field(default_factory=CertificatesConfig)
+    origin_tls: OriginTLSConfig = field(default_factory=OriginTLSConfig)
     source: str = "<defaults>"  # the file this came from, as given to load_config
 
 
@@ -251,6 +266,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "filters": ("allow", "deny", "allow_file", "deny_file", "client_rate", "client_burst"),
     "outbound": ("allow_networks",),
     "certificates": ("expiry_check_interval", "max_per_tenant"),
+    "origin_tls": ("client_certificate", "client_key"),
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
@@ -490,6 +506,8 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
     if "allow_networks" in t:
         outbound = OutboundConfig(_networks(r, t["allow_networks"], "outbound.allow_networks", ()))
 
+    origin_tls = _origin_tls(r, r.table(data, "origin_tls"))
+
     t = r.table(data, "limits")
     dl = d.limits
     limits = Limits(
@@ -552,10 +570,29 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
         geoip=geoip,
         filters=filters,
         outbound=outbound,
+        origin_tls=origin_tls,
         admin=admin,
         certificates=certificates,
         source=r.file,
     )
+
+
+def _origin_tls(r: Reader, t: dict[str, Any]) -> OriginTLSConfig:
+    """Checked now, files and all: a node that cannot present its
+    certificate must not start and fail every authenticated pull."""
+    cert = r.get(t, "origin_tls", "client_certificate", None, r.path)
+    key = r.get(t, "origin_tls", "client_key", None, r.path)
+    for name, other in (("client_certificate", "client_key"), ("client_key", "client_certificate")):
+        if other in t and name not in t:
+            r.error(f"origin_tls.{name}", f"it with origin_tls.{other} (the certificate and its key)", "nothing")
+    if cert is None or key is None:
+        return OriginTLSConfig()
+    problem = client_certificate_problem(cert, key)
+    if problem is not None:
+        name, expected, found = problem
+        r.error(f"origin_tls.{name}", expected, found)
+        return OriginTLSConfig()
+    return OriginTLSConfig(cert, key)
 
 
 def _admin(r: Reader, data: dict[str, Any], listen: tuple[ListenAddress, ...], workers: int) -> AdminConfig:

@@ -148,7 +148,8 @@ class StateDirectory(PolicyDirectory):
     def changed(self) -> bool:
         return super().changed() or self._seed_scan() != self._seed_signature
 
-    def load(self, *, waf_rule_ids: frozenset[str] | None = None) -> LoadReport:
+    def load(self, *, waf_rule_ids: frozenset[str] | None = None,
+             origin_client_certificate: bool | None = None) -> LoadReport:
         errors = []
         signature = self._seed_scan()
         if signature != self._seed_signature:
@@ -164,7 +165,7 @@ class StateDirectory(PolicyDirectory):
                     log.warning("%s changed, but tenant %s's policy was changed through the admin API since it "
                                 "was seeded: that change stays in force (remove %s to follow the file again)",
                                 self.seed.path, self.seed.tenant, self.files.path(self.seed.tenant))
-        report = super().load(waf_rule_ids=waf_rule_ids)
+        report = super().load(waf_rule_ids=waf_rule_ids, origin_client_certificate=origin_client_certificate)
         if errors:
             report.errors[:0] = errors
             if self.seed.tenant in self.current.tenants and self.seed.tenant not in report.kept:

@@ -90,7 +90,7 @@ async def make_edge(tmp_path: Path):
                 path = tmp_path / "quick.json"
                 path.write_text(json.dumps(policy))
             source = FileSource(path, tenant="default", quick_origin=quick_origin)
-        source.load()
+        source.load(origin_client_certificate=config.origin_tls.enabled)  # as edge serve does
         node = Node(config, source)
         await node.start()
         nodes.append(node)

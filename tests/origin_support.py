@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -33,10 +34,11 @@ class Origin:
         self.loop: asyncio.AbstractEventLoop | None = None  # its own, when started in a thread
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the test's thread reads what the origin's thread records
+        self.tls: ssl.SSLContext | None = None  # set by start: the origin speaks https
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def route(self, path: str, handler: Handler) -> None:
         self.routes[path] = handler
@@ -76,13 +78,14 @@ class Origin:
             return web.Response(status=404, text="not found at the origin\n")
         return await handler(request)
 
-    async def start(self, port: int = 0) -> None:
-        """Serve on the running event loop."""
+    async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        """Serve on the running event loop; https with ``tls``."""
+        self.tls = tls
         app = web.Application(client_max_size=1 << 32)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        await web.TCPSite(self.runner, "127.0.0.1", port, ssl_context=tls).start()
         self.port = self.runner.addresses[0][1]
 
     async def stop(self) -> None:
@@ -93,11 +96,11 @@ class Origin:
 
     # --- on a loop of its own ------------------------------------------------------------
 
-    def start_in_thread(self) -> Origin:
+    def start_in_thread(self, tls: ssl.SSLContext | None = None) -> Origin:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="test-origin", daemon=True)
         self._thread.start()
-        self.call(self.start())
+        self.call(self.start(tls=tls))
         return self
 
     def _run(self) -> None:

@@ -570,8 +570,12 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
                                    field_details(exc.errors)) from None
             data = build(existing)
             source = f"{request.method} {request.path}"
+            # Checked against this node's [origin_tls]: a policy that asks for
+            # a client certificate the node lacks is refused, not written.
+            parse = functools.partial(parse_policy, tenant=tenant, source=source,
+                                      origin_client_certificate=ctx.state.config.origin_tls.enabled)
             try:
-                policy = parse_policy(data, tenant=tenant, source=source)
+                policy = parse(data)
             except PolicyError as exc:
                 raise ApiError(422, "invalid policy: nothing was changed", field_details(exc.errors)) from None
             # Checked against the files as they are now, under the lock that
@@ -584,11 +588,11 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
                 refused += guarded
                 if refused:
                     raise ApiError(403, "this change needs an operator token", refused)
-                policy = parse_policy(data, tenant=tenant, source=source)
+                policy = parse(data)
             else:
                 stamped = stamp_operator_write(data, policy, on_disk.current.get(tenant))
                 if stamped != data:
-                    data, policy = stamped, parse_policy(stamped, tenant=tenant, source=source)
+                    data, policy = stamped, parse(stamped)
             conflicts = _host_conflicts(on_disk.current, policy, principal)
             if conflicts:
                 raise ApiError(422, "invalid policy: nothing was changed", conflicts)

@@ -12,12 +12,15 @@ For a tenant token's write the node decides ``set_by``, whatever the data says:
 
 - an origin that the tenant's file, as it is on disk under the write lock,
   has with "operator", field for field (url, host_header, timeouts,
-  max_connections), keeps "operator": a tenant token can change the rules
+  max_connections, TLS settings), keeps "operator": a tenant token can change the rules
   around an origin the operator set up without losing it; so does a
   webhook URL the file has with "operator";
 - everything else is "tenant", and one that is not already the tenant's
   and is plainly internal (an IP literal the policy refuses, a localhost
-  or metadata service name) is refused with 403 before anything is written.
+  or metadata service name) is refused with 403 before anything is written;
+  so is a "tenant" origin that asks for the node's client certificate
+  ([origin_tls]): an origin that trusts it trusts every tenant's requests,
+  and a token must not point it at another tenant's origin.
 
 Operator tokens write ``set_by`` as they like, but an entry that leaves it
 out is "operator" only if it is not the tenant's on disk: an origin whose
@@ -82,6 +85,10 @@ def stamp_tenant_write(data: dict[str, Any], policy: Any, before: Any,
         if not operator and spec.url not in disk.tenants:
             also = _OPERATORS_ORIGIN if spec.url in disk.operators else None
             _check(guard, spec.host, spec.url, f"origins[{i}].url", refused, also)
+        if not operator and spec.client_certificate:
+            refused.append(detail(f"origins[{i}].client_certificate",
+                                  "expected false, or the operator's origin unchanged (only operators have the "
+                                  "node present its client certificate)"))
         origins.append({**raw, "set_by": "operator" if operator else "tenant"})
     out["origins"] = origins
 

@@ -24,6 +24,10 @@ before any valid response head is sent once more, on a new connection.
 
 A policy reload that leaves an origin out of every policy retires its pool:
 its connections are closed as soon as the requests using them are done.
+
+An https origin whose certificate does not verify (edge.origin.tls) fails
+like one that refuses the connection: it counts against its health, the
+next origin is tried, and the log line names the tenant and the reason.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import logging
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from multidict import CIMultiDict
@@ -45,6 +50,7 @@ from edge.http.slow import ClientBodyError
 from edge.observe.throttle import LogThrottle
 from edge.origin.guard import AddressPolicy, connector, forbidden
 from edge.origin.interim import ClientRelay, InterimGuard
+from edge.origin.tls import OriginContexts, TLSSetupError, failure_reason
 
 log = logging.getLogger("edge.origin")
 
@@ -128,12 +134,14 @@ class _Pool:
     their start until their response is released."""
 
     session: aiohttp.ClientSession
+    server_name: str | None = None  # https: the name TLS sends and verifies
     busy: int = 0
     retired: bool = False  # no policy names the origin any more: closed once idle
 
 
 def _ident(origin) -> tuple:
-    return (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections, origin.guarded)
+    return (origin.url, origin.connect_timeout, origin.read_timeout, origin.max_connections, origin.guarded,
+            *OriginContexts.key(origin), origin.tls_name)
 
 
 @dataclass(slots=True)
@@ -152,6 +160,7 @@ class OriginClients:
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, node_name: str = "edge", queue_timeout: float = 5.0,
         guard: AddressPolicy = AddressPolicy(), refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
+        client_certificate: Path | None = None, client_key: Path | None = None,
     ) -> None:
         self._pools: dict[tuple, _Pool] = {}
         self._retired: set[_Pool] = set()  # retired while requests still used them
@@ -162,13 +171,14 @@ class OriginClients:
         self._queue_timeout = queue_timeout
         self._guard = guard
         self._refusals = LogThrottle(refusal_log_interval, clock)
+        self._tls = OriginContexts(client_certificate, client_key)
 
     def _pool(self, origin) -> _Pool:
         ident = _ident(origin)
         pool = self._pools.get(ident)
         if pool is not None and not pool.session.closed:
             return pool
-        pool = _Pool(self._new_session(origin))
+        pool = _Pool(self._new_session(origin), origin.tls_name)
         if self._wanted is not None and ident not in self._wanted:
             # A request that began under a policy a reload has since replaced:
             # a pool of its own, closed when it is done.
@@ -179,6 +189,8 @@ class OriginClients:
         return pool
 
     def _new_session(self, origin) -> aiohttp.ClientSession:
+        """TLSSetupError when an https origin's context cannot be built."""
+        tls = {"ssl": self._tls.context(origin)} if origin.scheme == "https" else {}
         conns = connector(
             self._guard if origin.guarded else None,
             cls=_Connector,
@@ -187,6 +199,7 @@ class OriginClients:
             limit_per_host=origin.max_connections,
             ttl_dns_cache=60,
             keepalive_timeout=30,
+            **tls,
         )
         return aiohttp.ClientSession(
             connector=conns,
@@ -208,7 +221,9 @@ class OriginClients:
         """Keep the pools of ``origins`` (every origin of the policies now in
         force); close the others once the requests using them are done.
         Called on the event loop after each policy reload."""
+        origins = list(origins)
         self._wanted = frozenset(_ident(o) for o in origins)
+        self._tls.retain(origins)
         for ident in [i for i in self._pools if i not in self._wanted]:
             pool = self._pools.pop(ident)
             pool.retired = True
@@ -269,12 +284,13 @@ class OriginClients:
         body: AsyncIterable[bytes] | None,
         retry: bool,
         relay: ClientRelay | None = None,
+        tenant: str = "",
     ) -> tuple[aiohttp.ClientResponse, object]:
         """Send one request, failing over when allowed. ``retry`` is true
         only for idempotent requests without a body (a streamed body cannot
         be replayed). ``relay``: the client that gets the origin's interim
-        responses. Returns the response (headers read, body not) and the
-        origin that answered."""
+        responses; ``tenant``: whose request it is, for the log. Returns the
+        response (headers read, body not) and the origin that answered."""
         order = self._order(origins)
         last: OriginError | None = None
         # One guard for every attempt below: the cap counts them all, and a
@@ -286,6 +302,8 @@ class OriginClients:
             url = URL(origin.url.rstrip("/") + target, encoded=True)
             try:
                 resp = await self._request(self._pool(origin), method, url, headers, body, retry, interim)
+            except TLSSetupError as exc:
+                last = OriginError(Failure.CONNECT, origin.url, str(exc))
             except PoolBusy:
                 # Not the origin's failure: no health change, no failover.
                 raise OriginError(Failure.BUSY, origin.url, "no free connection") from None
@@ -301,7 +319,7 @@ class OriginClients:
                     if not more:
                         break
                     continue
-                last = OriginError(Failure.CONNECT, origin.url, str(exc.os_error))
+                last = OriginError(Failure.CONNECT, origin.url, failure_reason(exc) or str(exc.os_error))
             except (aiohttp.ClientError, ValueError) as exc:
                 if isinstance(exc.__cause__, ClientBodyError):
                     # The client's upload failed (too slow, too large): not
@@ -309,7 +327,8 @@ class OriginClients:
                     raise OriginError(Failure.PROTOCOL, origin.url, "client body aborted") from exc
                 # Malformed status line or headers, or a connection closed
                 # before the response: the origin broke the protocol.
-                last = OriginError(Failure.PROTOCOL, origin.url, f"{type(exc).__name__}: {exc}")
+                last = OriginError(Failure.PROTOCOL, origin.url,
+                                   failure_reason(exc) or f"{type(exc).__name__}: {exc}")
             else:
                 if resp.status in failover.retry_on_status:
                     self._failed(origin, failover)
@@ -320,7 +339,7 @@ class OriginClients:
                 self._succeeded(origin)
                 return resp, origin
             self._failed(origin, failover)
-            log.warning("origin request failed: %s", last)
+            log.warning("origin request failed: %s%s", f"tenant {tenant}: " if tenant else "", last)
             if not more:
                 break
         assert last is not None
@@ -348,7 +367,7 @@ class OriginClients:
                     with interim_responses_to(interim):
                         resp = await pool.session.request(method, url, headers=headers, data=body,
                                                           allow_redirects=False, skip_auto_headers=_SKIP_AUTO,
-                                                          compress=None)
+                                                          compress=None, server_hostname=pool.server_name)
                     break
                 except aiohttp.ClientError as exc:
                     if attempt.fresh or not (retry and attempt.reused and _spoilt(exc)):

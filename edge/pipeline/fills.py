@@ -279,7 +279,8 @@ class Fills:
             request_time = time.time()
             try:
                 upstream, _ = await self.state.origins.send(
-                    policy.origins, policy.failover, "GET", ctx.target, headers, ctx.host, None, True
+                    policy.origins, policy.failover, "GET", ctx.target, headers, ctx.host, None, True,
+                    tenant=ctx.tenant,
                 )
             except OriginError as exc:
                 log.info("background refresh of %s%s failed: %s", ctx.host, ctx.path, exc)

@@ -198,6 +198,7 @@ class Upstream:
             retry,
             # interim (1xx) responses: to this client alone, never stored
             relay=ClientRelay(request, self.via),
+            tenant=ctx.tenant,
         )
         ctx.origin_time = time.monotonic() - sent
         return answer

@@ -84,13 +84,15 @@ def read_policy_json(path: str | os.PathLike[str], source: str | None = None) ->
 
 def load_policy_file(path: str | os.PathLike[str], *, tenant: str | None = None,
                      quick_origin: str | None = None, source: str | None = None,
-                     waf_rule_ids: frozenset[str] | None = None) -> TenantPolicy:
+                     waf_rule_ids: frozenset[str] | None = None,
+                     origin_client_certificate: bool | None = None) -> TenantPolicy:
     """One policy file -> TenantPolicy; the tenant id defaults to the file name without ``.json``.
-    ``waf_rule_ids`` as for :func:`edge.policy.parse.parse_policy`."""
+    ``waf_rule_ids`` and ``origin_client_certificate`` as for :func:`edge.policy.parse.parse_policy`."""
     src = source if source is not None else str(path)
     data = read_policy_json(path, src)
     return parse_policy(data, tenant=tenant if tenant is not None else Path(path).stem,
-                        source=src, quick_origin=quick_origin, waf_rule_ids=waf_rule_ids)
+                        source=src, quick_origin=quick_origin, waf_rule_ids=waf_rule_ids,
+                        origin_client_certificate=origin_client_certificate)
 
 
 @dataclass(slots=True)
@@ -155,13 +157,16 @@ class PolicyDirectory:
             return None
         return (dir_ino, tuple(files))
 
-    def load(self, *, waf_rule_ids: frozenset[str] | None = None) -> LoadReport:
+    def load(self, *, waf_rule_ids: frozenset[str] | None = None,
+             origin_client_certificate: bool | None = None) -> LoadReport:
         """Read every file again. ``waf_rule_ids``: the WAF rules exclusions
-        may name (the node's rule set); None: the shipped set's."""
+        may name (the node's rule set); None: the shipped set's.
+        ``origin_client_certificate``: whether the node has one for origins
+        to ask for; None: not checked."""
         with self._lock:
-            return self._load(waf_rule_ids)
+            return self._load(waf_rule_ids, origin_client_certificate)
 
-    def _load(self, waf_rule_ids: frozenset[str] | None) -> LoadReport:
+    def _load(self, waf_rule_ids: frozenset[str] | None, origin_client_certificate: bool | None) -> LoadReport:
         report = LoadReport()
         # Taken before reading: a write racing with this load shows up as a change next time.
         signature = self._scan()
@@ -186,7 +191,8 @@ class PolicyDirectory:
                                                 json.dumps(entry.name)))
                 continue
             try:
-                fresh[tenant] = load_policy_file(entry.path, tenant=tenant, source=source, waf_rule_ids=waf_rule_ids)
+                fresh[tenant] = load_policy_file(entry.path, tenant=tenant, source=source, waf_rule_ids=waf_rule_ids,
+                                                 origin_client_certificate=origin_client_certificate)
             except PolicyError as exc:
                 rejected[tenant] = exc.errors
 

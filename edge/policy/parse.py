@@ -107,13 +107,17 @@ def _host(v: object) -> Any:
 
 
 def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | None = None,
-                 waf_rule_ids: frozenset[str] | None = None) -> TenantPolicy:
+                 waf_rule_ids: frozenset[str] | None = None,
+                 origin_client_certificate: bool | None = None) -> TenantPolicy:
     """Validate decoded JSON into a TenantPolicy, or raise PolicyError listing every problem.
 
     With ``quick_origin`` (``edge serve --origin URL [--policy FILE]``), hosts
     default to ``["*"]`` and the origins are that one URL, whatever the data says.
     ``waf_rule_ids``: the WAF rules an exclusion may name, those of the
     node's rule set; None: the shipped rule set's (``policies/waf``).
+    ``origin_client_certificate``: whether the node has a client certificate
+    for origins to ask for; None: unknown here (where the node loads or
+    writes policies it is known).
     """
     c = Check(source, OBJECT_KEYS)
     if not TENANT_ID_RE.fullmatch(tenant):
@@ -128,7 +132,7 @@ def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | 
             if key not in o:
                 c.fail(key, expected, MISSING)
     hosts = c.list(o, "", "hosts", ("*",), HOSTS, HOST, _host, non_empty=True)
-    origins = parse_origins(c, o.get("origins", MISSING))
+    origins = parse_origins(c, o.get("origins", MISSING), origin_client_certificate)
     if quick_origin is not None:
         # The flag names the origin for this run; the file's origins are
         # still checked so that a typo there is not silently carried along.

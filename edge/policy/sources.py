@@ -3,7 +3,8 @@
 Every source offers the same three things to the node: ``current`` (the
 PolicySet in force, replaced as one reference), ``load()`` and the cheap
 ``changed()`` that the watcher polls. ``load`` takes the ids of the node's
-WAF rules, which a policy's WAF exclusions must name.
+WAF rules, which a policy's WAF exclusions must name, and whether the node
+has a client certificate that a policy's origins may ask for.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class PolicySource(Protocol):
     @property
     def current(self) -> PolicySet: ...
 
-    def load(self, *, waf_rule_ids: frozenset[str] | None = None) -> LoadReport: ...
+    def load(self, *, waf_rule_ids: frozenset[str] | None = None,
+             origin_client_certificate: bool | None = None) -> LoadReport: ...
 
     def changed(self) -> bool: ...
 
@@ -65,7 +67,8 @@ class FileSource:
     def changed(self) -> bool:
         return self.path is not None and self._scan() != self._signature
 
-    def load(self, *, waf_rule_ids: frozenset[str] | None = None) -> LoadReport:
+    def load(self, *, waf_rule_ids: frozenset[str] | None = None,
+             origin_client_certificate: bool | None = None) -> LoadReport:
         with self._lock:
             report = LoadReport()
             signature = self._scan()
@@ -75,7 +78,8 @@ class FileSource:
                     policy = default_policy(self.quick_origin, self.tenant)
                 else:
                     policy = load_policy_file(self.path, tenant=self.tenant, quick_origin=self.quick_origin,
-                                              waf_rule_ids=waf_rule_ids)
+                                              waf_rule_ids=waf_rule_ids,
+                                              origin_client_certificate=origin_client_certificate)
             except PolicyError as exc:
                 report.errors.extend(exc.errors)
                 if self.tenant in self._current.tenants:

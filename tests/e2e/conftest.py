@@ -50,8 +50,9 @@ def port() -> int:
 def make_origin():
     origins: list[Origin] = []
 
-    def make() -> Origin:
-        o = Origin().start_in_thread()
+    def make(tls=None) -> Origin:
+        """``tls``: an ssl.SSLContext to serve https with."""
+        o = Origin().start_in_thread(tls)
         origins.append(o)
         return o
 

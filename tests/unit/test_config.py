@@ -241,7 +241,7 @@ NAME = (
     'expected a name of letters, digits, ".", "_" or "-" that starts with a letter '
     "(at most 63 characters)"
 )
-SECTIONS = "admin, cache, certificates, filters, geoip, limits, listen, log, node, outbound, policies, proxy, timeouts"
+SECTIONS = "admin, cache, certificates, filters, geoip, limits, listen, log, node, origin_tls, outbound, policies, proxy, timeouts"
 
 BAD = [
     # (toml put before MINIMAL, expected message without the "edge.toml: " prefix, id)

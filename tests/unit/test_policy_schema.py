@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from edge.policy import PolicyError, parse_policy, parse_size, to_data
 from edge.policy.parse import accepted_paths
@@ -24,6 +25,9 @@ EVERYTHING: dict[str, Any] = {
     "origins": [{
         "$comment": "c", "url": "http://10.0.0.5:8080", "host_header": "shop.example",
         "connect_timeout": 2, "read_timeout": 20, "max_connections": 50, "set_by": "operator",
+    }, {
+        "url": "https://10.0.0.6", "ca": trustme.CA().cert_pem.bytes().decode(), "server_name": "origin.shop.example",
+        "verify": True, "client_certificate": True,
     }],
     "origin_failover": {"$comment": "c", "retry_on_status": [502], "failures_before_down": 2, "cooldown": 5},
     "cache": {
