@@ -134,10 +134,15 @@ USER_AGENT = "edge-events/1"
 TENANT_BLOCK_RATE = "tenant_block_rate"
 CLIENT_BLOCKS = "client_blocks"
 WINDOW_SUMMARY = "window_summary"
+# Certificates (edge.tls.acme): an ACME order for a host that a valid
+# certificate still covers failed, or one for a host no certificate covers.
+CERTIFICATE_RENEWAL_FAILED = "certificate_renewal_failed"
+CERTIFICATE_ISSUE_FAILED = "certificate_issue_failed"
 
 EVENTS = Counter(
     "edge_security_events_total",
-    "Security events emitted, by tenant and kind (tenant_block_rate, client_blocks, window_summary).",
+    "Security events emitted, by tenant and kind (tenant_block_rate, client_blocks, window_summary, "
+    "certificate_renewal_failed, certificate_issue_failed).",
     ("tenant", "what"),
     registry=REGISTRY,
 )
@@ -468,26 +473,33 @@ class SecurityEvents:
 
     def _emit(self, tenant: str, w: _Window, what: str, now: float, threshold: int, *,
               client: dict[str, Any] | None = None, partial: bool | None = None) -> None:
-        event: dict[str, Any] = {
-            "type": "edge.security_event",
-            "id": uuid.uuid4().hex,
-            "node": self.node,
-            "tenant": tenant,
-            "what": what,
-            "time": _iso(now),
-            "window": {"start": _iso(w.start), "end": _iso(w.start + w.seconds), "seconds": w.seconds},
-            "counts": {"blocked": w.blocked, "by_filter": dict(w.by_filter)},
-            "top_sources": self._top_sources(w),
-            "rules": dict(heapq.nlargest(TOP_RULES, w.rules.items(), key=itemgetter(1))),
-            "threshold": threshold,
-        }
+        event = self._envelope(tenant, what, now)
+        event["window"] = {"start": _iso(w.start), "end": _iso(w.start + w.seconds), "seconds": w.seconds}
+        event["counts"] = {"blocked": w.blocked, "by_filter": dict(w.by_filter)}
+        event["top_sources"] = self._top_sources(w)
+        event["rules"] = dict(heapq.nlargest(TOP_RULES, w.rules.items(), key=itemgetter(1)))
+        event["threshold"] = threshold
         if client is not None:
             event["client"] = client
         if partial is not None:
             event["alerts"] = {TENANT_BLOCK_RATE: w.alerts_tenant, CLIENT_BLOCKS: w.alerts_clients}
             event["partial"] = partial
-        EVENTS.labels(tenant, what).inc()
-        settings = w.settings
+        self._queue_event(event, w.settings)
+
+    def certificate(self, tenant: str, settings: EventSettings, what: str, certificate: dict[str, Any]) -> None:
+        """A certificate event (``CERTIFICATE_*``) for ``tenant``, to its log
+        and webhook like the others; ``certificate`` describes it (name,
+        hosts, error, ...)."""
+        event = self._envelope(tenant, what, self.clock())
+        event["certificate"] = certificate
+        self._queue_event(event, settings)
+
+    def _envelope(self, tenant: str, what: str, now: float) -> dict[str, Any]:
+        return {"type": "edge.security_event", "id": uuid.uuid4().hex, "node": self.node, "tenant": tenant,
+                "what": what, "time": _iso(now)}
+
+    def _queue_event(self, event: dict[str, Any], settings: EventSettings) -> None:
+        EVENTS.labels(event["tenant"], event["what"]).inc()
         queue = self._queue
         if len(queue) == queue.maxlen:
             self.dropped += 1
@@ -527,13 +539,19 @@ class SecurityEvents:
         queue = self._queue
         while queue:
             event, url, secret, guarded = queue.popleft()
-            window = event["window"]
-            source = event.get("client", {}).get("source")
-            log.warning(
-                "security event %s: tenant=%s blocked=%d window=%s+%ds%s",
-                event["what"], event["tenant"], event["counts"]["blocked"], window["start"], window["seconds"],
-                f" source={source}" if source else "",
-            )
+            certificate = event.get("certificate")
+            if certificate is not None:
+                log.warning("security event %s: tenant=%s certificate=%s hosts=%s error=%s", event["what"],
+                            event["tenant"], certificate.get("name"), ",".join(certificate.get("hosts", ())),
+                            certificate.get("error"))
+            else:
+                window = event["window"]
+                source = event.get("client", {}).get("source")
+                log.warning(
+                    "security event %s: tenant=%s blocked=%d window=%s+%ds%s",
+                    event["what"], event["tenant"], event["counts"]["blocked"], window["start"], window["seconds"],
+                    f" source={source}" if source else "",
+                )
             if url is None or secret is None:
                 continue
             if len(self._deliveries) >= self.max_deliveries:
