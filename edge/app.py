@@ -48,6 +48,8 @@ from edge.policy.model import CidrSet
 from edge.policy.resolve import PolicySet
 from edge.policy.sources import PolicySource
 from edge.tls.expiry import ExpiryWatch
+from edge.tls.acme import AcmeManager, acme_root, acme_warnings
+from edge.tls.challenges import ChallengeFiles
 from edge.tls.store import CertificateStore, default_root
 
 log = logging.getLogger("edge")
@@ -77,6 +79,7 @@ class NodeState:
     # the admin API answers: the HTTPS listeners set it to re-read the store
     # (it may return an awaitable). None: this worker serves no HTTPS.
     tls_reload: Callable[[], object] | None = None
+    challenges: ChallengeFiles | None = None  # HTTP-01 answers, with [acme]
 
     def waf_rule_ids(self) -> frozenset[str] | None:
         """The ids of the WAF rules in force, which policies' exclusions must name."""
@@ -209,7 +212,7 @@ def node_secret() -> bytes:
 
 def delivery_warnings(state: NodeState) -> list[str]:
     """Policies this node cannot honour as written (said at start and reload)."""
-    out = []
+    out = acme_warnings(state.config.acme.enabled, state.policies.current.tenants)
     for tenant, policy in sorted(state.policies.current.tenants.items()):
         delivery = policy.delivery
         if delivery.restricted and state.geo is None:
@@ -273,6 +276,7 @@ class Node:
         self.addresses: list[tuple[str, int]] = []
         self.admin = None  # edge.admin.server.AdminServer when [admin] is enabled
         self.control: ControlSocket | None = None
+        self.acme: AcmeManager | None = None  # with [acme]; runs orders in one process of the node
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -280,6 +284,13 @@ class Node:
         if access is not None:
             access.start()
         self.state = build_state(self.config, self.policies, access_log=access)
+        policies_dir = self.config.policies.directory
+        if self.config.acme.enabled and policies_dir is not None:
+            root = acme_root(policies_dir)
+            store = self.state.certificates or CertificateStore(default_root(policies_dir))
+            self.acme = AcmeManager(self.config.acme, root, store, self.policies, self.state.events,
+                                    on_change=self._certificate_issued)
+            self.state.challenges = self.acme.challenges
         if self.state.events is not None:
             self.state.events.start()
         for warning in delivery_warnings(self.state) + unverified_origins(self.policies.current,
@@ -308,6 +319,8 @@ class Node:
                                    backlog=1024)
             await site.start()
         self.addresses = [address[:2] for address in self.runner.addresses]
+        if self.acme is not None:
+            self.acme.start()  # once listening: the CA's validation requests must find an answer
         if self.config.admin.enabled:
             from edge.admin.server import AdminServer
 
@@ -352,6 +365,8 @@ class Node:
             log.error("tenant %s keeps its previous policy: the new file is invalid", tenant)
         if report.loaded or report.removed:
             log.info("policies reloaded: loaded %s, removed %s", report.loaded, report.removed)
+            if self.acme is not None:
+                self._on_loop(self.acme.wake)
             if self.state is not None:
                 for warning in delivery_warnings(self.state) + unverified_origins(self.policies.current,
                                                                                   report.loaded):
@@ -388,6 +403,16 @@ class Node:
                 await result
         metrics.certificate_change()
 
+    async def _certificate_issued(self, tenant: str, name: str) -> None:
+        """An ACME certificate was stored: every worker takes it, as after an upload."""
+        await self.certificates_changed()
+        control = self.state.control
+        if control is not None:
+            fan = await control.fan_out("certificates", {})
+            if not fan.ok:
+                log.warning("certificate %s of tenant %s: workers %s have not taken it yet: %s", name, tenant,
+                            sorted(fan.failed), "; ".join(sorted(set(fan.failed.values()))))
+
     async def _on_certificates(self, payload: dict) -> dict:
         await self.certificates_changed()
         return {}
@@ -418,6 +443,8 @@ class Node:
                 log.exception("policy reload failed; previous policies kept")
 
     async def stop(self) -> None:
+        if self.acme is not None:
+            await self.acme.stop()
         if self.admin is not None:
             await self.admin.stop()
         log.info("worker %d stopping: finishing the requests in progress (at most %g s)", os.getpid(),

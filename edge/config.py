@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.http.urls import strict_hostname
+from edge.http.urls import check_url, strict_hostname
 from edge.origin.tls import client_certificate_problem
 from edge.schema.check import describe
 from edge.schema.reader import Reader
@@ -168,6 +168,31 @@ class OriginTLSConfig:
         return self.client_certificate is not None
 
 
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeConfig:
+    """Certificates from an ACME CA (RFC 8555) for tenants whose policy
+    asks for them (``tls.acme``): edge.tls.acme. On with an [acme]
+    section, which agrees to the CA's terms of service."""
+
+    enabled: bool = False
+    directory_url: str = LETS_ENCRYPT
+    email: str | None = None  # the account's contact: the CA's expiry and problem notices
+    account_key: Path | None = None  # absolute; None: account.key in the ACME state directory
+    ca_bundle: Path | None = None  # absolute; None: the system's trust for the CA's HTTPS
+    renew_before: float = 30 * DAY  # seconds before expiry (the file says days)
+    # Seconds after a first failed order; doubled after each further one. Ten
+    # minutes keeps a host that keeps failing within Let's Encrypt's limit of
+    # 5 failed validations per host and hour.
+    retry_min: float = 600.0
+    retry_max: float = DAY  # the longest wait between two tries (the CA's Retry-After may ask for more)
+    order_timeout: float = 300.0  # seconds one order may take, challenges and issuance included
+    request_timeout: float = 30.0  # seconds one HTTP request to the CA may take
+
+
 ADMIN_DEFAULT_LISTEN = ListenAddress("127.0.0.1", 9090)
 TOKEN_HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
 OPERATOR = "*"  # the tenant scope of operator tokens
@@ -231,6 +256,7 @@ class NodeConfig:
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     certificates: CertificatesConfig = field(default_factory=CertificatesConfig)
     origin_tls: OriginTLSConfig = field(default_factory=OriginTLSConfig)
+    acme: AcmeConfig = field(default_factory=AcmeConfig)
     source: str = "<defaults>"  # the file this came from, as given to load_config
 
 
@@ -267,6 +293,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "outbound": ("allow_networks",),
     "certificates": ("expiry_check_interval", "max_per_tenant"),
     "origin_tls": ("client_certificate", "client_key"),
+    "acme": ("directory_url", "email", "account_key", "ca_bundle", "renew_before", "retry_min", "retry_max",
+             "order_timeout", "request_timeout"),
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
@@ -546,6 +574,7 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
     geoip = GeoIPConfig(database, r.get(t, "geoip", "check_interval", d.geoip.check_interval, _number(0, 86400)))
 
     admin = _admin(r, data, listen, workers)
+    acme = _acme(r, data)
 
     t = r.table(data, "certificates")
     dc = d.certificates
@@ -573,6 +602,7 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
         origin_tls=origin_tls,
         admin=admin,
         certificates=certificates,
+        acme=acme,
         source=r.file,
     )
 
@@ -593,6 +623,55 @@ def _origin_tls(r: Reader, t: dict[str, Any]) -> OriginTLSConfig:
         r.error(f"origin_tls.{name}", expected, found)
         return OriginTLSConfig()
     return OriginTLSConfig(cert, key)
+
+
+_EMAIL_RE = re.compile(r"[^@\s\"<>,;:]{1,64}@[a-z0-9.-]{1,253}")
+
+
+def _https_url(value: object) -> str:
+    if check_url(value, ("https",), fragment=False, max_length=2048) is None:
+        raise ValueError('expected an https:// URL of an ACME directory, such as '
+                         f'"{LETS_ENCRYPT}", found {describe(value)}')
+    return value  # type: ignore[return-value]
+
+
+def _email(value: object) -> str:
+    local, _, domain = value.strip().rpartition("@") if isinstance(value, str) else ("", "", "")
+    text = f"{local}@{domain.lower()}"
+    if not _EMAIL_RE.fullmatch(text) or "." not in domain or not strict_hostname(domain.lower()):
+        raise ValueError(f'expected an e-mail address such as "certs@example.de", found {describe(value)}')
+    return text
+
+
+def _acme(r: Reader, data: dict[str, Any]) -> AcmeConfig:
+    if "acme" not in data:
+        return AcmeConfig()
+    t = r.table(data, "acme")
+    d = AcmeConfig()
+    ca_bundle = r.get(t, "acme", "ca_bundle", None, r.path)
+    if ca_bundle is not None and not ca_bundle.is_file():
+        r.error("acme.ca_bundle", "an existing PEM file of CA certificates", f"{describe(str(ca_bundle))} (no such file)")
+    account_key = r.get(t, "acme", "account_key", None, r.path)
+    if account_key is not None and not account_key.parent.is_dir():
+        r.error("acme.account_key", "a file in an existing directory (made there when missing)",
+                f"{describe(str(account_key))} (no such directory)")
+    retry_min = r.get(t, "acme", "retry_min", d.retry_min, _number(1, DAY))
+    retry_max = r.get(t, "acme", "retry_max", d.retry_max, _number(1, 30 * DAY))
+    if retry_max < retry_min:
+        r.error("acme.retry_max", f"at least acme.retry_min ({retry_min:g} seconds)", f"{retry_max:g}")
+    return AcmeConfig(
+        enabled=True,
+        directory_url=r.get(t, "acme", "directory_url", d.directory_url, _https_url),
+        email=r.get(t, "acme", "email", None, _email),
+        account_key=account_key,
+        ca_bundle=ca_bundle,
+        renew_before=r.get(t, "acme", "renew_before", d.renew_before / DAY, _number(0.001, 365, "a number of days"))
+        * DAY,
+        retry_min=retry_min,
+        retry_max=retry_max,
+        order_timeout=r.get(t, "acme", "order_timeout", d.order_timeout, _number(10, 3600)),
+        request_timeout=r.get(t, "acme", "request_timeout", d.request_timeout, _number(1, 300)),
+    )
 
 
 def _admin(r: Reader, data: dict[str, Any], listen: tuple[ListenAddress, ...], workers: int) -> AdminConfig:

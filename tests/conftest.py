@@ -17,6 +17,7 @@ from edge.cache.key import SEP, tenant_prefix
 from edge.cache.store import Hit
 from edge.config import ListenAddress, default_config
 from edge.policy.sources import DirectorySource, FileSource
+from tests import acme_support
 from tests.origin_support import Origin
 
 
@@ -99,6 +100,17 @@ async def make_edge(tmp_path: Path):
     yield start
     for node in nodes:
         await node.stop()
+
+
+@pytest.fixture(scope="module")
+def pebble(tmp_path_factory):
+    """A real ACME CA on loopback (tests.acme_support), one per test module;
+    it validates HTTP-01 on ``pebble.http_port``, where the node must listen."""
+    if not acme_support.installed():
+        pytest.fail("Debian's pebble is not installed (the README's test command installs it: apt-get install pebble)")
+    ca = acme_support.Pebble(tmp_path_factory.mktemp("pebble"), http_port=acme_support.free_port()).start()
+    yield ca
+    ca.stop()
 
 
 @pytest.fixture

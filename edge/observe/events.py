@@ -139,11 +139,15 @@ USER_AGENT = "edge-events/1"
 TENANT_BLOCK_RATE = "tenant_block_rate"
 CLIENT_BLOCKS = "client_blocks"
 WINDOW_SUMMARY = "window_summary"
+# Certificates (edge.tls.acme): an ACME order for a host that a valid
+# certificate still covers failed, or one for a host no certificate covers.
+CERTIFICATE_RENEWAL_FAILED = "certificate_renewal_failed"
+CERTIFICATE_ISSUE_FAILED = "certificate_issue_failed"
 
 EVENTS = Counter(
     "edge_security_events_total",
     "Security events emitted, by tenant and kind (tenant_block_rate, client_blocks, window_summary, "
-    "certificate_expiry, certificate_renewal_failed).",
+    "certificate_expiry, certificate_renewal_failed, certificate_issue_failed).",
     ("tenant", "what"),
     registry=REGISTRY,
 )
@@ -499,6 +503,13 @@ class SecurityEvents:
         event = self._event(tenant, what, self.clock())
         event.update(fields)
         self._queue_event(event, settings, f"tenant={tenant} {text}")
+
+    def certificate(self, tenant: str, settings: EventSettings, what: str, certificate: dict[str, Any]) -> None:
+        """A certificate event (``CERTIFICATE_*``) for ``tenant``; ``certificate``
+        describes it (name, hosts, error, ...)."""
+        self.notify(tenant, settings, what, {"certificate": certificate},
+                    f"certificate={certificate.get('name')} hosts={','.join(certificate.get('hosts', ()))} "
+                    f"error={certificate.get('error')}")
 
     def _event(self, tenant: str, what: str, now: float) -> dict[str, Any]:
         """The fields every event starts with."""

@@ -2,6 +2,8 @@
 phases; each step's work is done elsewhere:
 
     identify  request id, client address, tenant from the host, path      identify.py
+              an ACME HTTP-01 challenge of a tenant with tls.acme is
+              answered here, before the filters and the cache            respond.py
     filter    the shared filter chain's request hook (every request)      edge/filters/chain.py
     lookup    cache key, the request's directives, stored entry, variant  storage.py
     decide    may it answer: fresh, stale, validate, miss (pure)          edge/cache/reuse.py
@@ -42,6 +44,7 @@ from edge.pipeline.outcome import Fwd, Kind, Outcome, answering
 from edge.pipeline.respond import Responder, ttl
 from edge.pipeline.storage import Storage, close_body
 from edge.pipeline.upstream import BodyTooLarge, Upstream
+from edge.tls.challenges import PREFIX as CHALLENGE_PREFIX
 
 log = logging.getLogger("edge.pipeline")
 
@@ -138,6 +141,10 @@ class Pipeline:
         bad = site(request, ctx, self.state.policies.current)
         if bad is not None:
             return self.respond.error(ctx, *bad)
+        if ctx.path.startswith(CHALLENGE_PREFIX) and ctx.policy.tls.acme and self.state.challenges is not None:
+            # The CA validates from anywhere: no tenant filter may refuse it, no cache
+            # may keep it, and the origin never sees it.
+            return await self.respond.challenge(request, ctx, self.state.challenges)
         # filter
         refused = await self._filter(request, ctx)
         if refused is not None:

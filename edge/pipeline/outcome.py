@@ -40,6 +40,7 @@ class Kind(enum.Enum):
     PASSED = ("passed", False, False, None)  # the origin, without the cache
     REFUSED = ("refused", False, False, None)  # a filter
     ERROR = ("error", False, False, None)  # the edge's own error answer (bad request, origin failure)
+    ANSWERED = ("answered", False, False, None)  # the edge's own answer that is no error (an ACME challenge)
 
     def __init__(self, token: str, hit: bool, stored: bool, detail: str | None) -> None:
         self.token = token

@@ -1,6 +1,8 @@
-"""Answers the edge writes itself: hits (whole, ranges, 304 / 412), errors
-and filter refusals."""
+"""Answers the edge writes itself: hits (whole, ranges, 304 / 412), errors,
+filter refusals and ACME challenges."""
 from __future__ import annotations
+
+import asyncio
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -15,6 +17,7 @@ from edge.origin.pool import Failure, OriginError
 from edge.pipeline.context import Ctx
 from edge.pipeline.outcome import Kind, Outcome
 from edge.pipeline.storage import close_body
+from edge.tls.challenges import token_of
 
 _NOT_MODIFIED_FIELDS = ("Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Vary")
 # Filter answers that refuse (a challenge page or a redirect is not a block).
@@ -100,6 +103,28 @@ class Responder:
             # The connection may hold an unread body or be out of sync.
             resp.force_close()
         return resp
+
+    async def challenge(self, request: web.BaseRequest, ctx: Ctx, files) -> web.Response:
+        """An ACME HTTP-01 challenge (RFC 8555 §8.3): the key authorization
+        the ACME manager left for the token, else 404."""
+        if request.method not in ("GET", "HEAD"):
+            return self.error(ctx, 405, "method not allowed", "acme-challenge", {"Allow": "GET, HEAD"},
+                              forwarded=False)
+        token = token_of(ctx.path)
+        answer = None
+        if token is not None:
+            answer = await asyncio.get_running_loop().run_in_executor(None, files.read, token)
+        if answer is None:
+            return self.error(ctx, 404, "no such ACME challenge", "acme-challenge", forwarded=False)
+        headers = {
+            "Cache-Status": self.settle(ctx, Outcome(Kind.ANSWERED, detail="acme-challenge")),
+            "X-Request-Id": ctx.rid,
+            "Cache-Control": "no-store",
+            "Server": "edge",
+            "Content-Type": "application/octet-stream",
+        }
+        ctx.size = len(answer)
+        return web.Response(status=200, body=answer, headers=headers)
 
     def origin_error(self, ctx: Ctx, exc: OriginError) -> web.Response:
         if exc.failure is Failure.BUSY:

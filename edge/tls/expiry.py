@@ -38,6 +38,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
+from edge.observe.events import CERTIFICATE_RENEWAL_FAILED as RENEWAL_FAILED
 from edge.policy.sections.events import NO_EVENTS
 from edge.tls.store import CertificateStore, StoredCertificate
 
@@ -48,7 +49,6 @@ DAY = 86400
 NOTICE_DAYS = (30, 14, 7, 1, 0)
 EXPIRING_WITHIN = NOTICE_DAYS[0] * DAY  # what /v1/stats lists
 EXPIRY = "certificate_expiry"
-RENEWAL_FAILED = "certificate_renewal_failed"
 STATE_NAME = ".expiry.json"
 LOCK_NAME = ".expiry.lock"
 
@@ -195,12 +195,12 @@ def renewal_failed(events, policies, tenant: str, name: str, hosts: tuple[str, .
     """Tell ``tenant`` that renewing its certificate ``name`` failed:
     ``reason`` is one sentence for a person (no secrets: it is logged and
     sent). ``not_after``: when the certificate in use expires, if any."""
-    fields: dict[str, Any] = {
-        "certificate": {"name": name, "hosts": list(hosts),
-                        "not_after": _rfc3339(not_after) if not_after is not None else None},
-        "reason": reason,
-    }
-    _notify(events, policies, tenant, RENEWAL_FAILED, fields, f"certificate={name} renewal failed: {reason}")
+    # The shape of the ACME manager's own failure events (edge.tls.acme).
+    certificate: dict[str, Any] = {"name": name, "hosts": list(hosts), "error": reason}
+    if not_after is not None:
+        certificate["not_after"] = _rfc3339(not_after)
+    policy = policies.current.get(tenant)
+    events.certificate(tenant, policy.filters.events if policy is not None else NO_EVENTS, RENEWAL_FAILED, certificate)
 
 
 def _notify(events, policies, tenant: str, what: str, fields: dict[str, Any], text: str) -> None:

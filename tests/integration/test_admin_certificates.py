@@ -410,7 +410,7 @@ async def test_a_certificate_near_its_end_is_announced_once_to_the_tenants_webho
                    "the CA refused the order (rate limited)")
     await until(lambda: len(hooks) == 3, "the renewal failure reached the webhook")
     failed = hooks[2]["event"]
-    assert (failed["what"], failed["reason"], failed["certificate"]["name"]) == (
+    assert (failed["what"], failed["certificate"]["error"], failed["certificate"]["name"]) == (
         "certificate_renewal_failed", "the CA refused the order (rate limited)", "www")
     for text in (caplog.text, json.dumps([h["event"] for h in hooks])):
         assert not any(line in text for line in key_lines(body))

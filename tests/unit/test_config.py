@@ -10,6 +10,7 @@ import pytest
 
 from edge.app import node_lists
 from edge.config import (
+    AcmeConfig,
     CacheConfig,
     ConfigError,
     Limits,
@@ -200,6 +201,12 @@ GOOD_VALUES = [
      lambda c: (c.certificates.expiry_check_interval, c.certificates.max_per_tenant) == (600.0, 5), "certificates"),
     ('[certificates]\nexpiry_check_interval = 0', lambda c: c.certificates.expiry_check_interval == 0.0,
      "certificates-no-periodic-check"),
+    ("[acme]", lambda c: c.acme == AcmeConfig(enabled=True), "acme-defaults"),
+    ('[acme]\nemail = "Certs@Example.DE"\nrenew_before = 14.5\nretry_min = 5\nretry_max = 5\n'
+     'directory_url = "https://127.0.0.1:14000/dir"\naccount_key = "account.key"',
+     lambda c: (c.acme.email, c.acme.renew_before, c.acme.retry_min, c.acme.retry_max, c.acme.directory_url,
+                c.acme.account_key.name) == ("Certs@example.de", 14.5 * 86400, 5.0, 5.0,
+                                             "https://127.0.0.1:14000/dir", "account.key"), "acme-settings"),
 ]
 
 
@@ -241,7 +248,9 @@ NAME = (
     'expected a name of letters, digits, ".", "_" or "-" that starts with a letter '
     "(at most 63 characters)"
 )
-SECTIONS = "admin, cache, certificates, filters, geoip, limits, listen, log, node, origin_tls, outbound, policies, proxy, timeouts"
+ACME_URL = 'expected an https:// URL of an ACME directory, such as "https://acme-v02.api.letsencrypt.org/directory"'
+EMAIL = 'expected an e-mail address such as "certs@example.de"'
+SECTIONS = "acme, admin, cache, certificates, filters, geoip, limits, listen, log, node, origin_tls, outbound, policies, proxy, timeouts"
 
 BAD = [
     # (toml put before MINIMAL, expected message without the "edge.toml: " prefix, id)
@@ -340,6 +349,23 @@ BAD = [
      "log.refused_origin_interval: expected a number of seconds (0: every refusal) from 0 to 86400, found -1",
      "refused-origin-interval-negative"),
     ("[log]\nformat = \"json\"", "log.format: expected one of the keys access, level, refused_origin_interval, found an unknown key", "log-unknown-key"),
+    ("[acme]\ndirectory = \"x\"", 'acme.directory: expected one of the keys account_key, ca_bundle, directory_url, email, order_timeout, renew_before, request_timeout, retry_max, retry_min, found an unknown key (did you mean "directory_url"?)', "acme-unknown-key"),
+    ("[acme]\ndirectory_url = \"http://acme.example/dir\"", f'acme.directory_url: {ACME_URL}, found "http://acme.example/dir"', "acme-url-not-https"),
+    ("[acme]\ndirectory_url = \"acme.example\"", f'acme.directory_url: {ACME_URL}, found "acme.example"', "acme-url-not-absolute"),
+    ("[acme]\nemail = \"certs\"", f'acme.email: {EMAIL}, found "certs"', "acme-email-no-at"),
+    ("[acme]\nemail = \"certs@localhost\"", f'acme.email: {EMAIL}, found "certs@localhost"', "acme-email-single-label"),
+    ("[acme]\nemail = \"a b@example.de\"", f'acme.email: {EMAIL}, found "a b@example.de"', "acme-email-space"),
+    ("[acme]\nemail = [\"certs@example.de\"]", f"acme.email: {EMAIL}, found an array", "acme-email-list"),
+    ("[acme]\nca_bundle = \"/nonexistent/ca.pem\"", 'acme.ca_bundle: expected an existing PEM file of CA certificates, found "/nonexistent/ca.pem" (no such file)', "acme-ca-bundle-missing"),
+    ("[acme]\naccount_key = \"/nonexistent/account.key\"", 'acme.account_key: expected a file in an existing directory (made there when missing), found "/nonexistent/account.key" (no such directory)', "acme-account-key-dir-missing"),
+    ("[acme]\nrenew_before = 0", "acme.renew_before: expected a number of days from 0.001 to 365, found 0", "acme-renew-before-zero"),
+    ("[acme]\nrenew_before = \"30d\"", 'acme.renew_before: expected a number of days from 0.001 to 365, found "30d"', "acme-renew-before-string"),
+    ("[acme]\nretry_min = 0", "acme.retry_min: expected a number of seconds from 1 to 86400, found 0", "acme-retry-min-zero"),
+    ("[acme]\nretry_max = 1e9", "acme.retry_max: expected a number of seconds from 1 to 2.592e+06, found 1000000000.0", "acme-retry-max-huge"),
+    ("[acme]\nretry_min = 600\nretry_max = 60", "acme.retry_max: expected at least acme.retry_min (600 seconds), found 60", "acme-retry-max-below-min"),
+    ("[acme]\norder_timeout = 1", "acme.order_timeout: expected a number of seconds from 10 to 3600, found 1", "acme-order-timeout-short"),
+    ("[acme]\nrequest_timeout = 0", "acme.request_timeout: expected a number of seconds from 1 to 300, found 0", "acme-request-timeout-zero"),
+    ("acme = true", "acme: expected a table ([acme]), found true", "acme-not-a-table"),
 ]
 
 

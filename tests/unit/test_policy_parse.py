@@ -171,6 +171,9 @@ BAD_FIELDS = [
     ("unknown key with odd name", with_("cache", {"max size": 5}), 'cache["max size"]',
      'a known key (did you mean "max_object_size"?)', "an unknown key"),
     ("$schema not text", with_("$schema", 5), "$schema", "a string", "5"),
+    ("tls not an object", with_("tls", True), "tls", "an object", "true"),
+    ("tls.acme not a boolean", with_("tls.acme", "yes"), "tls.acme", "true or false", '"yes"'),
+    ("unknown key in tls", with_("tls.redirect", True), "tls.redirect", 'one of the keys acme', "an unknown key"),
 ]
 
 
@@ -260,6 +263,7 @@ def test_defaults():
     assert c.key == KeyOptions()
     assert c.key.tracking_params == DEFAULT_TRACKING_PARAMS
     assert p.rules == ()
+    assert p.tls.acme is False
     assert (p.tenant, p.source) == ("shop", SOURCE)
 
 

@@ -89,6 +89,7 @@ EVERYTHING: dict[str, Any] = {
             "tenant_threshold": 500, "client_threshold": 50, "window": 120, "set_by": "tenant",
         },
     },
+    "tls": {"$comment": "c", "acme": True},
 }
 
 
