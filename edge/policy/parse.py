@@ -21,6 +21,7 @@ from edge.policy.sections import delivery as delivery_section
 from edge.policy.sections import filters as filters_section
 from edge.policy.sections import origins as origins_section
 from edge.policy.sections import rules as rules_section
+from edge.policy.sections import tls as tls_section
 from edge.policy.sections.cache import CacheSettings, cache_data, parse_cache
 from edge.policy.sections.delivery import Delivery, delivery_data, parse_delivery
 from edge.policy.sections.filters import Filters, filters_data, parse_filters
@@ -36,6 +37,7 @@ from edge.policy.sections.origins import (
     quick_origin as quick_origin_spec,
 )
 from edge.policy.sections.rules import Rule, parse_rules, rule_data
+from edge.policy.sections.tls import TlsPolicy, parse_tls, tls_data
 from edge.schema.check import BAD, BOOL, COMMENT, MISSING, STRING, Check, FieldError, boolean, show, string
 from edge.schema.values import TENANT, TENANT_ID_RE, parse_size
 from edge.waf.rules import rule_ids as shipped_waf_rule_ids
@@ -45,12 +47,13 @@ from edge.waf.rules import rule_ids as shipped_waf_rule_ids
 OBJECT_KEYS: dict[str, tuple[str, ...]] = {
     # "$schema" lets editors find policies/schema.json; it is ignored.
     "policy": ("$schema", "hosts", "origins", "origin_failover", "cache", "rules", "rules_case_insensitive",
-               "delivery", "filters"),
+               "delivery", "filters", "tls"),
     **origins_section.KEYS,
     **cache_section.KEYS,
     **rules_section.KEYS,
     **delivery_section.KEYS,
     **filters_section.KEYS,
+    **tls_section.KEYS,
 }
 
 # (object kind, key) -> (kind of the value's objects, whether the value is a list of them)
@@ -61,6 +64,8 @@ NESTED: dict[tuple[str, str], tuple[str, bool]] = {
     ("policy", "rules"): ("rule", True),
     ("policy", "delivery"): ("delivery", False),
     ("policy", "filters"): ("filters", False),
+    ("policy", "tls"): ("tls", False),
+    ("tls", "hsts"): ("hsts", False),
     ("filters", "ip_lists"): ("ip_lists", False),
     ("filters", "rate_limits"): ("rate_limits", False),
     ("filters", "under_attack"): ("under_attack", False),
@@ -147,14 +152,15 @@ def parse_policy(data: object, *, tenant: str, source: str, quick_origin: str | 
         return shipped_waf_rule_ids() if waf_rule_ids is None else waf_rule_ids
 
     filters = parse_filters(c, o.get("filters", MISSING), "filters", known_waf_rules)
+    tls = parse_tls(c, o.get("tls", MISSING), "tls")
 
     if c.errors:
         raise PolicyError(c.errors)
-    data_out = _data(hosts, origins, failover, cache, rules, delivery, filters, folded)
+    data_out = _data(hosts, origins, failover, cache, rules, delivery, filters, folded, tls)
     canonical = json.dumps(data_out, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     version = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return TenantPolicy(tenant, tuple(hosts), tuple(origins), failover, cache, tuple(rules), version, source,
-                        delivery, filters, folded)
+                        delivery, filters, folded, tls)
 
 
 def default_policy(origin_url: str, tenant: str = "default") -> TenantPolicy:
@@ -172,12 +178,12 @@ def to_data(policy: TenantPolicy) -> dict[str, Any]:
     the hash of this, so comments and spelled-out defaults do not change it.
     """
     return _data(policy.hosts, policy.origins, policy.failover, policy.cache, policy.rules, policy.delivery,
-                 policy.filters, policy.rules_case_insensitive)
+                 policy.filters, policy.rules_case_insensitive, policy.tls)
 
 
 def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failover,
           cache: CacheSettings, rules: Iterable[Rule], delivery: Delivery, filters: Filters,
-          rules_case_insensitive: bool) -> dict[str, Any]:
+          rules_case_insensitive: bool, tls: TlsPolicy) -> dict[str, Any]:
     return {
         "hosts": list(hosts),
         "origins": [origin_data(o) for o in origins],
@@ -187,6 +193,7 @@ def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failove
         "rules_case_insensitive": rules_case_insensitive,
         "delivery": delivery_data(delivery),
         "filters": filters_data(filters),
+        "tls": tls_data(tls),
     }
 
 
