@@ -41,9 +41,13 @@ from edge.origin.pool import OriginClients
 from edge.pipeline import Pipeline
 from edge.waf import WafRuleError, default_rules_dir
 from edge.waf import compiled as compiled_waf
-from edge.policy.load import LoadReport
+from edge.policy.load import LoadReport, PolicyDirectory
 from edge.policy.model import CidrSet
 from edge.policy.sources import PolicySource
+from edge.tls.context import CertificateFileError
+from edge.tls.listener import Terminator, TlsSite
+from edge.tls.sni import Certificates
+from edge.tls.store import CertificateStore, default_root
 
 log = logging.getLogger("edge")
 
@@ -197,6 +201,25 @@ def delivery_warnings(state: NodeState) -> list[str]:
     return out
 
 
+def certificate_dir(config: NodeConfig, policies: PolicySource) -> Path | None:
+    """Where the tenants' certificates are: ``[tls] certificate_dir``, else
+    ``certificates`` beside the policy directory (the command line sets it)."""
+    if config.tls.certificate_dir is not None:
+        return config.tls.certificate_dir
+    if isinstance(policies, PolicyDirectory):
+        return default_root(policies.path)
+    return None
+
+
+def make_terminator(config: NodeConfig, policies: PolicySource) -> Terminator:
+    root = certificate_dir(config, policies)
+    if root is None:
+        log.warning("HTTPS listeners without a certificate directory: only tls.default_certificate is served")
+        root = Path(os.devnull)  # lists nothing
+    store = CertificateStore(root)
+    return Terminator(Certificates(store, config.tls.default_certificate), config.tls.handshake_timeout)
+
+
 def make_server(state: NodeState) -> web.Server:
     pipeline = state.pipeline = Pipeline(state)
     limits = state.config.limits
@@ -232,6 +255,8 @@ class Node:
         self._geo_watch: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.addresses: list[tuple[str, int]] = []
+        self.listeners: list[tuple[str, str, int]] = []  # (scheme, host, port) of each bound address
+        self.tls: Terminator | None = None  # with HTTPS listeners
         self.admin = None  # edge.admin.server.AdminServer when [admin] is enabled
         self.control: ControlSocket | None = None
 
@@ -254,18 +279,31 @@ class Node:
             await self.control.start()
             if self.policies.changed():
                 self.reload()  # a write that came before the registration
+        if any(listen.tls for listen in self.config.listen):
+            self.tls = make_terminator(self.config, self.policies)
+            try:
+                self.tls.reload(self.policies.current)
+            except CertificateFileError as exc:
+                raise ConfigError(f"tls.default_certificate {self.config.tls.default_certificate}: {exc}") from None
         self.runner = web.ServerRunner(
             make_server(self.state), handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
         )
         await self.runner.setup()
         for listen in self.config.listen:
-            if listen.proxy_protocol:
+            reuse_port = self.reuse_port or None
+            if listen.tls:
+                peers = listen.proxy_protocol_from if listen.proxy_protocol else None
+                site = TlsSite(self.runner, listen.host, listen.port, terminator=self.tls, proxy_peers=peers,
+                               reuse_port=reuse_port, backlog=1024)
+            elif listen.proxy_protocol:
                 site = ProxyProtocolSite(self.runner, listen.host, listen.port, peers=listen.proxy_protocol_from,
-                                         reuse_port=self.reuse_port or None, backlog=1024)
+                                         reuse_port=reuse_port, backlog=1024)
             else:
-                site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None,
-                                   backlog=1024)
+                site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=reuse_port, backlog=1024)
+            bound = len(self.runner.addresses)
             await site.start()
+            scheme = "https" if listen.tls else "http"
+            self.listeners += [(scheme, *address[:2]) for address in self.runner.addresses[bound:]]
         self.addresses = [address[:2] for address in self.runner.addresses]
         if self.config.admin.enabled:
             from edge.admin.server import AdminServer
@@ -280,10 +318,32 @@ class Node:
             self._geo_watch = asyncio.ensure_future(self.state.geo.watch(self.config.geoip.check_interval))
 
     def hangup(self) -> None:
-        """SIGHUP: policies, and the admin tokens file."""
+        """SIGHUP: policies, certificates, and the admin tokens file."""
         self.reload()
+        self.reload_certificates()
         if self.admin is not None:
             self.admin.reload_tokens()
+
+    @property
+    def tls_addresses(self) -> list[tuple[str, int]]:
+        return [(host, port) for scheme, host, port in self.listeners if scheme == "https"]
+
+    def reload_certificates(self) -> int | None:
+        """Serve the certificates in the store, for the hosts of the policies
+        in force, to this worker's next handshakes; open connections keep
+        theirs. What the certificate API calls in every worker after a write;
+        policy reloads call it too, as hosts move. Returns the number of
+        (tenant, name) groups served; None without HTTPS listeners, or when
+        the default certificate broke (the previous certificates stay)."""
+        if self.tls is None:
+            return None
+        try:
+            index = self.tls.reload(self.policies.current)
+        except CertificateFileError as exc:
+            log.error("tls.default_certificate %s cannot be used, the previous certificates stay: %s",
+                      self.config.tls.default_certificate, exc)
+            return None
+        return len(index.groups)
 
     def reload(self) -> LoadReport:
         if self.state is not None and self.state.ip_lists is not None:
@@ -312,6 +372,7 @@ class Node:
                     log.warning("%s", warning)
                 origins = [o for policy in self.policies.current.tenants.values() for o in policy.origins]
                 self._on_loop(self.state.origins.retain, origins)
+            self.reload_certificates()  # hosts may have moved between tenants
         return report
 
     def _on_loop(self, fn, *args) -> None:
@@ -358,6 +419,8 @@ class Node:
                     await task
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.tls is not None:
+            self.tls.close()
         if self.state is not None and self.state.pipeline is not None:
             await self.state.pipeline.close()
         if self.state is not None:
