@@ -266,6 +266,12 @@ class Node:
         if access is not None:
             access.start()
         self.state = build_state(self.config, self.policies, access_log=access)
+        if any(listen.tls for listen in self.config.listen):
+            self.tls = make_terminator(self.config, self.policies)
+            try:
+                self.tls.reload(self.policies.current)
+            except CertificateFileError as exc:
+                raise ConfigError(f"tls.default_certificate {self.config.tls.default_certificate}: {exc}") from None
         if self.state.events is not None:
             self.state.events.start()
         for warning in delivery_warnings(self.state):
@@ -279,12 +285,6 @@ class Node:
             await self.control.start()
             if self.policies.changed():
                 self.reload()  # a write that came before the registration
-        if any(listen.tls for listen in self.config.listen):
-            self.tls = make_terminator(self.config, self.policies)
-            try:
-                self.tls.reload(self.policies.current)
-            except CertificateFileError as exc:
-                raise ConfigError(f"tls.default_certificate {self.config.tls.default_certificate}: {exc}") from None
         self.runner = web.ServerRunner(
             make_server(self.state), handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
         )

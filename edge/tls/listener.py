@@ -197,7 +197,7 @@ class TlsConnection(asyncio.Protocol):
         except ssl.SSLWantReadError:
             self._flush()
             return
-        except Exception as exc:  # noqa: BLE001 - any failure refuses the handshake, never the worker
+        except Exception as exc:  # any failure refuses the handshake, never the worker
             self._refuse(exc)
             return
         self._established()

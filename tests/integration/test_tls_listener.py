@@ -19,7 +19,7 @@ from edge.config import ListenAddress
 from edge.geo.proxy_protocol import V2_SIGNATURE
 from edge.observe.access import AccessLog
 from tests.conftest import until
-from tests.tls_support import SHOP, ca, client_context, closed, fingerprint, handshake, https, openssl, store_leaf  # noqa: F401
+from tests.tls_support import SHOP, ca, client_context, closed, fingerprint, handshake, https, openssl, store_leaf
 
 FIXTURES = (ca, https)  # pytest finds them here
 
@@ -299,3 +299,47 @@ async def test_a_client_closing_cleanly_is_answered_and_let_go(https):
     writer.close()  # close_notify
     await asyncio.wait_for(writer.wait_closed(), 10)  # the node's close_notify came back
     await until(lambda: not node.node.runner.server.connections, "the node to let the connection go")
+
+
+def test_proxy_protocol_and_tls_under_uvloop(tmp_path, ca):
+    # Production runs uvloop (edge.cli): the TLS layer uses only the public
+    # transport API, which its transports must serve as asyncio's do.
+    uvloop = pytest.importorskip("uvloop")
+    from aiohttp import web
+
+    from edge.http.aiohttp_adapter import tls_session
+    from edge.policy.parse import parse_policy
+    from edge.policy.resolve import PolicySet
+    from edge.tls.listener import Terminator, TlsSite
+    from edge.tls.sni import Certificates
+    from edge.tls.store import CertificateStore
+
+    store_leaf(tmp_path, "shop", "shop", ca.issue_cert(*SHOP))
+    terminator = Terminator(Certificates(CertificateStore(tmp_path)), 2.0)
+    terminator.reload(PolicySet([parse_policy({"hosts": SHOP, "origins": [{"url": "http://127.0.0.1:9"}]},
+                                              tenant="shop", source="shop.json")]))
+
+    async def answer(request):
+        return web.Response(text=f"{request.remote} {request.secure} {tls_session(request).tenant}")
+
+    async def main():
+        runner = web.ServerRunner(web.Server(answer), handle_signals=False)
+        await runner.setup()
+        try:
+            await TlsSite(runner, "127.0.0.1", 0, terminator=terminator,
+                          proxy_peers=[ipaddress.ip_network("127.0.0.0/8")]).start()
+            reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+            writer.write(v2("203.0.113.9", 40000))
+            await writer.drain()
+            await writer.start_tls(client_context(ca), server_hostname="www.shop.test")
+            first = await https_get(reader, writer, "www.shop.test")
+            second = await https_get(reader, writer, "www.shop.test")  # keep-alive
+            writer.close()
+            return first, second
+        finally:
+            await runner.cleanup()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        first, second = runner.run(main())
+    assert first[0] == second[0] == 200
+    assert first[2] == second[2] == b"203.0.113.9 True shop"
