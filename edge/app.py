@@ -47,9 +47,12 @@ from edge.policy.load import LoadReport, PolicyDirectory
 from edge.policy.model import CidrSet
 from edge.policy.resolve import PolicySet
 from edge.policy.sources import PolicySource
-from edge.tls.expiry import ExpiryWatch
 from edge.tls.acme import AcmeManager, acme_root, acme_warnings
 from edge.tls.challenges import ChallengeFiles
+from edge.tls.context import CertificateFileError
+from edge.tls.expiry import ExpiryWatch
+from edge.tls.listener import Terminator, TlsSite
+from edge.tls.sni import Certificates
 from edge.tls.store import CertificateStore, default_root
 
 log = logging.getLogger("edge")
@@ -144,7 +147,7 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         under_attack,
         waf,
     ))
-    certificates = certificate_store(policies)
+    certificates = certificate_store(config, policies)
     events = SecurityEvents(config.name, sender=WebhookSender(guard=guard))
     return NodeState(
         config=config,
@@ -164,15 +167,6 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         certificates=certificates,
         certificate_watch=ExpiryWatch(certificates, events, policies) if certificates is not None else None,
     )
-
-
-def certificate_store(policies: PolicySource) -> CertificateStore | None:
-    """Where the node keeps tenant certificates: beside its policy
-    directory (edge.tls.store.default_root); a node reading one policy
-    file keeps none."""
-    if not isinstance(policies, PolicyDirectory):
-        return None
-    return CertificateStore(default_root(policies.path))
 
 
 def tenant_disk_quota(policies: PolicySource, node_default: int, tenant: str) -> int:
@@ -238,6 +232,30 @@ def unverified_origins(policies: PolicySet, tenants: Iterable[str]) -> list[str]
     return out
 
 
+def certificate_dir(config: NodeConfig, policies: PolicySource) -> Path | None:
+    """Where the tenants' certificates are: ``[tls] certificate_dir``, else
+    ``certificates`` beside the policy directory (the command line sets it)."""
+    if config.tls.certificate_dir is not None:
+        return config.tls.certificate_dir
+    if isinstance(policies, PolicyDirectory):
+        return default_root(policies.path)
+    return None
+
+
+def certificate_store(config: NodeConfig, policies: PolicySource) -> CertificateStore | None:
+    """The tenants' certificates (edge.tls.store); None for a node reading
+    one policy file without ``[tls] certificate_dir``."""
+    root = certificate_dir(config, policies)
+    return CertificateStore(root) if root is not None else None
+
+
+def make_terminator(config: NodeConfig, store: CertificateStore | None) -> Terminator:
+    if store is None:
+        log.warning("HTTPS listeners without a certificate directory: only tls.default_certificate is served")
+        store = CertificateStore(Path(os.devnull))  # lists nothing
+    return Terminator(Certificates(store, config.tls.default_certificate), config.tls.handshake_timeout)
+
+
 def make_server(state: NodeState) -> web.Server:
     pipeline = state.pipeline = Pipeline(state)
     limits = state.config.limits
@@ -274,6 +292,8 @@ class Node:
         self._certificate_watch: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.addresses: list[tuple[str, int]] = []
+        self.listeners: list[tuple[str, str, int]] = []  # (scheme, host, port) of each bound address
+        self.tls: Terminator | None = None  # with HTTPS listeners
         self.admin = None  # edge.admin.server.AdminServer when [admin] is enabled
         self.control: ControlSocket | None = None
         self.acme: AcmeManager | None = None  # with [acme]; runs orders in one process of the node
@@ -284,11 +304,16 @@ class Node:
         if access is not None:
             access.start()
         self.state = build_state(self.config, self.policies, access_log=access)
-        policies_dir = self.config.policies.directory
-        if self.config.acme.enabled and policies_dir is not None:
-            root = acme_root(policies_dir)
-            store = self.state.certificates or CertificateStore(default_root(policies_dir))
-            self.acme = AcmeManager(self.config.acme, root, store, self.policies, self.state.events,
+        if any(listen.tls for listen in self.config.listen):
+            self.tls = make_terminator(self.config, self.state.certificates)
+            self.state.tls_reload = self.reload_certificates
+            try:
+                self.tls.reload(self.policies.current)
+            except CertificateFileError as exc:
+                raise ConfigError(f"tls.default_certificate {self.config.tls.default_certificate}: {exc}") from None
+        store = self.state.certificates
+        if self.config.acme.enabled and store is not None:
+            self.acme = AcmeManager(self.config.acme, acme_root(store.root), store, self.policies, self.state.events,
                                     on_change=self._certificate_issued)
             self.state.challenges = self.acme.challenges
         if self.state.events is not None:
@@ -311,13 +336,20 @@ class Node:
         )
         await self.runner.setup()
         for listen in self.config.listen:
-            if listen.proxy_protocol:
+            reuse_port = self.reuse_port or None
+            if listen.tls:
+                peers = listen.proxy_protocol_from if listen.proxy_protocol else None
+                site = TlsSite(self.runner, listen.host, listen.port, terminator=self.tls, proxy_peers=peers,
+                               reuse_port=reuse_port, backlog=1024)
+            elif listen.proxy_protocol:
                 site = ProxyProtocolSite(self.runner, listen.host, listen.port, peers=listen.proxy_protocol_from,
-                                         reuse_port=self.reuse_port or None, backlog=1024)
+                                         reuse_port=reuse_port, backlog=1024)
             else:
-                site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=self.reuse_port or None,
-                                   backlog=1024)
+                site = web.TCPSite(self.runner, listen.host, listen.port, reuse_port=reuse_port, backlog=1024)
+            bound = len(self.runner.addresses)
             await site.start()
+            scheme = "https" if listen.tls else "http"
+            self.listeners += [(scheme, *address[:2]) for address in self.runner.addresses[bound:]]
         self.addresses = [address[:2] for address in self.runner.addresses]
         if self.acme is not None:
             self.acme.start()  # once listening: the CA's validation requests must find an answer
@@ -337,10 +369,32 @@ class Node:
                 self._certificate_watcher(self.state.certificate_watch, self.config.certificates.expiry_check_interval))
 
     def hangup(self) -> None:
-        """SIGHUP: policies, and the admin tokens file."""
+        """SIGHUP: policies, certificates, and the admin tokens file."""
         self.reload()
+        self.reload_certificates()
         if self.admin is not None:
             self.admin.reload_tokens()
+
+    @property
+    def tls_addresses(self) -> list[tuple[str, int]]:
+        return [(host, port) for scheme, host, port in self.listeners if scheme == "https"]
+
+    def reload_certificates(self) -> int | None:
+        """Serve the certificates in the store, for the hosts of the policies
+        in force, to this worker's next handshakes; open connections keep
+        theirs. What the certificate API calls in every worker after a write;
+        policy reloads call it too, as hosts move. Returns the number of
+        (tenant, name) groups served; None without HTTPS listeners, or when
+        the default certificate broke (the previous certificates stay)."""
+        if self.tls is None:
+            return None
+        try:
+            index = self.tls.reload(self.policies.current)
+        except CertificateFileError as exc:
+            log.error("tls.default_certificate %s cannot be used, the previous certificates stay: %s",
+                      self.config.tls.default_certificate, exc)
+            return None
+        return len(index.groups)
 
     def reload(self) -> LoadReport:
         if self.state is not None and self.state.ip_lists is not None:
@@ -373,6 +427,7 @@ class Node:
                     log.warning("%s", warning)
                 origins = [o for policy in self.policies.current.tenants.values() for o in policy.origins]
                 self._on_loop(self.state.origins.retain, origins)
+            self.reload_certificates()  # hosts may have moved between tenants
         return report
 
     def _on_loop(self, fn, *args) -> None:
@@ -456,6 +511,8 @@ class Node:
                     await task
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.tls is not None:
+            self.tls.close()
         if self.state is not None and self.state.pipeline is not None:
             await self.state.pipeline.close()
         if self.state is not None:

@@ -64,6 +64,11 @@ def _parse_listen(value: str) -> ListenAddress:
     return ListenAddress(host, int(port))
 
 
+def _parse_tls_listen(value: str) -> ListenAddress:
+    address = _parse_listen(value)
+    return ListenAddress(address.host, address.port, tls=True)
+
+
 def _parse_origin(value: str) -> str:
     from urllib.parse import urlsplit
 
@@ -84,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="quick and demo mode: keep the policies (those written through the admin API too) "
                             "here; default: a fresh directory for this run, removed when it stops")
     serve.add_argument("--listen", type=_parse_listen, action="append", help="HOST:PORT (repeatable; default 127.0.0.1:8080)")
+    serve.add_argument("--tls-listen", type=_parse_tls_listen, action="append", metavar="HOST:PORT",
+                       help="an HTTPS listener with the tenants' certificates (repeatable)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port (SO_REUSEPORT)")
     serve.add_argument("--cache-dir", help="disk tier directory (quick mode; default: none, memory only)")
     serve.add_argument("--cache-size", help="disk tier size, e.g. 10GiB")
@@ -180,6 +187,10 @@ def serve(args) -> int:
 
 
 def _serve(config, spec: SourceSpec, demo: bool, state=None) -> int:
+    if config.tls.certificate_dir is None:
+        from edge.tls.store import default_root
+
+        config = dataclasses.replace(config, tls=dataclasses.replace(config.tls, certificate_dir=default_root(Path(spec.path))))
     # Validate the policies once in the parent: a quick-mode policy file that
     # is broken must stop the start with a precise message.
     source = make_source(spec)
@@ -235,8 +246,16 @@ def apply_flags(config, args, demo: bool):
     """``config`` with the ``edge serve`` flags in ``args`` applied (they win
     over the file); ValueError names a bad flag."""
     changes = {}
-    if args.listen:
-        changes["listen"] = tuple(args.listen)
+    if args.listen or args.tls_listen:
+        # Each flag replaces the file's listeners of its kind.
+        plain = tuple(args.listen) if args.listen else tuple(a for a in config.listen if not a.tls)
+        tls = tuple(args.tls_listen) if args.tls_listen else tuple(a for a in config.listen if a.tls)
+        seen = set()
+        for address in plain + tls:
+            if (address.host, address.port) in seen:
+                raise ValueError(f"--listen / --tls-listen: {address.host}:{address.port} given twice")
+            seen.add((address.host, address.port))
+        changes["listen"] = plain + tls
     if args.workers is not None:
         if not 1 <= args.workers <= 64:
             raise ValueError(f"--workers: expected 1..64, found {args.workers}")
@@ -422,16 +441,26 @@ def run(main):
         return runner.run(main)
 
 
-def _banner(config, addresses, demo: bool, workers: int, admin_address=None, state=None) -> None:
-    host, port = addresses[0] if addresses else (config.listen[0].host, config.listen[0].port)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"edge: node {config.name!r} listening on http://{shown}:{port} ({workers} worker{'s' if workers > 1 else ''})", flush=True)
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _banner(config, listeners, demo: bool, workers: int, admin_address=None, state=None) -> None:
+    """``listeners``: (scheme, host, port) of each address listened on."""
+    if not listeners:
+        listeners = [("https" if a.tls else "http", a.host, a.port) for a in config.listen]
+    urls = ", ".join(_url(*listener) for listener in listeners)
+    print(f"edge: node {config.name!r} listening on {urls} ({workers} worker{'s' if workers > 1 else ''})", flush=True)
+    if any(scheme == "https" for scheme, _, _ in listeners):
+        default = config.tls.default_certificate
+        print(f"edge: HTTPS with the tenants' certificates in {config.tls.certificate_dir}; default certificate "
+              f"{default if default else 'none (a handshake for a name without a certificate fails)'}", flush=True)
+    base = _url(*next((listener for listener in listeners if listener[0] == "http"), listeners[0]))
     geo = config.geoip.database
     print(f"edge: GeoIP database {geo if geo else 'none (every client country unknown)'}; node country {config.country or 'not set'}", flush=True)
     if config.admin.enabled:
         admin_host, admin_port = admin_address or (config.admin.listen.host, config.admin.listen.port)
-        admin_shown = f"[{admin_host}]" if ":" in admin_host else admin_host
-        print(f"edge: admin API on http://{admin_shown}:{admin_port}", flush=True)
+        print(f"edge: admin API on {_url('http', admin_host, admin_port)}", flush=True)
     if state is not None:
         kept = "removed when the node stops; --state-dir DIR keeps them" if state.made else "kept across restarts"
         print(f"edge: state directory {state.root} (policies, also those written through the admin API; {kept})",
@@ -439,9 +468,9 @@ def _banner(config, addresses, demo: bool, workers: int, admin_address=None, sta
     if demo:
         print(
             f"edge: demo tenant in front of the built-in demo origin at http://{DEMO_ORIGIN[0]}:{DEMO_ORIGIN[1]}\n"
-            f"  try: curl -i http://{shown}:{port}/            (HTML, cached 10 s; run it twice and watch Cache-Status)\n"
-            f"       curl -i http://{shown}:{port}/static/site.css\n"
-            f"       curl -i -H 'Accept-Language: de' http://{shown}:{port}/lang",
+            f"  try: curl -i {base}/            (HTML, cached 10 s; run it twice and watch Cache-Status)\n"
+            f"       curl -i {base}/static/site.css\n"
+            f"       curl -i -H 'Accept-Language: de' {base}/lang",
             flush=True,
         )
 
@@ -461,13 +490,17 @@ async def _run_single(config, spec: SourceSpec, demo: bool, source, state=None) 
     try:
         await serve_forever(
             node,
-            ready=lambda n: _banner(config, n.addresses, demo, 1, n.admin.addresses[0] if n.admin else None, state),
+            ready=lambda n: _banner(config, n.listeners, demo, 1, n.admin.addresses[0] if n.admin else None, state),
             extra_cleanup=cleanups,
         )
     except OSError as exc:
         for cleanup in cleanups:
             await cleanup()
         return _fail(f"cannot listen: {exc.strerror or exc}")
+    except ConfigError as exc:
+        for cleanup in cleanups:
+            await cleanup()
+        return _fail(str(exc))
     return 0
 
 
@@ -533,7 +566,7 @@ def _supervise_workers(ctx, config, spec: SourceSpec, demo: bool, state, metrics
     signal.signal(signal.SIGHUP, on_hup)
     for i in range(config.workers):
         start(i)
-    _banner(config, [(config.listen[0].host, config.listen[0].port)], demo, config.workers, state=state)
+    _banner(config, [], demo, config.workers, state=state)
     restarts: list[float] = []
     failed = False
     while not stopping:

@@ -47,6 +47,7 @@ class ListenAddress:
     # The peers allowed to send that header (the header names any address
     # its sender likes); connections from elsewhere are closed unread.
     proxy_protocol_from: tuple[IPNetwork, ...] = ()
+    tls: bool = False  # HTTPS: TLS with the tenants' certificates (after the PROXY header, if any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,23 @@ class LogConfig:
     # Seconds between warnings about one refused origin (any client can
     # cause one per request); those left out are counted in the next.
     refused_origin_interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """HTTPS listeners (``[[listen]] tls = true``): where the tenants'
+    certificates are, and the bounds of a handshake."""
+
+    # Absolute; None: ``certificates`` beside the policy directory
+    # (edge.tls.store.default_root), set by the command line before the start.
+    certificate_dir: Path | None = None
+    # A PEM file with a chain and its key, for handshakes without a server
+    # name or with one no tenant has a certificate for; None: those fail
+    # with the alert unrecognized_name.
+    default_certificate: Path | None = None
+    # Seconds from the accept (after a PROXY header, if any) to a complete
+    # handshake; then the connection is closed.
+    handshake_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +275,7 @@ class NodeConfig:
     certificates: CertificatesConfig = field(default_factory=CertificatesConfig)
     origin_tls: OriginTLSConfig = field(default_factory=OriginTLSConfig)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     source: str = "<defaults>"  # the file this came from, as given to load_config
 
 
@@ -277,7 +296,7 @@ def default_config() -> NodeConfig:
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("name", "country", "workers"),
-    "listen": ("address", "proxy_protocol", "proxy_protocol_from"),
+    "listen": ("address", "proxy_protocol", "proxy_protocol_from", "tls"),
     "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size", "fill_buffer", "tenant_disk_quota",
               "compress_budget", "uncacheable_memory", "uncacheable_memory_keys"),
     "policies": ("directory", "watch_interval"),
@@ -295,6 +314,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "origin_tls": ("client_certificate", "client_key"),
     "acme": ("directory_url", "email", "account_key", "ca_bundle", "renew_before", "retry_min", "retry_max",
              "order_timeout", "request_timeout"),
+    "tls": ("certificate_dir", "default_certificate", "handshake_timeout"),
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
@@ -583,6 +603,7 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
               _number(0, 86400, "a number of seconds (0: only at start and after writes)")),
         r.get(t, "certificates", "max_per_tenant", dc.max_per_tenant, _integer(1, 10_000)),
     )
+    tls = _tls(r, data)
 
     return NodeConfig(
         name=name,
@@ -603,6 +624,7 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
         admin=admin,
         certificates=certificates,
         acme=acme,
+        tls=tls,
         source=r.file,
     )
 
@@ -672,6 +694,25 @@ def _acme(r: Reader, data: dict[str, Any]) -> AcmeConfig:
         order_timeout=r.get(t, "acme", "order_timeout", d.order_timeout, _number(10, 3600)),
         request_timeout=r.get(t, "acme", "request_timeout", d.request_timeout, _number(1, 300)),
     )
+
+
+def _tls(r: Reader, data: dict[str, Any]) -> TlsConfig:
+    t = r.table(data, "tls")
+    d = TlsConfig()
+    directory = r.get(t, "tls", "certificate_dir", None, r.path)
+    if directory is not None and directory.exists() and not directory.is_dir():
+        r.error("tls.certificate_dir", "a directory (made when missing)", f"{describe(str(directory))} (a file)")
+    default = r.get(t, "tls", "default_certificate", None, r.path)
+    if default is not None:
+        from edge.tls.context import CertificateFileError, check_certificate_file
+
+        try:
+            check_certificate_file(default)
+        except CertificateFileError as e:
+            r.error("tls.default_certificate", "a PEM file with a certificate chain and its unencrypted private key",
+                    f"{describe(str(default))} ({e})")
+    timeout = r.get(t, "tls", "handshake_timeout", d.handshake_timeout, _number(0.5, 300))
+    return TlsConfig(directory, default, timeout)
 
 
 def _admin(r: Reader, data: dict[str, Any], listen: tuple[ListenAddress, ...], workers: int) -> AdminConfig:
@@ -814,6 +855,8 @@ def _listen(r: Reader, value: object, default: tuple[ListenAddress, ...]) -> tup
             addr = ListenAddress(addr.host, addr.port, True, peers)
         elif "proxy_protocol_from" in table:
             r.error(f"{where}.proxy_protocol_from", "it only with proxy_protocol = true", "it without")
+        if r.get(table, where, "tls", False, _bool):
+            addr = ListenAddress(addr.host, addr.port, addr.proxy_protocol, addr.proxy_protocol_from, tls=True)
         out.append(addr)
     return tuple(out) or default
 

@@ -4,8 +4,16 @@ subjectAltName, an expired leaf ...). Real TLS handshakes use these files
 and ``trustme`` CAs alike."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
+import hashlib
+import shutil
+import ssl
 from dataclasses import dataclass
+
+import pytest
+import trustme
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -78,3 +86,158 @@ def chain(*names: str, key_kind: str = "ec256", **kw) -> tuple[str, str, Issued,
     middle = issue(None, issuer=root, key_kind="ec256-middle", ca=True, common_name="edge test intermediate")
     leaf = issue(list(names), issuer=middle, key_kind=key_kind, **kw)
     return leaf.pem + middle.pem, leaf.key_pem(), leaf, root
+
+
+# --- real handshakes: trustme certificates in a node's store, TLS clients ------------------
+
+
+def store_leaf(root, tenant: str, name: str, leaf) -> object:
+    """Put a trustme ``LeafCert`` into the certificate store at ``root``, as
+    an upload through the API would (checked, then stored)."""
+    from edge.tls.certs import check_upload
+    from edge.tls.store import CertificateStore
+
+    chain_pem = "".join(blob.bytes().decode() for blob in leaf.cert_chain_pems)
+    checked = check_upload(chain_pem, leaf.private_key_pem.bytes().decode(), dt.datetime.now(dt.timezone.utc))
+    return CertificateStore(root).put(tenant, name, checked)
+
+
+def client_context(ca=None, *, minimum=None, maximum=None, ciphers: str | None = None):
+    """A client's context: verifying against trustme ``ca``, or (None) taking any certificate."""
+    context = ssl.create_default_context()
+    if ca is not None:
+        ca.configure_trust(context)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if minimum is not None:
+        context.minimum_version = minimum
+    if maximum is not None:
+        context.maximum_version = maximum
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    return context
+
+
+def client_hello(server_name: str | None = "shop.test", context: ssl.SSLContext | None = None) -> bytes:
+    """The first flight of a real client (its ClientHello)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = (context or client_context()).wrap_bio(incoming, outgoing, server_hostname=server_name)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def fingerprint(der: bytes) -> str:
+    """As the store's ``fingerprint_sha256``: of a certificate's DER."""
+    return hashlib.sha256(der).hexdigest()
+
+
+# --- an edge with HTTPS listeners (fixtures for the TLS tests) --------------------------------
+
+SHOP = ["shop.test", "*.shop.test"]
+BLOG = ["blog.test"]
+HANDSHAKE_TIMEOUT = 2.0  # seconds; the tests wait for bounds several times this
+
+
+@pytest.fixture
+def ca():
+    return trustme.CA()
+
+
+class Https:
+    """A node with a plain and an HTTPS listener, tenants shop and blog."""
+
+    def __init__(self, edge, tmp_path, ca) -> None:
+        self.edge = edge
+        self.node = edge.node
+        self.port = edge.node.tls_addresses[0][1]
+        self.plain = edge.port
+        self.root = tmp_path / "certificates"
+        self.ca = ca
+
+    def url(self, path: str = "/") -> str:
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    async def get(self, session, host: str, path: str = "/", *, sni: str | None = None, context=None, **kw):
+        """GET over HTTPS with ``sni`` (default: ``host``) as the server name."""
+        context = context or client_context(self.ca)
+        async with session.get(self.url(path), ssl=context, server_hostname=sni or host,
+                               headers={"Host": host, **kw.pop("headers", {})}, **kw) as resp:
+            return resp.status, resp.headers, await resp.read()
+
+
+@pytest.fixture
+async def https(make_edge, origin, tmp_path, ca):
+    from edge.config import ListenAddress, TlsConfig
+
+    """``await https(certificates={(tenant, name): [hosts]}, policies={tenant: extra}, ...)``"""
+
+    async def start(*, certificates=None, policies=None, listen=None, default=None, **changes) -> Https:
+        for (tenant, name), names in (certificates or {("shop", "shop"): SHOP, ("blog", "blog"): BLOG}).items():
+            store_leaf(tmp_path / "certificates", tenant, name, ca.issue_cert(*names))
+        tenants = {"shop": {"hosts": SHOP}, "blog": {"hosts": BLOG}}
+        for tenant, extra in (policies or {}).items():
+            tenants.setdefault(tenant, {}).update(extra)
+        for data in tenants.values():
+            data.setdefault("origins", [{"url": origin.url}])
+        edge = await make_edge(
+            policies=tenants,
+            listen=listen or (ListenAddress("127.0.0.1", 0), ListenAddress("127.0.0.1", 0, tls=True)),
+            tls=TlsConfig(tmp_path / "certificates", default, HANDSHAKE_TIMEOUT),
+            **changes,
+        )
+        return Https(edge, tmp_path, ca)
+
+    return start
+
+
+@dataclasses.dataclass
+class Handshake:
+    certificate: bytes  # DER
+    version: str
+    alpn: str | None
+
+
+async def handshake(port: int, server_name: str | None, context=None) -> Handshake:
+    """A handshake alone (no request); ``server_name`` None sends no SNI."""
+    context = context or client_context()
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=server_name or ""), 10)
+    try:
+        tls = writer.get_extra_info("ssl_object")
+        return Handshake(tls.getpeercert(binary_form=True), tls.version(), tls.selected_alpn_protocol())
+    finally:
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 10)
+        except (OSError, TimeoutError):
+            pass
+
+
+async def openssl(*args: str) -> str:
+    """``openssl s_client -brief`` with ``args``; its whole output."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    proc = await asyncio.create_subprocess_exec(
+        "openssl", "s_client", "-brief", *args, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    return out.decode(errors="replace")
+
+
+async def closed(reader: asyncio.StreamReader, timeout: float = 10.0) -> bool:
+    """Whether the server closes the connection (FIN or reset) before
+    ``timeout`` (a bound on the wait, not a measure), whatever it sends first."""
+    try:
+        async with asyncio.timeout(timeout):
+            while await reader.read(65536):
+                pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+

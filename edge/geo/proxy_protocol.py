@@ -399,10 +399,9 @@ class ProxyProtocolSite(WrappedSite):
     """``web.TCPSite`` for a listener behind a PROXY-protocol load balancer.
 
     ``request.remote`` is the client named in the header; only ``peers``
-    (networks, the load balancers) may connect. TLS on the same
-    listener is not supported yet: the header precedes the TLS handshake, so
-    it must be read before ``start_tls``, which ``create_server(ssl=...)``
-    does not allow.
+    (networks, the load balancers) may connect. The header comes before a
+    TLS handshake, which ``create_server(ssl=...)`` would start first: an
+    HTTPS listener behind a load balancer is ``edge.tls.listener.TlsSite``.
     """
 
     __slots__ = ("_header_timeout", "_peers")
@@ -410,7 +409,7 @@ class ProxyProtocolSite(WrappedSite):
     def __init__(self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
                  peers: Iterable, header_timeout: float = 5.0, **kwargs: Any) -> None:
         if kwargs.get("ssl_context") is not None:
-            raise ValueError("PROXY protocol listeners do not support TLS yet")
+            raise ValueError("PROXY protocol before TLS: use edge.tls.listener.TlsSite")
         super().__init__(runner, host, port, **kwargs)
         if header_timeout <= 0:
             raise ValueError("header_timeout must be positive")

@@ -19,7 +19,14 @@ them (``missing_internals``). What is relied on, and for what:
                     limits apart), ``BadHttpMessage("Too many headers ...")``.
 ``Server``,         ``web.Server`` and ``web.AppRunner._make_server`` (the
 ``AppRunner``       server's ``_loop`` and ``_kwargs``), so that connections
-                    are made of our own ``Connection`` class.
+                    are made of our own ``Connection`` class; ``Server`` also
+                    overrides ``web.Server._make_request``, so that requests
+                    are our own ``Request``.
+``Request``         ``BaseRequest._prepare_hook(response)``, which aiohttp awaits
+                    for every answer just before it writes the head.
+``tls_session``     ``BaseRequest._transport_sslcontext``, the connection's TLS
+                    context or None, read once per request: cheaper than
+                    ``request.secure`` on every plain request.
 ``WrappedSite``     ``web.TCPSite.start`` done again with a wrapped protocol
                     factory (``BaseSite`` and ``TCPSite`` slots).
 ``Connector``       ``TCPConnector._wait_for_available_connection(key, traces)``
@@ -166,9 +173,33 @@ async def write_interim(request: web.BaseRequest, head: bytes) -> None:
     await request.writer.write(head)
 
 
+class Request(web.BaseRequest):
+    """A request whose answer carries ``answer_fields`` besides its own,
+    whichever phase writes its head, streamed or not (fields of the
+    connection rather than of the answer: Strict-Transport-Security on
+    HTTPS). They replace a field of the same name."""
+
+    ATTRS = web.BaseRequest.ATTRS | frozenset(["answer_fields"])
+    answer_fields: tuple[tuple[str, str], ...] = ()
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        for name, value in self.answer_fields:
+            response.headers[name] = value
+
+
+def tls_session(request: web.BaseRequest):
+    """The "tls" extra info of an HTTPS request's transport (an
+    edge.tls.listener.TlsSession); None over plain HTTP."""
+    if not request._transport_sslcontext:
+        return None
+    transport = request.transport
+    return None if transport is None else transport.get_extra_info("tls")
+
+
 class Server(web.Server):
     """``web.Server`` whose connections are ``connection(self, loop=...,
-    **server_kwargs)``: a ``Connection`` subclass, or a partial of one."""
+    **server_kwargs)``: a ``Connection`` subclass, or a partial of one; its
+    requests are ``Request``."""
 
     def __init__(self, handler, *, connection: Callable[..., Connection], **kwargs) -> None:
         super().__init__(handler, **kwargs)
@@ -176,6 +207,9 @@ class Server(web.Server):
 
     def __call__(self) -> Connection:
         return self.connection(self, loop=self._loop, **self._kwargs)
+
+    def _make_request(self, message, payload, protocol, writer, task) -> Request:
+        return Request(message, payload, protocol, writer, task, self._loop)
 
 
 class AppRunner(web.AppRunner):
@@ -350,6 +384,13 @@ def missing_internals() -> list[str]:
             missing.append(f"TCPConnector.{name}(key, traces)")
     if not hasattr(web.AppRunner, "_make_server"):
         missing.append("AppRunner._make_server")
+    if list(inspect.signature(web.Server._make_request).parameters) != ["self", "message", "payload", "protocol",
+                                                                         "writer", "task"]:
+        missing.append("Server._make_request(message, payload, protocol, writer, task)")
+    if "_transport_sslcontext" not in web.BaseRequest.ATTRS:
+        missing.append("BaseRequest._transport_sslcontext")
+    if not inspect.iscoroutinefunction(getattr(web.BaseRequest, "_prepare_hook", None)):
+        missing.append("BaseRequest._prepare_hook(response)")
     if list(inspect.signature(aiohttp.ClientResponse.start).parameters) != ["self", "connection"]:
         missing.append("ClientResponse.start(connection)")
     if not callable(getattr(ResponseHandler, "read", None)):

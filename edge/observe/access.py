@@ -45,9 +45,12 @@ class AccessLog:
         cache: str,
         duration: float,
         blocked: str | None = None,
+        tls: str | None = None,
     ) -> None:
+        """``tls``: the HTTPS connection's TLS version ("TLSv1.3"); None over plain HTTP."""
         # Only a tuple per request: formatting happens in batches at flush.
-        self._buf.append((time.time(), rid, tenant, peer, method, host, path, status, size, cache, duration, blocked))
+        self._buf.append((time.time(), rid, tenant, peer, method, host, path, status, size, cache, duration, blocked,
+                          tls))
         if len(self._buf) >= self._limit:
             self.flush()
 
@@ -58,10 +61,10 @@ class AccessLog:
         dumps = orjson.dumps
         data = b"".join(
             dumps(
-                _row(t, rid, tenant, peer, method, host, path, status, size, cache, duration, blocked),
+                _row(t, rid, tenant, peer, method, host, path, status, size, cache, duration, blocked, tls),
                 option=orjson.OPT_APPEND_NEWLINE,
             )
-            for t, rid, tenant, peer, method, host, path, status, size, cache, duration, blocked in rows
+            for t, rid, tenant, peer, method, host, path, status, size, cache, duration, blocked, tls in rows
         )
         try:
             self._stream.write(data)
@@ -76,7 +79,7 @@ class AccessLog:
         self.flush()
 
 
-def _row(t, rid, tenant, peer, method, host, path, status, size, cache, duration, blocked) -> dict:
+def _row(t, rid, tenant, peer, method, host, path, status, size, cache, duration, blocked, tls) -> dict:
     row = {
         "t": round(t, 3),
         "id": rid,
@@ -89,6 +92,7 @@ def _row(t, rid, tenant, peer, method, host, path, status, size, cache, duration
         "bytes": size,
         "cache": cache,
         "ms": round(duration * 1000, 2),
+        "tls": tls or "-",
     }
     if blocked is not None:
         # The WAF rules that refused it (or would have, in log mode): a

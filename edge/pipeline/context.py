@@ -18,6 +18,7 @@ class Ctx:
     start: float
     method: str
     peer: str | None  # the client's address (behind trusted proxies, the one they name)
+    tls: Any = None  # the HTTPS connection's edge.tls.listener.TlsSession; None over plain HTTP
     tenant: str = "-"
     host: str = "-"
     path: str = "-"  # normalised

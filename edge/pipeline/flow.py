@@ -132,7 +132,8 @@ class Pipeline:
         access = self.state.access_log
         if access is not None:
             access.write(ctx.rid, ctx.tenant, ctx.peer, ctx.method, ctx.host, ctx.path, ctx.status, ctx.size,
-                         ctx.cache, time.monotonic() - ctx.start, ctx.blocked)
+                         ctx.cache, time.monotonic() - ctx.start, ctx.blocked,
+                         ctx.tls.version if ctx.tls is not None else None)
 
     # ----------------------------------------------------------------- phases
 

@@ -1,6 +1,8 @@
 """The identify phase: a request id, the client's address (behind trusted
-proxies, the one they name), the tenant from the request target's host,
-and the normalised path."""
+proxies, the one they name), the HTTPS connection's server name, the
+tenant from the request target's host, and the normalised path; and what a
+tenant's ``tls`` section asks of the connection (a redirect to https,
+Strict-Transport-Security)."""
 from __future__ import annotations
 
 import itertools
@@ -11,9 +13,12 @@ from aiohttp import web
 
 from edge.cache.key import host_key, normalise_path
 from edge.geo.client import Trusted, client_address
+from edge.http.aiohttp_adapter import tls_session
 from edge.pipeline.context import Ctx
+from edge.policy.sections.tls import ACME_CHALLENGE_PREFIX
 
-Refusal = tuple[int, str, str]  # status, text, Cache-Status detail
+# status, text, Cache-Status detail[, header fields]
+Refusal = tuple[int, str, str] | tuple[int, str, str, dict[str, str]]
 
 
 class Identify:
@@ -28,7 +33,7 @@ class Identify:
         return bool(self.trusted) and bool(peer) and self.trusted.contains(peer)
 
     def client(self, request: web.BaseRequest) -> Ctx:
-        """A new request's context: its id, and its client."""
+        """A new request's context: its id, its client, its HTTPS connection."""
         peer = request.remote
         if self.trusted and peer and self.trusted.contains(peer):
             # Behind a trusted proxy the client is the right-most untrusted hop.
@@ -37,7 +42,8 @@ class Identify:
                 peer = client_address(peer, (), h.getall("Forwarded", ()), self.trusted)
             else:
                 peer = client_address(peer, h.getall("X-Forwarded-For", ()), (), self.trusted)
-        return Ctx(f"{self._rid_prefix}-{next(self._rid):x}", time.monotonic(), request.method, peer)
+        return Ctx(f"{self._rid_prefix}-{next(self._rid):x}", time.monotonic(), request.method, peer,
+                   tls_session(request))
 
 
 def site(request: web.BaseRequest, ctx: Ctx, policies) -> Refusal | None:
@@ -66,6 +72,11 @@ def site(request: web.BaseRequest, ctx: Ctx, policies) -> Refusal | None:
     policy = policies.resolve(host)
     if policy is None:
         return 421, "this node serves no site for that host", "unknown-host"
+    tls = ctx.tls
+    if tls is not None and tls.tenant is not None and tls.tenant != policy.tenant:
+        # RFC 9110 §15.5.20: the connection was opened for another tenant's
+        # name (and certificate); the client must open one for this host.
+        return 421, "this connection was opened for another site", "misdirected"
     ctx.policy = policy
     ctx.tenant = policy.tenant
     raw_path, _, ctx.raw_query = raw.partition("?")
@@ -73,4 +84,11 @@ def site(request: web.BaseRequest, ctx: Ctx, policies) -> Refusal | None:
     if path is None:
         return 400, "malformed path", "bad-path"
     ctx.path = path
+    https = policy.tls
+    if tls is not None:
+        if https.answer_fields:
+            request.answer_fields = https.answer_fields  # RFC 6797 §7.2: over HTTPS only
+    elif https.redirect_http and not path.startswith(ACME_CHALLENGE_PREFIX):
+        # The same target as sent, on the default https port.
+        return 308, "this site is served over HTTPS", "https-redirect", {"Location": f"https://{host}{raw}"}
     return None

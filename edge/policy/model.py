@@ -25,7 +25,7 @@ from edge.policy.sections.filters import (
 from edge.policy.sections.origins import Failover, OriginSpec
 from edge.policy.sections.request_limits import DEFAULT_REQUEST_LIMITS
 from edge.policy.sections.rules import Rule, Ttl
-from edge.policy.sections.tls import NO_TLS, TlsSettings
+from edge.policy.sections.tls import NO_TLS, TlsPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class TenantPolicy:
     delivery: Delivery = NO_RESTRICTION
     filters: Filters = NO_FILTERS
     rules_case_insensitive: bool = False
-    tls: TlsSettings = NO_TLS
+    tls: TlsPolicy = NO_TLS
 
     # Precomputed at construction so that the decisions allocate nothing in
     # the common case (no rule applies): see request_decision.
@@ -281,5 +281,6 @@ def _folded(rules: tuple) -> tuple:
 __all__ = [
     "DEFAULT_REQUEST_LIMITS", "DEFAULT_WAF", "NO_CIDRS", "NO_FILTERS", "NO_RESTRICTION",
     "CacheSettings", "CidrSet", "Delivery", "Failover", "FilterMode", "Filters", "IPNetwork", "IpLists",
-    "OriginSpec", "RateLimits", "RateRule", "RequestDecision", "ResponseDecision", "Rule", "TenantPolicy", "Ttl",
+    "OriginSpec", "RateLimits", "RateRule", "RequestDecision", "ResponseDecision", "Rule", "TenantPolicy", "TlsPolicy",
+    "Ttl", "NO_TLS",
 ]

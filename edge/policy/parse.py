@@ -37,7 +37,7 @@ from edge.policy.sections.origins import (
     quick_origin as quick_origin_spec,
 )
 from edge.policy.sections.rules import Rule, parse_rules, rule_data
-from edge.policy.sections.tls import TlsSettings, parse_tls, tls_data
+from edge.policy.sections.tls import TlsPolicy, parse_tls, tls_data
 from edge.schema.check import BAD, BOOL, COMMENT, MISSING, STRING, Check, FieldError, boolean, show, string
 from edge.schema.values import TENANT, TENANT_ID_RE, parse_size
 from edge.waf.rules import rule_ids as shipped_waf_rule_ids
@@ -65,6 +65,7 @@ NESTED: dict[tuple[str, str], tuple[str, bool]] = {
     ("policy", "delivery"): ("delivery", False),
     ("policy", "filters"): ("filters", False),
     ("policy", "tls"): ("tls", False),
+    ("tls", "hsts"): ("hsts", False),
     ("filters", "ip_lists"): ("ip_lists", False),
     ("filters", "rate_limits"): ("rate_limits", False),
     ("filters", "under_attack"): ("under_attack", False),
@@ -186,7 +187,7 @@ def to_data(policy: TenantPolicy) -> dict[str, Any]:
 
 def _data(hosts: Iterable[str], origins: Iterable[OriginSpec], failover: Failover,
           cache: CacheSettings, rules: Iterable[Rule], delivery: Delivery, filters: Filters,
-          rules_case_insensitive: bool, tls: TlsSettings) -> dict[str, Any]:
+          rules_case_insensitive: bool, tls: TlsPolicy) -> dict[str, Any]:
     return {
         "hosts": list(hosts),
         "origins": [origin_data(o) for o in origins],

@@ -48,7 +48,7 @@ from edge.tls.acme_client import AcmeClient, OrderFailed, Stopped
 from edge.tls.acme_plan import Due, Failures, Held, backoff, plan, wanted
 from edge.tls.certs import CertificateError, check_upload
 from edge.tls.challenges import ChallengeFiles
-from edge.tls.store import CertificateStore, default_root
+from edge.tls.store import CertificateStore
 
 log = logging.getLogger("edge.acme")
 
@@ -57,9 +57,9 @@ MAX_SLEEP = 3600.0  # a pass at least this often: certificates uploaded or remov
 STATE_VERSION = 1
 
 
-def acme_root(policies_dir: Path) -> Path:
+def acme_root(certificate_dir: Path) -> Path:
     """The ACME directory: ``acme`` beside the certificate store."""
-    return default_root(policies_dir).parent / "acme"
+    return Path(certificate_dir).parent / "acme"
 
 
 def certificates_changed(tenant: str, name: str) -> None:

@@ -12,6 +12,7 @@ from edge.app import Node
 from edge.config import AcmeConfig, ListenAddress, PoliciesConfig, default_config
 from edge.policy.sources import DirectorySource
 from edge.tls.acme import acme_root
+from edge.tls.store import default_root
 from edge.tls.challenges import ChallengeFiles
 from tests.conftest import free_port
 
@@ -45,7 +46,7 @@ async def node(tmp_path, origin):
 
 @pytest.fixture
 def challenges(node, tmp_path) -> ChallengeFiles:
-    files = ChallengeFiles(acme_root(tmp_path / "policies") / "challenges")
+    files = ChallengeFiles(acme_root(default_root(tmp_path / "policies")) / "challenges")
     files.put(TOKEN, ANSWER)
     return files
 

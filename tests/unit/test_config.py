@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from edge.app import node_lists
+from edge.schema.check import describe
+from tests import tls_support
 from edge.config import (
     AcmeConfig,
     CacheConfig,
@@ -20,6 +22,7 @@ from edge.config import (
     NodeLists,
     PoliciesConfig,
     Timeouts,
+    TlsConfig,
     default_config,
     load_config,
     parse_listen_address,
@@ -207,6 +210,16 @@ GOOD_VALUES = [
      lambda c: (c.acme.email, c.acme.renew_before, c.acme.retry_min, c.acme.retry_max, c.acme.directory_url,
                 c.acme.account_key.name) == ("Certs@example.de", 14.5 * 86400, 5.0, 5.0,
                                              "https://127.0.0.1:14000/dir", "account.key"), "acme-settings"),
+    ('[[listen]]\naddress = "0.0.0.0:8443"\ntls = true',
+     lambda c: c.listen == (ListenAddress("0.0.0.0", 8443, tls=True),), "listen-tls"),
+    ('[[listen]]\naddress = "0.0.0.0:80"\ntls = false\n[[listen]]\naddress = "0.0.0.0:443"\ntls = true',
+     lambda c: [a.tls for a in c.listen] == [False, True], "listen-plain-and-tls"),
+    ('[[listen]]\naddress = "0.0.0.0:443"\ntls = true\nproxy_protocol = true\nproxy_protocol_from = ["10.0.0.0/8"]',
+     lambda c: c.listen[0].tls and c.listen[0].proxy_protocol, "listen-tls-behind-proxy-protocol"),
+    ('[tls]\nhandshake_timeout = 3', lambda c: c.tls.handshake_timeout == 3.0, "handshake-timeout"),
+    ('[tls]\ncertificate_dir = "certs"', lambda c: c.tls.certificate_dir == Path("certs").resolve(), "certificate-dir"),
+    ('[tls]\ncertificate_dir = "/srv/certs"', lambda c: c.tls.certificate_dir == Path("/srv/certs"), "certificate-dir-absolute"),
+    ('', lambda c: c.tls == TlsConfig(None, None, 10.0), "tls-defaults"),
 ]
 
 
@@ -250,7 +263,7 @@ NAME = (
 )
 ACME_URL = 'expected an https:// URL of an ACME directory, such as "https://acme-v02.api.letsencrypt.org/directory"'
 EMAIL = 'expected an e-mail address such as "certs@example.de"'
-SECTIONS = "acme, admin, cache, certificates, filters, geoip, limits, listen, log, node, origin_tls, outbound, policies, proxy, timeouts"
+SECTIONS = "acme, admin, cache, certificates, filters, geoip, limits, listen, log, node, origin_tls, outbound, policies, proxy, timeouts, tls"
 
 BAD = [
     # (toml put before MINIMAL, expected message without the "edge.toml: " prefix, id)
@@ -277,7 +290,7 @@ BAD = [
     ("[[listen]]\naddress = \"a.com:http\"", f'listen[0].address: {ADDR}, found "a.com:http"', "address-named-port"),
     ("[[listen]]\naddress = \"a_b:80\"", f'listen[0].address: {ADDR}, found "a_b:80"', "address-bad-hostname"),
     ("[[listen]]\naddress = 8080", f"listen[0].address: {ADDR}, found 8080", "address-int"),
-    ("[[listen]]\nport = 8080", f"listen[0].port: expected one of the keys address, proxy_protocol, proxy_protocol_from, found an unknown key\nedge.toml: listen[0].address: {ADDR}, found nothing", "listen-missing-address"),
+    ("[[listen]]\nport = 8080", f"listen[0].port: expected one of the keys address, proxy_protocol, proxy_protocol_from, tls, found an unknown key\nedge.toml: listen[0].address: {ADDR}, found nothing", "listen-missing-address"),
     ("[listen]\naddress = \"0.0.0.0:80\"", "listen: expected an array of tables ([[listen]]), found a table", "listen-single-table"),
     ("[[listen]]\naddress = \"0.0.0.0:80\"\nproxy_protocol = true", f"listen[0].proxy_protocol_from: expected {PROXY_PEERS}, found nothing", "proxy-protocol-without-peers"),
     ("[[listen]]\naddress = \"0.0.0.0:80\"\nproxy_protocol = true\nproxy_protocol_from = []", f"listen[0].proxy_protocol_from: expected {PROXY_PEERS}, found an empty array", "proxy-protocol-no-peers"),
@@ -366,6 +379,13 @@ BAD = [
     ("[acme]\norder_timeout = 1", "acme.order_timeout: expected a number of seconds from 10 to 3600, found 1", "acme-order-timeout-short"),
     ("[acme]\nrequest_timeout = 0", "acme.request_timeout: expected a number of seconds from 1 to 300, found 0", "acme-request-timeout-zero"),
     ("acme = true", "acme: expected a table ([acme]), found true", "acme-not-a-table"),
+    ("[[listen]]\naddress = \"0.0.0.0:443\"\ntls = \"yes\"", 'listen[0].tls: expected true or false, found "yes"', "listen-tls-string"),
+    ("[tls]\nhandshake_timeout = 0", "tls.handshake_timeout: expected a number of seconds from 0.5 to 300, found 0", "handshake-timeout-zero"),
+    ("[tls]\nhandshake_timeout = 301", "tls.handshake_timeout: expected a number of seconds from 0.5 to 300, found 301", "handshake-timeout-long"),
+    ("[tls]\nhandshake_timeout = \"10s\"", 'tls.handshake_timeout: expected a number of seconds from 0.5 to 300, found "10s"', "handshake-timeout-string"),
+    ("[tls]\ncertificate_dir = 5", "tls.certificate_dir: expected a path (relative to the config file), found 5", "certificate-dir-int"),
+    ("[tls]\ndefault_cert = \"a.pem\"", 'tls.default_cert: expected one of the keys certificate_dir, default_certificate, handshake_timeout, found an unknown key (did you mean "default_certificate"?)', "tls-typo"),
+    ("tls = true", "tls: expected a table ([tls]), found true", "tls-not-a-table"),
 ]
 
 
@@ -532,6 +552,40 @@ def test_geoip_and_proxy_protocol(tmp_path):
     assert config.geoip.check_interval == 60
     assert [a.proxy_protocol for a in config.listen] == [False, True]
     assert config.listen[1].proxy_protocol_from == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+
+
+def test_default_certificate(confdir: Path) -> None:
+    chain, key, _, _ = tls_support.chain("edge.example")
+    write(confdir, chain + key, "default.pem")
+    config = load_config(write(confdir, f'{MINIMAL}[tls]\ndefault_certificate = "default.pem"\n'))
+    assert config.tls.default_certificate == confdir.resolve() / "default.pem"
+
+
+DEFAULT_CERTIFICATE = "tls.default_certificate: expected a PEM file with a certificate chain and its unencrypted private key"
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (None, "no such file or directory"),
+        ("", "no PEM certificate in it"),
+        ("chain", "no PEM private key in it"),
+        ("key", "no PEM certificate in it"),
+        ("chain+other-key", "the private key does not belong to the first certificate"),
+        ("chain+encrypted-key", "the private key is encrypted"),
+        ("garbage", "no PEM certificate in it"),
+    ],
+)
+def test_default_certificate_that_cannot_serve(confdir: Path, content: str | None, why: str) -> None:
+    chain, key, leaf, _ = tls_support.chain("edge.example")
+    other = tls_support.issue(["edge.example"], key_kind="ec256-other")
+    texts = {"": "", "chain": chain, "key": key, "chain+other-key": chain + other.key_pem(),
+             "chain+encrypted-key": chain + leaf.key_pem(b"secret"), "garbage": "\x00" * 100}
+    if content is not None:
+        write(confdir, texts[content], "default.pem")
+    found = f'{describe(str(confdir.resolve() / "default.pem"))} ({why})'
+    assert errors_of(f'{MINIMAL}[tls]\ndefault_certificate = "default.pem"\n') == [
+        f"edge.toml: {DEFAULT_CERTIFICATE}, found {found}"]
 
 
 def test_missing_geoip_database_is_an_error(tmp_path):

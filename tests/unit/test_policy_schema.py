@@ -89,7 +89,10 @@ EVERYTHING: dict[str, Any] = {
             "tenant_threshold": 500, "client_threshold": 50, "window": 120, "set_by": "tenant",
         },
     },
-    "tls": {"$comment": "c", "acme": True},
+    "tls": {
+        "$comment": "c", "redirect_http": True, "min_version": "1.3", "acme": True,
+        "hsts": {"$comment": "c", "max_age": 31536000, "include_subdomains": True, "preload": True},
+    },
 }
 
 
@@ -173,10 +176,14 @@ def test_schema_defaults_are_the_validators_defaults():
             continue
         value: Any = effective
         for part in path.split("."):
+            if value is None:  # inside an object that is null by default (tls.hsts)
+                break
             if part.endswith("[]"):
                 value = value[part[:-2]][0]
             else:
                 value = value[part]
+        if value is None and sub["default"] is not None:
+            continue
         default = sub["default"]
         if "max_object_size" in path:
             default = parse_size(default)
@@ -210,6 +217,12 @@ def test_shipped_policies_are_valid_against_the_schema():
         {"cache": {"disk_quota": (1 << 50) + 1}},
         {"cache": {"ttl": 1}},
         {"origins": [{"url": "http://o.example/path"}]},
+        {"tls": {"hsts": {"include_subdomains": True}}},
+        {"tls": {"hsts": {"max_age": 63072001}}},
+        {"tls": {"hsts": {"max_age": 31535999, "include_subdomains": True, "preload": True}}},
+        {"tls": {"hsts": {"max_age": 31536000, "preload": True}}},
+        {"tls": {"min_version": "1.1"}},
+        {"tls": {"redirect_http": "yes"}},
     ],
 )
 def test_the_schema_rejects_what_the_validator_rejects(doc):
