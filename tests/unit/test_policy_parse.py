@@ -173,7 +173,7 @@ BAD_FIELDS = [
     ("$schema not text", with_("$schema", 5), "$schema", "a string", "5"),
     ("tls not an object", with_("tls", True), "tls", "an object", "true"),
     ("tls.acme not a boolean", with_("tls.acme", "yes"), "tls.acme", "true or false", '"yes"'),
-    ("unknown key in tls", with_("tls.redirect", True), "tls.redirect", 'one of the keys acme', "an unknown key"),
+    ("unknown key in tls", with_("tls.redirect", True), "tls.redirect", 'a known key (did you mean "redirect_http"?)', "an unknown key"),
 ]
 
 
