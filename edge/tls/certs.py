@@ -194,9 +194,10 @@ def _key(text: str, passphrase: bytes | None):
             raise CertificateError("private_key", "the key is encrypted; give its passphrase in \"passphrase\"") from None
         raise CertificateError("passphrase", "given, but the key is not encrypted") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
-        field = "passphrase" if passphrase is not None and "password" in str(exc).lower() else "private_key"
-        detail = "wrong passphrase" if field == "passphrase" else f"not a valid PEM private key ({_short(exc)})"
-        raise CertificateError(field, detail) from None
+        if passphrase is not None and "ENCRYPTED" in text:
+            # OpenSSL tells a wrong passphrase from a damaged key in some formats only.
+            raise CertificateError("passphrase", "wrong passphrase (or a key cipher that cannot be read)") from None
+        raise CertificateError("private_key", f"not a valid PEM private key ({_short(exc)})") from None
 
 
 def _key_type(key) -> str:
