@@ -1,4 +1,5 @@
-"""A tenant's WAF settings (the ``filters.waf`` section of its policy).
+"""The ``filters.waf`` section: a tenant's WAF settings.
+:mod:`edge.waf.engine` applies them.
 
     "waf": {"mode": "block", "threshold": 5, "paranoia": 1, "inspect_body": true,
             "max_body": 131072,
