@@ -212,3 +212,36 @@ def test_the_schema_rejects_what_the_validator_rejects(doc):
     assert list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc)) != []
     with pytest.raises(PolicyError):
         parse_policy(doc, tenant="shop", source="shop.json", quick_origin="http://o.example")
+
+
+# filters.waf.max_body: 0 would inspect no body where a reader of "0" may
+# expect no limit, so it is refused, by the validator and the schema alike.
+MAX_BODIES = [
+    (1, None),
+    (4096, None),
+    (16 * 1024 * 1024, None),
+    (0, "0"),
+    (-1, "-1"),
+    (16 * 1024 * 1024 + 1, "16777217"),
+    ("64KiB", '"64KiB"'),
+    (True, "true"),
+    (1.5, "1.5"),
+]
+
+
+@pytest.mark.parametrize(("value", "found"), MAX_BODIES, ids=[repr(v) for v, _ in MAX_BODIES])
+def test_waf_max_body_is_a_bound_of_one_byte_or_more(value, found):
+    jsonschema = pytest.importorskip("jsonschema")
+    doc = {"filters": {"waf": {"max_body": value}}}
+    schema_ok = not list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc))
+    try:
+        policy = parse_policy(doc, tenant="shop", source="shop.json", quick_origin="http://o.example")
+    except PolicyError as e:
+        assert [str(x) for x in e.errors] == [
+            f"shop.json: filters.waf.max_body: expected an integer number of bytes 1..16777216"
+            f' (to inspect no body: "inspect_body": false), found {found}'
+        ]
+        assert not schema_ok
+    else:
+        assert found is None and schema_ok and policy.filters.waf.max_body == value
+
