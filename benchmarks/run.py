@@ -1409,7 +1409,9 @@ def bench_chain_waf(args) -> str:
     sys.path.insert(0, str(REPO))
     from multidict import CIMultiDict
 
-    from edge.waf import WafSettings, compiled, default_rules_dir
+    from edge.policy.sections.waf import WafSettings
+    from edge.waf import default_rules_dir
+    from edge.waf.engine import compiled
 
     _, waf = compiled(default_rules_dir())
     s = WafSettings()

@@ -18,7 +18,9 @@ from multidict import CIMultiDict
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge.waf import Waf, WafSettings, default_rules_dir, load_ruleset  # noqa: E402
+from edge.policy.sections.waf import WafSettings  # noqa: E402
+from edge.waf import default_rules_dir, load_ruleset  # noqa: E402
+from edge.waf.engine import Waf  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("waf_corpus", ROOT / "tests" / "unit" / "test_waf_corpus.py")
 corpus = importlib.util.module_from_spec(_spec)

@@ -42,7 +42,7 @@ from edge.origin.guard import AddressPolicy
 from edge.origin.pool import OriginClients
 from edge.pipeline import Pipeline
 from edge.waf import WafRuleError, default_rules_dir
-from edge.waf import compiled as compiled_waf
+from edge.waf.engine import compiled as compiled_waf
 from edge.policy.load import LoadReport, PolicyDirectory
 from edge.policy.model import CidrSet
 from edge.policy.resolve import PolicySet

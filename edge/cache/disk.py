@@ -173,9 +173,10 @@ class DiskStore:
         tenant = key.partition(SEP)[0]
         quota = self.quota(tenant) if self.quota is not None else None
         over = False
-        # One transaction for the decision and the write: a purge's deletes
-        # (also transactions) run wholly before it, and then its barrier is
-        # seen here, or wholly after it, and then they remove this entry.
+        # One transaction for the decision and the write, and a purge takes
+        # this lock (``settle``) after adding its barrier and before it looks
+        # for entries: either this commit lands first and the purge finds it,
+        # or it decides after the barrier is in place.
         with self.cache.transact():
             if self.admit is not None:
                 # A streamed write may have outlived the barriers: it is
@@ -315,6 +316,18 @@ class DiskStore:
     async def run(self, fn, *args, **kwargs):
         """Run ``fn`` in this tier's executor (purges: never on the event loop)."""
         return await self._run(fn, *args, **kwargs)
+
+    async def settle(self) -> None:
+        """Wait until no commit that is deciding now is still under way, in
+        any worker. A commit reads the purge barriers inside its transaction,
+        so one that read them before a purge added its own may still be
+        writing, unseen by the purge's scan; after this it has landed (the
+        scan finds it), and every later one sees the barrier."""
+        await self._run(self._settle_sync)
+
+    def _settle_sync(self) -> None:
+        with self.cache.transact():
+            pass  # the commit lock, taken once every holder before has let go
 
     @contextlib.contextmanager
     def bulk(self):

@@ -1,7 +1,8 @@
 """Applying a purge to one worker's tiers: the memory tier by index
 lookups on the loop, the disk tier in its executor (SQL ranges over
 diskcache's key index and the tags table), after the barrier
-(``barriers.py``) that keeps the purged entries from coming back.
+(``barriers.py``) that keeps the purged entries from coming back and once
+the disk commits that decided before it have landed (``DiskStore.settle``).
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ class Purger:
             in_memory = await self._memory(spec, now)
         count = len(in_memory)
         if disk and store.disk is not None:
+            # Commits of this worker or a sibling that decided before the
+            # barriers: landed before the scan, or the scan would miss them.
+            await store.disk.settle()
             count += await store.disk.run(_purge_disk, store.disk, spec, now, in_memory)
         return count
 

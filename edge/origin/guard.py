@@ -31,11 +31,6 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-# Who wrote a destination's URL, as policies record it (``"set_by"`` of an
-# origin or of the events section): "tenant" makes it guarded.
-SET_BY = ("operator", "tenant")
-SET_BY_EXPECTED = '"operator" or "tenant"'
-
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -191,5 +186,5 @@ def forbidden(exc: BaseException) -> ForbiddenAddress | None:
     return os_error if isinstance(os_error, ForbiddenAddress) else None
 
 
-__all__ = ["SET_BY", "SET_BY_EXPECTED", "AddressPolicy", "ForbiddenAddress", "GuardedResolver",
+__all__ = ["AddressPolicy", "ForbiddenAddress", "GuardedResolver",
            "METADATA_ADDRESSES", "METADATA_NAMES", "connector", "forbidden"]

@@ -15,8 +15,6 @@ import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
-import aiohttp
-
 # A tenant's trust bundle lives in its policy, which the admin API stores and
 # every worker parses: a few CA certificates, never a whole system store.
 MAX_CA_BUNDLE = 64 * 1024
@@ -148,8 +146,10 @@ class OriginContexts:
 def failure_reason(exc: BaseException) -> str | None:
     """Why TLS with an origin failed, for the log: "certificate verify
     failed: Hostname mismatch, ..."; None when ``exc`` is no TLS failure."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        error = exc.certificate_error
+    # aiohttp's ClientConnectorCertificateError, known by its attribute: this
+    # module is imported when policies are read, which must not load aiohttp.
+    error = getattr(exc, "certificate_error", None)
+    if error is not None:
         message = getattr(error, "verify_message", None) or _ssl_text(error)
         return f"certificate verify failed: {message}"
     seen: set[int] = set()

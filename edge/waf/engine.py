@@ -43,10 +43,10 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from edge.policy.sections.waf import WafSettings
 from edge.waf import gates
 from edge.waf.operators import COMMON, LibinjectionSqli, LibinjectionXss
-from edge.waf.rules import BODY_TARGETS, Rule, RuleSet
-from edge.waf.settings import WafSettings
+from edge.waf.rules import BODY_TARGETS, Rule, RuleSet, files_stamp, load_ruleset
 from edge.waf.transforms import TRANSFORMS
 
 MAX_JSON_DEPTH = 32
@@ -571,3 +571,22 @@ def _part_headers(text: str) -> dict[str, str]:
     return out
 
 
+
+
+_COMPILED: dict[tuple, tuple[RuleSet, Waf]] = {}
+
+
+def compiled(directory) -> tuple[RuleSet, Waf]:
+    """The rule set of ``directory`` and its compiled engine, made once per
+    version of the files (compiling takes a good part of a second; nodes
+    of one process and reloads that changed nothing share it)."""
+    stamp = files_stamp(directory)
+    key = (str(directory), stamp)
+    found = _COMPILED.get(key) if stamp is not None else None
+    if found is None:
+        rules = load_ruleset(directory)
+        found = (rules, Waf(rules))
+        if stamp is not None:
+            _COMPILED.clear()  # only the current version is worth keeping
+            _COMPILED[key] = found
+    return found

@@ -5,8 +5,10 @@ fetches running while a purge does never bring purged content back."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
+import diskcache
 import pytest
 from aiohttp import web
 
@@ -303,15 +305,104 @@ async def test_a_response_in_flight_during_the_purge_is_not_stored(origin, shop,
     assert text == "v2" and "miss" in status
 
 
+class SiblingTransaction:
+    """A sibling worker's write transaction on the shared disk tier: while it
+    is open, this worker's disk commits (and lookups) wait for it."""
+
+    def __init__(self, edge) -> None:
+        self.directory = str(edge.store.disk.cache.directory)
+        self.began = False
+        self._held, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        cache = diskcache.Cache(self.directory)
+        try:
+            with cache.transact():
+                self._held.set()
+                self._release.wait(30)  # a bound: a failing test must not hang
+        finally:
+            cache.close()
+
+    async def begin(self) -> None:
+        self.began = True
+        self._thread.start()
+        await until(self._held.is_set, "the sibling's transaction began")
+
+    async def end(self) -> None:
+        self._release.set()
+        if self.began:
+            await asyncio.to_thread(self._thread.join)
+
+
+def suspended_in(task: asyncio.Task, function) -> bool:
+    """Whether ``task`` waits inside the coroutine function ``function``."""
+    awaited = task.get_coro()
+    while awaited is not None:
+        if getattr(awaited, "cr_code", None) is function.__code__:
+            return True
+        awaited = getattr(awaited, "cr_await", None)
+    return False
+
+
 async def test_a_disk_write_still_queued_when_the_purge_runs_never_lands(origin, shop, client):
+    """The write waits behind a sibling's transaction until the purge's
+    barrier is in place, then decides, and is dropped."""
+    sibling = SiblingTransaction(shop)
     versions = {"/d": "v1"}
-    versioned(origin, "/d", versions)
-    await get(client, shop, "/d")  # memory now, disk in the background
-    assert await purge(shop, {"urls": ["/d"]}) == 1
+
+    async def handler(request: web.Request) -> web.Response:
+        if not sibling.began:
+            await sibling.begin()  # after the lookup, before the store's commit
+        return web.Response(text=f"/d {versions['/d']}", headers={"Cache-Control": "max-age=600"})
+
+    origin.route("/d", handler)
+    try:
+        await get(client, shop, "/d")  # memory now, the disk write queued
+        purging = asyncio.create_task(purge(shop, {"urls": ["/d"]}))
+        await until(lambda: shop.store.barriers.tenant("shop") is not None, "the purge's barrier")
+    finally:
+        await sibling.end()
+    assert await purging == 1
     await shop.store.drain()
     assert disk_keys(shop) == []
     versions["/d"] = "v2"
     assert (await get(client, shop, "/d"))[0] == "/d v2"
+
+
+async def test_a_disk_write_that_decided_before_the_purge_never_lands_after_it(origin, shop, client):
+    """The write read the barriers before the purge added its own, and
+    commits once the purge looks for entries on disk: the purge waits for
+    the commit (DiskStore.settle) and finds it, rather than missing it and
+    leaving the old body on disk for every worker."""
+    versions = {"/e": "v1"}
+    versioned(origin, "/e", versions)
+    disk = shop.store.disk
+    verdict = disk.admit
+    decided, go = threading.Event(), threading.Event()
+
+    def decide_then_wait(key, meta, **how):
+        answer = verdict(key, meta, **how)
+        if not decided.is_set():
+            decided.set()
+            go.wait(30)  # a bound: a failing test must not hang
+        return answer
+
+    disk.admit = decide_then_wait
+    try:
+        await get(client, shop, "/e")
+        await until(decided.is_set, "the disk write decided")
+        purging = asyncio.create_task(purge(shop, {"urls": ["/e"]}))
+        # Done already: the purge looked without waiting, and missed the write.
+        await until(lambda: purging.done() or suspended_in(purging, DiskStore.settle), "the purge at the disk tier")
+    finally:
+        go.set()
+        disk.admit = verdict
+    assert await purging == 1
+    await shop.store.drain()
+    assert disk_keys(shop) == []
+    versions["/e"] = "v2"
+    assert (await get(client, shop, "/e"))[0] == "/e v2"
 
 
 # --- the disk tier's tag index ------------------------------------------------------------

@@ -15,7 +15,8 @@ from edge.filters.request_limits import RequestLimitFilter
 from edge.filters.under_attack import CHALLENGE_PATH, UnderAttackFilter
 from edge.filters.waf import WafFilter
 from edge.policy import parse_policy
-from edge.waf import Waf, default_rules_dir, load_ruleset
+from edge.waf import default_rules_dir, load_ruleset
+from edge.waf.engine import Waf
 from tests.conftest import until
 
 ATTACK = "/search?q=%3Cscript%3Ealert(1)%3C/script%3E"

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -286,6 +289,33 @@ def test_no_test_uses_a_private_name():
     tree = Tree(REPO, ["edge", "tests"])
     bad = [line for line in _private_report(tree) if " tests." in line.split(" uses ")[0]]
     assert not bad, "tests using private names (test through the public API):\n" + "\n".join(bad)
+
+
+# --- what reading a policy loads ---------------------------------------------------------
+
+# Validating a policy (``edge policy validate``, the admin API's checks) needs
+# the sections and the WAF rules' ids, never the HTTP stack or the compiled WAF.
+POLICY_ONLY = """
+import json, sys
+import edge.policy.parse
+from edge.policy import parse_policy
+from edge.waf import rule_ids
+policy = parse_policy({
+    "hosts": ["shop.example"], "origins": [{"url": "http://127.0.0.1:9", "set_by": "tenant"}],
+    "filters": {"waf": {"max_body": 4096,
+                        "exclusions": [{"rule": sorted(rule_ids())[0], "path_prefix": "/search"}]},
+                "events": {"webhook_url": "https://hooks.example/edge", "secret": "0123456789abcdef",
+                           "set_by": "tenant"}},
+}, tenant="shop", source="shop.json")
+assert policy.filters.waf.exclusions
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("aiohttp", "yarl") or m == "edge.waf.engine")))
+"""
+
+
+def test_reading_a_policy_loads_neither_aiohttp_nor_the_waf_engine():
+    done = subprocess.run([sys.executable, "-c", POLICY_ONLY], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
 
 
 # --- the walker itself, on small made-up packages -------------------------------------------

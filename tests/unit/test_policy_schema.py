@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,3 +231,94 @@ def test_the_schema_rejects_what_the_validator_rejects(doc):
     assert list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc)) != []
     with pytest.raises(PolicyError):
         parse_policy(doc, tenant="shop", source="shop.json", quick_origin="http://o.example")
+
+
+# filters.waf.max_body: 0 would inspect no body where a reader of "0" may
+# expect no limit, so it is refused, by the validator and the schema alike.
+MAX_BODIES = [
+    (1, None),
+    (4096, None),
+    (16 * 1024 * 1024, None),
+    (0, "0"),
+    (-1, "-1"),
+    (16 * 1024 * 1024 + 1, "16777217"),
+    ("64KiB", '"64KiB"'),
+    (True, "true"),
+    (1.5, "1.5"),
+]
+
+
+@pytest.mark.parametrize(("value", "found"), MAX_BODIES, ids=[repr(v) for v, _ in MAX_BODIES])
+def test_waf_max_body_is_a_bound_of_one_byte_or_more(value, found):
+    jsonschema = pytest.importorskip("jsonschema")
+    doc = {"filters": {"waf": {"max_body": value}}}
+    schema_ok = not list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc))
+    try:
+        policy = parse_policy(doc, tenant="shop", source="shop.json", quick_origin="http://o.example")
+    except PolicyError as e:
+        assert [str(x) for x in e.errors] == [
+            f"shop.json: filters.waf.max_body: expected an integer number of bytes 1..16777216"
+            f' (to inspect no body: "inspect_body": false), found {found}'
+        ]
+        assert not schema_ok
+    else:
+        assert found is None and schema_ok and policy.filters.waf.max_body == value
+
+
+# --- sizes: one grammar, in the validator and in the schema --------------------------------
+
+SIZE_FIELDS = ["cache.max_object_size", "cache.disk_quota", "filters.request_limits.max_header_bytes",
+               "filters.request_limits.max_body_size"]
+
+
+def string_patterns(node: dict[str, Any]) -> list[str]:
+    """The patterns of the string alternatives of ``node``."""
+    node = resolve(node)
+    found = [node["pattern"]] if node.get("type") == "string" and "pattern" in node else []
+    for key in ("oneOf", "anyOf"):
+        for sub in node.get(key, ()):
+            found += string_patterns(sub)
+    return found
+
+
+# (text, accepted by the size grammar). Every amount is within 1024 TiB:
+# beyond it, and below each field's minimum, is a bound the validator
+# checks per field, as the schema's integer alternatives do.
+SIZE_TEXTS = [
+    ("4096", True), (" 4096 ", True), ("0", True), ("4096.", True), ("4096.000", True), (".0", True),
+    ("1B", True), ("1b", True), ("1KB", True), ("1kb", True), ("1Kb", True), ("1KiB", True), ("1kib", True),
+    ("1MB", True), ("1MiB", True), ("1GB", True), ("1gib", True), ("1TB", True), ("1TiB", True), ("1tIb", True),
+    ("1.5MiB", True), ("1.5 mb", True), ("\t2 GB\n", True), (".5TB", True), ("10.KiB", True), ("0.001KB", True),
+    ("1000TiB", True), ("1.25e0KB", False),
+    ("", False), (" ", False), ("1.5", False), ("4096.01", False), ("-1", False), ("-1KB", False), ("+1KB", False),
+    ("1e3", False), ("1 K", False), ("1KBB", False), ("1KB B", False), ("1PB", False), ("1PiB", False),
+    ("1ib", False), ("KB", False), (".", False), (".KB", False), ("1..0KB", False), ("1,5MB", False),
+    ("0x10", False), ("1_000", False), ("\u0661\u0662", False), ("\u00bdKB", False), ("1 bit", False),
+]
+
+
+def size_patterns() -> dict[str, list[str]]:
+    out = {}
+    for field in SIZE_FIELDS:
+        node: dict[str, Any] = SCHEMA
+        for part in field.split("."):
+            node = resolve(node)["properties"][part]
+        out[field] = string_patterns(node)
+    return out
+
+
+def test_every_size_field_of_the_schema_takes_a_size_string():
+    assert all(size_patterns().values())
+
+
+@pytest.mark.parametrize(("text", "accepted"), SIZE_TEXTS, ids=[repr(t) for t, _ in SIZE_TEXTS])
+def test_the_schema_reads_a_size_string_as_the_validator_does(text, accepted):
+    try:
+        parse_size(text)
+    except ValueError:
+        assert not accepted, "the validator refuses it"
+    else:
+        assert accepted, "the validator accepts it"
+    for field, patterns in size_patterns().items():
+        for pattern in patterns:
+            assert (re.search(pattern, text) is not None) == accepted, field

@@ -9,7 +9,7 @@ import pytest
 
 from edge.cache.key import decoded_view, normalise_path
 from edge.policy import parse_policy
-from edge.waf.settings import Exclusion, WafSettings
+from edge.policy.sections.waf import Exclusion, WafSettings
 
 
 @pytest.mark.parametrize(

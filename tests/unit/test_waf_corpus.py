@@ -14,7 +14,9 @@ from urllib.parse import quote
 import pytest
 from multidict import CIMultiDict
 
-from edge.waf import Waf, WafSettings, default_rules_dir, load_ruleset
+from edge.policy.sections.waf import WafSettings
+from edge.waf import default_rules_dir, load_ruleset
+from edge.waf.engine import Waf
 
 CORPUS = Path(__file__).resolve().parent.parent / "waf_corpus"
 SETTINGS = WafSettings()

@@ -8,8 +8,10 @@ import pytest
 from multidict import CIMultiDict
 
 from edge.filters.waf import WafFilter
+from edge.policy.sections.waf import Exclusion, WafSettings, parse_waf
 from edge.schema.check import Check
-from edge.waf import Exclusion, Waf, WafSettings, default_rules_dir, load_ruleset, parse_waf
+from edge.waf import default_rules_dir, load_ruleset
+from edge.waf.engine import Waf
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.http.urls import check_url
-from edge.origin.guard import SET_BY, SET_BY_EXPECTED
+from edge.policy.sections.origins import SET_BY, SET_BY_EXPECTED
 from edge.schema.check import BAD, Check, int_in, join, one_of
 
 DEFAULT_TENANT_THRESHOLD = 1000

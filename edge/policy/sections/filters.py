@@ -10,18 +10,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from edge.policy.sections import events, request_limits, under_attack
+from edge.policy.sections import events, request_limits, under_attack, waf
 from edge.policy.sections.cidrs import NO_CIDRS, CidrSet, cidr_list, cidrs_data
 from edge.policy.sections.events import NO_EVENTS, EventSettings, events_data, parse_events
 from edge.policy.sections.request_limits import (
     DEFAULT_REQUEST_LIMITS, RequestLimits, parse_request_limits, request_limits_data,
 )
 from edge.policy.sections.under_attack import NO_UNDER_ATTACK, UnderAttack, parse_under_attack, under_attack_data
+from edge.policy.sections.waf import WafSettings, parse_waf, waf_data
 from edge.schema.check import (
     BAD, FILTER_MODE, MISSING, PATH, Check, filter_mode, int_in, join, number_in, one_of, request_path,
 )
-from edge.waf import settings as waf
-from edge.waf.settings import WafSettings, parse_waf, waf_data
 
 MAX_FILTER_CIDRS = 100_000  # per list; the 1 MiB file limit allows some 50,000
 MAX_RATE_RULES = 100

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edge.http.urls import check_url, hostname, ip_literal
-from edge.origin.guard import SET_BY, SET_BY_EXPECTED
 from edge.origin.tls import CA_BUNDLE, ca_bundle_problem
 from edge.schema.check import BAD, BOOL, MISSING, Check, boolean, int_in, join, number_in, one_of
 
@@ -20,6 +19,11 @@ DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_RETRY_ON_STATUS = frozenset({502, 503, 504})
 DEFAULT_FAILURES_BEFORE_DOWN = 3
 DEFAULT_COOLDOWN = 10.0
+
+# Who wrote a destination's URL (``"set_by"`` of an origin or of the events
+# section): "tenant" makes it guarded (edge.origin.guard).
+SET_BY = ("operator", "tenant")
+SET_BY_EXPECTED = '"operator" or "tenant"'
 
 KEYS: dict[str, tuple[str, ...]] = {
     "origin": ("url", "host_header", "connect_timeout", "read_timeout", "max_connections", "set_by",

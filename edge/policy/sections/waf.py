@@ -1,4 +1,5 @@
-"""A tenant's WAF settings (the ``filters.waf`` section of its policy).
+"""The ``filters.waf`` section: a tenant's WAF settings.
+:mod:`edge.waf.engine` applies them.
 
     "waf": {"mode": "block", "threshold": 5, "paranoia": 1, "inspect_body": true,
             "max_body": 131072,
@@ -34,7 +35,9 @@ KEYS: dict[str, tuple[str, ...]] = {
 MODE = FILTER_MODE
 THRESHOLD = f"an integer 1..{MAX_THRESHOLD}"
 PARANOIA = f"an integer 1..{MAX_PARANOIA}"
-MAX_BODY = f"an integer number of bytes 0..{MAX_MAX_BODY}"
+# No 0: elsewhere 0 says "no limit" (max_concurrent), here it would read
+# no body at all, so a tenant meaning the one would silently get the other.
+MAX_BODY = f'an integer number of bytes 1..{MAX_MAX_BODY} (to inspect no body: "inspect_body": false)'
 EXCLUSIONS = f"a list of at most {MAX_EXCLUSIONS} exclusions"
 RULE = "the id of a rule in the WAF rule set"
 
@@ -85,7 +88,7 @@ def parse_waf(c: Check, o: dict, path: str, rule_ids: frozenset[str]) -> WafSett
     threshold = c.get(o, path, "threshold", DEFAULT_THRESHOLD, THRESHOLD, int_in(1, MAX_THRESHOLD))
     paranoia = c.get(o, path, "paranoia", 1, PARANOIA, int_in(1, MAX_PARANOIA))
     inspect_body = c.get(o, path, "inspect_body", True, BOOL, boolean)
-    max_body = c.get(o, path, "max_body", DEFAULT_MAX_BODY, MAX_BODY, int_in(0, MAX_MAX_BODY))
+    max_body = c.get(o, path, "max_body", DEFAULT_MAX_BODY, MAX_BODY, int_in(1, MAX_MAX_BODY))
     exclusions: list[Exclusion] = []
     raw = o.get("exclusions", [])
     where = join(path, "exclusions")
