@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import re
 import socket
 
 import aiohttp
@@ -103,7 +104,8 @@ async def test_a_herd_for_a_large_object_makes_one_origin_request(origin, make_e
     assert origin.hits["/big"] == 1
     assert all(body == data for body in bodies)
     statuses = [h["Cache-Status"] for _, h in heads]
-    assert statuses[0] == "edge; fwd=uri-miss; stored; ttl=600"
+    # ttl counts down from 600 while a loaded machine is slow to answer.
+    assert re.fullmatch(r"edge; fwd=uri-miss; stored; ttl=(600|59\d)", statuses[0]), statuses[0]
     assert all(s.startswith("edge; hit; ttl=") and s.endswith("; collapsed") for s in statuses[1:]), statuses
     if not chunked:
         assert all(h["Content-Length"] == str(len(data)) for _, h in heads)
