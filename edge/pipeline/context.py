@@ -2,7 +2,7 @@
 what the earlier ones found here rather than from its arguments."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from edge.cache.reuse import NO_DIRECTIVES, Directives
@@ -18,6 +18,8 @@ class Ctx:
     start: float
     method: str
     peer: str | None  # the client's address (behind trusted proxies, the one they name)
+    # The rest by name only: a field added later cannot shift another's value.
+    _: KW_ONLY
     tls: Any = None  # the HTTPS connection's edge.tls.listener.TlsSession; None over plain HTTP
     tenant: str = "-"
     host: str = "-"

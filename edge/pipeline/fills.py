@@ -267,8 +267,8 @@ class Fills:
         # is sent. The client's own preconditions stay behind: the edge asks
         # for what it stores, not for what this client has.
         headers = self.upstream.origin_headers(request, ctx, ctx.keyed, conditional, whole=True, own_conditionals=True)
-        bg = Ctx(ctx.rid + "-r", now, "GET", ctx.peer, ctx.tenant, ctx.host, ctx.path, policy=ctx.policy, key=key,
-                 target=ctx.target)
+        bg = Ctx(ctx.rid + "-r", now, "GET", ctx.peer, tenant=ctx.tenant, host=ctx.host, path=ctx.path,
+                 policy=ctx.policy, key=key, target=ctx.target)
         task = asyncio.ensure_future(self._refresh(_Snapshot(request), bg, meta, headers, done, conditional))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -43,7 +43,7 @@ class Identify:
             else:
                 peer = client_address(peer, h.getall("X-Forwarded-For", ()), (), self.trusted)
         return Ctx(f"{self._rid_prefix}-{next(self._rid):x}", time.monotonic(), request.method, peer,
-                   tls_session(request))
+                   tls=tls_session(request))
 
 
 def site(request: web.BaseRequest, ctx: Ctx, policies) -> Refusal | None:

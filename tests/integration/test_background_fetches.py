@@ -132,3 +132,31 @@ async def test_a_client_cannot_evict_an_entry_through_a_refresh(origin, make_edg
     await asyncio.sleep(0.3)  # time for a wrong refresh to evict it: absence has no event to wait for
     st, body, h = await _get(client, edge.url + "/e")
     assert "stale-while-revalidate" in h["Cache-Status"] or "hit" in h["Cache-Status"], (body, h["Cache-Status"])
+
+
+# A background fetch is the client's request sent again: same Host, same path
+async def test_background_fetches_ask_the_origin_for_the_clients_host_and_path(origin, make_edge, client):
+    seen: list[tuple[str, str, bool]] = []
+
+    async def handler(request):
+        seen.append((request.headers.get("Host", ""), request.path, "Range" in request.headers))
+        if "Range" in request.headers:
+            return web.Response(status=206, body=b"x" * 10, headers={"Content-Range": "bytes 0-9/4096",
+                                                                      "Cache-Control": "max-age=60"})
+        # Already 5 s old with a 1 s lifetime: stale at once, refreshed in the background.
+        return web.Response(body=b"x" * 4096, headers={"Cache-Control": "max-age=1, stale-while-revalidate=60",
+                                                       "Age": "5", "Content-Type": "text/plain"})
+
+    origin.route("/obj", handler)
+    origin.route("/ranged", handler)
+    edge = await make_edge(quick_origin=origin.url)
+    host = {"Host": "shop.example.de"}
+    assert (await _get(client, edge.url + "/obj", headers=host))[0] == 200  # stored, already stale
+    status, _, h = await _get(client, edge.url + "/obj", headers=host)
+    assert status == 200 and "stale-while-revalidate" in h["Cache-Status"]
+    await until(lambda: len(seen) == 2, "the background refresh reached the origin")
+    # A range miss starts a whole-object fill in the background.
+    status, _, _ = await _get(client, edge.url + "/ranged", headers={**host, "Range": "bytes=0-9"})
+    assert status == 206
+    await until(lambda: any(p == "/ranged" and not ranged for _, p, ranged in seen), "the range fill reached the origin")
+    assert {(h, p) for h, p, _ in seen} == {("shop.example.de", "/obj"), ("shop.example.de", "/ranged")}, seen

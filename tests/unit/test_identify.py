@@ -85,7 +85,7 @@ def test_site_over_https_and_plain_http(target, host, tls, expected):
     from edge.tls.listener import TlsSession
 
     session = None if tls is None else TlsSession(TLS13, *tls)
-    ctx = Ctx("r", 0.0, "GET", "192.0.2.1", session)
+    ctx = Ctx("r", 0.0, "GET", "192.0.2.1", tls=session)
     req = request(target, host)
     refusal = site(req, ctx, HTTPS_POLICIES)
     if expected and isinstance(expected[0], int):
