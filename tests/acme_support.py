@@ -32,7 +32,12 @@ def installed() -> bool:
     return shutil.which("pebble") is not None and shutil.which("pebble-challtestsrv") is not None
 
 
+_handed_out: set[int] = set()
+
+
 def _free_port() -> int:
+    # A port is free only until someone binds it: one handed out before, to a
+    # process that has not bound it yet, would still look free.
     while True:
         with socket.socket() as tcp, socket.socket(type=socket.SOCK_DGRAM) as udp:
             tcp.bind(("127.0.0.1", 0))
@@ -41,7 +46,8 @@ def _free_port() -> int:
                 udp.bind(("127.0.0.1", port))  # the DNS server takes both
             except OSError:
                 continue
-            if port != DEMO_PORT:
+            if port != DEMO_PORT and port not in _handed_out:
+                _handed_out.add(port)
                 return port
 
 
@@ -120,6 +126,10 @@ class Pebble:
     def intermediate(self) -> x509.Certificate:
         """The CA certificate that signs what pebble issues."""
         return x509.load_pem_x509_certificate(self._get(f"https://127.0.0.1:{self.management_port}/intermediates/0"))
+
+    def root_pem(self) -> str:
+        """The root of what pebble issues (made anew at each start), for a client to trust."""
+        return self._get(f"https://127.0.0.1:{self.management_port}/roots/0").decode("ascii")
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}"

@@ -39,7 +39,7 @@ from edge.observe.metrics import record_request, watch_fills
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
 from edge.pipeline.fills import Fills
-from edge.pipeline.identify import Identify, site
+from edge.pipeline.identify import UNKNOWN_HOST, Identify, site
 from edge.pipeline.outcome import Fwd, Kind, Outcome, answering
 from edge.pipeline.respond import Responder, ttl
 from edge.pipeline.storage import Storage, close_body
@@ -140,12 +140,18 @@ class Pipeline:
     async def _phases(self, request: web.BaseRequest, ctx: Ctx) -> web.StreamResponse:
         # identify
         bad = site(request, ctx, self.state.policies.current)
+        challenges = self.state.challenges
+        if challenges is not None and (bad is None or bad[2] == UNKNOWN_HOST):
+            path = ctx.path if bad is None else request.raw_path.partition("?")[0]
+            if path.startswith(CHALLENGE_PREFIX):
+                # The CA validates from anywhere: no tenant filter may refuse it, no cache
+                # may keep it, and the origin never sees it.
+                answer = await self.respond.challenge(request, ctx, challenges, path,
+                                                      own=bad is None and ctx.policy.tls.acme)
+                if answer is not None:
+                    return answer
         if bad is not None:
             return self.respond.error(ctx, *bad)
-        if ctx.path.startswith(CHALLENGE_PREFIX) and ctx.policy.tls.acme and self.state.challenges is not None:
-            # The CA validates from anywhere: no tenant filter may refuse it, no cache
-            # may keep it, and the origin never sees it.
-            return await self.respond.challenge(request, ctx, self.state.challenges)
         # filter
         refused = await self._filter(request, ctx)
         if refused is not None:

@@ -19,6 +19,7 @@ from edge.policy.sections.tls import ACME_CHALLENGE_PREFIX
 
 # status, text, Cache-Status detail[, header fields]
 Refusal = tuple[int, str, str] | tuple[int, str, str, dict[str, str]]
+UNKNOWN_HOST = "unknown-host"  # the detail of a request for a host no tenant serves
 
 
 class Identify:
@@ -71,7 +72,7 @@ def site(request: web.BaseRequest, ctx: Ctx, policies) -> Refusal | None:
     ctx.host = host
     policy = policies.resolve(host)
     if policy is None:
-        return 421, "this node serves no site for that host", "unknown-host"
+        return 421, "this node serves no site for that host", UNKNOWN_HOST
     tls = ctx.tls
     if tls is not None and tls.tenant is not None and tls.tenant != policy.tenant:
         # RFC 9110 §15.5.20: the connection was opened for another tenant's

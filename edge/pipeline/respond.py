@@ -104,17 +104,27 @@ class Responder:
             resp.force_close()
         return resp
 
-    async def challenge(self, request: web.BaseRequest, ctx: Ctx, files) -> web.Response:
-        """An ACME HTTP-01 challenge (RFC 8555 §8.3): the key authorization
-        the ACME manager left for the token, else 404."""
+    async def challenge(self, request: web.BaseRequest, ctx: Ctx, files, path: str, *,
+                        own: bool) -> web.Response | None:
+        """An ACME HTTP-01 challenge (RFC 8555 §8.3) at ``path``: the key
+        authorization the ACME manager left for the token. ``own``: the
+        tenant asks for ACME certificates, so the path is the node's alone,
+        404 for any other token. Otherwise (another tenant, or a host that
+        no tenant serves) None for any other token, and the request goes
+        on: the order may come from a sibling worker that loaded a policy
+        this one has not loaded yet."""
         if request.method not in ("GET", "HEAD"):
+            if not own:
+                return None
             return self.error(ctx, 405, "method not allowed", "acme-challenge", {"Allow": "GET, HEAD"},
                               forwarded=False)
-        token = token_of(ctx.path)
+        token = token_of(path)
         answer = None
         if token is not None:
             answer = await asyncio.get_running_loop().run_in_executor(None, files.read, token)
         if answer is None:
+            if not own:
+                return None
             return self.error(ctx, 404, "no such ACME challenge", "acme-challenge", forwarded=False)
         headers = {
             "Cache-Status": self.settle(ctx, Outcome(Kind.ANSWERED, detail="acme-challenge")),

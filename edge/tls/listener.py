@@ -12,9 +12,16 @@ handshake fails, so a client saw a reset instead of ``unrecognized_name``.
 
 Bounds: a handshake not complete ``[tls] handshake_timeout`` seconds after
 the accept is aborted, and so is a refused one whose alert the client does
-not take by then. A handshake whose version is below the tenant's
-``tls.min_version`` is closed right after it, before any request: the
-standard library cannot offer versions per server name.
+not take by then.
+
+A tenant's ``tls.min_version`` is judged by the versions the ClientHello
+offers (:mod:`edge.tls.hello`), when the server name has selected the
+tenant: a client that offers no version the tenant allows fails the
+handshake with the alert ``protocol_version``. The standard library neither offers versions per
+server name nor shows the ClientHello, so the listener keeps the first
+bytes of each connection for that. Should the offer be unreadable, a
+connection whose negotiated version is too old is closed right after the
+handshake, before any request.
 """
 from __future__ import annotations
 
@@ -35,12 +42,16 @@ from edge.observe.anon import anonymise
 from edge.observe.throttle import LogThrottle
 from edge.policy.resolve import PolicySet
 from edge.tls.context import below, server_context
+from edge.tls.hello import offered_versions, too_old
 from edge.tls.sni import Certificates, CertificateIndex
 
 log = logging.getLogger("edge.tls")
 
 READ_SIZE = 16 * 1024  # plaintext taken from the TLS layer at once: one record's worth at most
 PROXY_HEADER_TIMEOUT = 5.0  # seconds for a PROXY header before the handshake (at most the handshake's own)
+# What is kept of a connection's first bytes for its ClientHello: a few KiB
+# in practice; one longer is left to the check after the handshake.
+MAX_CLIENT_HELLO = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,8 @@ class Handshake(ssl.SSLObject):
 
     sni_host: str | None = None
     sni_tenant: str | None = None
+    hello: bytearray | None = None  # the bytes received until the server name is judged
+    too_old: tuple[str, str] | None = None  # refused: (the newest version offered, the tenant's minimum)
 
 
 class Terminator:
@@ -96,8 +109,11 @@ class Terminator:
             connection.abort()
 
     def _server_name(self, handshake: Handshake, server_name: str | None, _context: ssl.SSLContext) -> int | None:
+        hello, handshake.hello = handshake.hello, None
         try:
             selection = self.index.select(server_name)
+            minimum = self.minimum(selection.tenant)
+            older = None if minimum is None or not hello else too_old(offered_versions(bytes(hello)), minimum)
         except Exception:  # an exception here would only fail the handshake, unlogged
             log.exception("certificate selection failed")
             return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
@@ -105,6 +121,9 @@ class Terminator:
         handshake.sni_tenant = selection.tenant
         if selection.context is None:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        if older is not None:
+            handshake.too_old = (older, minimum)
+            return ssl.ALERT_DESCRIPTION_PROTOCOL_VERSION
         handshake.context = selection.context
         return None
 
@@ -117,13 +136,15 @@ class Terminator:
             return None
         return policy.tls.min_version
 
-    def refused_version(self, session: TlsSession, minimum: str, peer: Any) -> None:
-        held = self._too_old.admit(session.tenant)
+    def refused_version(self, tenant: str | None, what: str, minimum: str, peer: Any) -> None:
+        """Log a client refused for ``tenant``'s ``tls.min_version``: ``what``
+        it was ("a TLSv1.2 handshake"), its network only."""
+        held = self._too_old.admit(tenant)
         if held is None:
             return
         more = f" ({held} more since the last such line)" if held else ""
-        log.warning("tenant %s: closed a %s connection from %s after its handshake: tls.min_version is %s%s",
-                    session.tenant, session.version, anonymise(_host(peer)), minimum, more)
+        log.warning("tenant %s: refused %s from %s: tls.min_version is %s%s",
+                    tenant, what, anonymise(_host(peer)), minimum, more)
 
 
 def _host(peer: Any) -> str | None:
@@ -155,6 +176,7 @@ class TlsConnection(asyncio.Protocol):
         self._raw = transport  # type: ignore[assignment]
         terminator = self._terminator
         self._tls = terminator.context.wrap_bio(self._incoming, self._outgoing, server_side=True)  # type: ignore[assignment]
+        self._tls.hello = bytearray()
         self._timer = asyncio.get_running_loop().call_later(terminator.handshake_timeout, self._expired)
         terminator.handshaking.add(self)
 
@@ -163,6 +185,9 @@ class TlsConnection(asyncio.Protocol):
             return
         self._incoming.write(data)
         if self._app is None:
+            hello = self._tls.hello
+            if hello is not None and len(hello) < MAX_CLIENT_HELLO:
+                hello += data[:MAX_CLIENT_HELLO - len(hello)]
             self._handshake()
         else:
             self._read()
@@ -205,7 +230,12 @@ class TlsConnection(asyncio.Protocol):
     def _refuse(self, exc: Exception) -> None:
         self._closing = True
         self._flush()  # the alert
-        log.debug("TLS handshake from %s refused: %s", anonymise(_host(self._raw.get_extra_info("peername"))),
+        tls = self._tls
+        peer = self._raw.get_extra_info("peername")
+        if tls.too_old is not None:
+            older, minimum = tls.too_old
+            self._terminator.refused_version(tls.sni_tenant, f"a {older} handshake", minimum, peer)
+        log.debug("TLS handshake from %s refused: %s", anonymise(_host(peer)),
                   getattr(exc, "reason", None) or type(exc).__name__)
         self._raw.close()  # the deadline still aborts it if the alert is not taken
 
@@ -227,10 +257,12 @@ class TlsConnection(asyncio.Protocol):
         self._stop_timer()
         self._flush()  # the last flight and the session tickets
         tls = self._tls
+        tls.hello = None
         session = TlsSession(tls.version() or "", tls.sni_host, tls.sni_tenant)
         minimum = self._terminator.minimum(session.tenant)
         if minimum is not None and below(session.version, minimum):
-            self._terminator.refused_version(session, minimum, self._raw.get_extra_info("peername"))
+            self._terminator.refused_version(session.tenant, f"a {session.version} connection after its handshake",
+                                             minimum, self._raw.get_extra_info("peername"))
             self.close()
             return
         app = self._app = self._factory()

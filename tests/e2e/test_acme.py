@@ -3,13 +3,16 @@ tenants with ``"tls": {"acme": true}``, the node started as in production
 (``edge serve --config``). Pebble validates HTTP-01 on the node's plain
 listener; its DNS sends every name to 127.0.0.1.
 
-The node has no HTTPS listener here: what it would serve is read from its
-certificate store, the files an HTTPS listener loads.
+Where a test has no HTTPS listener, what the node would serve is read from
+its certificate store, the files an HTTPS listener loads; where it has one,
+clients trusting pebble's root connect to it.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import ssl
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,11 @@ from edge.tls.store import CertificateStore
 from tests.acme_support import BLOCKED, Pebble
 from tests.tls_support import chain
 
-from .support import wait_until
+from .support import free_port, wait_until, write_json_atomically
+from .test_admin_cli import TOKEN
+from .test_certificate_hot_swap import workers_up
+from .test_certificates import changes_per_worker
+from .test_tls_cli import https_request
 
 ISSUE_TIMEOUT = 60.0  # a bound for a loaded machine, never a measurement
 SECRET = "0123456789abcdef0123"
@@ -37,20 +44,22 @@ class NodeDir:
         self.store = CertificateStore(root / "certificates")
         self.acme = root / "acme"
 
-    def configure(self, *, workers: int = 1, **acme: object) -> Path:
+    def configure(self, *, workers: int = 1, tls_port: int | None = None, **acme: object) -> Path:
         settings = {"directory_url": self.pebble.directory_url, "email": "certs@example.de",
                     "ca_bundle": str(self.pebble.ca_bundle), **acme}
+        https = f'[[listen]]\naddress = "127.0.0.1:{tls_port}"\ntls = true\n' if tls_port else ""
         lines = [f"[node]\nworkers = {workers}\n",
-                 f'[[listen]]\naddress = "127.0.0.1:{self.pebble.http_port}"\n',
+                 f'[[listen]]\naddress = "127.0.0.1:{self.pebble.http_port}"\n{https}',
                  '[policies]\ndirectory = "policies"\nwatch_interval = 0.2\n',
                  "[acme]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
         path = self.root / "edge.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def tenant(self, name: str, hosts: list[str], origin: str, **extra: object) -> None:
-        policy = {"hosts": hosts, "origins": [{"url": origin}], "tls": {"acme": True}, **extra}
-        (self.root / "policies" / f"{name}.json").write_text(json.dumps(policy))
+    def tenant(self, name: str, hosts: list[str], origin: str, *, tls: dict | None = None, **extra: object) -> None:
+        policy = {"hosts": hosts, "origins": [{"url": origin}], "tls": {"acme": True} if tls is None else tls,
+                  **extra}
+        write_json_atomically(self.root / "policies" / f"{name}.json", policy)
 
     def state(self) -> dict:
         try:
@@ -71,8 +80,9 @@ def node_dir(tmp_path, pebble) -> NodeDir:
     return NodeDir(tmp_path / "node", pebble)
 
 
-def start(run_edge, node_dir: NodeDir, **config):
-    return run_edge("--config", str(node_dir.configure(**config)), port=node_dir.pebble.http_port, listen=False)
+def start(run_edge, node_dir: NodeDir, *args: str, env: dict | None = None, **config):
+    return run_edge("--config", str(node_dir.configure(**config)), *args, port=node_dir.pebble.http_port,
+                    listen=False, env=env)
 
 
 def leaf_of(path: Path) -> x509.Certificate:
@@ -200,3 +210,60 @@ def test_a_tenant_without_acme_gets_nothing_and_keeps_its_challenge_path(pebble,
     wait_until(lambda: node_dir.state().get("checked"), timeout=ISSUE_TIMEOUT, message=lambda: node.describe())
     assert node_dir.store.all() == []
     assert "ACME order placed" not in node.stderr
+
+
+def worker_of(answer: bytes) -> int:
+    """The answering process (the low 16 bits of its pid) from an answer's X-Request-Id."""
+    return int(re.search(rb"\r\nX-Request-Id: ([0-9a-f]{4})", answer, re.IGNORECASE).group(1), 16)
+
+
+def test_an_issued_certificate_serves_https_on_every_worker(pebble, node_dir, run_edge, upstream):
+    """A tenant turns tls.acme on while the node runs: the worker that
+    orders the certificate has its sibling take it too (nothing else makes
+    a worker read the store while its policies stay the same)."""
+    upstream.respond("/hello", "hello over https\n", headers={"Cache-Control": "no-store"})
+    node_dir.tenant("shop", ["shop.test"], upstream.url, tls={})
+    tls_port, admin = free_port(), free_port()
+    node = start(run_edge, node_dir, "--admin", f"127.0.0.1:{admin}", env={"EDGE_ADMIN_TOKEN": TOKEN},
+                 workers=2, tls_port=tls_port)
+    wait_until(lambda: workers_up(admin), timeout=20, message=lambda: f"not both workers are up\n{node.describe()}")
+    trusted = ssl.create_default_context(cadata=pebble.root_pem())
+    with pytest.raises(ssl.SSLError) as info:
+        https_request(tls_port, "shop.test", context=trusted)
+    assert info.value.reason == "TLSV1_UNRECOGNIZED_NAME"
+
+    node_dir.tenant("shop", ["shop.test"], upstream.url)
+    wait_until(lambda: list(changes_per_worker(admin).values()) == [1, 1], timeout=ISSUE_TIMEOUT,
+               message=lambda: f"{changes_per_worker(admin)}\n{node.describe()}\n{pebble.logs()}")
+    # Every new connection, on either worker, gets the certificate pebble
+    # issued (its chain ends at pebble's root) and reaches the origin.
+    workers = set()
+    for _ in range(40):
+        status, answer, _ = https_request(tls_port, "shop.test", "/hello", context=trusted)
+        assert status == 200 and answer.endswith(b"hello over https\n"), answer
+        workers.add(worker_of(answer))
+    assert len(workers) == 2
+    forwarded = [r for r in upstream.requests if r["path"] == "/hello"]
+    assert len(forwarded) == 40 and {r["headers"]["X-Forwarded-Proto"] for r in forwarded} == {"https"}
+
+
+def test_a_tenant_that_redirects_to_https_still_gets_its_certificate(pebble, node_dir, run_edge, upstream):
+    upstream.respond("/page", "page\n", headers={"Cache-Control": "no-store"})
+    node_dir.tenant("shop", ["secure.shop.test"], upstream.url, tls={"acme": True, "redirect_http": True})
+    tls_port = free_port()
+    node = start(run_edge, node_dir, tls_port=tls_port)
+    moved = node.get("/page?x=1", host="secure.shop.test")
+    assert moved.status == 308 and moved.headers["Location"] == "https://secure.shop.test/page?x=1", moved
+    trusted = ssl.create_default_context(cadata=pebble.root_pem())
+
+    def served() -> tuple | None:
+        try:
+            return https_request(tls_port, "secure.shop.test", "/page?x=1", context=trusted)
+        except ssl.SSLError:  # no certificate yet
+            return None
+
+    # Pebble's validation requests came over plain HTTP, and were answered, not redirected.
+    status, answer, _ = wait_until(served, timeout=ISSUE_TIMEOUT,
+                                   message=lambda: f"no certificate\n{node.describe()}\n{pebble.logs()}")
+    assert status == 200 and answer.endswith(b"page\n"), answer
+    assert [r["path"] for r in upstream.requests] == ["/page"]

@@ -1,6 +1,7 @@
 """ACME HTTP-01 challenges (RFC 8555 §8.3) on the plain listener, for a
 tenant with ``tls.acme``: answered before the filter chain and the cache,
-from the files every worker reads, and never passed to the origin."""
+from the files every worker reads, and never passed to the origin. A token
+of an order in progress is answered for any host."""
 from __future__ import annotations
 
 import dataclasses
@@ -96,5 +97,24 @@ async def test_other_methods_are_refused(client, node, challenges, origin):
 
 
 async def test_a_tenant_without_acme_keeps_its_challenge_path_at_the_origin(client, node, challenges, origin):
-    status, _, body = await fetch(client, node, PATH, host="plain.test")
-    assert (status, body) == (200, b"from the origin")
+    # Its own ACME client's token, which the node holds no answer for.
+    own = "/.well-known/acme-challenge/" + "origin-client-token-0123456789"
+    for method in ("GET", "POST"):
+        status, _, body = await fetch(client, node, own, host="plain.test", method=method)
+        assert (status, body) == (200, b"from the origin")
+
+
+async def test_a_worker_without_the_policy_yet_answers_a_pending_token(client, node, challenges, origin):
+    """The worker that placed the order may have loaded a policy this one
+    has not yet: tls.acme just turned on (plain.test), or a host just added
+    (new.test). The CA may ask either worker, and gets the answer."""
+    for host in ("plain.test", "new.test"):
+        status, headers, body = await fetch(client, node, PATH, host=host)
+        assert (status, body) == (200, ANSWER.encode()), host
+        assert headers["Cache-Status"] == "edge; detail=acme-challenge"
+    assert origin.requests == []
+    # Nothing else changes for a host that no tenant serves.
+    for path, method in ((PATH, "POST"), ("/.well-known/acme-challenge/unknownunknownunknownunknown", "GET"),
+                         ("/page", "GET")):
+        status, _, _ = await fetch(client, node, path, host="new.test", method=method)
+        assert status == 421, (path, method)

@@ -145,17 +145,35 @@ async def test_hsts_only_on_https_answers_on_misses_and_hits(https, client, orig
     assert "Strict-Transport-Security" not in headers  # blog asks for none
 
 
-async def test_min_version_closes_older_connections_after_the_handshake(https, client, caplog):
+async def test_min_version_refuses_older_clients_in_the_handshake(https, client, caplog):
+    node = await https(policies={"shop": {"tls": {"min_version": "1.3"}}})
+    tls12 = client_context(node.ca, maximum=ssl.TLSVersion.TLSv1_2)
+    with caplog.at_level(logging.WARNING, logger="edge.tls"):
+        with pytest.raises(ssl.SSLError) as info:
+            await handshake(node.port, "www.shop.test", tls12)
+    assert info.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION"
+    assert "refused a TLSv1.2 handshake" in caplog.text and "tls.min_version is 1.3" in caplog.text
+    assert "127.0.0.1" not in caplog.text  # the client's network only
+    out = await openssl("-connect", f"127.0.0.1:{node.port}", "-servername", "shop.test", "-tls1_2")
+    assert "CONNECTION ESTABLISHED" not in out and "alert protocol version" in out, out
+    # A client offering 1.2 and 1.3 gets 1.3 and is served.
+    assert (await handshake(node.port, "shop.test", client_context())).version == "TLSv1.3"
+    status, _, _ = await node.get(client, "shop.test")
+    assert status == 404
+    status, _, _ = await node.get(client, "blog.test", context=tls12)  # blog keeps the node's minimum
+    assert status == 404
+
+
+async def test_min_version_closes_older_connections_after_an_unread_hello(https, client, caplog, monkeypatch):
+    """A ClientHello the listener did not keep whole: the negotiated version decides, after the handshake."""
+    monkeypatch.setattr("edge.tls.listener.MAX_CLIENT_HELLO", 16)
     node = await https(policies={"shop": {"tls": {"min_version": "1.3"}}})
     tls12 = client_context(node.ca, maximum=ssl.TLSVersion.TLSv1_2)
     with caplog.at_level(logging.WARNING, logger="edge.tls"):
         with pytest.raises(aiohttp.ClientError):
             await node.get(client, "shop.test", context=tls12)
-    assert "closed a TLSv1.2 connection" in caplog.text and "tls.min_version is 1.3" in caplog.text
-    assert "127.0.0.1" not in caplog.text  # the client's network only
-    status, _, _ = await node.get(client, "shop.test")  # TLS 1.3: served
-    assert status == 404
-    status, _, _ = await node.get(client, "blog.test", context=tls12)  # blog keeps the node's minimum
+    assert "refused a TLSv1.2 connection after its handshake" in caplog.text
+    status, _, _ = await node.get(client, "shop.test")
     assert status == 404
 
 
