@@ -24,7 +24,7 @@ from edge.cache.store import Admit, Hit, Meta, Removal
 from edge.http.headers import removes_fields
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
-from edge.pipeline.outcome import Outcome
+from edge.pipeline.outcome import HIT_COLLAPSED
 from edge.pipeline.respond import has_preconditions, template, ttl
 from edge.pipeline.storage import Sink, variant_key
 from edge.pipeline.upstream import BUFFER_LIMIT, CHUNK, body_error, break_connection
@@ -395,10 +395,12 @@ class Fills:
         if meta.vary and variant_key(ctx.key, meta.vary, request.headers) != fill.store_key:
             return None
         asked = ctx.directives
-        if asked.cc is not None and reuse(meta, asked, ctx.policy.cache, time.time()) is not Reuse.FRESH:
+        if asked.cc is not None:
             # A response still arriving is shared whatever its freshness, as
             # its own client gets it; only the client's own demands refuse it.
-            return None
+            age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+            if reuse(meta, asked, ctx.policy.cache, age) is not Reuse.FRESH:
+                return None
         reader = fill.join()
         if reader is None:
             return None
@@ -410,21 +412,21 @@ class Fills:
                         return None
             except TimeoutError:
                 return None
+            # Aged again: the wait for the fill's first byte took time.
             age = fr.current_age(meta.initial_age, meta.response_time, time.time())
-            outcome = Outcome.hit(ttl(meta, age), collapsed=True)
-            status_value = self.respond.settle(ctx, outcome)
+            status_value = self.respond.settle(ctx, HIT_COLLAPSED, ttl(meta, age))
             tpl = template(meta, ctx.policy, ctx.path)
             rh = request.headers
             if has_preconditions(rh):
                 found = cond.evaluate(request.method, rh, tpl, status=meta.status, now=meta.response_time)
                 if found is not None:
-                    return self.respond.conditional(ctx, meta, age, outcome, found)
+                    return self.respond.conditional(ctx, meta, age, found)
             if "Range" in rh and meta.status == 200 and fill.length is not None:
                 # Cut as from a stored body; of a body of unknown length the
                 # whole is sent (RFC 9110 §14.2 lets a server ignore Range).
                 partial = Hit(dataclasses.replace(meta, size=fill.length), None, chunks)
                 try:
-                    resp = await self.respond.ranged(request, ctx, partial, tpl, age, outcome)
+                    resp = await self.respond.ranged(request, ctx, partial, tpl, age)
                 except FillBroken:
                     break_connection(request)
                     raise ConnectionResetError("the shared fill broke") from None
