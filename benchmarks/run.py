@@ -5,12 +5,13 @@
     python benchmarks/run.py hit            # cache-hit throughput/latency (wrk) + framework ceiling
     python benchmarks/run.py miss           # every request a miss (wrk + Lua unique paths)
     python benchmarks/run.py herd           # 200 concurrent requests for one cold URL
-    python benchmarks/run.py uncacheable    # bursts of 100 for one URL the origin answers no-store after 200 ms
+    python benchmarks/run.py uncacheable    # bursts of 100 for one no-store URL (origin: 200 ms), from 100 addresses and from 1
     python benchmarks/run.py bigfile        # 1 GiB through the edge: RSS and MB/s
     python benchmarks/run.py geo            # Germany-only delivery: decision cost in-process, hits with/without (wrk)
     python benchmarks/run.py chain          # filter chain on/off on hits, compressed hits, WAF µs in-process
     python benchmarks/run.py profile        # py-spy profile of the edge during the 2 KiB hit load
     python benchmarks/run.py micro          # the edge's own µs per memory hit, in-process
+    python benchmarks/run.py micro --against ../other-checkout --iterations 5000 --rounds 40   # side by side
 
 The edge is started as production starts it (``python -m edge serve --origin
 ... --listen ... --workers 1``) in a subprocess; the origin is a separate
@@ -104,17 +105,22 @@ def machine_info() -> str:
     if shutil.which("wrk"):
         out = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
         wrk = (out.stdout + out.stderr).split("[")[0].replace("wrk", "").strip() or "?"
-    commit = "?"
-    with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "edge"], capture_output=True, text=True).stdout.strip()
-        if dirty:
-            commit += " (edge/ modified)"
+    commit = tree_commit(REPO)
     pin = f"edge on core {EDGE_CORE}, load on core {LOAD_CORE} (taskset)" if can_pin() else "not pinned (taskset missing or < 2 cores)"
     return (
         f"Machine: {cpu}, {os.cpu_count()} cores ({cores()} usable); Linux {platform.release()}; "
         f"Python {platform.python_version()}; {', '.join(versions)}; wrk {wrk}; edge {commit}; {pin}"
     )
+
+
+def tree_commit(tree: Path) -> str:
+    commit = "?"
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "edge"], capture_output=True, text=True).stdout.strip()
+        if dirty:
+            commit += " (edge/ modified)"
+    return commit
 
 
 def table(title: str, headers: list[str], rows: list[list], notes: list[str] = ()) -> str:
@@ -500,14 +506,23 @@ def bench_miss(args) -> str:
 # ----------------------------------------------------------------------- herd
 
 
-async def _herd(edge_url: str, path: str, n: int, size: int | None = None) -> tuple[list[float], collections.Counter, float]:
+async def _herd(edge_url: str, path: str, n: int, size: int | None = None,
+                sources: list[str] | None = None) -> tuple[list[float], collections.Counter, float]:
+    """``n`` requests released at once; with ``sources``, request i is sent
+    from the local address sources[i % len(sources)] (any of 127.0.0.0/8)."""
     import aiohttp
 
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+    timeout = aiohttp.ClientTimeout(total=120)
+    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True,
+                                                                     local_addr=(src, 0) if src else None),
+                                      timeout=timeout)
+                for src in (sources or [None])]
+    async with contextlib.AsyncExitStack() as stack:
+        for session in sessions:
+            await stack.enter_async_context(session)
         start = asyncio.Event()
 
-        async def one() -> tuple[float, str]:
+        async def one(session) -> tuple[float, str]:
             await start.wait()
             t0 = time.perf_counter()
             got = 0
@@ -531,7 +546,7 @@ async def _herd(edge_url: str, path: str, n: int, size: int | None = None) -> tu
                 kind = cs
             return dt, kind
 
-        tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+        tasks = [asyncio.ensure_future(one(sessions[i % len(sessions)])) for i in range(n)]
         await asyncio.sleep(0)
         t0 = time.perf_counter()
         start.set()
@@ -620,34 +635,61 @@ def bench_herd(args) -> str:
 # ---------------------------------------------------------------- uncacheable
 
 
+def quick_mode_share(origin_url: str) -> tuple[int, float, int]:
+    """What one client address may hold of the origin's connections in
+    quick mode (request_limits.origin_share of origins[].max_connections),
+    as the edge computes it; with the share and the pool size."""
+    sys.path.insert(0, str(REPO))
+    from edge.filters.request_limits import share_of
+    from edge.policy.sources import FileSource
+
+    source = FileSource(None, tenant="default", quick_origin=origin_url)
+    source.load()
+    policy = source.current.resolve("127.0.0.1")
+    limits = policy.filters.request_limits
+    return share_of(limits, policy.origins), limits.origin_share, min(o.max_connections for o in policy.origins)
+
+
 def bench_uncacheable(args) -> str:
     """Bursts for one URL whose answer turns out unstorable. The first burst
-    cannot know that and queues behind its leader; later bursts should not."""
+    cannot know that and queues behind its leader; later bursts should not.
+    Run twice: one client address per request, and every request from one
+    address, which holds only its share of the origin's connections."""
     rows = []
     n = 100
     with Stack() as st:
         origin, origin_url = st.origin()
         edge, edge_url = st.edge(origin_url)
-        path = f"/slownostore/burst-{uuid.uuid4().hex[:8]}"
-        seen = 0
-        for burst in range(1, args.bursts + 1):
-            log(f"uncacheable: burst {burst} of {n} concurrent requests for {path}")
-            lat, kinds, wall = asyncio.run(_herd(edge_url, path, n))
-            total = origin_stats(origin_url)["paths"].get(path, 0)
-            rows.append([burst, n, total - seen, "; ".join(f"{k}: {v}" for k, v in sorted(kinds.items())),
-                         f"{min(lat) * 1000:.0f}", f"{statistics.median(lat) * 1000:.0f}",
-                         f"{max(lat) * 1000:.0f}", f"{wall * 1000:.0f}"])
-            seen = total
+        share, fraction, pool = quick_mode_share(origin_url)
+        # 127.0.1.1 ... : any 127.0.0.0/8 address reaches the edge on 127.0.0.1.
+        many = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(n)]
+        for clients, sources in ((f"{n} (one per request)", many), ("1 (127.0.0.1)", ["127.0.0.1"])):
+            path = f"/slownostore/burst-{uuid.uuid4().hex[:8]}"
+            seen = 0
+            for burst in range(1, args.bursts + 1):
+                log(f"uncacheable: burst {burst} of {n} concurrent requests for {path} from {len(sources)} address(es)")
+                lat, kinds, wall = asyncio.run(_herd(edge_url, path, n, sources=sources))
+                total = origin_stats(origin_url)["paths"].get(path, 0)
+                rows.append([clients, burst, n, total - seen, "; ".join(f"{k}: {v}" for k, v in sorted(kinds.items())),
+                             f"{min(lat) * 1000:.0f}", f"{statistics.median(lat) * 1000:.0f}",
+                             f"{max(lat) * 1000:.0f}", f"{wall * 1000:.0f}"])
+                seen = total
+    rounds = -(-n // share)
     notes = [
-        "One URL; the origin answers 2 KiB with Cache-Control: no-store after 200 ms. Each burst releases 100 "
-        "requests at once (aiohttp client, one connection per request); the next burst starts when the previous "
-        f"one has finished. Client and origin on core {LOAD_CORE}, the edge (quick mode, one worker) on core "
+        f"One URL per client setting; the origin answers 2 KiB with Cache-Control: no-store after 200 ms. Each burst "
+        f"releases {n} requests at once (aiohttp client, one connection per request); the next burst starts when the "
+        f"previous one has finished. Client and origin on core {LOAD_CORE}, the edge (quick mode, one worker) on core "
         f"{EDGE_CORE}.",
-        "A burst that queues behind one leader takes two origin round trips (about 400 ms); one that goes to the "
-        "origin in parallel takes one (about 200 ms).",
+        f"One client address may hold only {share} origin connections at once (request_limits.origin_share "
+        f"{fraction:g} of the origin's max_connections {pool}); its further requests wait for its own to end. So a "
+        f"burst of {n} from one address goes to the origin in ceil({n}/{share}) = {rounds} rounds (about "
+        f"{rounds * 200} ms) however the edge collapses; the rows with one address per request show the collapsing "
+        "alone.",
+        "With one address per request: a burst that queues behind one leader takes two origin round trips (about "
+        "400 ms); one that goes to the origin in parallel takes one (about 200 ms).",
     ]
-    headers = ["burst", "concurrent requests", "origin requests", "answers (Cache-Status)", "min ms", "p50 ms",
-               "max ms", "burst wall ms"]
+    headers = ["client addresses", "burst", "concurrent requests", "origin requests", "answers (Cache-Status)", "min ms",
+               "p50 ms", "max ms", "burst wall ms"]
     return table("Uncacheable URL: bursts for one URL answered no-store", headers, rows, notes)
 
 
@@ -1519,14 +1561,12 @@ def bench_chain(args) -> str:
 # ---------------------------------------------------------------------- micro
 
 
-def bench_micro(args) -> str:
-    """The edge's own work per 2 KiB memory hit, in-process: Pipeline.handle
-    on mocked requests (no sockets, no header serialisation, no syscalls)."""
-    import cProfile
+@contextlib.asynccontextmanager
+async def _micro_pipeline():
+    """A quick-mode Pipeline of the edge on sys.path, with one 2 KiB object
+    stored in its memory tier: yields (pipeline, a request for it to clone)."""
     import dataclasses
-    import pstats
 
-    sys.path.insert(0, str(REPO))
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request
 
@@ -1535,33 +1575,51 @@ def bench_micro(args) -> str:
     from edge.pipeline import Pipeline
     from edge.policy.sources import FileSource
 
+    async def origin_handler(request):
+        return web.Response(body=SMALL, headers={"Cache-Control": "max-age=3600", "Content-Type": "application/octet-stream"})
+
+    runner = web.ServerRunner(web.Server(origin_handler, access_log=None), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    cfg = default_config()
+    cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, access=False))
+    source = FileSource(None, tenant="default", quick_origin=f"http://127.0.0.1:{port}")
+    source.load()
+    state = build_state(cfg, source)
+    pipeline = Pipeline(state)
+    headers = {"Host": "127.0.0.1:8080", "User-Agent": "wrk", "Accept": "*/*"}
+    try:
+        first = await pipeline.handle(make_mocked_request("GET", "/2k/micro", headers=headers))
+        hit = await pipeline.handle(make_mocked_request("GET", "/2k/micro", headers=headers))
+        if "hit" not in hit.headers.get("Cache-Status", ""):
+            raise BenchError(f"micro: no hit ({first.headers.get('Cache-Status')!r}, {hit.headers.get('Cache-Status')!r})")
+        # Fresh request objects (their reified properties are computed once
+        # per request, as in production); clone() is much cheaper than
+        # make_mocked_request().
+        yield pipeline, make_mocked_request("GET", "/2k/micro", headers=headers)
+    finally:
+        await state.origins.close()
+        await state.store.close()
+        await runner.cleanup()
+
+
+def bench_micro(args) -> str:
+    """The edge's own work per 2 KiB memory hit, in-process: Pipeline.handle
+    on mocked requests (no sockets, no header serialisation, no syscalls)."""
+    if args.against:
+        return bench_micro_against(args)
+    import cProfile
+    import pstats
+
+    from aiohttp import web
+
+    sys.path.insert(0, str(REPO))
     n = args.iterations
 
     async def main():
-        async def origin_handler(request):
-            return web.Response(body=SMALL, headers={"Cache-Control": "max-age=3600", "Content-Type": "application/octet-stream"})
-
-        runner = web.ServerRunner(web.Server(origin_handler, access_log=None), handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        cfg = default_config()
-        cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, access=False))
-        source = FileSource(None, tenant="default", quick_origin=f"http://127.0.0.1:{port}")
-        source.load()
-        state = build_state(cfg, source)
-        pipeline = Pipeline(state)
-        headers = {"Host": "127.0.0.1:8080", "User-Agent": "wrk", "Accept": "*/*"}
-        try:
-            first = await pipeline.handle(make_mocked_request("GET", "/2k/micro", headers=headers))
-            hit = await pipeline.handle(make_mocked_request("GET", "/2k/micro", headers=headers))
-            if "hit" not in hit.headers.get("Cache-Status", ""):
-                raise BenchError(f"micro: no hit ({first.headers.get('Cache-Status')!r}, {hit.headers.get('Cache-Status')!r})")
-            # Fresh request objects (their reified properties are computed once
-            # per request, as in production); clone() is much cheaper than
-            # make_mocked_request().
-            proto = make_mocked_request("GET", "/2k/micro", headers=headers)
+        async with _micro_pipeline() as (pipeline, proto):
             reqs = [proto.clone() for _ in range(n)]
             best = float("inf")
             for _ in range(3):
@@ -1582,10 +1640,6 @@ def bench_micro(args) -> str:
                 await pipeline.handle(rq)
             prof.disable()
             return best, resp_best, prof
-        finally:
-            await state.origins.close()
-            await state.store.close()
-            await runner.cleanup()
 
     _use_uvloop()
     per_hit, per_response, prof = asyncio.run(main())
@@ -1608,6 +1662,76 @@ def bench_micro(args) -> str:
          "Requests are clones of one aiohttp.test_utils.make_mocked_request; the origin is an in-process aiohttp "
          "server used once (for the miss that stores the object)."])
     return out
+
+
+def micro_worker(args) -> None:
+    """``micro --against``: one tree's pipeline, timing a batch of hits each
+    time a line ``go`` arrives on stdin; answers CPU and wall s per hit."""
+    sys.path.insert(0, args.tree)
+    n = args.iterations
+
+    async def main():
+        async with _micro_pipeline() as (pipeline, proto):
+            print("ready", flush=True)
+            for line in sys.stdin:  # blocks between batches: nothing else is due meanwhile
+                if line.strip() != "go":
+                    break
+                reqs = [proto.clone() for _ in range(n)]
+                c0, w0 = time.process_time(), time.perf_counter()
+                for rq in reqs:
+                    await pipeline.handle(rq)
+                print(f"{(time.process_time() - c0) / n} {(time.perf_counter() - w0) / n}", flush=True)
+
+    _use_uvloop()
+    asyncio.run(main())
+
+
+def bench_micro_against(args) -> str:
+    """This tree's µs per hit beside other checkouts', on a noisy machine:
+    one long-lived process per tree, batches taken in turn (the order rotated
+    each round), so that every tree meets the same disturbances."""
+    trees = [REPO] + [Path(t).resolve() for t in args.against]
+    procs = []
+    try:
+        for tree in trees:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "_micro_worker", "--tree", str(tree), "--iterations",
+                   str(args.iterations)]
+            p = subprocess.Popen(pinned(cmd, EDGE_CORE), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            if p.stdout.readline().strip() != "ready":
+                raise BenchError(f"micro: the worker for {tree} did not start")
+        cpu: list[list[float]] = [[] for _ in trees]
+        wall: list[list[float]] = [[] for _ in trees]
+        for r in range(args.rounds):
+            for i in [(r + k) % len(trees) for k in range(len(trees))]:
+                procs[i].stdin.write("go\n")
+                procs[i].stdin.flush()
+                c, w = procs[i].stdout.readline().split()
+                cpu[i].append(float(c) * 1e6)
+                wall[i].append(float(w) * 1e6)
+    finally:
+        for p in procs:
+            with contextlib.suppress(OSError):
+                p.stdin.close()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    base = statistics.median(cpu[0])
+    rows = []
+    for tree, c, w in zip(trees, cpu, wall):
+        q = statistics.quantiles(c, n=4)
+        mid = statistics.median(c)
+        rows.append([f"{tree} ({tree_commit(tree)})", f"**{mid:.2f}**", f"{q[0]:.2f} – {q[2]:.2f}",
+                     f"{statistics.median(w):.2f}", f"{(mid / base - 1) * 100:+.1f}%"])
+    return table(
+        "The edge's own work per 2 KiB memory hit, trees side by side (in-process, no sockets)",
+        ["tree (commit)", "CPU µs per hit, median", "interquartile range", "wall µs, median", "vs. the first"], rows,
+        [f"{args.rounds} rounds; in each, every tree's process times a batch of {args.iterations:,} hits "
+         "(Pipeline.handle on fresh clones of one mocked request, as `micro` does) in turn, the order rotated "
+         "each round. CPU time is the process's own (time.process_time); the medians over rounds damp what "
+         "other load on the machine does to single batches.",
+         f"The processes run on core {EDGE_CORE}; each imports edge from its own tree."])
 
 
 # ----------------------------------------------------------- origin/reference
@@ -1742,7 +1866,7 @@ def main(argv=None) -> int:
         s = sub.add_parser(name)
         s.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
         s.add_argument("--herd", type=int, default=200, help="concurrent requests in the herd (default 200)")
-        s.add_argument("--bursts", type=int, default=3, help="uncacheable: bursts of 100 for the same URL (default 3)")
+        s.add_argument("--bursts", type=int, default=3, help="uncacheable: bursts of 100 for the same URL, per client setting (default 3)")
         s.add_argument("--herd-large", type=int, default=20, help="concurrent requests in the large-object herd rows (default 20)")
         s.add_argument("--herd-big", type=int, default=64 * MiB, help="bytes of the large-object herd rows (default 64 MiB)")
         s.add_argument("--slow-leader", action="store_true",
@@ -1761,8 +1885,11 @@ def main(argv=None) -> int:
             s.add_argument("--waf-calls", type=int, default=20000,
                            help="chain: requests per in-process WAF loop (default 20,000; a quarter for the POST)")
         if name == "micro":
-            s.add_argument("--iterations", type=int, default=30000)
+            s.add_argument("--iterations", type=int, default=30000, help="hits per timed loop (per batch with --against)")
             s.add_argument("--top", type=int, default=20)
+            s.add_argument("--against", action="append", default=[], metavar="TREE",
+                           help="also time another checkout of edge (repeatable), batches taken in turn")
+            s.add_argument("--rounds", type=int, default=20, help="with --against: batches per tree (default 20)")
         if name == "profile":
             s.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
             s.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
@@ -1776,6 +1903,10 @@ def main(argv=None) -> int:
         s.add_argument("--port", type=int, required=True)
         s.add_argument("--size", default="2k")
         s.set_defaults(fn=fn)
+    s = sub.add_parser("_micro_worker")
+    s.add_argument("--tree", required=True)
+    s.add_argument("--iterations", type=int, required=True)
+    s.set_defaults(fn=micro_worker)
     args = p.parse_args(argv)
     if args.cmd.startswith("_"):
         args.fn(args)

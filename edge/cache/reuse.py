@@ -2,7 +2,9 @@
 RFC 5861.) One decision for every place that asks: a lookup, a request
 that waited for another's fetch of the same key, and an origin that failed.
 
-Pure: no I/O, no clock; ``now`` is a POSIX timestamp passed in.
+Pure: no I/O, no clock; the stored response's age (RFC 9111 §4.2.3
+``current_age``, edge/cache/freshness.py) is passed in, computed once by
+the caller, which shows the same age in the Age field.
 ``settings`` is the tenant's cache section (``stale_while_revalidate``,
 ``stale_if_error``: the windows it grants when the origin names none).
 """
@@ -12,7 +14,6 @@ import enum
 from dataclasses import dataclass
 
 from edge.cache import conditional as cond
-from edge.cache.freshness import current_age
 from edge.cache.response_policy import stale_window
 from edge.cache.store import Meta
 from edge.cache.validation import has_validator
@@ -47,18 +48,36 @@ class Directives:
 
 
 NO_DIRECTIVES = Directives(None)
+_PRAGMA_NO_CACHE = Directives(None, revalidate=True)
 _ONLY_IF_CACHED = parse_cache_control("only-if-cached")
+
+# Clients send a handful of distinct Cache-Control values (a reload's
+# max-age=0, no-cache), so what a tenant makes of one is shared, as its parse
+# is (edge/http/directives.py); bounded in count and length likewise.
+_memo: dict[tuple[str, str], Directives] = {}
+_MEMO_MAX_ENTRIES = 1024
+_MEMO_MAX_LEN = 256
 
 
 def directives(cache_control: str | None, pragma: str | None, client_no_cache: str) -> Directives:
     """The request's Cache-Control (its first field line) and Pragma, as a
     tenant with ``client_no_cache`` ("revalidate" or "ignore") obeys them."""
     if cache_control is None:
-        if pragma is None or "no-cache" not in pragma:  # §5.4
+        if pragma is None or "no-cache" not in pragma or client_no_cache == "ignore":  # §5.4
             return NO_DIRECTIVES
-        if client_no_cache == "ignore":
-            return NO_DIRECTIVES
-        return Directives(None, revalidate=True)
+        return _PRAGMA_NO_CACHE
+    key = (cache_control, client_no_cache)
+    found = _memo.get(key)
+    if found is None:
+        found = _obeyed(cache_control, client_no_cache)
+        if len(cache_control) <= _MEMO_MAX_LEN:
+            if len(_memo) >= _MEMO_MAX_ENTRIES:
+                _memo.clear()
+            _memo[key] = found
+    return found
+
+
+def _obeyed(cache_control: str, client_no_cache: str) -> Directives:
     cc = parse_cache_control(cache_control)
     sie = cc.seconds("stale-if-error") if "stale-if-error" in cache_control else None
     sie = sie if isinstance(sie, int) else 0
@@ -71,13 +90,12 @@ def directives(cache_control: str | None, pragma: str | None, client_no_cache: s
     return Directives(cc if cc else None, revalidate, "only-if-cached" in cc, sie)
 
 
-def reuse(meta: Meta | None, request: Directives, settings, now: float, *, origin_failed: bool = False) -> Reuse:
-    """What ``meta``'s response may do for a request with ``request``'s
-    directives at ``now``; with ``origin_failed``, once the origin failed
-    to answer (STALE_IF_ERROR or MISS)."""
+def reuse(meta: Meta | None, request: Directives, settings, age: float, *, origin_failed: bool = False) -> Reuse:
+    """What ``meta``'s response, ``age`` seconds old, may do for a request
+    with ``request``'s directives; with ``origin_failed``, once the origin
+    failed to answer (STALE_IF_ERROR or MISS)."""
     if meta is None:
         return Reuse.MISS
-    age = current_age(meta.initial_age, meta.response_time, now)
     if origin_failed:
         extra = meta.extra
         window = stale_window(extra, "sie", settings.stale_if_error)

@@ -36,6 +36,7 @@ class Ctx:
     uncacheable: bool = False  # the key is remembered as uncacheable: fetched without waiting for others
     # how it ended
     outcome: Outcome | None = None
+    ttl: int | None = None  # the answer's seconds of freshness left, in Cache-Status
     cache: str = ""  # Cache-Status as sent: ``outcome`` rendered (the access log's field)
     status: int = 0
     size: int = 0

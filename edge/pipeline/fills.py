@@ -24,7 +24,7 @@ from edge.cache.store import Admit, Hit, Meta, Removal
 from edge.http.headers import removes_fields
 from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
-from edge.pipeline.outcome import Outcome, answering
+from edge.pipeline.outcome import answering, cached
 from edge.pipeline.respond import has_preconditions, template, ttl
 from edge.pipeline.storage import Sink, variant_key
 from edge.pipeline.upstream import BUFFER_LIMIT, CHUNK, body_error, break_connection
@@ -403,7 +403,8 @@ class Fills:
         # Decided as for a waiter whose answer was stored whole (and as a
         # lookup): fresh, or stale within its stale-while-revalidate window,
         # whose refresh is this very fetch; else the request fetches.
-        kind = answering(reuse(meta, ctx.directives, ctx.policy.cache, time.time()))
+        age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+        kind = answering(reuse(meta, ctx.directives, ctx.policy.cache, age))
         if kind is None:
             return None
         reader = fill.join()
@@ -417,21 +418,21 @@ class Fills:
                         return None
             except TimeoutError:
                 return None
+            # Aged again: the wait for the fill's first byte took time.
             age = fr.current_age(meta.initial_age, meta.response_time, time.time())
-            outcome = Outcome(kind, ttl=ttl(meta, age), collapsed=True)
-            status_value = self.respond.settle(ctx, outcome)
+            status_value = self.respond.settle(ctx, cached(kind, True), ttl(meta, age))
             tpl = template(meta, ctx.policy, ctx.path)
             rh = request.headers
             if has_preconditions(rh):
                 found = cond.evaluate(request.method, rh, tpl, status=meta.status, now=meta.response_time)
                 if found is not None:
-                    return self.respond.conditional(ctx, meta, age, outcome, found)
+                    return self.respond.conditional(ctx, meta, age, found)
             if "Range" in rh and meta.status == 200 and fill.length is not None:
                 # Cut as from a stored body; of a body of unknown length the
                 # whole is sent (RFC 9110 §14.2 lets a server ignore Range).
                 partial = Hit(dataclasses.replace(meta, size=fill.length), None, chunks)
                 try:
-                    resp = await self.respond.ranged(request, ctx, partial, tpl, age, outcome)
+                    resp = await self.respond.ranged(request, ctx, partial, tpl, age)
                 except FillBroken:
                     break_connection(request)
                     raise ConnectionResetError("the shared fill broke") from None

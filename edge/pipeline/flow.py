@@ -40,8 +40,8 @@ from edge.origin.pool import OriginError
 from edge.pipeline.context import Ctx
 from edge.pipeline.fills import Fills
 from edge.pipeline.identify import UNKNOWN_HOST, Identify, site
-from edge.pipeline.outcome import Fwd, Kind, Outcome, answering
-from edge.pipeline.respond import Responder, ttl
+from edge.pipeline.outcome import Fwd, Kind, Outcome, answering, cached
+from edge.pipeline.respond import Responder
 from edge.pipeline.storage import Storage, close_body
 from edge.pipeline.upstream import BodyTooLarge, Upstream
 from edge.tls.challenges import PREFIX as CHALLENGE_PREFIX
@@ -196,16 +196,15 @@ class Pipeline:
         """The stored entry's answer, as reuse() decides; None: the request
         goes on to the origin, with the entry in ``ctx.stale`` where it may
         help there. ``collapsed``: the request waited for another's fetch."""
-        now = time.time()
         meta = hit.meta
-        decision = reuse(meta, ctx.directives, ctx.policy.cache, now)
-        age = fr.current_age(meta.initial_age, meta.response_time, now)
+        age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+        decision = reuse(meta, ctx.directives, ctx.policy.cache, age)
         kind = answering(decision)
         if kind is not None:
             if kind is Kind.STALE_WHILE_REVALIDATE:
                 # RFC 5861 §3: serve it stale, refresh once in the background.
                 self.fills.refresh_later(request, ctx, meta)
-            return await self.respond.hit(request, ctx, hit, age, Outcome(kind, None, ttl(meta, age), None, collapsed))
+            return await self.respond.hit(request, ctx, hit, age, cached(kind, collapsed))
         if not collapsed:
             ctx.fwd = Fwd.REQUEST if decision is Reuse.VALIDATE_REQUEST else Fwd.STALE
         if worth_keeping(meta, ctx.directives, ctx.policy.cache):
@@ -313,13 +312,12 @@ class Pipeline:
         hit = ctx.stale
         if hit is None:
             return None
-        now = time.time()
-        if reuse(hit.meta, ctx.directives, ctx.policy.cache, now, origin_failed=True) is not Reuse.STALE_IF_ERROR:
+        meta = hit.meta
+        age = fr.current_age(meta.initial_age, meta.response_time, time.time())
+        if reuse(meta, ctx.directives, ctx.policy.cache, age, origin_failed=True) is not Reuse.STALE_IF_ERROR:
             return None
         ctx.stale = None
-        meta = hit.meta
-        age = fr.current_age(meta.initial_age, meta.response_time, now)
-        outcome = Outcome(Kind.STALE_IF_ERROR, ctx.fwd, fwd_status=status, ttl=ttl(meta, age))
+        outcome = Outcome(Kind.STALE_IF_ERROR, ctx.fwd, fwd_status=status)
         return await self.respond.hit(request, ctx, hit, age, outcome)
 
     async def _revalidated(self, request, ctx: Ctx, done, upstream, request_time: float) -> web.StreamResponse:
@@ -331,8 +329,7 @@ class Pipeline:
         self.fills.release(done)  # waiters find the freshened entry
         meta = hit.meta = done_.meta
         cookies = [] if ctx.policy.cache.strip_set_cookie else done_.cookies
-        outcome = Outcome(Kind.REVALIDATED, ctx.fwd, fwd_status=304, ttl=ttl(meta, meta.initial_age))
-        return await self.respond.hit(request, ctx, hit, meta.initial_age, outcome, cookies)
+        return await self.respond.hit(request, ctx, hit, meta.initial_age, Outcome.revalidated(ctx.fwd), cookies)
 
     async def _store(self, request, ctx: Ctx, done, upstream, request_time: float, may_store: bool) -> web.StreamResponse:
         """The origin's answer to this client, stored on the way if admitted."""
@@ -343,7 +340,7 @@ class Pipeline:
             self.fills.release(done)  # waiters go to the origin themselves
             self.respond.stamp(ctx, headers, Outcome.not_stored(ctx.fwd, d.reason, ctx.uncacheable))
             return await self.upstream.stream(request, ctx, upstream, headers, None)
-        self.respond.stamp(ctx, headers, Outcome(Kind.STORED, ctx.fwd, ttl=int(d.lifetime) - int(d.initial_age)))
+        self.respond.stamp(ctx, headers, Outcome.stored(ctx.fwd), int(d.lifetime) - int(d.initial_age))
         headers["Age"] = fr.age_header_value(d.initial_age)
         sink, fill = self.fills.sink(request, ctx, d, upstream, done)
         if fill is not None:
@@ -353,7 +350,7 @@ class Pipeline:
     async def _pass(self, request, ctx: Ctx, why: Fwd) -> web.StreamResponse:
         """Forward without the cache (methods it does not store, bypass rules)."""
         target = ctx.path + "?" + ctx.raw_query if ctx.raw_query else ctx.path
-        outcome = Outcome(Kind.PASSED, why)
+        outcome = Outcome.passed(why)
         self.respond.settle(ctx, outcome)
         refused = await self._gate(request, ctx)
         if refused is not None:

@@ -63,18 +63,20 @@ def answering(decision: Reuse) -> Kind | None:
 
 
 class Outcome:
-    """One request's outcome. ``ttl``: the seconds of freshness left, as
-    the Age field counts them; ``note``: what became of a cache answer
-    (a range that cannot be satisfied, a failed precondition)."""
+    """How one request ended, without the numbers of the response it got:
+    the ttl (seconds of freshness left, as the Age field counts them) is
+    passed to ``render``. ``note``: what became of a cache answer (a range
+    that cannot be satisfied, a failed precondition).
 
-    __slots__ = ("kind", "fwd", "ttl", "fwd_status", "collapsed", "detail", "note", "uncacheable")
+    Never changed once made: the common outcomes are shared constants
+    (``HIT``, ``Outcome.passed(fwd)``...), so a hit allocates none."""
 
-    def __init__(self, kind: Kind, fwd: Fwd | None = None, ttl: int | None = None, fwd_status: int | None = None,
-                 collapsed: bool = False, detail: str | None = None, note: str | None = None,
-                 uncacheable: bool = False) -> None:
+    __slots__ = ("kind", "fwd", "fwd_status", "collapsed", "detail", "note", "uncacheable", "label")
+
+    def __init__(self, kind: Kind, fwd: Fwd | None = None, fwd_status: int | None = None, collapsed: bool = False,
+                 detail: str | None = None, note: str | None = None, uncacheable: bool = False) -> None:
         self.kind = kind
         self.fwd = fwd
-        self.ttl = ttl
         self.fwd_status = fwd_status
         self.collapsed = collapsed  # answered from another request's fetch
         self.detail = detail if detail is not None else kind.detail
@@ -83,10 +85,21 @@ class Outcome:
         # another request's fetch. A parameter of its own, as ``detail``
         # already says why this answer was not stored.
         self.uncacheable = uncacheable
+        # The metrics' cache label: hit, miss, stale, bypass, or none (an
+        # answer of the edge's own: a refusal, a bad request).
+        self.label = fwd.label if fwd is not None else "hit" if kind.hit else "none"
 
-    @classmethod
-    def hit(cls, ttl: int, collapsed: bool = False) -> Outcome:
-        return cls(Kind.HIT, None, ttl, None, collapsed)
+    @staticmethod
+    def passed(fwd: Fwd) -> Outcome:
+        return _PASSED[fwd]
+
+    @staticmethod
+    def stored(fwd: Fwd | None) -> Outcome:
+        return _STORED[fwd]
+
+    @staticmethod
+    def revalidated(fwd: Fwd | None) -> Outcome:
+        return _REVALIDATED[fwd]
 
     @classmethod
     def not_stored(cls, fwd: Fwd, reason: NoStore, uncacheable: bool = False) -> Outcome:
@@ -99,22 +112,14 @@ class Outcome:
         return cls(kind, Fwd.MISS if forwarded and status >= 500 else None, detail=detail)
 
     def noted(self, note: str) -> Outcome:
-        return Outcome(self.kind, self.fwd, ttl=self.ttl, fwd_status=self.fwd_status, collapsed=self.collapsed,
+        return Outcome(self.kind, self.fwd, fwd_status=self.fwd_status, collapsed=self.collapsed,
                        detail=self.detail, note=note, uncacheable=self.uncacheable)
 
-    @property
-    def label(self) -> str:
-        """The metrics' cache label: hit, miss, stale, bypass, or none (an
-        answer of the edge's own: a refusal, a bad request)."""
-        if self.fwd is not None:
-            return self.fwd.label
-        return "hit" if self.kind.hit else "none"
-
-    def render(self, node: str) -> str:
+    def render(self, node: str, ttl: int | None = None) -> str:
         """The Cache-Status field value (RFC 9211) this node sends."""
         kind = self.kind
         if kind is _HIT and not self.collapsed and self.note is None:
-            return f"{node}; hit; ttl={self.ttl}"  # most answers: spelled out
+            return f"{node}; hit; ttl={ttl}"  # most answers: spelled out
         parts = [node]
         if kind.hit:
             parts.append("hit")
@@ -124,8 +129,8 @@ class Outcome:
             parts.append(f"fwd-status={self.fwd_status}")
         if kind.stored:
             parts.append("stored")
-        if self.ttl is not None:
-            parts.append(f"ttl={self.ttl}")
+        if ttl is not None:
+            parts.append(f"ttl={ttl}")
         if self.collapsed:
             parts.append("collapsed")
         if self.uncacheable:
@@ -138,3 +143,22 @@ class Outcome:
 
     def __repr__(self) -> str:
         return f"Outcome({self.render('node')!r})"
+
+
+HIT = Outcome(Kind.HIT)
+HIT_COLLAPSED = Outcome(Kind.HIT, collapsed=True)
+STALE_WHILE_REVALIDATE = Outcome(Kind.STALE_WHILE_REVALIDATE)
+STALE_WHILE_REVALIDATE_COLLAPSED = Outcome(Kind.STALE_WHILE_REVALIDATE, collapsed=True)
+_PASSED = {fwd: Outcome(Kind.PASSED, fwd) for fwd in Fwd}
+_STORED = {fwd: Outcome(Kind.STORED, fwd) for fwd in (None, *Fwd)}
+_REVALIDATED = {fwd: Outcome(Kind.REVALIDATED, fwd, fwd_status=304) for fwd in (None, *Fwd)}
+
+
+_CACHED = {(Kind.HIT, False): HIT, (Kind.HIT, True): HIT_COLLAPSED,
+           (Kind.STALE_WHILE_REVALIDATE, False): STALE_WHILE_REVALIDATE,
+           (Kind.STALE_WHILE_REVALIDATE, True): STALE_WHILE_REVALIDATE_COLLAPSED}
+
+
+def cached(kind: Kind, collapsed: bool) -> Outcome:
+    """The shared outcome of a request answered from the cache as ``answering`` said."""
+    return _CACHED[kind, collapsed]

@@ -52,15 +52,17 @@ class Responder:
         self.node = state.config.name
         self.storage = storage
 
-    def settle(self, ctx: Ctx, outcome: Outcome) -> str:
-        """Record the request's outcome; returns its Cache-Status value."""
+    def settle(self, ctx: Ctx, outcome: Outcome, ttl: int | None = None) -> str:
+        """Record the request's outcome and its answer's ttl; returns its
+        Cache-Status value."""
         ctx.outcome = outcome
-        ctx.cache = value = outcome.render(self.node)
+        ctx.ttl = ttl
+        ctx.cache = value = outcome.render(self.node, ttl)
         return value
 
-    def stamp(self, ctx: Ctx, headers, outcome: Outcome) -> None:
+    def stamp(self, ctx: Ctx, headers, outcome: Outcome, ttl: int | None = None) -> None:
         """The per-request fields of an answer: Cache-Status, X-Request-Id."""
-        headers["Cache-Status"] = self.settle(ctx, outcome)
+        headers["Cache-Status"] = self.settle(ctx, outcome, ttl)
         headers["X-Request-Id"] = ctx.rid
 
     def refuse(self, ctx: Ctx, verdict) -> web.Response:
@@ -144,8 +146,10 @@ class Responder:
 
     async def hit(self, request: web.BaseRequest, ctx: Ctx, hit: Hit, age: float, outcome: Outcome,
                   cookies: list[str] | None = None) -> web.StreamResponse:
-        """A stored response as the answer: whole, a range of it, or 304 / 412."""
+        """A stored response, ``age`` seconds old, as the answer: whole, a
+        range of it, or 304 / 412."""
         meta = hit.meta
+        left = ttl(meta, age)  # of the entry looked up, also when a compressed copy of it is sent
         policy = ctx.policy
         rh = request.headers
         if meta.extra.get("cz") and request.method == "GET" and "Range" not in rh and (
@@ -157,7 +161,7 @@ class Responder:
                 if encoded is not None:
                     hit = encoded
                     meta = hit.meta
-        status_value = self.settle(ctx, outcome)
+        status_value = self.settle(ctx, outcome, left)
         if has_preconditions(rh):
             # RFC 9110 §13.2.2, RFC 9111 §4.3.2: preconditions against the stored response.
             found = cond.evaluate(request.method, rh, template(meta, policy, ctx.path), status=meta.status,
@@ -165,9 +169,9 @@ class Responder:
             if found is not None:
                 if hit.chunks is not None:
                     await hit.chunks.aclose()
-                return self.conditional(ctx, meta, age, outcome, found)
+                return self.conditional(ctx, meta, age, found)
         if "Range" in rh and meta.status == 200 and request.method == "GET":
-            resp = await self.ranged(request, ctx, hit, template(meta, policy, ctx.path), age, outcome)
+            resp = await self.ranged(request, ctx, hit, template(meta, policy, ctx.path), age)
             if resp is not None:
                 return resp
         if hit.body is not None:
@@ -197,8 +201,9 @@ class Responder:
         await resp.write_eof()
         return resp
 
-    async def ranged(self, request, ctx: Ctx, hit: Hit, tpl, age: float, outcome: Outcome) -> web.StreamResponse | None:
-        """RFC 9110 §14: a 206 or 416 cut from the stored 200; None: serve it whole."""
+    async def ranged(self, request, ctx: Ctx, hit: Hit, tpl, age: float) -> web.StreamResponse | None:
+        """RFC 9110 §14: a 206 or 416 cut from the stored 200; None: serve it
+        whole. ``ctx`` holds the hit's outcome already (``settle``)."""
         rh = request.headers
         fields = rh.getall("Range", ())
         if len(fields) != 1:  # a singleton field (§14.2): ignored when repeated
@@ -215,7 +220,7 @@ class Responder:
             headers.popall("Content-Type", None)
             headers.update(rgs.unsatisfiable_headers(size))
             headers["Age"] = fr.age_header_value(age)
-            headers["Cache-Status"] = self.settle(ctx, outcome.noted("range-unsatisfiable"))
+            headers["Cache-Status"] = self.settle(ctx, ctx.outcome.noted("range-unsatisfiable"), ctx.ttl)
             headers["X-Request-Id"] = ctx.rid
             return web.Response(status=416, headers=headers)
         ctype = tpl.get("Content-Type")
@@ -241,7 +246,7 @@ class Responder:
             resp.content_length = rgs.multipart_length(rng.ranges, ctype, size, boundary)
             source = rgs.multipart_chunks(rng.ranges, hit.chunks, ctype, size, boundary)
         resp.headers["Age"] = fr.age_header_value(age)
-        resp.headers.add("Cache-Status", self.settle(ctx, outcome))
+        resp.headers.add("Cache-Status", ctx.cache)
         resp.headers["X-Request-Id"] = ctx.rid
         if source is None:
             ctx.size = resp.content_length or 0
@@ -256,8 +261,9 @@ class Responder:
         await resp.write_eof()
         return resp
 
-    def conditional(self, ctx: Ctx, meta: Meta, age: float, outcome: Outcome, status: int) -> web.Response:
-        """304 or 412 for a conditional request answered from the cache."""
+    def conditional(self, ctx: Ctx, meta: Meta, age: float, status: int) -> web.Response:
+        """304 or 412 for a conditional request answered from the cache;
+        ``ctx`` holds the hit's outcome already (``settle``)."""
         tpl = template(meta, ctx.policy, ctx.path)
         headers: CIMultiDict = CIMultiDict()
         if status == 304:
@@ -268,8 +274,9 @@ class Responder:
                 for value in tpl.getall(name, ()):
                     headers.add(name, value)
             body = None
+            status_value = ctx.cache
         else:
-            outcome = outcome.noted("precondition-failed")
+            status_value = self.settle(ctx, ctx.outcome.noted("precondition-failed"), ctx.ttl)
             headers["Content-Type"] = "text/plain"
             body = f"412 precondition failed\nrequest id: {ctx.rid}\n".encode()
             ctx.size = len(body)
@@ -277,5 +284,6 @@ class Responder:
             headers.add("Via", value)
         headers["Server"] = tpl.get("Server", "edge")
         headers["Age"] = fr.age_header_value(age)
-        self.stamp(ctx, headers, outcome)
+        headers["Cache-Status"] = status_value
+        headers["X-Request-Id"] = ctx.rid
         return web.Response(status=status, body=body, headers=headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 
 from aiohttp import web
 
@@ -80,6 +81,9 @@ async def test_14_1_2_unsatisfiable_range_is_416(origin, make_edge, client):
     await _warm(client, edge.url + "/f")
     async with client.get(edge.url + "/f", headers={"Range": "bytes=5000-"}) as r:
         assert r.status == 416 and r.headers["Content-Range"] == "bytes */2048"
+        assert re.fullmatch(r"edge; hit; ttl=(599|600); detail=range-unsatisfiable", r.headers["Cache-Status"])
+    async with client.get(edge.url + "/f", headers={"Range": "bytes=0-0"}) as r:
+        assert r.status == 206 and re.fullmatch(r"edge; hit; ttl=(599|600)", r.headers["Cache-Status"])
 
 
 async def test_14_2_invalid_range_is_ignored(origin, make_edge, client):

@@ -117,7 +117,7 @@ REUSE_CASES = [
 def test_reuse(lifetime, age, extra, headers, request_cc, windows, expected):
     asked = directives(request_cc, None, "revalidate")
     stored = meta(lifetime, headers=headers, **extra)
-    assert reuse(stored, asked, settings(**windows), T + age) is expected
+    assert reuse(stored, asked, settings(**windows), age) is expected
 
 
 TARGETED_CASES = [c for c in REUSE_CASES if c[0].startswith("9213-")]
@@ -137,19 +137,12 @@ def test_the_targeted_rows_hold_what_admission_stores(lifetime, extra, headers):
 
 def test_9111_5_2_1_4_a_request_that_asks_to_validate_validates_even_a_fresh_one():
     asked = directives("no-cache", None, "revalidate")
-    assert reuse(meta(60), asked, settings(swr=60), T + 1) is Reuse.VALIDATE_REQUEST
-    assert reuse(None, asked, settings(), T) is Reuse.MISS
-
-
-def test_9111_4_2_3_age_counts_the_age_on_arrival_and_never_goes_negative():
-    stored = Meta(status=200, headers=(), request_time=T, response_time=T, initial_age=50.0, lifetime=60.0)
-    assert reuse(stored, NO_DIRECTIVES, settings(), T + 5) is Reuse.FRESH
-    assert reuse(stored, NO_DIRECTIVES, settings(), T + 10) is Reuse.VALIDATE
-    assert reuse(stored, NO_DIRECTIVES, settings(), T - 3600) is Reuse.FRESH  # a clock stepping back
+    assert reuse(meta(60), asked, settings(swr=60), 1) is Reuse.VALIDATE_REQUEST
+    assert reuse(None, asked, settings(), 0) is Reuse.MISS
 
 
 def test_nothing_stored_is_a_miss():
-    assert reuse(None, NO_DIRECTIVES, settings(swr=60, sie=60), T) is Reuse.MISS
+    assert reuse(None, NO_DIRECTIVES, settings(swr=60, sie=60), 0) is Reuse.MISS
 
 
 # --- reuse once the origin failed (RFC 5861 §4) -------------------------------------------
@@ -175,7 +168,7 @@ ERROR_CASES = [
                          ids=[c[0] for c in ERROR_CASES])
 def test_reuse_when_the_origin_failed(lifetime, age, extra, request_sie, windows, expected):
     asked = Directives(None, stale_if_error=request_sie)
-    got = reuse(meta(lifetime, **extra), asked, settings(**windows), T + age, origin_failed=True)
+    got = reuse(meta(lifetime, **extra), asked, settings(**windows), age, origin_failed=True)
     assert got is expected
 
 
