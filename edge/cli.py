@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.config import ConfigError, ListenAddress, default_config, load_config
+from edge.config import ConfigError, default_config, load_config
+from edge.config_tls import ListenAddress
 from edge.schema.values import ISO_COUNTRIES, parse_size
 
 if TYPE_CHECKING:

@@ -432,7 +432,7 @@ async def test_a_reload_that_removes_an_origin_closes_its_connections_after_requ
 
 
 async def test_an_origin_that_leads_back_to_the_node_is_a_loop_not_a_flood(make_edge, client):
-    from edge.config import ListenAddress
+    from edge.config_tls import ListenAddress
 
     port = free_port()
     edge = await make_edge(quick_origin=f"http://127.0.0.1:{port}", listen=(ListenAddress("127.0.0.1", port),))
