@@ -474,7 +474,7 @@ async def test_a_client_waiting_for_its_share_does_not_hold_up_others_misses(ori
         slots = next(f for f in edge.node.state.filters.filters if isinstance(f, RequestLimitFilter)).slots
 
         def queued() -> bool:
-            return any(c.waiting for c in slots._clients.values())
+            return slots.waiting() > 0
 
         await until(queued, "the first client's second miss waits for its share")
         async with b.get(f"{edge.url}/popular", headers={"Host": "shop.example"},
