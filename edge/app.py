@@ -71,7 +71,6 @@ class NodeState:
     access_log: AccessLog | None
     geo: GeoDB | None = None
     events: SecurityEvents | None = None
-    under_attack: UnderAttackFilter | None = None
     waf: WafFilter | None = None
     ip_lists: IpListFilter | None = None
     pipeline: Pipeline | None = None  # set by make_server
@@ -161,7 +160,6 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         access_log=access_log,
         geo=geo,
         events=events,
-        under_attack=under_attack,
         waf=waf,
         ip_lists=ip_lists,
         certificates=certificates,
