@@ -44,7 +44,7 @@ from edge.pipeline import Pipeline
 from edge.waf import WafRuleError, default_rules_dir
 from edge.waf.engine import compiled as compiled_waf
 from edge.policy.load import LoadReport, PolicyDirectory
-from edge.policy.model import CidrSet
+from edge.policy.sections.cidrs import CidrSet
 from edge.policy.resolve import PolicySet
 from edge.policy.sources import PolicySource
 from edge.tls.acme import AcmeManager, acme_root, acme_warnings
