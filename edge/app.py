@@ -87,6 +87,19 @@ class NodeState:
         """The ids of the WAF rules in force, which policies' exclusions must name."""
         return None if self.waf is None else self.waf.waf.ruleset.ids
 
+    def reloaded_waf_rule_ids(self) -> frozenset[str] | None:
+        """The ids of the WAF rules a reload puts in force: the rule files'
+        when they compile (once per version, so the reload reuses it), else
+        those in force, which the reload keeps. A policy about to be written
+        is checked against them: the reload after the write judges it so."""
+        if self.waf is None:
+            return None
+        try:
+            rules, _ = compiled_waf(default_rules_dir())
+        except WafRuleError:
+            return self.waf_rule_ids()
+        return rules.ids
+
 
 _PARSE_ANSWERS = {
     ParseFailure.REQUEST_LINE_TOO_LONG: (414, "request line too long"),

@@ -479,9 +479,12 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
                                    field_details(exc.errors)) from None
             data = build(existing)
             source = f"{request.method} {request.path}"
-            # Checked against this node's [origin_tls]: a policy that asks for
-            # a client certificate the node lacks is refused, not written.
-            parse = functools.partial(parse_policy, tenant=tenant, source=source,
+            # Checked against this node's [origin_tls] and the WAF rules the
+            # reload after the write applies: a policy that asks for a client
+            # certificate the node lacks, or excludes a rule it lacks, is
+            # refused, not written.
+            waf_rule_ids = ctx.state.reloaded_waf_rule_ids()
+            parse = functools.partial(parse_policy, tenant=tenant, source=source, waf_rule_ids=waf_rule_ids,
                                       origin_client_certificate=ctx.state.config.origin_tls.enabled)
             try:
                 policy = parse(data)
@@ -490,7 +493,7 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
             # Checked against the files as they are now, under the lock that
             # every worker's writes take: not against this worker's view.
             on_disk = PolicyDirectory(ctx.files.directory)
-            on_disk.load()
+            on_disk.load(waf_rule_ids=waf_rule_ids)
             if not principal.operator:
                 refused = _tenant_token_limits(ctx.state.policies.current.get(tenant), policy)
                 data, guarded = stamp_tenant_write(data, policy, on_disk.current.get(tenant), ctx.guard)
