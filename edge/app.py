@@ -44,7 +44,7 @@ from edge.pipeline import Pipeline
 from edge.waf import WafRuleError, default_rules_dir
 from edge.waf.engine import compiled as compiled_waf
 from edge.policy.load import LoadReport, PolicyDirectory
-from edge.policy.model import CidrSet
+from edge.policy.sections.cidrs import CidrSet
 from edge.policy.resolve import PolicySet
 from edge.policy.sources import PolicySource
 from edge.tls.acme import AcmeManager, acme_root, acme_warnings
@@ -71,7 +71,6 @@ class NodeState:
     access_log: AccessLog | None
     geo: GeoDB | None = None
     events: SecurityEvents | None = None
-    under_attack: UnderAttackFilter | None = None
     waf: WafFilter | None = None
     ip_lists: IpListFilter | None = None
     pipeline: Pipeline | None = None  # set by make_server
@@ -87,6 +86,19 @@ class NodeState:
     def waf_rule_ids(self) -> frozenset[str] | None:
         """The ids of the WAF rules in force, which policies' exclusions must name."""
         return None if self.waf is None else self.waf.waf.ruleset.ids
+
+    def reloaded_waf_rule_ids(self) -> frozenset[str] | None:
+        """The ids of the WAF rules a reload puts in force: the rule files'
+        when they compile (once per version, so the reload reuses it), else
+        those in force, which the reload keeps. A policy about to be written
+        is checked against them: the reload after the write judges it so."""
+        if self.waf is None:
+            return None
+        try:
+            rules, _ = compiled_waf(default_rules_dir())
+        except WafRuleError:
+            return self.waf_rule_ids()
+        return rules.ids
 
 
 _PARSE_ANSWERS = {
@@ -161,7 +173,6 @@ def build_state(config: NodeConfig, policies: PolicySource, *, access_log: Acces
         access_log=access_log,
         geo=geo,
         events=events,
-        under_attack=under_attack,
         waf=waf,
         ip_lists=ip_lists,
         certificates=certificates,

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.config import ConfigError, ListenAddress, default_config, load_config
+from edge.config import ConfigError, default_config, load_config
+from edge.config_tls import ListenAddress
 from edge.schema.values import ISO_COUNTRIES, parse_size
 
 if TYPE_CHECKING:
@@ -70,11 +71,11 @@ def _parse_tls_listen(value: str) -> ListenAddress:
 
 
 def _parse_origin(value: str) -> str:
-    from urllib.parse import urlsplit
+    """Checked as a policy's origin URL is: what passes here, the tenant's policy takes."""
+    from edge.policy.sections.origins import URL, quick_origin
 
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"expected an absolute http(s) URL such as http://127.0.0.1:8000, found {value!r}")
+    if quick_origin(value) is None:
+        raise argparse.ArgumentTypeError(f"expected {URL}, such as http://127.0.0.1:8000, found {value!r}")
     return value
 
 

@@ -15,18 +15,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.http.urls import check_url, strict_hostname
-from edge.origin.tls import client_certificate_problem
+from edge.config_tls import (
+    SECTIONS as TLS_SECTIONS,
+    AcmeConfig,
+    CertificatesConfig,
+    ListenAddress,
+    OriginTLSConfig,
+    TlsConfig,
+    is_ipv4,
+    is_ipv6,
+    parse_listen_address,
+    read_acme,
+    read_certificates,
+    read_listen,
+    read_origin_tls,
+    read_tls,
+)
+from edge.http.urls import strict_hostname
 from edge.schema.check import describe
-from edge.schema.reader import Reader
+from edge.schema.reader import IPNetwork, Reader, network
 from edge.schema.reader import boolean as _bool
 from edge.schema.reader import integer as _integer
 from edge.schema.reader import number as _number
 from edge.schema.reader import one_of as _one_of
 from edge.schema.reader import size as _size
 from edge.schema.values import COUNTRY, NOT_RESERVED, RESERVED_TENANTS, TENANT_ID_RE, country, parse_size
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 CLIENT_ADDRESS_HEADERS: tuple[str, ...] = ("x-forwarded-for", "forwarded")
@@ -36,19 +49,6 @@ MAX_UNCACHEABLE_MEMORY = 600.0
 
 
 # --- the configuration -------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class ListenAddress:
-    host: str  # an IP literal (IPv6 without brackets) or a host name
-    port: int  # 0: the OS picks one (tests); only with workers = 1
-    # Connections start with a PROXY protocol v1/v2 header (an L4 load
-    # balancer in front); a connection without a valid one is closed.
-    proxy_protocol: bool = False
-    # The peers allowed to send that header (the header names any address
-    # its sender likes); connections from elsewhere are closed unread.
-    proxy_protocol_from: tuple[IPNetwork, ...] = ()
-    tls: bool = False  # HTTPS: TLS with the tenants' certificates (after the PROXY header, if any)
-
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
@@ -117,23 +117,6 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class TlsConfig:
-    """HTTPS listeners (``[[listen]] tls = true``): where the tenants'
-    certificates are, and the bounds of a handshake."""
-
-    # Absolute; None: ``certificates`` beside the policy directory
-    # (edge.tls.store.default_root), set by the command line before the start.
-    certificate_dir: Path | None = None
-    # A PEM file with a chain and its key, for handshakes without a server
-    # name or with one no tenant has a certificate for; None: those fail
-    # with the alert unrecognized_name.
-    default_certificate: Path | None = None
-    # Seconds from the accept (after a PROXY header, if any) to a complete
-    # handshake; then the connection is closed.
-    handshake_timeout: float = 10.0
-
-
-@dataclass(frozen=True, slots=True)
 class GeoIPConfig:
     database: Path | None = None  # a MaxMind DB (Country or City); None: every country unknown
     check_interval: float = 5.0  # seconds between checks for a replaced file; 0 disables
@@ -161,54 +144,6 @@ class OutboundConfig:
     private, shared or otherwise refused. Metadata services never are."""
 
     allow_networks: tuple[IPNetwork, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CertificatesConfig:
-    """Tenant certificates uploaded through the admin API (edge.tls)."""
-
-    # Seconds between checks for certificates about to expire (edge.tls.expiry);
-    # 0: only at start and after each certificate write.
-    expiry_check_interval: float = 3600.0
-    max_per_tenant: int = 100  # certificates one tenant may store (each up to 64 KiB of chain and key)
-
-
-@dataclass(frozen=True, slots=True)
-class OriginTLSConfig:
-    """The certificate the node presents to origins that authenticate it
-    (those whose policy says ``"client_certificate": true``). Both or neither."""
-
-    client_certificate: Path | None = None  # absolute; a PEM certificate chain
-    client_key: Path | None = None  # absolute; its unencrypted PEM private key
-
-    @property
-    def enabled(self) -> bool:
-        return self.client_certificate is not None
-
-
-LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-DAY = 86400.0
-
-
-@dataclass(frozen=True, slots=True)
-class AcmeConfig:
-    """Certificates from an ACME CA (RFC 8555) for tenants whose policy
-    asks for them (``tls.acme``): edge.tls.acme. On with an [acme]
-    section, which agrees to the CA's terms of service."""
-
-    enabled: bool = False
-    directory_url: str = LETS_ENCRYPT
-    email: str | None = None  # the account's contact: the CA's expiry and problem notices
-    account_key: Path | None = None  # absolute; None: account.key in the ACME state directory
-    ca_bundle: Path | None = None  # absolute; None: the system's trust for the CA's HTTPS
-    renew_before: float = 30 * DAY  # seconds before expiry (the file says days)
-    # Seconds after a first failed order; doubled after each further one. Ten
-    # minutes keeps a host that keeps failing within Let's Encrypt's limit of
-    # 5 failed validations per host and hour.
-    retry_min: float = 600.0
-    retry_max: float = DAY  # the longest wait between two tries (the CA's Retry-After may ask for more)
-    order_timeout: float = 300.0  # seconds one order may take, challenges and issuance included
-    request_timeout: float = 30.0  # seconds one HTTP request to the CA may take
 
 
 ADMIN_DEFAULT_LISTEN = ListenAddress("127.0.0.1", 9090)
@@ -296,7 +231,6 @@ def default_config() -> NodeConfig:
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "node": ("name", "country", "workers"),
-    "listen": ("address", "proxy_protocol", "proxy_protocol_from", "tls"),
     "cache": ("memory_size", "memory_max_object", "disk_path", "disk_size", "fill_buffer", "tenant_disk_quota",
               "compress_budget", "uncacheable_memory", "uncacheable_memory_keys"),
     "policies": ("directory", "watch_interval"),
@@ -310,20 +244,14 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
               "failed_auth_window", "failed_auth_delay"),
     "filters": ("allow", "deny", "allow_file", "deny_file", "client_rate", "client_burst"),
     "outbound": ("allow_networks",),
-    "certificates": ("expiry_check_interval", "max_per_tenant"),
-    "origin_tls": ("client_certificate", "client_key"),
-    "acme": ("directory_url", "email", "account_key", "ca_bundle", "renew_before", "retry_min", "retry_max",
-             "order_timeout", "request_timeout"),
-    "tls": ("certificate_dir", "default_certificate", "handshake_timeout"),
+    **TLS_SECTIONS,
 }
 
 # Via (RFC 9110 §7.6.3) wants a token; Cache-Status (RFC 9211) an sf-token,
 # which must start with a letter. This satisfies both without quoting.
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
-_ADDRESS_EXPECTED = 'an address such as "0.0.0.0:8080" or "[::]:8080" (port 0 to 65535)'
 
 _MISSING = object()
-_PROXY_PEERS = 'the networks of the load balancers that send PROXY protocol headers, such as ["10.0.0.0/8"]'
 
 
 def _per_second(high: int) -> Callable[[Any], int]:
@@ -360,34 +288,6 @@ def _country(value: Any) -> str:
 _level = _one_of(LOG_LEVELS)
 
 
-def _networks(r: Reader, value: Any, where: str, default: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
-    """An array of CIDR strings; every bad element is reported."""
-    if not isinstance(value, list):
-        r.error(where, "an array of CIDR strings", describe(value))
-        return default
-    nets = []
-    for i, item in enumerate(value):
-        try:
-            nets.append(_network(item))
-        except ValueError as e:
-            r.errors.append(f"{r.file}: {where}[{i}]: {e}")
-    return tuple(nets)
-
-
-def _network(value: Any) -> IPNetwork:
-    if isinstance(value, str):
-        try:
-            return ipaddress.ip_network(value.strip(), strict=True)
-        except ValueError as e:
-            # ip_network says "has host bits set" for "10.0.0.1/8": widening
-            # it silently would trust addresses nobody meant to trust.
-            detail = f" ({e.args[0].split(' ', 1)[1]})" if "host bits" in str(e) else ""
-            raise ValueError(
-                f'expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found {describe(value)}{detail}'
-            ) from None
-    raise ValueError(f'expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found {describe(value)}')
-
-
 MAX_LIST_FILE = 64 * 2**20
 
 
@@ -407,7 +307,7 @@ def read_cidr_file(path: Path) -> tuple[IPNetwork, ...]:
         if not item:
             continue
         try:
-            nets.append(_network(item if "/" in item else _host_network(item)))
+            nets.append(network(item if "/" in item else _host_network(item)))
         except ValueError as e:
             errors.append(f"{path}:{n}: {e}")
             if len(errors) >= 20:
@@ -422,40 +322,8 @@ def _host_network(item: str) -> str:
     try:
         address = ipaddress.ip_address(item)
     except ValueError:
-        return item  # _network says what was expected
+        return item  # network() says what was expected
     return f"{address}/{address.max_prefixlen}"
-
-
-def parse_listen_address(value: object) -> ListenAddress:
-    """"host:port" or "[ipv6]:port" -> ListenAddress (IPv6 host without brackets)."""
-    if isinstance(value, str):
-        if value.startswith("["):
-            host, close, port = value[1:].partition("]")
-            ok = bool(close) and port.startswith(":") and _is_ipv6(host)
-            port = port[1:]
-        else:
-            host, colon, port = value.rpartition(":")
-            # A bare IPv6 address ("::1:80") is ambiguous: brackets required.
-            ok = bool(colon) and (_is_ipv4(host) or strict_hostname(host))
-        if ok and port.isascii() and port.isdigit() and int(port) <= 65535:
-            return ListenAddress(host, int(port))
-    raise ValueError(f"expected {_ADDRESS_EXPECTED}, found {describe(value)}")
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def load_config(path: str | Path, *, require_policies: bool = True) -> NodeConfig:
@@ -493,7 +361,7 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
     country = r.get(node, "node", "country", d.country, _country)
     workers = r.get(node, "node", "workers", d.workers, _integer(1, 64))
 
-    listen = _listen(r, data.get("listen", _MISSING), d.listen)
+    listen = read_listen(r, data, d.listen)
     if workers > 1 and any(a.port == 0 for a in listen):
         # Each worker would bind its own random port instead of sharing one.
         r.error("listen", "fixed ports when node.workers > 1", "port 0")
@@ -534,14 +402,14 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
     t = r.table(data, "proxy")
     proxies = d.trusted_proxies
     if "trusted_proxies" in t:
-        proxies = _networks(r, t["trusted_proxies"], "proxy.trusted_proxies", proxies)
+        proxies = r.networks(t["trusted_proxies"], "proxy.trusted_proxies", proxies)
     address_header = r.get(t, "proxy", "client_address_header", d.client_address_header, _one_of(CLIENT_ADDRESS_HEADERS))
 
     t = r.table(data, "filters")
     node_lists: dict[str, Any] = {}
     for key in ("allow", "deny"):
         if key in t:
-            node_lists[key] = _networks(r, t[key], f"filters.{key}", ())
+            node_lists[key] = r.networks(t[key], f"filters.{key}", ())
     for key in ("allow_file", "deny_file"):
         if key in t:
             node_lists[key] = r.get(t, "filters", key, None, r.path)
@@ -552,9 +420,9 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
     t = r.table(data, "outbound")
     outbound = OutboundConfig()
     if "allow_networks" in t:
-        outbound = OutboundConfig(_networks(r, t["allow_networks"], "outbound.allow_networks", ()))
+        outbound = OutboundConfig(r.networks(t["allow_networks"], "outbound.allow_networks", ()))
 
-    origin_tls = _origin_tls(r, r.table(data, "origin_tls"))
+    origin_tls = read_origin_tls(r, data)
 
     t = r.table(data, "limits")
     dl = d.limits
@@ -594,16 +462,10 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
     geoip = GeoIPConfig(database, r.get(t, "geoip", "check_interval", d.geoip.check_interval, _number(0, 86400)))
 
     admin = _admin(r, data, listen, workers)
-    acme = _acme(r, data)
+    acme = read_acme(r, data)
 
-    t = r.table(data, "certificates")
-    dc = d.certificates
-    certificates = CertificatesConfig(
-        r.get(t, "certificates", "expiry_check_interval", dc.expiry_check_interval,
-              _number(0, 86400, "a number of seconds (0: only at start and after writes)")),
-        r.get(t, "certificates", "max_per_tenant", dc.max_per_tenant, _integer(1, 10_000)),
-    )
-    tls = _tls(r, data)
+    certificates = read_certificates(r, data)
+    tls = read_tls(r, data)
 
     return NodeConfig(
         name=name,
@@ -627,92 +489,6 @@ def _build(r: Reader, data: dict[str, Any], require_policies: bool) -> NodeConfi
         tls=tls,
         source=r.file,
     )
-
-
-def _origin_tls(r: Reader, t: dict[str, Any]) -> OriginTLSConfig:
-    """Checked now, files and all: a node that cannot present its
-    certificate must not start and fail every authenticated pull."""
-    cert = r.get(t, "origin_tls", "client_certificate", None, r.path)
-    key = r.get(t, "origin_tls", "client_key", None, r.path)
-    for name, other in (("client_certificate", "client_key"), ("client_key", "client_certificate")):
-        if other in t and name not in t:
-            r.error(f"origin_tls.{name}", f"it with origin_tls.{other} (the certificate and its key)", "nothing")
-    if cert is None or key is None:
-        return OriginTLSConfig()
-    problem = client_certificate_problem(cert, key)
-    if problem is not None:
-        name, expected, found = problem
-        r.error(f"origin_tls.{name}", expected, found)
-        return OriginTLSConfig()
-    return OriginTLSConfig(cert, key)
-
-
-_EMAIL_RE = re.compile(r"[^@\s\"<>,;:]{1,64}@[a-z0-9.-]{1,253}")
-
-
-def _https_url(value: object) -> str:
-    if check_url(value, ("https",), fragment=False, max_length=2048) is None:
-        raise ValueError('expected an https:// URL of an ACME directory, such as '
-                         f'"{LETS_ENCRYPT}", found {describe(value)}')
-    return value  # type: ignore[return-value]
-
-
-def _email(value: object) -> str:
-    local, _, domain = value.strip().rpartition("@") if isinstance(value, str) else ("", "", "")
-    text = f"{local}@{domain.lower()}"
-    if not _EMAIL_RE.fullmatch(text) or "." not in domain or not strict_hostname(domain.lower()):
-        raise ValueError(f'expected an e-mail address such as "certs@example.de", found {describe(value)}')
-    return text
-
-
-def _acme(r: Reader, data: dict[str, Any]) -> AcmeConfig:
-    if "acme" not in data:
-        return AcmeConfig()
-    t = r.table(data, "acme")
-    d = AcmeConfig()
-    ca_bundle = r.get(t, "acme", "ca_bundle", None, r.path)
-    if ca_bundle is not None and not ca_bundle.is_file():
-        r.error("acme.ca_bundle", "an existing PEM file of CA certificates", f"{describe(str(ca_bundle))} (no such file)")
-    account_key = r.get(t, "acme", "account_key", None, r.path)
-    if account_key is not None and not account_key.parent.is_dir():
-        r.error("acme.account_key", "a file in an existing directory (made there when missing)",
-                f"{describe(str(account_key))} (no such directory)")
-    retry_min = r.get(t, "acme", "retry_min", d.retry_min, _number(1, DAY))
-    retry_max = r.get(t, "acme", "retry_max", d.retry_max, _number(1, 30 * DAY))
-    if retry_max < retry_min:
-        r.error("acme.retry_max", f"at least acme.retry_min ({retry_min:g} seconds)", f"{retry_max:g}")
-    return AcmeConfig(
-        enabled=True,
-        directory_url=r.get(t, "acme", "directory_url", d.directory_url, _https_url),
-        email=r.get(t, "acme", "email", None, _email),
-        account_key=account_key,
-        ca_bundle=ca_bundle,
-        renew_before=r.get(t, "acme", "renew_before", d.renew_before / DAY, _number(0.001, 365, "a number of days"))
-        * DAY,
-        retry_min=retry_min,
-        retry_max=retry_max,
-        order_timeout=r.get(t, "acme", "order_timeout", d.order_timeout, _number(10, 3600)),
-        request_timeout=r.get(t, "acme", "request_timeout", d.request_timeout, _number(1, 300)),
-    )
-
-
-def _tls(r: Reader, data: dict[str, Any]) -> TlsConfig:
-    t = r.table(data, "tls")
-    d = TlsConfig()
-    directory = r.get(t, "tls", "certificate_dir", None, r.path)
-    if directory is not None and directory.exists() and not directory.is_dir():
-        r.error("tls.certificate_dir", "a directory (made when missing)", f"{describe(str(directory))} (a file)")
-    default = r.get(t, "tls", "default_certificate", None, r.path)
-    if default is not None:
-        from edge.tls.context import CertificateFileError, check_certificate_file
-
-        try:
-            check_certificate_file(default)
-        except CertificateFileError as e:
-            r.error("tls.default_certificate", "a PEM file with a certificate chain and its unencrypted private key",
-                    f"{describe(str(default))} ({e})")
-    timeout = r.get(t, "tls", "handshake_timeout", d.handshake_timeout, _number(0.5, 300))
-    return TlsConfig(directory, default, timeout)
 
 
 def _admin(r: Reader, data: dict[str, Any], listen: tuple[ListenAddress, ...], workers: int) -> AdminConfig:
@@ -752,7 +528,7 @@ def _admin_hosts(value: object) -> tuple[str, ...]:
     out = []
     for item in value:
         name = item.strip().rstrip(".").lower() if isinstance(item, str) else ""
-        if not (strict_hostname(name) or _is_ipv4(name) or _is_ipv6(name.strip("[]"))):
+        if not (strict_hostname(name) or is_ipv4(name) or is_ipv6(name.strip("[]"))):
             raise ValueError(f"expected {expected}, found {describe(item)} in it")
         out.append(name.strip("[]"))
     return tuple(out)
@@ -822,41 +598,3 @@ def read_tokens_file(path: Path) -> list[AdminToken]:
     if r.errors:
         raise ConfigError(r.errors)
     return tokens
-
-
-def _listen(r: Reader, value: object, default: tuple[ListenAddress, ...]) -> tuple[ListenAddress, ...]:
-    if value is _MISSING:
-        return default
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        r.error("listen", "an array of tables ([[listen]])", describe(value))
-        return default
-    if not value:
-        r.error("listen", "at least one [[listen]] address", "none")
-        return default
-    out: list[ListenAddress] = []
-    for i, table in enumerate(value):
-        where = f"listen[{i}]"
-        r.unknown(table, where, _SECTIONS["listen"])
-        if "address" not in table:
-            r.error(f"{where}.address", _ADDRESS_EXPECTED, "nothing")
-            continue
-        addr = r.get(table, where, "address", None, parse_listen_address)
-        if addr is None:
-            continue
-        if any((a.host, a.port) == (addr.host, addr.port) for a in out):
-            r.error(f"{where}.address", "each address once", f"{describe(table['address'])} again")
-            continue
-        if r.get(table, where, "proxy_protocol", False, _bool):
-            peers = _networks(r, table.get("proxy_protocol_from", []), f"{where}.proxy_protocol_from", ())
-            if not peers and "proxy_protocol_from" not in table:
-                r.error(f"{where}.proxy_protocol_from", _PROXY_PEERS, "nothing")
-            elif table["proxy_protocol_from"] == []:
-                r.error(f"{where}.proxy_protocol_from", _PROXY_PEERS, "an empty array")
-            addr = ListenAddress(addr.host, addr.port, True, peers)
-        elif "proxy_protocol_from" in table:
-            r.error(f"{where}.proxy_protocol_from", "it only with proxy_protocol = true", "it without")
-        if r.get(table, where, "tls", False, _bool):
-            addr = ListenAddress(addr.host, addr.port, addr.proxy_protocol, addr.proxy_protocol_from, tls=True)
-        out.append(addr)
-    return tuple(out) or default
-

@@ -11,7 +11,8 @@ from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
 from edge.admin.openapi import document
-from edge.config import AdminConfig, AdminToken, ListenAddress
+from edge.config import AdminConfig, AdminToken
+from edge.config_tls import ListenAddress
 
 _json = json  # Api.call has a parameter named json
 

@@ -15,7 +15,8 @@ import pytest
 from edge.app import Node
 from edge.cache.key import SEP, tenant_prefix
 from edge.cache.store import Hit
-from edge.config import ListenAddress, default_config
+from edge.config import default_config
+from edge.config_tls import ListenAddress
 from edge.policy.sources import DirectorySource, FileSource
 from tests import acme_support
 from tests.origin_support import Origin

@@ -23,9 +23,11 @@ class Origin:
     """Routes are exact paths, or prefixes ending in ``*`` (the longest
     wins); anything else is a 404. ``hits`` counts requests per path,
     ``requests`` holds each one (method, path, path_qs, raw_path, headers,
-    body)."""
+    body). ``auto_decompress=False`` keeps request bodies as they arrive,
+    content coding and all."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, auto_decompress: bool = True) -> None:
+        self.auto_decompress = auto_decompress
         self.routes: dict[str, Handler] = {}
         self.hits: collections.Counter[str] = collections.Counter()
         self.requests: list[dict] = []
@@ -83,7 +85,7 @@ class Origin:
         self.tls = tls
         app = web.Application(client_max_size=1 << 32)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, auto_decompress=self.auto_decompress)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", port, ssl_context=tls).start()
         self.port = self.runner.addresses[0][1]

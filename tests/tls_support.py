@@ -171,7 +171,7 @@ class Https:
 
 @pytest.fixture
 async def https(make_edge, origin, tmp_path, ca):
-    from edge.config import ListenAddress, TlsConfig
+    from edge.config_tls import ListenAddress, TlsConfig
 
     """``await https(certificates={(tenant, name): [hosts]}, policies={tenant: extra}, ...)``"""
 

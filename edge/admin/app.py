@@ -1,5 +1,6 @@
 """The admin HTTP API: its routes, authentication and audit (the listener
-is ``server.py``).
+is ``server.py``, the certificate routes ``certificates.py``, what the
+handlers share ``context.py``).
 
 Every route is described in ``openapi.py`` (served as ``/openapi.json``); a
 test checks that the two name the same routes. Handlers raise ``ApiError``
@@ -12,7 +13,6 @@ nosniff`` and ``Cache-Control: no-store``.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import json
 import logging
@@ -20,9 +20,7 @@ import math
 import os
 import time
 import uuid
-import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -30,24 +28,32 @@ from urllib.parse import unquote
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edge.admin.audit import AuditLog
-from edge.admin.auth import AuthFailure, FailureKeys, MemoryFailures, Principal, SharedFailures, TokenSet
-from edge.admin.control import ControlSocket, FanOutResult, purge_everywhere
+from edge.admin import certificates
+from edge.admin.auth import AuthFailure, Principal
+from edge.admin.certificates import certificates_everywhere
+from edge.admin.context import (
+    ADMIN,
+    AUDIT_TENANT,
+    PRINCIPAL,
+    SUMMARY,
+    AdminContext,
+    fan_out,
+    json_response,
+    path_tenant,
+    read_json,
+    require_all,
+)
+from edge.admin.control import purge_everywhere
 from edge.admin.errors import ApiError, detail, error_response, field_details
 from edge.admin.hosts import host_allowed
 from edge.admin.openapi import MAX_BODY, document
 from edge.admin.provenance import stamp_operator_write, stamp_tenant_write
 from edge.admin.store import PolicyFiles, Precondition
 from edge.cache.purge import PurgeError, PurgeSpec, parse_purge
-from edge.config import NodeConfig
 from edge.observe import metrics
-from edge.origin.guard import AddressPolicy
 from edge.policy.errors import PolicyError
-from edge.policy.load import NOT_RESERVED, RESERVED_TENANTS, LoadReport, PolicyDirectory, no_constant, object_pairs
-from edge.policy.parse import TENANT, TENANT_ID_RE, parse_policy, to_data
-from edge.tls.certs import NAME_RULE, CertificateError, check_upload, valid_name
-from edge.tls.ownership import unserved_names
-from edge.tls.store import CertificateStore
+from edge.policy.load import PolicyDirectory
+from edge.policy.parse import parse_policy, to_data
 
 log = logging.getLogger("edge.admin")
 
@@ -59,47 +65,6 @@ SCRAPE_WAIT = 2.0
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # On every answer: no version banner, no content sniffing, no caching.
 _HEADERS = {"Server": "edge", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
-
-
-async def _no_listeners() -> None:
-    """A worker without HTTPS listeners has nothing to re-read."""
-
-
-@dataclass
-class AdminContext:
-    """What the handlers share; one per worker, behind the app key ``ADMIN``."""
-
-    config: NodeConfig
-    state: Any  # edge.app.NodeState
-    reload: Callable[[], LoadReport]  # this worker's policy reload
-    tokens: TokenSet
-    audit: AuditLog
-    keys: FailureKeys  # what failed authentications are counted against
-    limiter: MemoryFailures | SharedFailures = field(default_factory=MemoryFailures)
-    hosts: frozenset[str] = frozenset()  # Host names besides loopback and the connection's own address
-    files: PolicyFiles | None = None  # None when the policies come from one file: nothing to write to
-    control: ControlSocket | None = None  # the worker's (edge.app.Node); None with one worker
-    started: float = field(default_factory=time.time)
-    view: metrics.NodeView = field(default_factory=metrics.NodeView)  # the node's metrics
-    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # This worker's part of a certificate change (edge.app.Node.certificates_changed).
-    certificates_changed: Callable[[], Awaitable[None]] = _no_listeners
-    # One lane per address over its failure limit; gone when nobody waits.
-    slow_lanes: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
-
-    @property
-    def via(self) -> str:
-        return f"1.1 {self.config.name}"
-
-    @property
-    def guard(self) -> AddressPolicy:
-        return AddressPolicy(self.config.outbound.allow_networks)
-
-
-ADMIN = web.AppKey("admin", AdminContext)
-PRINCIPAL = web.RequestKey("principal", Principal)
-SUMMARY = web.RequestKey("audit_summary", dict)
-AUDIT_TENANT = web.RequestKey("audit_tenant", str)
 
 
 # --- middleware ------------------------------------------------------------------
@@ -253,59 +218,7 @@ def _operator(request: web.Request) -> Principal:
     return principal
 
 
-def _tenant(request: web.Request) -> str:
-    """The path's tenant id, checked; a tenant token learns nothing about others (403 for all of them)."""
-    tenant = request.match_info["tenant"]
-    if not TENANT_ID_RE.fullmatch(tenant):
-        raise ApiError(400, "invalid tenant id", [detail("tenant", f"expected {TENANT}, found {json.dumps(tenant)}")])
-    if tenant in RESERVED_TENANTS:
-        raise ApiError(400, "reserved tenant id",
-                       [detail("tenant", f"expected {NOT_RESERVED}, found {json.dumps(tenant)}")])
-    if not request[PRINCIPAL].may(tenant):
-        raise ApiError(403, "this token may not act on that tenant")
-    return tenant
-
-
 # --- bodies ----------------------------------------------------------------------
-
-
-async def read_json(request: web.Request) -> Any:
-    """The body as JSON: 413 when over 1 MiB, 400 when it is not JSON, 422 for repeated keys."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, f"request body too large (at most {MAX_BODY} bytes)")
-    raw = await request.read()  # the app's client_max_size stops a chunked body at the limit
-    if not raw.strip():
-        raise ApiError(400, "a JSON body is required", [detail("body", "expected JSON, found nothing")])
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "malformed JSON", [detail("body", f"expected UTF-8, found byte 0x{raw[exc.start]:02x} "
-                                                              f"at offset {exc.start}")]) from None
-    try:
-        data = json.loads(text, object_pairs_hook=object_pairs, parse_constant=no_constant)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "malformed JSON",
-                       [detail(f"body: line {exc.lineno} column {exc.colno}", exc.msg)]) from None
-    except ValueError as exc:
-        raise ApiError(400, "malformed JSON", [detail("body", str(exc))]) from None
-    except RecursionError:
-        raise ApiError(400, "malformed JSON", [detail("body", "nesting too deep")]) from None
-    duplicates = list(_duplicates(data, ""))
-    if duplicates:
-        raise ApiError(422, "invalid request body",
-                       [detail(path, "expected each key once, found it more than once") for path in duplicates])
-    return data
-
-
-def _duplicates(value: Any, path: str):
-    if isinstance(value, dict):
-        for key in getattr(value, "duplicates", ()):
-            yield f"{path}.{key}" if path else key
-        for key, item in value.items():
-            yield from _duplicates(item, f"{path}.{key}" if path else key)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _duplicates(item, f"{path}[{i}]")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -338,16 +251,12 @@ def _if_match(request: web.Request) -> list[str] | None:
     return tags
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers)
-
-
 # --- probes and documents --------------------------------------------------------
 
 
 @_public
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @_public
@@ -377,12 +286,12 @@ async def readyz(request: web.Request) -> web.Response:
         return error_response(503, "not ready: " + ", ".join(failed),
                               [detail(name, checks[name]["message"]) for name in failed],
                               extra={"status": "not ready", "checks": checks})
-    return _json({"status": "ready", "checks": checks})
+    return json_response({"status": "ready", "checks": checks})
 
 
 @_public
 async def openapi(request: web.Request) -> web.Response:
-    return _json(document())
+    return json_response(document())
 
 
 async def _publish_all(ctx: AdminContext) -> None:
@@ -427,7 +336,7 @@ async def stats(request: web.Request) -> web.Response:
     policies = ctx.state.policies.current
     watch = ctx.state.certificate_watch
     expiring = [] if watch is None else await asyncio.get_running_loop().run_in_executor(None, watch.expiring)
-    return _json({
+    return json_response({
         "worker": os.getpid(),
         "workers": workers,
         "uptime_seconds": max((w["uptime_seconds"] for w in workers), default=0.0),
@@ -444,34 +353,34 @@ async def stats(request: web.Request) -> web.Response:
 async def tenants(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     current = request.app[ADMIN].state.policies.current
-    return _json([
+    return json_response([
         {"tenant": p.tenant, "hosts": list(p.hosts), "version": p.version}
         for p in current if principal.may(p.tenant)
     ])
 
 
 async def get_policy(request: web.Request) -> web.Response:
-    tenant = _tenant(request)
+    tenant = path_tenant(request)
     policy = request.app[ADMIN].state.policies.current.get(tenant)
     if policy is None:
         raise ApiError(404, f"no tenant {tenant}")
-    return _json(to_data(policy), headers={"ETag": f'"{policy.version}"'})
+    return json_response(to_data(policy), headers={"ETag": f'"{policy.version}"'})
 
 
 async def put_policy(request: web.Request) -> web.Response:
-    tenant = _tenant(request)
+    tenant = path_tenant(request)
     data = await read_json(request)
     return await _write(request, tenant, lambda current: data, create=True)
 
 
 async def patch_policy(request: web.Request) -> web.Response:
-    tenant = _tenant(request)
+    tenant = path_tenant(request)
     patch = await read_json(request)
     return await _write(request, tenant, lambda current: merge_patch(current, patch), create=False)
 
 
 async def put_delivery(request: web.Request) -> web.Response:
-    tenant = _tenant(request)
+    tenant = path_tenant(request)
     delivery = await read_json(request)
 
     def build(current: Any) -> Any:
@@ -485,7 +394,7 @@ async def put_delivery(request: web.Request) -> web.Response:
 
 
 async def delete_policy(request: web.Request) -> web.Response:
-    tenant = _tenant(request)
+    tenant = path_tenant(request)
     _operator(request)
     ctx = _writable(request)
     if_match = _if_match(request)
@@ -502,7 +411,7 @@ async def delete_policy(request: web.Request) -> web.Response:
         version = await asyncio.get_running_loop().run_in_executor(None, remove)
         request[SUMMARY] = {"deleted_version": version}
         report = await asyncio.get_running_loop().run_in_executor(None, ctx.reload)
-        fan = await _fan_out(ctx, "reload", {})
+        fan = await fan_out(ctx, "reload", {})
         # A tenant created later under the same id must not inherit this one's
         # cached responses: everything it stored goes with it.
         spec = PurgeSpec(tenant=tenant, urls=(), prefixes=(), tags=(), all=True, soft=False)
@@ -518,14 +427,14 @@ async def delete_policy(request: web.Request) -> web.Response:
             removed = await asyncio.get_running_loop().run_in_executor(None, drop)
             request[SUMMARY]["certificates_removed"] = removed
             if removed:
-                certificate_fan = await _certificates_everywhere(ctx)
-    _require_all(fan, "the tenant was removed, but not every worker has reloaded")
-    _require_all(purge_fan, "the tenant was removed, but not every worker has dropped its cached responses")
-    _require_all(certificate_fan, "the tenant was removed, but not every worker has dropped its certificates")
+                certificate_fan = await certificates_everywhere(ctx)
+    require_all(fan, "the tenant was removed, but not every worker has reloaded")
+    require_all(purge_fan, "the tenant was removed, but not every worker has dropped its cached responses")
+    require_all(certificate_fan, "the tenant was removed, but not every worker has dropped its certificates")
     if tenant in ctx.state.policies.current.tenants:
         raise ApiError(409, f"the file of tenant {tenant} was removed but the tenant is still served",
                        [detail("", str(e)) for e in report.errors])
-    return _json({"tenant": tenant, "deleted": True, "version": version})
+    return json_response({"tenant": tenant, "deleted": True, "version": version})
 
 
 def _writable(request: web.Request) -> AdminContext:
@@ -570,9 +479,12 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
                                    field_details(exc.errors)) from None
             data = build(existing)
             source = f"{request.method} {request.path}"
-            # Checked against this node's [origin_tls]: a policy that asks for
-            # a client certificate the node lacks is refused, not written.
-            parse = functools.partial(parse_policy, tenant=tenant, source=source,
+            # Checked against this node's [origin_tls] and the WAF rules the
+            # reload after the write applies: a policy that asks for a client
+            # certificate the node lacks, or excludes a rule it lacks, is
+            # refused, not written.
+            waf_rule_ids = ctx.state.reloaded_waf_rule_ids()
+            parse = functools.partial(parse_policy, tenant=tenant, source=source, waf_rule_ids=waf_rule_ids,
                                       origin_client_certificate=ctx.state.config.origin_tls.enabled)
             try:
                 policy = parse(data)
@@ -581,7 +493,7 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
             # Checked against the files as they are now, under the lock that
             # every worker's writes take: not against this worker's view.
             on_disk = PolicyDirectory(ctx.files.directory)
-            on_disk.load()
+            on_disk.load(waf_rule_ids=waf_rule_ids)
             if not principal.operator:
                 refused = _tenant_token_limits(ctx.state.policies.current.get(tenant), policy)
                 data, guarded = stamp_tenant_write(data, policy, on_disk.current.get(tenant), ctx.guard)
@@ -603,15 +515,15 @@ async def _write(request: web.Request, tenant: str, build: Callable[[Any], Any],
         policy, created = await loop.run_in_executor(None, write)
         request[SUMMARY] = {"version": policy.version, "hosts": list(policy.hosts), "created": created}
         report = await loop.run_in_executor(None, ctx.reload)
-        fan = await _fan_out(ctx, "reload", {})
-    _require_all(fan, "the policy was written, but not every worker has reloaded it")
+        fan = await fan_out(ctx, "reload", {})
+    require_all(fan, "the policy was written, but not every worker has reloaded it")
     served = ctx.state.policies.current.get(tenant)
     if served is None or served.version != policy.version:
         mine = [e for e in report.errors if Path(e.source).stem == tenant] or report.errors
         raise ApiError(409, "the policy was written but the node did not take it (see details)",
                        [detail(e.field, f"expected {e.expected}, found {e.found}") for e in mine])
     body = {"tenant": tenant, "version": policy.version, "hosts": list(policy.hosts)}
-    return _json(body, status=201 if created else 200, headers={"ETag": f'"{policy.version}"'})
+    return json_response(body, status=201 if created else 200, headers={"ETag": f'"{policy.version}"'})
 
 
 def _tenant_token_limits(served, policy) -> list[dict[str, str]]:
@@ -634,23 +546,11 @@ def _host_conflicts(current, policy, principal: Principal) -> list[dict[str, str
     return out
 
 
-async def _fan_out(ctx: AdminContext, name: str, payload: dict[str, Any]) -> FanOutResult | None:
-    if ctx.control is None:
-        return None
-    return await ctx.control.fan_out(name, payload)
-
-
-def _require_all(fan: FanOutResult | None, message: str) -> None:
-    if fan is not None and not fan.ok:
-        raise ApiError(503, message,
-                       [detail(f"worker {pid}", why) for pid, why in sorted(fan.failed.items())])
-
-
 # --- purge -------------------------------------------------------------------------
 
 
 async def purge(request: web.Request) -> web.Response:
-    tenant = _tenant(request)
+    tenant = path_tenant(request)
     ctx = request.app[ADMIN]
     policy = ctx.state.policies.current.get(tenant)
     if policy is None:
@@ -667,167 +567,13 @@ async def purge(request: web.Request) -> web.Response:
     affected, fan = await purge_everywhere(ctx.control, ctx.state.store, spec)
     request[SUMMARY]["affected"] = affected
     metrics.record_purge(tenant, affected)
-    _require_all(fan, "the purge is not complete on every worker")
+    require_all(fan, "the purge is not complete on every worker")
     workers = 1 + (len(fan.acknowledged) if fan is not None else 0)
-    return _json({"purge_id": purge_id, "affected": affected, "workers": workers})
+    return json_response({"purge_id": purge_id, "affected": affected, "workers": workers})
 
 
 def _purge_details(errors: Any) -> list[dict[str, str]]:
     return [detail(str(e.get("field", "")), str(e.get("message", e))) for e in errors or ()]
-
-
-# --- certificates ------------------------------------------------------------------
-
-_UPLOAD_KEYS = ("certificate", "private_key", "passphrase")
-
-
-def _certificate_store(request: web.Request) -> tuple[AdminContext, str, CertificateStore]:
-    """The path's tenant (checked as ``_tenant`` does, and known) and the node's store."""
-    tenant = _tenant(request)
-    ctx = request.app[ADMIN]
-    if ctx.state.certificates is None:
-        raise ApiError(409, "this node reads its policies from one file, not a policy directory, and keeps "
-                            "no certificates; edge serve keeps them beside its policy directory in every mode")
-    if ctx.state.policies.current.get(tenant) is None:
-        raise ApiError(404, f"no tenant {tenant}")
-    return ctx, tenant, ctx.state.certificates
-
-
-def _certificate_name(request: web.Request) -> str:
-    name = request.match_info["name"]
-    if not valid_name(name):
-        raise ApiError(400, "invalid certificate name", [detail("name", f"expected {NAME_RULE}, found {json.dumps(name)}")])
-    return name
-
-
-def _upload(data: Any) -> dict[str, Any]:
-    """The body's shape; check_upload judges the values."""
-    if not isinstance(data, dict):
-        raise ApiError(422, "invalid certificate upload: nothing was changed",
-                       [detail("body", 'expected an object {"certificate": ..., "private_key": ...}, '
-                                       f"found {type(data).__name__}")])
-    problems = [detail(key, f"expected one of the keys {', '.join(_UPLOAD_KEYS)}, found an unknown key")
-                for key in data if key not in _UPLOAD_KEYS]
-    problems += [detail(key, "expected a PEM text, found nothing") for key in _UPLOAD_KEYS[:2] if key not in data]
-    if problems:
-        raise ApiError(422, "invalid certificate upload: nothing was changed", problems)
-    return data
-
-
-async def _certificates_everywhere(ctx: AdminContext) -> FanOutResult | None:
-    """This worker and every sibling take a change of the certificate store."""
-    try:
-        await ctx.certificates_changed()
-    except Exception:
-        log.exception("certificates: this worker could not take the change")
-        raise ApiError(503, "the certificate store was changed, but the answering worker could not take it "
-                            "(see the node's log)") from None
-    return await _fan_out(ctx, "certificates", {})
-
-
-async def _check_expiry(ctx: AdminContext) -> None:
-    """A certificate written close to its expiry is announced now, not at the next periodic check."""
-    watch = ctx.state.certificate_watch
-    if watch is None:
-        return
-    try:
-        await watch.check()
-    except Exception:
-        log.exception("certificate expiry check failed")
-
-
-async def list_certificates(request: web.Request) -> web.Response:
-    _, tenant, store = _certificate_store(request)
-    found = await asyncio.get_running_loop().run_in_executor(None, store.tenant, tenant)
-    return _json([c.info.as_json(c.name) for c in found])
-
-
-async def get_certificate(request: web.Request) -> web.Response:
-    _, tenant, store = _certificate_store(request)
-    name = _certificate_name(request)
-    found = await asyncio.get_running_loop().run_in_executor(None, store.get, tenant, name)
-    if found is None:
-        raise ApiError(404, f"no certificate {name} of tenant {tenant}")
-    return _json(found.info.as_json(name))
-
-
-async def put_certificate(request: web.Request) -> web.Response:
-    """Checked completely, then stored atomically (edge.tls.store) and taken
-    by every worker before the answer."""
-    ctx, tenant, store = _certificate_store(request)
-    name = _certificate_name(request)
-    upload = _upload(await read_json(request))
-    loop = asyncio.get_running_loop()
-    now = datetime.datetime.now(datetime.UTC)
-    try:
-        checked = await loop.run_in_executor(None, functools.partial(
-            check_upload, upload["certificate"], upload["private_key"], now, passphrase=upload.get("passphrase")))
-    except CertificateError as exc:
-        raise ApiError(422, "invalid certificate: nothing was changed", [detail(exc.field, exc.message)]) from None
-    principal = request[PRINCIPAL]
-    unserved = unserved_names(ctx.state.policies.current, tenant, checked.info.hosts)
-    if unserved:
-        raise ApiError(422, "invalid certificate: nothing was changed",
-                       [detail("certificate", _unserved_message(u.name, u.owner, tenant, principal))
-                        for u in unserved])
-    limit = ctx.config.certificates.max_per_tenant
-
-    def write() -> None:
-        # Under the lock every worker's writes take: the count is the node's,
-        # and a tenant removed meanwhile (its certificates with it) stays without.
-        with store.locked():
-            if ctx.state.policies.current.get(tenant) is None:
-                raise ApiError(404, f"no tenant {tenant}")
-            held = store.tenant(tenant)
-            if len(held) >= limit and name not in {c.name for c in held}:
-                raise ApiError(409, f"tenant {tenant} has {len(held)} certificates, as many as "
-                                    "certificates.max_per_tenant allows: replace or delete one",
-                               [detail("name", f"expected one of the tenant's certificates, found {json.dumps(name)}")])
-            store.put(tenant, name, checked)
-
-    async with ctx.write_lock:
-        try:
-            await loop.run_in_executor(None, write)
-        except OSError as exc:
-            log.error("certificate %s of tenant %s cannot be stored in %s: %s", name, tenant, store.root, exc)
-            raise ApiError(500, "the certificate cannot be stored (see the node's log); nothing was changed") from None
-        info = checked.info
-        request[SUMMARY] = {"name": name, "hosts": list(info.hosts), "not_after": info.as_json(name)["not_after"],
-                            "fingerprint_sha256": info.fingerprint_sha256}
-        fan = await _certificates_everywhere(ctx)
-        await _check_expiry(ctx)
-    _require_all(fan, "the certificate was stored, but not every worker has taken it")
-    return _json(info.as_json(name))
-
-
-def _unserved_message(name: str, owner: str | None, tenant: str, principal: Principal) -> str:
-    wildcard = name.startswith("*.")
-    if owner is None:
-        why = (f"whose names tenant {tenant} does not serve all of (that needs the host {json.dumps(name)})"
-               if wildcard else "which no tenant serves")
-    else:
-        # A tenant token is not told who the other tenant is.
-        who = f'tenant "{owner}"' if principal.operator else "another tenant"
-        why = f"which covers names {who} serves" if wildcard else f"which {who} serves"
-    return f"expected names that tenant {tenant} serves (its hosts), found {json.dumps(name)}, {why}"
-
-
-async def delete_certificate(request: web.Request) -> web.Response:
-    ctx, tenant, store = _certificate_store(request)
-    name = _certificate_name(request)
-    async with ctx.write_lock:
-        def remove() -> bool:
-            with store.locked():
-                return store.delete(tenant, name)
-
-        removed = await asyncio.get_running_loop().run_in_executor(None, remove)
-        if not removed:
-            raise ApiError(404, f"no certificate {name} of tenant {tenant}")
-        request[SUMMARY] = {"name": name}
-        fan = await _certificates_everywhere(ctx)
-        await _check_expiry(ctx)  # forgets what was announced for it
-    _require_all(fan, "the certificate was removed, but not every worker has dropped it")
-    return web.Response(status=204)
 
 
 # --- the application -----------------------------------------------------------------
@@ -846,10 +592,7 @@ ROUTES: tuple[tuple[str, str, Callable], ...] = (
     ("DELETE", "/v1/tenants/{tenant}/policy", delete_policy),
     ("PUT", "/v1/tenants/{tenant}/policy/delivery", put_delivery),
     ("POST", "/v1/tenants/{tenant}/purge", purge),
-    ("GET", "/v1/tenants/{tenant}/certificates", list_certificates),
-    ("GET", "/v1/tenants/{tenant}/certificates/{name}", get_certificate),
-    ("PUT", "/v1/tenants/{tenant}/certificates/{name}", put_certificate),
-    ("DELETE", "/v1/tenants/{tenant}/certificates/{name}", delete_certificate),
+    *certificates.ROUTES,
 )
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
-from edge.admin.app import _HEADERS, AdminContext, make_app, shared_tiers
+from edge.admin.app import _HEADERS, make_app, shared_tiers
 from edge.admin.audit import AuditLog
 from edge.admin.auth import FailureKeys, MemoryFailures, SharedFailures, TokenSet
+from edge.admin.context import AdminContext
 from edge.admin.hosts import allowed_names
 from edge.admin.store import PolicyFiles
 from edge.config import ConfigError, NodeConfig, read_tokens_file

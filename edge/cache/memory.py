@@ -181,11 +181,29 @@ class MemoryStore:
     def writer(self, key: str, follower=None):  # pragma: no cover - large bodies never go to memory
         raise NotImplementedError("the memory tier stores whole bodies only")
 
-    async def delete(self, key: str, reason: Removal) -> bool:
+    def delete_now(self, key: str) -> bool:
         return self._lru.pop(key, None) is not None
 
-    async def close(self) -> None:
+    async def delete(self, key: str, reason: Removal) -> bool:
+        return self.delete_now(key)
+
+    def clear(self) -> None:
+        """Forget every entry, as a restart of the worker does."""
         self._lru.clear()
+
+    async def close(self) -> None:
+        self.clear()
+
+    def keys(self) -> list[str]:
+        """The stored keys, as the entries have them (in no order)."""
+        return list(self._lru)
+
+    def peek(self, key: str) -> Meta | None:
+        """The metadata stored under ``key``; unlike a lookup, this leaves
+        the entry's place in the eviction order alone."""
+        if key not in self._lru:
+            return None
+        return Cache.__getitem__(self._lru, key)[0]
 
     # ------------------------------------------------------------- purge index
 
@@ -220,13 +238,17 @@ class MemoryStore:
     def tag_keys(self, tenant: str, tag: str) -> list[str]:
         return list(self._lru.tags.get((tenant, tag), ()))
 
+    def indexes(self) -> tuple[list[str], dict[tuple[str, str], frozenset[str]]]:
+        """Copies of the purge indexes: the sorted keys, and (tenant, tag) -> keys."""
+        return list(self._lru.index), {k: frozenset(v) for k, v in self._lru.tags.items()}
+
     def purge_now(self, key: str, soft: bool, now: float) -> bool:
         """Remove (hard) or expire (soft) one entry; True when it was a stored
         response (a Vary marker is removed too, but not counted)."""
         lru = self._lru
-        if key not in lru:
+        meta = self.peek(key)
+        if meta is None:
             return False
-        meta = Cache.__getitem__(lru, key)[0]  # no LRU bump
         if not soft:
             del lru[key]
             return meta.status != 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from edge.filters._record import Recorder
 from edge.filters.chain import Verdict
-from edge.policy.model import NO_CIDRS, CidrSet
+from edge.policy.sections.cidrs import NO_CIDRS, CidrSet
 
 DENIED = Verdict(403, "forbidden", "filter.ip_lists")
 NODE_DENIED = Verdict(403, "forbidden", "filter.ip_lists.node")

@@ -89,6 +89,10 @@ class ClientSlots:
         c = self._clients.get(key)
         return 0 if c is None else c.held
 
+    def waiting(self) -> int:
+        """Requests waiting for a slot, of every key."""
+        return sum(len(c.waiting) for c in self._clients.values())
+
     async def acquire(self, key: tuple[str, str], limit: int, share: int, wait: float) -> str | None:
         """Take a slot. None when taken, else the rule that refuses:
         ``max_concurrent`` at once when ``limit`` requests are in flight,

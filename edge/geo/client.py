@@ -124,6 +124,11 @@ class Trusted:
     def __bool__(self) -> bool:
         return bool(self.networks)
 
+    @property
+    def cached(self) -> tuple[str, ...]:
+        """The addresses whose answer is cached, oldest first."""
+        return tuple(self._cache)
+
     def __repr__(self) -> str:
         return f"Trusted({[str(n) for n in self.networks]!r})"
 

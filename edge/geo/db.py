@@ -266,6 +266,17 @@ class GeoDB:
     def metadata(self) -> GeoMetadata:
         return self._active.meta
 
+    @property
+    def cached(self) -> int:
+        """Addresses whose country the database in use has cached."""
+        return len(self._active.cache)
+
+    @property
+    def reader(self) -> Any:
+        """The database in use: a lookup that took it finishes on it, even
+        after a reload has put another in its place."""
+        return self._active.reader
+
     # ------------------------------------------------------------- reload
 
     def _changed(self, force: bool) -> _FileId | None:

@@ -535,6 +535,10 @@ class SecurityEvents:
         """Events queued and not yet logged."""
         return len(self._queue)
 
+    def queued(self) -> list[dict[str, Any]]:
+        """The events queued and not yet logged, oldest first."""
+        return [item[0] for item in self._queue]
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())

@@ -8,6 +8,7 @@ reads "expected ..., found ..."; :meth:`Reader.get` files it under the key.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from edge.schema.check import describe
 from edge.schema.values import MAX_SIZE, parse_size
 
 T = TypeVar("T")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MISSING = object()
 
@@ -70,6 +72,19 @@ class Reader:
             raise ValueError(f"expected a path (relative to the config file), found {describe(value)}")
         return self.base / value  # an absolute value replaces the base
 
+    def networks(self, value: Any, where: str, default: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
+        """An array of CIDR strings; every bad element is reported."""
+        if not isinstance(value, list):
+            self.error(where, "an array of CIDR strings", describe(value))
+            return default
+        nets = []
+        for i, item in enumerate(value):
+            try:
+                nets.append(network(item))
+            except ValueError as e:
+                self.errors.append(f"{self.file}: {where}[{i}]: {e}")
+        return tuple(nets)
+
 
 # --- converters: value -> value, or ValueError("expected ..., found ...") ---------------
 
@@ -108,6 +123,20 @@ def boolean(value: Any) -> bool:
     return value
 
 
+def network(value: Any) -> IPNetwork:
+    if isinstance(value, str):
+        try:
+            return ipaddress.ip_network(value.strip(), strict=True)
+        except ValueError as e:
+            # ip_network says "has host bits set" for "10.0.0.1/8": widening
+            # it silently would trust addresses nobody meant to trust.
+            detail = f" ({e.args[0].split(' ', 1)[1]})" if "host bits" in str(e) else ""
+            raise ValueError(
+                f'expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found {describe(value)}{detail}'
+            ) from None
+    raise ValueError(f'expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32", found {describe(value)}')
+
+
 def one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
     """Case-insensitive choice among ``choices`` (lower case), returned lower case."""
 
@@ -120,4 +149,4 @@ def one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
-__all__ = ["Reader", "boolean", "integer", "number", "one_of", "size"]
+__all__ = ["IPNetwork", "Reader", "boolean", "integer", "network", "number", "one_of", "size"]

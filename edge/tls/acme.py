@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.config import AcmeConfig
+from edge.config_tls import AcmeConfig
 from edge.observe.events import CERTIFICATE_ISSUE_FAILED, CERTIFICATE_RENEWAL_FAILED, SecurityEvents
 from edge.tls.acme_client import AcmeClient, OrderFailed, Stopped
 from edge.tls.acme_plan import Due, Failures, Held, backoff, plan, wanted

@@ -102,7 +102,8 @@ def rule_ids(directory: Path | None = None) -> frozenset[str]:
     one a node compiles), read again when its files change.
 
     What a policy's WAF exclusions may name when the caller passes no rule
-    set (``edge policy validate``, the admin API's checks before a write).
+    set (``edge policy validate``, a node's first load before it compiles
+    its rules).
     Files broken since they were last read leave the ids read then, as a
     node keeps its previous rules; broken from the start: WafRuleError.
     """

@@ -10,7 +10,8 @@ import json
 import pytest
 
 from edge.app import Node
-from edge.config import AcmeConfig, ListenAddress, PoliciesConfig, default_config
+from edge.config import PoliciesConfig, default_config
+from edge.config_tls import AcmeConfig, ListenAddress
 from edge.policy.sources import DirectorySource
 from edge.tls.acme import acme_root
 from edge.tls.store import default_root

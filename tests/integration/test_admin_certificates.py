@@ -17,7 +17,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from edge.config import CertificatesConfig
+from edge.config_tls import CertificatesConfig
 from edge.observe.events import verify_signature
 from edge.tls.expiry import renewal_failed
 from tests.admin_support import NEWS, OPERATOR, SHOP, Api, OpenApiCheck, admin_config, policy

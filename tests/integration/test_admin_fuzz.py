@@ -21,7 +21,8 @@ from schemathesis.checks import (
 )
 
 from edge.app import Node
-from edge.config import ListenAddress, default_config
+from edge.config import default_config
+from edge.config_tls import ListenAddress
 from edge.policy.sources import DirectorySource
 from tests.admin_support import OPERATOR, SHOP, admin_config
 

@@ -217,7 +217,7 @@ async def test_invalid_delivery_policy_keeps_the_previous_one(start, tmp_path):
 
 
 async def test_proxy_protocol_listener_gives_the_client_address(origin, make_edge, geodb):
-    from edge.config import ListenAddress
+    from edge.config_tls import ListenAddress
 
     origin.respond("/page", "hallo", headers={"Cache-Control": "max-age=60"})
     policy = {"hosts": ["*"], "origins": [{"url": origin.url}], "delivery": GERMANY_ONLY}

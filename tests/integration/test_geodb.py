@@ -120,7 +120,7 @@ def test_cache_is_bounded(db_path: Path) -> None:
     db = GeoDB(db_path, cache_size=16)
     for i in range(1000):
         db.country(f"10.0.{i // 256}.{i % 256}")
-    assert len(db._active.cache) == 16
+    assert db.cached == 16
     assert db.country("127.0.0.2") == "DE"
 
 
@@ -198,7 +198,7 @@ def test_force_skips_the_interval(db: GeoDB, db_path: Path) -> None:
 
 def test_old_reader_stays_usable_after_the_swap(db: GeoDB, db_path: Path) -> None:
     # A lookup that fetched the old reader just before the swap finishes on it.
-    old = db._active.reader
+    old = db.reader
     replace_atomically(db_path, NEW_MAPPING)
     assert db.maybe_reload(force=True)
     assert old.get("127.0.0.2") == {"country": {"iso_code": "DE"}}

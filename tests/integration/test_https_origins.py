@@ -15,7 +15,8 @@ import trustme
 from aiohttp import web
 from multidict import CIMultiDict
 
-from edge.config import OriginTLSConfig, OutboundConfig
+from edge.config import OutboundConfig
+from edge.config_tls import OriginTLSConfig
 from tests.admin_support import OPERATOR, SHOP, Api, OpenApiCheck, admin_config
 from tests.origin_support import Origin
 

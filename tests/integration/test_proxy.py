@@ -432,7 +432,7 @@ async def test_a_reload_that_removes_an_origin_closes_its_connections_after_requ
 
 
 async def test_an_origin_that_leads_back_to_the_node_is_a_loop_not_a_flood(make_edge, client):
-    from edge.config import ListenAddress
+    from edge.config_tls import ListenAddress
 
     port = free_port()
     edge = await make_edge(quick_origin=f"http://127.0.0.1:{port}", listen=(ListenAddress("127.0.0.1", port),))
@@ -474,7 +474,7 @@ async def test_a_client_waiting_for_its_share_does_not_hold_up_others_misses(ori
         slots = next(f for f in edge.node.state.filters.filters if isinstance(f, RequestLimitFilter)).slots
 
         def queued() -> bool:
-            return any(c.waiting for c in slots._clients.values())
+            return slots.waiting() > 0
 
         await until(queued, "the first client's second miss waits for its share")
         async with b.get(f"{edge.url}/popular", headers={"Host": "shop.example"},

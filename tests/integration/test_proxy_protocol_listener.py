@@ -246,7 +246,7 @@ async def test_only_the_load_balancers_in_proxy_protocol_from_are_believed(origi
     """A PROXY header names any address its sender likes: the node reads it
     only from the peers in proxy_protocol_from, closes every other
     connection unanswered and says so in the log, anonymised."""
-    from edge.config import ListenAddress
+    from edge.config_tls import ListenAddress
 
     origin.respond("/who", "who", headers={"Cache-Control": "no-store"})
     balancer = ipaddress.ip_network("127.0.0.2/32")

@@ -109,7 +109,7 @@ async def test_path_only_url_purges_it_on_every_host_of_the_tenant(origin, shop,
     for host in hosts:
         await get(client, shop, "/p", host=host)
     await shop.store.drain()
-    shop.store.memory._lru.clear()  # the disk tier must find the hosts on its own
+    shop.store.memory.clear()  # the disk tier must find the hosts on its own
     assert await purge(shop, {"urls": ["/p"]}) == 3
     for host in hosts:
         assert "miss" in (await get(client, shop, "/p", host=host))[1]
@@ -160,7 +160,7 @@ async def test_tags_purge_and_never_reach_clients(origin, shop, client):
     assert "hit" in (await get(client, shop, "/t2"))[1]
     await shop.store.drain()
     # The disk tier alone (a restarted worker's memory is empty): tags.db.
-    shop.store.memory._lru.clear()
+    shop.store.memory.clear()
     assert await purge(shop, {"tags": ["c"]}) == 2
     assert "miss" in (await get(client, shop, "/t1"))[1]
     assert "miss" in (await get(client, shop, "/t3"))[1]
@@ -224,7 +224,7 @@ async def test_soft_purge_keeps_entries_but_the_next_request_fetches_again(origi
     # The disk copy was expired too, not only the memory one.
     await shop.store.drain()
     assert await purge(shop, {"urls": ["/s"], "soft": True}) == 1
-    shop.store.memory._lru.clear()
+    shop.store.memory.clear()
     text, status, _ = await get(client, shop, "/s")
     assert "fwd=stale" in status
 
@@ -268,7 +268,7 @@ async def test_no_request_started_after_the_purge_sees_the_old_body(origin, shop
     tasks = [asyncio.create_task(hammer()) for _ in range(8)]
     await until(lambda: len(seen) >= 16, "hits before the purge")
     if tier == "disk":
-        shop.store.memory._lru.clear()
+        shop.store.memory.clear()
         cleared = len(seen)
         await until(lambda: len(seen) >= cleared + 8, "hits racing disk reads")
     assert await purge(shop, {"urls": ["/r"]}) == 1

@@ -8,37 +8,19 @@ import zlib
 
 import brotli
 import pytest
-from aiohttp import web
 
 from edge.config import default_config
-
-
-class RawOrigin:
-    """An origin that records request bodies exactly as they arrive."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[dict, bytes]] = []
-
-    async def handle(self, request: web.BaseRequest) -> web.Response:
-        self.seen.append((dict(request.headers), await request.read()))
-        return web.Response(text="saved")
-
-    async def __aenter__(self) -> RawOrigin:
-        self.runner = web.ServerRunner(web.Server(self.handle, auto_decompress=False), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.runner.cleanup()
+from tests.origin_support import Origin
 
 
 @pytest.fixture
 async def raw_origin():
-    async with RawOrigin() as origin:
-        yield origin
+    """An origin that records request bodies exactly as they arrive."""
+    o = Origin(auto_decompress=False)
+    o.respond("/*", "saved")
+    await o.start()
+    yield o
+    await o.stop()
 
 
 COMPRESS = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}
@@ -57,7 +39,7 @@ async def test_a_compressed_body_reaches_the_origin_byte_for_byte(make_edge, cli
     sent = COMPRESS[coding](BENIGN)
     async with client.post(f"{edge.url}/api/posts", data=sent, headers={**FORM, "Content-Encoding": coding}) as r:
         assert r.status == 200 and await r.text() == "saved"
-    headers, body = raw_origin.seen[-1]
+    headers, body = raw_origin.requests[-1]["headers"], raw_origin.requests[-1]["body"]
     assert body == sent
     assert headers["Content-Encoding"] == coding and headers["Content-Length"] == str(len(sent))
 
@@ -70,7 +52,7 @@ async def test_the_waf_reads_a_compressed_body_decoded(make_edge, client, raw_or
         sent = COMPRESS[name](sent)
     async with client.post(f"{edge.url}/api/posts", data=sent, headers={**FORM, "Content-Encoding": coding}) as r:
         assert r.status == 403 and "filter.waf" in r.headers["Cache-Status"]
-    assert raw_origin.seen == []
+    assert raw_origin.requests == []
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "deflate"])
@@ -80,7 +62,7 @@ async def test_a_body_that_does_not_decode_is_400(make_edge, client, raw_origin,
                            headers={**FORM, "Content-Encoding": coding}) as r:
         assert r.status == 400 and "bad-body-encoding" in r.headers["Cache-Status"]
         assert f"not valid {coding}" in await r.text()
-    assert raw_origin.seen == []
+    assert raw_origin.requests == []
 
 
 async def test_body_limits_count_the_bytes_sent_not_decoded(make_edge, client, raw_origin):
@@ -89,7 +71,7 @@ async def test_body_limits_count_the_bytes_sent_not_decoded(make_edge, client, r
     bomb = gzip.compress(b"\0" * 20_000_000)  # 20 KB on the wire
     async with client.post(f"{edge.url}/upload", data=bomb, headers={**FORM, "Content-Encoding": "gzip"}) as r:
         assert r.status == 200
-    assert raw_origin.seen[-1][1] == bomb
+    assert raw_origin.requests[-1]["body"] == bomb
     async with client.post(f"{edge.url}/upload", data=b"x" * 100_001, headers=FORM) as r:
         assert r.status == 413
 
@@ -99,7 +81,7 @@ async def test_a_payload_in_a_second_gzip_member_is_seen(make_edge, client, raw_
     sent = gzip.compress(b"title=hi&") + gzip.compress(ATTACK)
     async with client.post(f"{edge.url}/api/posts", data=sent, headers={**FORM, "Content-Encoding": "gzip"}) as r:
         assert r.status == 403
-    assert raw_origin.seen == []
+    assert raw_origin.requests == []
 
 
 @pytest.mark.parametrize("coding", ["zstd", "gzip, gzip, gzip, gzip, gzip"])
@@ -107,7 +89,7 @@ async def test_a_coding_the_waf_cannot_read_is_415(make_edge, client, raw_origin
     edge = await make_edge(policies=site(raw_origin.url))
     async with client.post(f"{edge.url}/api/posts", data=ATTACK, headers={**FORM, "Content-Encoding": coding}) as r:
         assert r.status == 415 and "unsupported-body-encoding" in r.headers["Cache-Status"]
-    assert raw_origin.seen == []
+    assert raw_origin.requests == []
 
 
 async def test_a_waf_on_trial_refuses_no_coding(make_edge, client, raw_origin):
@@ -117,4 +99,4 @@ async def test_a_waf_on_trial_refuses_no_coding(make_edge, client, raw_origin):
     for coding, data in (("zstd", b"zstd bytes"), ("gzip", b"not gzip at all")):
         async with client.post(f"{edge.url}/api/posts", data=data, headers={**FORM, "Content-Encoding": coding}) as r:
             assert r.status == 200
-        assert raw_origin.seen[-1][1] == data
+        assert raw_origin.requests[-1]["body"] == data

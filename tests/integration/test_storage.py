@@ -203,7 +203,7 @@ async def test_head_on_a_disk_hit_sends_no_body(origin, make_edge, client):
     edge = await make_edge(quick_origin=origin.url)
     await (await client.get(edge.url + "/big")).read()
     await until(lambda: on_disk(edge) >= 1, "the entry reached the disk tier")
-    edge.store.memory._lru.clear()
+    edge.store.memory.clear()
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     host = f"Host: 127.0.0.1:{edge.port}\r\n".encode()
     writer.write(b"HEAD /big HTTP/1.1\r\n" + host + b"\r\nGET /next HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")

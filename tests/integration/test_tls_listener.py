@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import trustme
 
-from edge.config import ListenAddress
+from edge.config_tls import ListenAddress
 from edge.geo.proxy_protocol import V2_SIGNATURE
 from edge.observe.access import AccessLog
 from tests.conftest import until

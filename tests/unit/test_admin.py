@@ -14,14 +14,8 @@ from edge.admin.app import merge_patch, path_trick
 from edge.admin.auth import AuthFailure, FailureKeys, MemoryFailures, SharedFailures, TokenSet, token_hash
 from edge.admin.hosts import allowed_names, host_allowed
 from edge.admin.store import PolicyFiles, Precondition
-from edge.config import (
-    AdminToken,
-    ConfigError,
-    ListenAddress,
-    admin_listen_problem,
-    load_config,
-    read_tokens_file,
-)
+from edge.config import AdminToken, ConfigError, admin_listen_problem, load_config, read_tokens_file
+from edge.config_tls import ListenAddress
 
 
 def tok(value: str, tenant: str = "*") -> AdminToken:

@@ -12,22 +12,19 @@ from edge.app import node_lists
 from edge.schema.check import describe
 from tests import tls_support
 from edge.config import (
-    AcmeConfig,
     CacheConfig,
     ConfigError,
     Limits,
-    ListenAddress,
     LogConfig,
     NodeConfig,
     NodeLists,
     PoliciesConfig,
     Timeouts,
-    TlsConfig,
     default_config,
     load_config,
-    parse_listen_address,
     parse_size,
 )
+from edge.config_tls import AcmeConfig, ListenAddress, TlsConfig, parse_listen_address
 
 FULL = """
 [node]

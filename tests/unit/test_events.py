@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import weakref
 from typing import Any
 
 import orjson
@@ -131,10 +132,14 @@ class Clock:
         return self.now
 
 
+_SEEN: weakref.WeakKeyDictionary[SecurityEvents, set[str]] = weakref.WeakKeyDictionary()
+
+
 def queued(events: SecurityEvents) -> list[dict[str, Any]]:
-    """Take the events waiting to be logged and sent."""
-    out = [item[0] for item in events._queue]
-    events._queue.clear()
+    """The events queued to be logged and sent since the last look."""
+    seen = _SEEN.setdefault(events, set())
+    out = [event for event in events.queued() if event["id"] not in seen]
+    seen.update(event["id"] for event in out)
     return out
 
 

@@ -185,7 +185,7 @@ def test_trusted_contains(address: str, expected: bool) -> None:
 def test_trusted_empty_is_fast_and_false() -> None:
     assert not NONE
     assert NONE.contains("10.0.0.1") is False
-    assert NONE._cache == {}
+    assert NONE.cached == ()
 
 
 def test_trusted_cache_is_bounded_and_skips_junk() -> None:
@@ -193,8 +193,8 @@ def test_trusted_cache_is_bounded_and_skips_junk() -> None:
     for i in range(1000):
         t.contains(f"10.0.{i // 256}.{i % 256}")
         t.contains("y" * (100 + i))
-        assert len(t._cache) <= 8
-    assert all(len(k) < 100 for k in t._cache)
+        assert len(t.cached) <= 8
+    assert all(len(k) < 100 for k in t.cached)
     assert t.contains("10.0.0.1") and not t.contains("11.0.0.1")
 
 

@@ -17,6 +17,8 @@ Two rules, each for every module:
 
 Tests are held to the second rule too, against every package: a test uses
 the public API of the code it checks.
+
+And no module of ``edge/`` reaches MAX_MODULE_LINES lines.
 """
 from __future__ import annotations
 
@@ -289,6 +291,18 @@ def test_no_test_uses_a_private_name():
     tree = Tree(REPO, ["edge", "tests"])
     bad = [line for line in _private_report(tree) if " tests." in line.split(" uses ")[0]]
     assert not bad, "tests using private names (test through the public API):\n" + "\n".join(bad)
+
+
+# --- module sizes ------------------------------------------------------------------------
+
+# Past this a module holds more than one job: split it along a seam.
+MAX_MODULE_LINES = 700
+
+
+def test_every_module_in_edge_is_under_the_size_limit():
+    sizes = [(len(path.read_text().splitlines()), str(path.relative_to(REPO))) for path in (REPO / "edge").rglob("*.py")]
+    big = [f"  {name}: {lines} lines" for lines, name in sorted(sizes, reverse=True) if lines >= MAX_MODULE_LINES]
+    assert not big, f"modules of {MAX_MODULE_LINES} lines or more:\n" + "\n".join(big)
 
 
 # --- what reading a policy loads ---------------------------------------------------------

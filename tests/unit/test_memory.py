@@ -150,14 +150,13 @@ def _tagged(tags=(), status=200, now=None):
 
 
 def _check_indexes(store: MemoryStore) -> None:
-    lru = store._lru
-    assert list(lru.index) == sorted(lru.keys())
+    index, tags = store.indexes()
+    assert index == sorted(store.keys())
     expected: dict = {}
-    for key in lru:
-        meta = lru._Cache__data[key][0]
-        for tag in meta.extra.get("tags", ()):
+    for key in store.keys():
+        for tag in store.peek(key).extra.get("tags", ()):
             expected.setdefault((key.split("\n")[0], tag), set()).add(key)
-    assert lru.tags == expected
+    assert tags == expected
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -173,12 +172,12 @@ def test_memory_indexes_follow_puts_replacements_evictions_and_deletes(seed):
         elif op < 0.8:
             store.put_now(key, _tagged(), b"x" * 6000)  # too large: removes the key
         elif op < 0.9:
-            store._lru.pop(key, None)
+            store.delete_now(key)
         else:
             store.get_now(key)
     _check_indexes(store)
     assert len(store) > 0
-    store._lru.clear()
+    store.clear()
     _check_indexes(store)
 
 

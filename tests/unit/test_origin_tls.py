@@ -12,7 +12,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from edge.config import ConfigError, OriginTLSConfig, default_config, load_config
+from edge.config import ConfigError, default_config, load_config
+from edge.config_tls import OriginTLSConfig
 from edge.origin.tls import MAX_CA_BUNDLE, OriginContexts, TLSSetupError
 from edge.policy import PolicyError, parse_policy, to_data
 
