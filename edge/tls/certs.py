@@ -88,7 +88,11 @@ def check_upload(certificate: object, private_key: object, now: dt.datetime, *,
     key = _key(key_text, passphrase.encode() if isinstance(passphrase, str) else None)
     leaf = chain[0]
     key_type = _key_type(key)
-    if _spki(key.public_key()) != _spki(leaf.public_key()):
+    try:
+        leaf_key = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise CertificateError("certificate", "the leaf's public key cannot be read") from None
+    if _spki(key.public_key()) != _spki(leaf_key):
         raise CertificateError("private_key", "does not match the first certificate of the chain (the leaf)")
     _in_order(chain)
     not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
@@ -177,7 +181,7 @@ def _chain(text: str) -> list[x509.Certificate]:
         raise CertificateError("certificate", "holds a private key; send it in private_key only")
     try:
         chain = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CertificateError("certificate", f"not a valid PEM certificate chain ({_short(exc)})") from None
     if len(chain) != count:
         raise CertificateError("certificate", "a certificate block of the chain cannot be read")

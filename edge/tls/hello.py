@@ -22,6 +22,11 @@ SERVED = (TLS12, TLS13)  # what the node's listeners negotiate (edge.tls.context
 NAMES = {0x0301: "TLSv1", 0x0302: "TLSv1.1", TLS12: "TLSv1.2", TLS13: "TLSv1.3"}
 
 
+# Real clients send a ClientHello in one to a few records; one split in
+# hundreds is made to cost the parser, and gets the check after the handshake.
+MAX_RECORDS = 64
+
+
 class _Malformed(Exception):
     pass
 
@@ -54,11 +59,12 @@ class _Reader:
 def client_hello(data: bytes) -> bytes | None:
     """The ClientHello message (with its 4-byte header) at the start of
     ``data``, joined from as many handshake records as it spans; None
-    until it is complete, or when ``data`` starts with something else."""
-    message = b""
+    until it is complete, when ``data`` starts with something else, or
+    when it is split over more than MAX_RECORDS records."""
+    message = bytearray()  # joined in place: a hello in 1-byte records costs no copies
     records = _Reader(data)
     try:
-        while True:
+        for _ in range(MAX_RECORDS):
             kind = records.number(1)
             records.take(2)  # legacy_record_version
             payload = records.vector(2)
@@ -70,9 +76,10 @@ def client_hello(data: bytes) -> bytes | None:
                     return None
                 size = 4 + int.from_bytes(message[1:4], "big")
                 if len(message) >= size:
-                    return message[:size]
+                    return bytes(message[:size])
     except _Malformed:
         return None
+    return None
 
 
 def offered_versions(data: bytes) -> frozenset[int] | None:

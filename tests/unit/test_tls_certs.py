@@ -7,7 +7,7 @@ import ssl
 import stat
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from edge.tls.certs import CertificateError, check_upload, covers, specificity, valid_name
 from edge.tls.store import CertificateStore
@@ -151,3 +151,17 @@ def test_store_refuses_paths_outside_its_root(tmp_path, tenant, name):
     pem, key_pem, _leaf = _good()
     with pytest.raises(ValueError):
         store.put(tenant, name, check_upload(pem, key_pem, NOW))
+
+
+def test_a_leaf_whose_public_key_cannot_be_read_is_refused_not_crashed_on():
+    import base64
+
+    pem, key_pem, leaf = _good()
+    der = bytearray(leaf.cert.public_bytes(serialization.Encoding.DER))
+    point = leaf.key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    der[bytes(der).find(point) + 40] ^= 0x01  # no longer a point on the curve
+    rest = pem[pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----\n"):]
+    broken = "-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(der)).decode() + "-----END CERTIFICATE-----\n"
+    with pytest.raises(CertificateError) as raised:
+        check_upload(broken + rest, key_pem, NOW)
+    assert raised.value.field == "certificate" and "public key cannot be read" in raised.value.message

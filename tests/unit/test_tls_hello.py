@@ -94,3 +94,11 @@ def test_only_the_client_hello_is_taken_from_what_follows():
 ])
 def test_too_old(offered, minimum, expected):
     assert too_old(None if offered is None else frozenset(offered), minimum) == expected
+
+
+def test_a_hello_in_a_few_records_is_joined_one_in_hundreds_is_left_to_the_handshake():
+    message = client_hello(real())
+    assert offered_versions(records(message, *[len(message) // 60] * 59)) == {TLS12, TLS13}
+    # In 1-byte records it would cost the parser a copy per byte: not read,
+    # so the version check falls back to the one after the handshake.
+    assert client_hello(records(message, *[1] * (len(message) - 1))) is None
