@@ -134,17 +134,27 @@ class Certificates:
         self.default_certificate = default_certificate
         self._new_context = new_context
         self._contexts: dict[FileKey, ssl.SSLContext] = {}
+        self._default: ssl.SSLContext | None = None  # the default certificate's, as last loaded
         self._lock = threading.Lock()  # reloads come from the loop and from the admin API's threads
 
     def build(self, policies: PolicySet) -> CertificateIndex:
-        """A new index; raises CertificateFileError when the default
-        certificate cannot be used (a group's broken file is logged and
-        that group left out)."""
+        """A new index (a group's broken file is logged and that group left
+        out). A default certificate that cannot be used keeps the one loaded
+        before, so the tenants' certificates and hosts still follow every
+        change; raises CertificateFileError only when there is none before."""
         with self._lock:
             made: dict[FileKey, ssl.SSLContext] = {}
             default = None
             if self.default_certificate is not None:
-                default = self._context((self.default_certificate,), made)
+                try:
+                    default = self._context((self.default_certificate,), made)
+                except CertificateFileError as exc:
+                    if self._default is None:
+                        raise
+                    default = self._default
+                    log.error("tls.default_certificate %s cannot be used, the previous one stays: %s",
+                              self.default_certificate, exc)
+            self._default = default
             groups: dict[Group, ssl.SSLContext] = {}
             for group, chosen in serving(self.store.all(), policies).items():
                 try:

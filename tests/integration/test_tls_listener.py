@@ -361,3 +361,17 @@ def test_proxy_protocol_and_tls_under_uvloop(tmp_path, ca):
         first, second = runner.run(main())
     assert first[0] == second[0] == 200
     assert first[2] == second[2] == b"203.0.113.9 True shop"
+
+
+async def test_a_broken_default_certificate_keeps_the_last_one_and_other_changes_still_apply(https, tmp_path, ca, caplog):
+    default = ca.issue_cert("edge.example")
+    path = tmp_path / "default.pem"
+    path.write_bytes(b"".join(b.bytes() for b in default.cert_chain_pems) + default.private_key_pem.bytes())
+    node = await https(default=path)
+    expected = fingerprint(ssl.PEM_cert_to_DER_cert(default.cert_chain_pems[0].bytes().decode()))
+    path.write_text("not a certificate any more")
+    store_leaf(tmp_path / "certificates", "shop", "shop", ca.issue_cert(*SHOP))  # replaced meanwhile
+    assert node.node.reload_certificates() == 3
+    assert fingerprint((await handshake(node.port, "shop.test")).certificate) == stored_fingerprint(node.node, "shop", "shop")
+    assert fingerprint((await handshake(node.port, "unknown.test")).certificate) == expected
+    assert "the previous one stays" in caplog.text
