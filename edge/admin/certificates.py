@@ -143,6 +143,8 @@ async def put_certificate(request: web.Request) -> web.Response:
     async with ctx.write_lock:
         try:
             await loop.run_in_executor(None, write)
+        except CertificateError as exc:
+            raise ApiError(422, "invalid certificate: nothing was changed", [detail(exc.field, exc.message)]) from None
         except OSError as exc:
             log.error("certificate %s of tenant %s cannot be stored in %s: %s", name, tenant, store.root, exc)
             raise ApiError(500, "the certificate cannot be stored (see the node's log); nothing was changed") from None
