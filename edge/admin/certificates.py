@@ -120,19 +120,21 @@ async def put_certificate(request: web.Request) -> web.Response:
     except CertificateError as exc:
         raise ApiError(422, "invalid certificate: nothing was changed", [detail(exc.field, exc.message)]) from None
     principal = request[PRINCIPAL]
-    unserved = unserved_names(ctx.state.policies.current, tenant, checked.info.hosts)
-    if unserved:
-        raise ApiError(422, "invalid certificate: nothing was changed",
-                       [detail("certificate", _unserved_message(u.name, u.owner, tenant, principal))
-                        for u in unserved])
     limit = ctx.config.certificates.max_per_tenant
 
     def write() -> None:
         # Under the lock every worker's writes take: the count is the node's,
-        # and a tenant removed meanwhile (its certificates with it) stays without.
+        # and a tenant removed meanwhile (its certificates with it) stays
+        # without; the ownership is judged by the policies of this moment.
         with store.locked():
-            if ctx.state.policies.current.get(tenant) is None:
+            policies = ctx.state.policies.current
+            if policies.get(tenant) is None:
                 raise ApiError(404, f"no tenant {tenant}")
+            unserved = unserved_names(policies, tenant, checked.info.hosts)
+            if unserved:
+                raise ApiError(422, "invalid certificate: nothing was changed",
+                               [detail("certificate", _unserved_message(u.name, u.owner, tenant, principal))
+                                for u in unserved])
             held = store.tenant(tenant)
             if len(held) >= limit and name not in {c.name for c in held}:
                 raise ApiError(409, f"tenant {tenant} has {len(held)} certificates, as many as "
@@ -143,6 +145,8 @@ async def put_certificate(request: web.Request) -> web.Response:
     async with ctx.write_lock:
         try:
             await loop.run_in_executor(None, write)
+        except CertificateError as exc:
+            raise ApiError(422, "invalid certificate: nothing was changed", [detail(exc.field, exc.message)]) from None
         except OSError as exc:
             log.error("certificate %s of tenant %s cannot be stored in %s: %s", name, tenant, store.root, exc)
             raise ApiError(500, "the certificate cannot be stored (see the node's log); nothing was changed") from None

@@ -16,6 +16,7 @@ from edge.geo.client import Trusted, client_address
 from edge.http.aiohttp_adapter import tls_session
 from edge.pipeline.context import Ctx
 from edge.policy.sections.tls import ACME_CHALLENGE_PREFIX
+from edge.tls.context import below
 
 # status, text, Cache-Status detail[, header fields]
 Refusal = tuple[int, str, str] | tuple[int, str, str, dict[str, str]]
@@ -74,10 +75,16 @@ def site(request: web.BaseRequest, ctx: Ctx, policies) -> Refusal | None:
     if policy is None:
         return 421, "this node serves no site for that host", UNKNOWN_HOST
     tls = ctx.tls
-    if tls is not None and tls.tenant is not None and tls.tenant != policy.tenant:
-        # RFC 9110 §15.5.20: the connection was opened for another tenant's
-        # name (and certificate); the client must open one for this host.
-        return 421, "this connection was opened for another site", "misdirected"
+    if tls is not None:
+        if tls.tenant is not None and tls.tenant != policy.tenant:
+            # RFC 9110 §15.5.20: the connection was opened for another tenant's
+            # name (and certificate); the client must open one for this host.
+            return 421, "this connection was opened for another site", "misdirected"
+        minimum = policy.tls.min_version
+        if below(tls.version, minimum):
+            # The handshake judged the server name's tenant; a connection with
+            # no name, or a name no tenant has, reaches this one by Host alone.
+            return 421, f"this site is served over TLS {minimum} or later only", "tls-version"
     ctx.policy = policy
     ctx.tenant = policy.tenant
     raw_path, _, ctx.raw_query = raw.partition("?")

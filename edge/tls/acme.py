@@ -46,7 +46,7 @@ from edge.config_tls import AcmeConfig
 from edge.observe.events import CERTIFICATE_ISSUE_FAILED, CERTIFICATE_RENEWAL_FAILED, SecurityEvents
 from edge.tls.acme_client import AcmeClient, OrderFailed, Stopped
 from edge.tls.acme_plan import Due, Failures, Held, backoff, plan, wanted
-from edge.tls.certs import CertificateError, check_upload
+from edge.tls.certs import CertificateError, CheckedCertificate, check_upload
 from edge.tls.challenges import ChallengeFiles
 from edge.tls.store import CertificateStore
 
@@ -192,7 +192,7 @@ class AcmeManager:
                                    dt.datetime.now(dt.timezone.utc))
             if w.host not in checked.info.hosts:
                 raise OrderFailed(f"the CA's certificate names {', '.join(checked.info.hosts)}, not {w.host}")
-            await _thread(self.store.put, w.tenant, w.name, checked)
+            stored = await _thread(self._store, due, checked)
         except Stopped:
             return
         except (OrderFailed, CertificateError, OSError) as exc:
@@ -202,11 +202,27 @@ class AcmeManager:
         await _thread(self.client.forget, w.name)
         self.failures.pop(w.name, None)
         await _thread(self._save)
+        if not stored:
+            log.warning("certificate %s of tenant %s issued by ACME for %s dropped: the tenant no longer "
+                        "serves that host with tls.acme", w.name, w.tenant, w.host)
+            return
         log.info("certificate %s of tenant %s %s by ACME for %s, valid until %s", w.name, w.tenant,
                  "renewed" if due.renewal else "issued", w.host, _iso(checked.info.not_after.timestamp()))
         changed = self.on_change(w.tenant, w.name)
         if inspect.isawaitable(changed):
             await changed
+
+    def _store(self, due: Due, checked: CheckedCertificate) -> bool:
+        """Stores an issued certificate unless its tenant, or the host, or
+        tls.acme went away during the order; under the lock the admin API's
+        certificate writes and tenant removals take."""
+        w = due.wanted
+        with self.store.locked():
+            policy = self.policies.current.tenants.get(w.tenant)
+            if policy is None or not policy.tls.acme or w.host not in policy.hosts:
+                return False
+            self.store.put(w.tenant, w.name, checked)
+        return True
 
     def _failed(self, due: Due, exc: Exception) -> None:
         w = due.wanted

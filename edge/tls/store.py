@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edge.files import exclusive, sync_directory
 from edge.tls.certs import CertificateError, CertificateInfo, CheckedCertificate, describe, valid_name
+from edge.tls.context import CertificateFileError, load_certificate, server_context
 
 log = logging.getLogger("edge.tls")
 
@@ -48,7 +49,9 @@ class CertificateStore:
         return exclusive(self.root / name)
 
     def put(self, tenant: str, name: str, checked: CheckedCertificate) -> StoredCertificate:
-        """Stores (or replaces) one certificate atomically and durably."""
+        """Stores (or replaces) one certificate atomically and durably;
+        CertificateError (field ``certificate``) and nothing replaced if the
+        listeners' TLS settings cannot load it."""
         directory = self._tenant_dir(tenant)
         # The root too: its listing names the tenants that have keys here.
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -62,6 +65,14 @@ class CertificateStore:
                 out.write(checked.key_pem)
                 out.flush()
                 os.fsync(out.fileno())
+            # OpenSSL's security level refuses what check_upload passes (a
+            # SHA-1 signature, an RSA-1024 intermediate): such a file would
+            # replace a working certificate and then not be served.
+            try:
+                load_certificate(server_context(), Path(temporary))
+            except CertificateFileError as exc:
+                raise CertificateError("certificate", f"expected a chain the node's TLS listeners can load, "
+                                                      f"found one they cannot: {exc}") from None
             os.replace(temporary, target)
         except BaseException:
             with contextlib.suppress(OSError):

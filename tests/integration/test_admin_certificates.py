@@ -17,12 +17,12 @@ import pytest
 import trustme
 from aiohttp import web
 
-from edge.config_tls import CertificatesConfig
+from edge.config_tls import CertificatesConfig, ListenAddress, TlsConfig
 from edge.observe.events import verify_signature
 from edge.tls.expiry import renewal_failed
 from tests.admin_support import NEWS, OPERATOR, SHOP, Api, OpenApiCheck, admin_config, policy
 from tests.conftest import until
-from tests.tls_support import chain, issue
+from tests.tls_support import HANDSHAKE_TIMEOUT, chain, fingerprint, handshake, issue
 
 CERTS = "/v1/tenants/{tenant}/certificates"
 CERT = "/v1/tenants/{tenant}/certificates/{name}"
@@ -202,6 +202,32 @@ async def test_every_refusal_names_its_field_and_leaves_the_stored_certificate_a
     assert status == 403
     assert path.read_bytes() == before
     assert (await api.call("GET", CERT, tenant="shop", name="www"))[2] == stored
+
+
+async def test_a_chain_openssl_will_not_load_is_refused_and_the_served_certificate_stays(start, tmp_path):
+    """check_upload passes an RSA-1024 intermediate; OpenSSL's security level does not load it."""
+    edge = await start(listen=(ListenAddress("127.0.0.1", 0), ListenAddress("127.0.0.1", 0, tls=True)),
+                       tls=TlsConfig(tmp_path / "certificates", None, HANDSHAKE_TIMEOUT))
+    port = edge.node.tls_addresses[0][1]
+    status, _, stored = await edge.api.call("PUT", CERT, tenant="shop", name="www", json=upload("www.shop.test"))
+    assert status == 200, stored
+    assert fingerprint((await handshake(port, "www.shop.test")).certificate) == stored["fingerprint_sha256"]
+    path = edge.certificates / "shop" / "www.pem"
+    before = path.read_bytes()
+
+    root = issue(None, key_kind="ec256-weak-root", ca=True, common_name="root")
+    weak = issue(None, issuer=root, key_kind="rsa1024", ca=True, common_name="weak intermediate")
+    leaf = issue(["www.shop.test"], issuer=weak, key_kind="ec256-weak-leaf",
+                 not_before=now() - DAY, not_after=now() + 30 * DAY)
+    status, _, answer = await edge.api.call("PUT", CERT, tenant="shop", name="www",
+                                            json={"certificate": leaf.pem + weak.pem, "private_key": leaf.key_pem()})
+    assert status == 422, answer
+    assert "nothing was changed" in answer["error"]
+    assert [d["field"] for d in answer["details"]] == ["certificate"]
+    assert "CA_KEY_TOO_SMALL" in answer["details"][0]["message"], answer
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["www.pem"]  # no temporaries left
+    assert fingerprint((await handshake(port, "www.shop.test")).certificate) == stored["fingerprint_sha256"]
 
 
 async def test_tenant_tokens_act_on_their_own_certificates_only(start):

@@ -177,6 +177,37 @@ async def test_min_version_closes_older_connections_after_an_unread_hello(https,
     assert status == 404
 
 
+@pytest.mark.parametrize("sni", [None, "nobody.test"])
+async def test_min_version_holds_for_a_connection_that_reaches_the_tenant_by_host_alone(https, origin, tmp_path,
+                                                                                         ca, sni):
+    """No server name, or nobody's: the default certificate's handshake cannot judge the tenant's minimum."""
+    origin.respond("/", b"hello")
+    default = ca.issue_cert("edge.example")
+    path = tmp_path / "default.pem"
+    path.write_bytes(b"".join(b.bytes() for b in default.cert_chain_pems) + default.private_key_pem.bytes())
+    node = await https(policies={"shop": {"tls": {"min_version": "1.3"}}}, default=path)
+
+    async def get(host: str, maximum=None) -> tuple[str, bytes]:
+        context = client_context(maximum=maximum)
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port, ssl=context,
+                                                       server_hostname=sni or "")
+        version = writer.get_extra_info("ssl_object").version()
+        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        return version, data
+
+    version, data = await get("shop.test", ssl.TLSVersion.TLSv1_2)
+    assert version == "TLSv1.2"
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 421 "), data
+    assert b"detail=tls-version" in head and b"TLS 1.3" in body and b"hello" not in body
+    version, data = await get("shop.test")  # TLS 1.3 on the same terms: served
+    assert version == "TLSv1.3" and data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"hello"), data
+    version, data = await get("blog.test", ssl.TLSVersion.TLSv1_2)  # blog keeps the node's minimum
+    assert data.startswith(b"HTTP/1.1 200 "), data
+
+
 async def test_tls_1_0_and_1_1_are_refused_by_every_tenant(https):
     node = await https()
     for flag in ("-tls1", "-tls1_1"):
