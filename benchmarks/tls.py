@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""HTTPS at the edge against nginx, in the same run: TLS handshakes per
-second (full and resumed) and 2 KiB cache hits over TLS keep-alive.
+"""HTTPS at the edge against nginx, in the same run: TLS handshakes
+(full and resumed) and 2 KiB cache hits over TLS keep-alive.
 
-    python benchmarks/tls.py                          # 3 rounds x 5 s per row, ECDSA P-256 and RSA 2048 (~6 minutes)
-    python benchmarks/tls.py --rounds 5               # medians of 5 rounds
+    python benchmarks/tls.py                          # 3 rounds x 5 s a row, ECDSA P-256 and RSA 2048 (~7 minutes)
+    python benchmarks/tls.py --rounds 5               # medians of 5 rounds (~12 minutes)
     python benchmarks/tls.py --keys ec256 --rounds 1 --duration 2    # a quick look
-    python benchmarks/tls.py --profile full-1.3       # also py-spy on the node during that row
+    python benchmarks/tls.py --profile resumed-1.2    # then perf and py-spy during one more run of that row
 
 Both servers hold the same certificate (a leaf and its intermediate, made
 here with ``cryptography``), speak TLS 1.2 and 1.3 with the same TLS 1.2
 suites, issue session tickets and keep a session cache, and serve the same
 2 KiB object from their cache (nginx: ``proxy_cache`` in front of the same
 origin). Each row runs against the node and then nginx, round after round;
-the tables give the median of the rounds and the ratio of medians.
+the tables give the median of the rounds, ratios of medians and the
+server's CPU per operation.
 
 Handshakes come from ``openssl s_time`` (C, the same OpenSSL as both
 servers), ``--clients`` processes at once on the load core; each connects,
@@ -525,36 +526,32 @@ def perf_shares(data: Path) -> dict[str, float]:
     return shares
 
 
-def row_load(server: Server, cert: Certificate, st: bench.Stack, args) -> tuple[float, float, float]:
-    """One more run of the --profile row: (rate, the server's CPU, other load)."""
-    if args.profile == "hits":
-        r = run_hits(server, "tls", st, args)
-        return r["rps"], r["cpu"][server.name], r["other"]
-    h = run_s_time(server, next(c for c in CASES if c.id == args.profile), cert, args)
-    return h.rate, h.cpu, h.other
-
-
 def profile(st: bench.Stack, servers: tuple[Server, Server], cert: Certificate, args) -> Iterator[str]:
     """While the --profile row runs once more: perf on each server (CPU per
-    operation by library and kernel), and py-spy on the node (its Python)."""
-    node, _ = servers
-    what = "2 KiB hits over TLS keep-alive" if args.profile == "hits" else \
-        f"handshakes, {next(c for c in CASES if c.id == args.profile).label}"
+    operation by library and kernel), and py-spy on the node over TLS (its
+    Python). For hits, the node's plain listener is a column of its own."""
+    node, nginx = servers
+    if args.profile == "hits":
+        what = "2 KiB hits over keep-alive"
+        runs = [(label, node if name == "node" else nginx, listener) for name, listener, label in HIT_ROWS[:3]]
+    else:
+        case = next(c for c in CASES if c.id == args.profile)
+        what = f"handshakes, {case.label}"
+        runs = [(srv.name, srv, "tls") for srv in servers]
     pyspy = os.environ.get("PY_SPY") or shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not os.access(pyspy, os.X_OK):
         raise bench.BenchError("py-spy is not installed; `pip install py-spy`")
     perf = shutil.which("perf")
     costs: dict[str, tuple[dict[str, float], float]] = {}
     spied = None
-    for server in servers:
-        attached = []
+    for i, (label, server, listener) in enumerate(runs):
+        attached, data, raw = [], st.dir / f"perf-{i}.data", st.dir / "py-spy.txt"
+        spy = server is node and listener == "tls"
         if perf:
-            data = st.dir / f"perf-{server.name}.data"
             attached.append(subprocess.Popen(bench.pinned(
                 [perf, "record", "-q", "-e", "cpu-clock", "-F", "999", "-o", str(data), "-p", str(server.pid), "--",
                  "sleep", str(args.duration)], bench.LOAD_CORE), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        if server is node:
-            raw = st.dir / "py-spy.txt"
+        if spy:
             # py-spy cannot unwind C frames without stopping the node.
             attached.append(subprocess.Popen(bench.pinned(
                 [pyspy, "record", "--pid", str(node.pid), "--format", "raw", "--rate", str(args.rate), "--duration",
@@ -562,30 +559,35 @@ def profile(st: bench.Stack, servers: tuple[Server, Server], cert: Certificate, 
                 bench.LOAD_CORE), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         try:
             time.sleep(0.5)
-            log(f"profiling {server.name} during {what}, {args.duration}s")
-            rate, cpu, other = row_load(server, cert, st, args)
+            log(f"profiling {label} during {what}, {args.duration}s")
+            if args.profile == "hits":
+                r = run_hits(server, listener, st, args)
+                rate, cpu, other = r["rps"], r["cpu"][server.name], r["other"]
+            else:
+                h = run_s_time(server, case, cert, args)
+                rate, cpu, other = h.rate, h.cpu, h.other
             errors = [p.communicate(timeout=args.duration + 30)[1] for p in attached]
         finally:
             for p in attached:
                 if p.poll() is None:
                     p.kill()
-        if perf and (st.dir / f"perf-{server.name}.data").exists():
-            costs[server.name] = (perf_shares(st.dir / f"perf-{server.name}.data"), cpu / rate * 1e6 if rate else 0.0)
-        if server is node:
+        if perf and data.exists():
+            costs[label] = (perf_shares(data), cpu / rate * 1e6 if rate else 0.0)
+        if spy:
             if not raw.exists():
                 raise bench.BenchError(f"py-spy wrote no profile: {errors[-1].decode(errors='replace')}")
             spied = (raw.read_text(), {"rps": rate, "other": other, "cpu": {"edge": cpu}})
     if costs:
         groups = [g for g, _ in PERF_GROUPS] + ["other"]
-        rows = [[g, *(f"{shares.get(g, 0.0) * per_op:,.0f} ({shares.get(g, 0.0) * 100:.0f}%)"
+        rows = [[g, *(f"{shares.get(g, 0.0) * per_op:,.1f} ({shares.get(g, 0.0) * 100:.0f}%)"
                       for shares, per_op in costs.values())]
                 for g in groups if any(shares.get(g, 0.0) >= 0.005 for shares, _ in costs.values())]
-        rows.append(["**total** (server CPU / rate)", *(f"**{per_op:,.0f}**" for _, per_op in costs.values())])
+        rows.append(["**total** (server CPU / rate)", *(f"**{per_op:,.1f}**" for _, per_op in costs.values())])
         yield bench.table(
-            f"CPU µs per operation by where it is spent: {what}", ["where", *(f"{n} µs (share)" for n in costs)], rows,
+            f"CPU µs per operation by where it is spent: {what}", ["where", *(f"{n}: µs (share)" for n in costs)], rows,
             ["perf record -e cpu-clock -F 999 on each server process during one more run of the row (on-CPU samples "
              "only, so idle time does not count), grouped by the file each sample falls in; µs: that share of the "
-             "server's CPU time per operation, measured from /proc during the same run. Both profilers cost "
+             "server's CPU time per operation, measured from /proc during the same run. The profilers cost "
              "the load core time, so the rates of this run are not the benchmark's."])
     text, r = spied
     # Without native frames, the loop's own C work and its waits are samples ending in
@@ -593,7 +595,7 @@ def profile(st: bench.Stack, servers: tuple[Server, Server], cert: Certificate, 
     text = "\n".join(line for line in text.splitlines()
                      if not line.rpartition(" ")[0].rsplit(";", 1)[-1].startswith("Runner.run ("))
     args.blocking = args.native
-    yield bench.profile_report(text, r, args, what=f"{what} (samples in the event loop itself left out)",
+    yield bench.profile_report(text, r, args, what=f"{what} over TLS (samples in the event loop itself left out)",
                                unit="/s")
 
 
