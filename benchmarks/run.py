@@ -830,9 +830,9 @@ def _is_edge(frame_file: str) -> bool:
     return rel.startswith("edge/") and rel not in _LIFECYCLE
 
 
-def profile_report(text: str, r: dict, args) -> str:
+def profile_report(text: str, r: dict, args, what: str = "2 KiB hits", unit: str = "req/s") -> str:
     """Self and inclusive time per function, and self time per line of edge/
-    code, from py-spy's raw (collapsed stack) output."""
+    code, from py-spy's raw (collapsed stack) output; ``what`` names the load, ``unit`` its rate."""
     selfc: collections.Counter = collections.Counter()
     incl: collections.Counter = collections.Counter()
     lines: collections.Counter = collections.Counter()
@@ -866,7 +866,7 @@ def profile_report(text: str, r: dict, args) -> str:
     rows = [[i + 1, short(name), f"{c / total * 100:.1f}", f"{incl[name] / total * 100:.1f}"]
             for i, (name, c) in enumerate(selfc.most_common(args.top))]
     out = table(
-        f"py-spy: the edge during 2 KiB hits ({r['rps']:,.0f} req/s under the profiler, {total:,} samples)",
+        f"py-spy: the edge during {what} ({r['rps']:,.0f} {unit} under the profiler, {total:,} samples)",
         ["#", "function (file)", "self %", "inclusive %"], rows,
         ["Self time: samples whose innermost Python frame is that function (idle samples excluded); without "
          "--native, time in C code (uvloop, multidict, syscalls) is charged to the Python function that called it. "
@@ -1920,13 +1920,18 @@ def main(argv=None) -> int:
     benches = {"hit": bench_hit, "miss": bench_miss, "herd": bench_herd, "uncacheable": bench_uncacheable, "bigfile": bench_bigfile, "profile": bench_profile,
                "micro": bench_micro, "geo": bench_geo, "chain": bench_chain}
     names = ["hit", "miss", "herd", "bigfile", "geo", "chain"] if args.cmd == "all" else [args.cmd]
+    return emit((benches[name](args) for name in names), args.output)
+
+
+def emit(tables, output: str | None) -> int:
+    """Prints each table of the iterable ``tables`` as it comes (and appends
+    it to the file ``output``); returns the exit status."""
     t0 = time.monotonic()
     try:
-        for name in names:
-            out = benches[name](args)
+        for out in tables:
             print(out, flush=True)
-            if args.output:
-                with open(args.output, "a") as f:
+            if output:
+                with open(output, "a") as f:
                     f.write(out + "\n")
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)

@@ -256,6 +256,11 @@ class TlsConnection(asyncio.Protocol):
     def _established(self) -> None:
         self._stop_timer()
         self._flush()  # the last flight and the session tickets
+        if self._raw is None or self._raw.is_closing():
+            # The client left with its last flight (that write failed): the loss
+            # is already scheduled and would reach an HTTP protocol before its
+            # first step, which aiohttp does not survive.
+            return
         tls = self._tls
         tls.hello = None
         session = TlsSession(tls.version() or "", tls.sni_host, tls.sni_tenant)

@@ -4,9 +4,12 @@ deadline, the node serving on, no file descriptor left behind.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
+import socket
 import ssl
+import struct
 import warnings
 
 import pytest
@@ -99,3 +102,46 @@ async def test_a_client_that_never_takes_the_alert_is_cut_at_the_deadline(https)
     finally:
         writer.close()
     await until(lambda: not node.node.tls.handshaking, "no handshake left")
+
+
+async def handshake_then_reset(port: int, server_name: str) -> None:
+    """A TLS 1.3 handshake whose last flight (the client's Finished) reaches
+    the node with a reset right behind it, as from a client that hangs up
+    the moment its handshake is done: the node's session tickets then meet
+    a closed connection."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_context().wrap_bio(incoming, outgoing, server_hostname=server_name)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    await loop.sock_sendall(sock, outgoing.read())
+                data = await loop.sock_recv(sock, 65536)
+                assert data, "the node closed during the handshake"
+                incoming.write(data)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.send(outgoing.read())  # no await between this and the reset
+    finally:
+        sock.close()
+
+
+async def test_a_client_that_resets_right_after_its_handshake_leaves_no_error(https, caplog):
+    node = await https()
+    loop = asyncio.get_running_loop()
+    loop_errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+    with caplog.at_level(logging.WARNING):
+        await asyncio.gather(*(handshake_then_reset(node.port, "shop.test") for _ in range(ROUNDS)))
+        await until(lambda: not node.node.runner.server.connections, "the node to let the connections go")
+        await asyncio.sleep(0)  # let finished handler tasks be collected
+        gc.collect()
+    assert [c.get("message") for c in loop_errors] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert (await handshake(node.port, "shop.test")).version == "TLSv1.3"  # the node serves on
