@@ -14,8 +14,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from edge.tls.challenges import ChallengeFiles
+from edge.files import write_private
 
 log = logging.getLogger("edge.acme")
 
@@ -279,24 +278,10 @@ def _jwk(key) -> tuple[jose.JWK, jose.JWASignature]:
 
 
 def _write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
-    """``data`` into ``path`` atomically, mode 0600 from the first byte on."""
+    """``data`` into ``path`` atomically, mode 0600 from the first byte on
+    (``exclusive``: fails when another process made the file meanwhile)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o600)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        if exclusive:
-            os.link(temporary, path)  # fails when another process made the key meanwhile
-            os.unlink(temporary)
-        else:
-            os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_private(path, data, exclusive=exclusive)
 
 
 # --- messages -------------------------------------------------------------------

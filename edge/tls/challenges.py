@@ -13,10 +13,10 @@ other text in the path never reaches the file system.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from edge.files import write_private
 
 PREFIX = "/.well-known/acme-challenge/"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -37,15 +37,7 @@ class ChallengeFiles:
         if not _TOKEN.fullmatch(token):
             raise ValueError("not an ACME token")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=".", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as out:
-                out.write(key_authorization)
-            os.replace(temporary, self.directory / token)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        write_private(self.directory / token, key_authorization.encode("ascii"))
 
     def remove(self, token: str) -> None:
         if _TOKEN.fullmatch(token):

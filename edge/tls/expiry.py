@@ -25,12 +25,9 @@ that dies in between loses that notice rather than sending it twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +38,7 @@ from prometheus_client.core import GaugeMetricFamily
 from edge.observe.events import CERTIFICATE_RENEWAL_FAILED as RENEWAL_FAILED
 from edge.policy.sections.events import NO_EVENTS
 from edge.tls.store import CertificateStore, StoredCertificate
+from edge.files import write_private
 
 log = logging.getLogger("edge.tls")
 
@@ -176,18 +174,7 @@ class ExpiryWatch:
         return data if isinstance(data, dict) else {}
 
     def _write(self, data: dict[str, Any]) -> None:
-        root = self.store.root
-        fd, temporary = tempfile.mkstemp(prefix=".expiry.", suffix=".tmp", dir=root)
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(data, out, sort_keys=True)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, root / STATE_NAME)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        write_private(self.store.root / STATE_NAME, json.dumps(data, sort_keys=True).encode())
 
 
 def renewal_failed(events, policies, tenant: str, name: str, hosts: tuple[str, ...] | list[str], reason: str, *,

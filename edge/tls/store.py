@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.files import exclusive, sync_directory
+from edge.files import exclusive, sync_directory, write_private
 from edge.tls.certs import CertificateError, CertificateInfo, CheckedCertificate, describe, valid_name
 from edge.tls.context import CertificateFileError, load_certificate, server_context
 
@@ -57,28 +55,7 @@ class CertificateStore:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         directory.mkdir(mode=0o700, exist_ok=True)
         target = directory / f"{_checked_name(name)}{SUFFIX}"
-        fd, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                os.fchmod(out.fileno(), 0o600)
-                out.write(checked.chain_pem)
-                out.write(checked.key_pem)
-                out.flush()
-                os.fsync(out.fileno())
-            # OpenSSL's security level refuses what check_upload passes (a
-            # SHA-1 signature, an RSA-1024 intermediate): such a file would
-            # replace a working certificate and then not be served.
-            try:
-                load_certificate(server_context(), Path(temporary))
-            except CertificateFileError as exc:
-                raise CertificateError("certificate", f"expected a chain the node's TLS listeners can load, "
-                                                      f"found one they cannot: {exc}") from None
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        sync_directory(directory)
+        write_private(target, checked.chain_pem + checked.key_pem, check=_loadable)
         return StoredCertificate(tenant, name, target, checked.info)
 
     def delete(self, tenant: str, name: str) -> bool:
@@ -167,3 +144,14 @@ def default_root(policies_dir: Path) -> Path:
     ``certificates`` beside its policy directory (in quick and demo mode,
     ``<state dir>/certificates``)."""
     return Path(policies_dir).parent / "certificates"
+
+
+def _loadable(path: Path) -> None:
+    # OpenSSL's security level refuses what check_upload passes (a SHA-1
+    # signature, an RSA-1024 intermediate): such a file would replace a
+    # working certificate and then not be served.
+    try:
+        load_certificate(server_context(), path)
+    except CertificateFileError as exc:
+        raise CertificateError("certificate", f"expected a chain the node's TLS listeners can load, "
+                                              f"found one they cannot: {exc}") from None
